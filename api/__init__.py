@@ -1,0 +1,1 @@
+"""Outward interfaces: the HTTP API and the command line (the composition root)."""

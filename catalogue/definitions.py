@@ -1,0 +1,168 @@
+"""Declarative dataset and publisher definitions (datasets/), checked and synced."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from sqlalchemy import select
+
+from catalogue.errors import DefinitionError, SchemaError
+from catalogue.hub import Hub
+from catalogue.licenses import license_info
+from catalogue.models import Dataset, HarvestSource, Organization
+from catalogue.table_schema import check_schema
+
+PUBLISHER_KEYS = {"name", "title", "title_en", "description", "description_en", "homepage", "email"}
+ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+@dataclass
+class Definitions:
+    """Every publisher and dataset definition found in a definitions directory."""
+
+    publishers: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+
+
+@cache
+def definition_json_schema() -> dict[str, Any]:
+    """The JSON Schema every dataset definition must satisfy."""
+    return json.loads((Path(__file__).parent / "definition.schema.json").read_text())
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"{path.name} is not valid YAML: {exc}") from exc
+
+
+def load_definitions(root: Path) -> Definitions:
+    """Read and check publishers.yaml, definitions/*.yaml and their Table Schemas.
+
+    Collects every problem and raises one DefinitionError listing them all.
+    """
+    problems: list[str] = []
+    publishers_doc = _load_yaml(root / "publishers.yaml") if (root / "publishers.yaml").is_file() else None
+    publishers = (publishers_doc or {}).get("publishers", [])
+    if not publishers:
+        problems.append("publishers.yaml: no publishers; list them under 'publishers:'.")
+    for number, pub in enumerate(publishers, start=1):
+        missing = {"name", "title"} - set(pub)
+        unknown = set(pub) - PUBLISHER_KEYS
+        if missing or unknown:
+            problems.append(f"publishers.yaml, publisher {number}: missing {sorted(missing)}, unknown {sorted(unknown)}.")
+    publisher_names = {p.get("name") for p in publishers}
+    validator = jsonschema.Draft202012Validator(definition_json_schema(), format_checker=jsonschema.FormatChecker())
+    datasets = []
+    for path in sorted((root / "definitions").glob("*.yaml")):
+        doc = _load_yaml(path)
+        where = f"definitions/{path.name}"
+        found = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+        for error in found:
+            at = "/".join(str(p) for p in error.path) or "(top level)"
+            problems.append(f"{where}, at {at}: {error.message}")
+        if found:
+            continue
+        if doc["name"] != path.stem:
+            problems.append(f"{where}: name '{doc['name']}' must equal the file name '{path.stem}'.")
+        if doc["publisher"] not in publisher_names:
+            problems.append(f"{where}: publisher '{doc['publisher']}' is not in publishers.yaml.")
+        try:
+            license_info(doc["license"])
+        except DefinitionError as exc:
+            problems.append(f"{where}: {exc.message}")
+        try:
+            doc["schema"] = _load_schema(root, doc["schema"])
+        except (DefinitionError, SchemaError) as exc:
+            problems.append(f"{where}: {exc.message}")
+        datasets.append(doc)
+    if problems:
+        raise DefinitionError(
+            f"{len(problems)} problem(s) in the dataset definitions:\n- " + "\n- ".join(problems),
+            details={"problems": problems},
+        )
+    return Definitions(publishers=publishers, datasets=datasets)
+
+
+def _load_schema(root: Path, schema: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(schema, str):
+        path = (root / schema).resolve()
+        if root.resolve() not in path.parents or not path.is_file():
+            raise DefinitionError(f"schema file '{schema}' does not exist inside the definitions directory.")
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DefinitionError(f"schema file '{path.name}' is not valid JSON: {exc}") from exc
+    return check_schema(schema)
+
+
+def expand_env(value: str) -> str:
+    """Replace ``${VAR}`` with the environment variable's value (credentials stay out of files)."""
+    def _sub(match: re.Match[str]) -> str:
+        if match.group(1) not in os.environ:
+            raise DefinitionError(f"Environment variable {match.group(1)} is referenced but not set.")
+        return os.environ[match.group(1)]
+
+    return ENV_VAR.sub(_sub, value)
+
+
+def _as_date(value: str | date | None) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value)
+
+
+def sync_definitions(hub: Hub, definitions: Definitions) -> None:
+    """Create or update publishers, datasets and harvest sources from ``definitions``.
+
+    Published versions are never touched: a changed schema applies to the next delivery.
+    """
+    with hub.sessions.begin() as session:
+        orgs = {o.name: o for o in session.scalars(select(Organization))}
+        for pub in definitions.publishers:
+            org = orgs.get(pub["name"]) or Organization(name=pub["name"])
+            for key in PUBLISHER_KEYS - {"name"}:
+                setattr(org, key, pub.get(key) or "")
+            session.add(org)
+            orgs[org.name] = org
+        session.flush()
+        existing = {d.name: d for d in session.scalars(select(Dataset))}
+        sources = {s.name: s for s in session.scalars(select(HarvestSource))}
+        for doc in definitions.datasets:
+            dataset = existing.get(doc["name"]) or Dataset(name=doc["name"])
+            dataset.title = doc["title"]
+            dataset.title_en = doc.get("title_en", "")
+            dataset.description = doc["description"].strip()
+            dataset.description_en = doc.get("description_en", "").strip()
+            dataset.keywords = doc.get("keywords", [])
+            dataset.themes = doc.get("themes", [])
+            dataset.license = doc["license"]
+            dataset.publisher = orgs[doc["publisher"]]
+            dataset.contact = doc.get("contact", {})
+            dataset.update_frequency = doc.get("update_frequency", "UNKNOWN")
+            dataset.spatial = doc.get("spatial", {})
+            dataset.temporal_start = _as_date(doc.get("temporal", {}).get("start"))
+            dataset.temporal_end = _as_date(doc.get("temporal", {}).get("end"))
+            dataset.table_schema = doc["schema"]
+            session.add(dataset)
+            session.flush()
+            if "source" in doc:
+                src = doc["source"]
+                source = sources.get(doc["name"]) or HarvestSource(name=doc["name"])
+                source.dataset_id = dataset.id
+                source.type = src["type"]
+                source.url = src["url"]
+                source.format = src["format"]
+                source.mode = src.get("mode", "replace")
+                source.options = src.get("options", {})
+                session.add(source)

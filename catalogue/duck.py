@@ -1,0 +1,46 @@
+"""DuckDB connections with the spatial extension loaded from its wheel.
+
+Nothing is downloaded at run time: automatic extension install and load are
+off, and the extension file comes from the ``duckdb-extension-spatial``
+package pinned to the same release as duckdb.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import duckdb
+
+from catalogue.errors import UrbandataError
+
+
+@cache
+def spatial_extension_path() -> str:
+    """Path of the spatial extension shipped in the duckdb-extension-spatial wheel."""
+    import duckdb_extension_spatial
+
+    version = duckdb.__version__
+    root = Path(duckdb_extension_spatial.__file__).parent / "extensions"
+    candidate = root / f"v{version}" / "spatial.duckdb_extension"
+    if not candidate.is_file():
+        found = sorted(p.parent.name for p in root.glob("*/spatial.duckdb_extension"))
+        raise UrbandataError(
+            f"The spatial extension for duckdb {version} is not installed (found: {found or 'none'}). "
+            f"Install duckdb-extension-spatial=={version}."
+        )
+    return str(candidate)
+
+
+def connect(*, memory_limit_mb: int = 2048, threads: int = 2) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with spatial loaded and downloads disabled."""
+    con = duckdb.connect(
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "memory_limit": f"{memory_limit_mb}MB",
+            "threads": threads,
+        }
+    )
+    con.load_extension(spatial_extension_path())
+    return con

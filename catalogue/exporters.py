@@ -1,0 +1,38 @@
+"""Metadata exporters (a plugin seam): turn a published version into a document."""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol
+
+from catalogue.hub import Hub
+from catalogue.models import Dataset, Version
+
+
+class MetadataExporter(Protocol):
+    """Renders metadata of one dataset version (Data Package, DCAT-AP.de, ...)."""
+
+    media_type: str
+
+    def export(self, hub: Hub, dataset: Dataset, version: Version) -> bytes:
+        """The document's bytes."""
+
+
+class DataPackageExporter:
+    """The version's stored ``datapackage.json``, exactly as committed."""
+
+    media_type = "application/json"
+
+    def export(self, hub: Hub, dataset: Dataset, version: Version) -> bytes:
+        return hub.storage.read_bytes(version.descriptor_key)
+
+
+def export_metadata(hub: Hub, name: str, dataset: Dataset, version: Version) -> tuple[bytes, str]:
+    """Render with the exporter plugin ``name``: (bytes, media type)."""
+    exporter = hub.registry.get("exporters", name)()
+    return exporter.export(hub, dataset, version), exporter.media_type
+
+
+def load_descriptor(hub: Hub, version: Version) -> dict:  # type: ignore[type-arg]
+    """A version's Data Package descriptor as a dict."""
+    return json.loads(hub.storage.read_bytes(version.descriptor_key))

@@ -1,0 +1,134 @@
+"""SQL expressions that parse one text column into a Table Schema field's type.
+
+Each parser returns NULL for a value it cannot read, never a guess: with
+``decimalChar=","`` the text ``12.345,67`` becomes 12345.67 only where
+``groupChar="."`` is declared, and ``12.5`` is refused rather than read as
+12.5 or 125. Regular expressions guard casts that DuckDB would round
+(``'12.5'::BIGINT`` is 13) or read loosely (``'1_000'``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catalogue.sql_text import literal, literal_list
+
+INTEGER_RE = r"\s*[+-]?\d+\s*"
+NUMBER_RE = r"\s*([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(NaN|INF|Infinity))\s*"
+ISO_DATE_RE = r"\d{4}-\d{2}-\d{2}"
+YEAR_RE = r"\s*\d{4}\s*"
+PAIR_RE = r"\s*[+-]?\d+(\.\d+)?\s*,\s*[+-]?\d+(\.\d+)?\s*"
+
+DEFAULT_TRUE = ["true", "True", "TRUE", "1"]
+DEFAULT_FALSE = ["false", "False", "FALSE", "0"]
+
+
+def _guarded(text: str, pattern: str, expression: str) -> str:
+    return f"CASE WHEN regexp_full_match({text}, {literal(pattern)}) THEN {expression} END"
+
+
+def _strip_group(text: str, field: dict[str, Any]) -> str:
+    group = field.get("groupChar")
+    return f"replace({text}, {literal(group)}, '')" if group else text
+
+
+def _number(text: str, field: dict[str, Any]) -> str:
+    text = _strip_group(text, field)
+    decimal = field.get("decimalChar", ".")
+    if decimal != ".":
+        # A '.' left after removing group characters is not this feed's decimal mark.
+        text = f"CASE WHEN NOT contains({text}, '.') THEN replace({text}, {literal(decimal)}, '.') END"
+    return _guarded(text, NUMBER_RE, f"TRY_CAST({text} AS DOUBLE)")
+
+
+def _integer(text: str, field: dict[str, Any]) -> str:
+    text = _strip_group(text, field)
+    return _guarded(text, INTEGER_RE, f"TRY_CAST({text} AS BIGINT)")
+
+
+def _boolean(text: str, field: dict[str, Any]) -> str:
+    true = field.get("trueValues", DEFAULT_TRUE)
+    false = field.get("falseValues", DEFAULT_FALSE)
+    return f"CASE WHEN {text} IN {literal_list(true)} THEN TRUE WHEN {text} IN {literal_list(false)} THEN FALSE END"
+
+
+def _has_pattern(field: dict[str, Any]) -> bool:
+    return field.get("format", "default") not in ("default", "any")
+
+
+def _date(text: str, field: dict[str, Any]) -> str:
+    if _has_pattern(field):
+        return f"CAST(try_strptime({text}, {literal(field['format'])}) AS DATE)"
+    return _guarded(text, ISO_DATE_RE, f"TRY_CAST({text} AS DATE)")
+
+
+def _datetime(text: str, field: dict[str, Any]) -> str:
+    if _has_pattern(field):
+        return f"try_strptime({text}, {literal(field['format'])})"
+    # ISO 8601; an offset or Z is converted to UTC and stored without zone.
+    return (
+        f"CASE WHEN regexp_matches({text}, '([+-]\\d{{2}}:?\\d{{2}}|Z)$') "
+        f"THEN timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ)) ELSE TRY_CAST({text} AS TIMESTAMP) END"
+    )
+
+
+def _time(text: str, field: dict[str, Any]) -> str:
+    if _has_pattern(field):
+        return f"CAST(try_strptime({text}, {literal(field['format'])}) AS TIME)"
+    return f"TRY_CAST({text} AS TIME)"
+
+
+def _year(text: str, field: dict[str, Any]) -> str:
+    return _guarded(text, YEAR_RE, f"TRY_CAST({text} AS INTEGER)")
+
+
+def _point(lon: str, lat: str) -> str:
+    return (
+        f"CASE WHEN {lon} BETWEEN -180 AND 180 AND {lat} BETWEEN -90 AND 90 "
+        f"THEN ST_Point({lon}, {lat}) END"
+    )
+
+
+def _geopoint(text: str, field: dict[str, Any]) -> str:
+    fmt = field.get("format", "default")
+    if fmt == "array":
+        lon = f"TRY_CAST(json_extract_string({text}, '$[0]') AS DOUBLE)"
+        lat = f"TRY_CAST(json_extract_string({text}, '$[1]') AS DOUBLE)"
+        ok = f"json_valid({text}) AND json_array_length({text}) = 2"
+    elif fmt == "object":
+        lon = f"TRY_CAST(json_extract_string({text}, '$.lon') AS DOUBLE)"
+        lat = f"TRY_CAST(json_extract_string({text}, '$.lat') AS DOUBLE)"
+        ok = f"json_valid({text}) AND json_type({text}) = 'OBJECT'"
+    else:
+        lon = f"TRY_CAST(split_part({text}, ',', 1) AS DOUBLE)"
+        lat = f"TRY_CAST(split_part({text}, ',', 2) AS DOUBLE)"
+        ok = f"regexp_full_match({text}, {literal(PAIR_RE)})"
+    return f"CASE WHEN {ok} THEN {_point(lon, lat)} END"
+
+
+def _geojson(text: str, field: dict[str, Any]) -> str:
+    return f"CASE WHEN json_valid({text}) THEN try(ST_GeomFromGeoJSON({text})) END"
+
+
+PARSERS = {
+    "string": lambda text, field: text,
+    "integer": _integer,
+    "number": _number,
+    "boolean": _boolean,
+    "date": _date,
+    "datetime": _datetime,
+    "time": _time,
+    "year": _year,
+    "geopoint": _geopoint,
+    "geojson": _geojson,
+}
+
+
+def parse_expression(text: str, field: dict[str, Any]) -> str:
+    """SQL turning the text expression ``text`` into the field's stored type (NULL if unreadable)."""
+    return PARSERS[field.get("type", "string")](text, field)
+
+
+def type_note(field: dict[str, Any]) -> str:
+    """Frictionless' note for a type error: 'type is "number/default"'."""
+    return f'type is "{field.get("type", "string")}/{field.get("format", "default")}"'

@@ -1,0 +1,138 @@
+"""Read access to the catalogue: publishers, datasets, versions, jobs, as plain dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from catalogue.errors import DatasetNotFound, InvalidParameter, PublisherNotFound, VersionNotFound
+from catalogue.licenses import license_info
+from catalogue.models import Dataset, HarvestJob, Organization, Version
+from catalogue.table_schema import geometry_fields, primary_key
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    """The dataset ``name``; DatasetNotFound if there is none."""
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.name == name).options(selectinload(Dataset.publisher))
+    )
+    if dataset is None:
+        raise DatasetNotFound(
+            f"There is no dataset named '{name}'. The list of datasets is at /api/v1/datasets."
+        )
+    return dataset
+
+
+def get_version(session: Session, dataset: Dataset, number: int | None = None) -> Version:
+    """Version ``number`` of ``dataset`` (default: the current one); VersionNotFound if absent."""
+    if number is None:
+        if dataset.current_version is None:
+            raise VersionNotFound(f"Dataset '{dataset.name}' has no published version yet.")
+        return dataset.current_version
+    if number < 1:
+        raise InvalidParameter(f"Version numbers start at 1; got {number}.")
+    version = session.scalar(
+        select(Version).where(Version.dataset_id == dataset.id, Version.number == number)
+    )
+    if version is None:
+        latest = dataset.current_version.number if dataset.current_version else 0
+        hint = f"Versions 1 to {latest} exist." if latest else "No version is published yet."
+        raise VersionNotFound(f"Dataset '{dataset.name}' has no version {number}. {hint}")
+    return version
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    """Every dataset, by name."""
+    return list(session.scalars(select(Dataset).order_by(Dataset.name).options(selectinload(Dataset.publisher))))
+
+
+def list_versions(session: Session, dataset: Dataset) -> list[Version]:
+    """Versions of ``dataset``, newest first."""
+    return list(
+        session.scalars(select(Version).where(Version.dataset_id == dataset.id).order_by(Version.number.desc()))
+    )
+
+
+def list_publishers(session: Session) -> list[Organization]:
+    """Every publisher, by name."""
+    return list(session.scalars(select(Organization).order_by(Organization.name)))
+
+
+def get_publisher(session: Session, name: str) -> Organization:
+    """The publisher ``name``; PublisherNotFound if there is none."""
+    org = session.scalar(select(Organization).where(Organization.name == name))
+    if org is None:
+        raise PublisherNotFound(f"There is no publisher named '{name}'.")
+    return org
+
+
+def list_jobs(session: Session, dataset: Dataset, limit: int = 50) -> list[HarvestJob]:
+    """The latest deliveries of ``dataset``, newest first."""
+    return list(
+        session.scalars(
+            select(HarvestJob).where(HarvestJob.dataset_id == dataset.id).order_by(HarvestJob.id.desc()).limit(limit)
+        )
+    )
+
+
+def publisher_dict(org: Organization) -> dict[str, Any]:
+    """A publisher as JSON-ready metadata."""
+    return {
+        "name": org.name, "title": org.title, "title_en": org.title_en, "description": org.description,
+        "description_en": org.description_en, "homepage": org.homepage, "email": org.email,
+    }
+
+
+def version_dict(version: Version) -> dict[str, Any]:
+    """A version as JSON-ready metadata."""
+    return {
+        "number": version.number,
+        "created_at": version.created_at.isoformat(),
+        "row_count": version.row_count,
+        "bytes": version.bytes,
+        "sha256": version.content_hash,
+        "parts": list(version.parts),
+        "changes": dict(version.changes),
+        "provenance": {k: v for k, v in version.provenance.items() if k != "schema_hash"},
+    }
+
+
+def dataset_dict(dataset: Dataset) -> dict[str, Any]:
+    """A dataset as JSON-ready metadata (without its version list)."""
+    current = dataset.current_version
+    return {
+        "name": dataset.name,
+        "title": dataset.title,
+        "title_en": dataset.title_en,
+        "description": dataset.description,
+        "description_en": dataset.description_en,
+        "keywords": list(dataset.keywords),
+        "themes": list(dataset.themes),
+        "license": license_info(dataset.license),
+        "publisher": {"name": dataset.publisher.name, "title": dataset.publisher.title},
+        "contact": dict(dataset.contact),
+        "update_frequency": dataset.update_frequency,
+        "spatial": dict(dataset.spatial),
+        "temporal": {
+            "start": dataset.temporal_start.isoformat() if dataset.temporal_start else None,
+            "end": dataset.temporal_end.isoformat() if dataset.temporal_end else None,
+        },
+        "schema": dataset.table_schema,
+        "primary_key": primary_key(dataset.table_schema),
+        "geometry_fields": geometry_fields(dataset.table_schema),
+        "current_version": current.number if current else None,
+        "row_count": current.row_count if current else None,
+        "modified_at": dataset.modified_at.isoformat() if current else None,
+    }
+
+
+def job_dict(job: HarvestJob) -> dict[str, Any]:
+    """A delivery (harvest job) as JSON-ready metadata."""
+    return {
+        "id": job.id, "status": job.status, "message": job.message, "error_code": job.error_code,
+        "started_at": job.started_at.isoformat(), "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "version": job.version_number, "rows": job.rows, "bytes_received": job.bytes_received,
+        "has_report": job.report_key is not None,
+    }

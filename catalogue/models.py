@@ -1,0 +1,135 @@
+"""Catalogue metadata as SQLAlchemy 2 models, portable across SQLite and PostgreSQL.
+
+Lists and nested metadata are JSON columns; the spatial extent is a GeoJSON
+geometry in JSON, so the embedded SQLite default needs no SpatiaLite.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Organization(Base):
+    """A publisher: the city hall or one of its companies."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    title_en: Mapped[str] = mapped_column(String(300), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    description_en: Mapped[str] = mapped_column(Text, default="")
+    homepage: Mapped[str] = mapped_column(String(500), default="")
+    email: Mapped[str] = mapped_column(String(300), default="")
+
+    datasets: Mapped[list[Dataset]] = relationship(back_populates="publisher")
+
+
+class Dataset(Base):
+    """A dataset: metadata, its Table Schema and a pointer to its current version."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    title_en: Mapped[str] = mapped_column(String(300), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    description_en: Mapped[str] = mapped_column(Text, default="")
+    keywords: Mapped[list[Any]] = mapped_column(default=list)
+    themes: Mapped[list[Any]] = mapped_column(default=list)
+    license: Mapped[str] = mapped_column(String(500))
+    publisher_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    contact: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    update_frequency: Mapped[str] = mapped_column(String(20), default="IRREG")
+    spatial: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    temporal_start: Mapped[date | None] = mapped_column(Date, nullable=True)
+    temporal_end: Mapped[date | None] = mapped_column(Date, nullable=True)
+    table_schema: Mapped[dict[str, Any]] = mapped_column("schema", JSON)
+    current_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("versions.id", use_alter=True, name="fk_dataset_current_version"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    publisher: Mapped[Organization] = relationship(back_populates="datasets")
+    versions: Mapped[list[Version]] = relationship(
+        back_populates="dataset", foreign_keys="Version.dataset_id", order_by="Version.number"
+    )
+    current_version: Mapped[Version | None] = relationship(foreign_keys=[current_version_id], post_update=True)
+
+
+class Version(Base):
+    """One immutable published version of a dataset."""
+
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    descriptor_key: Mapped[str] = mapped_column(String(500))
+    parts: Mapped[list[Any]] = mapped_column(default=list)
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    harvest_job_id: Mapped[int | None] = mapped_column(ForeignKey("harvest_jobs.id"), nullable=True)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="versions", foreign_keys=[dataset_id])
+
+
+class HarvestSource(Base):
+    """Where and how a dataset's deliveries are pulled from."""
+
+    __tablename__ = "harvest_sources"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    type: Mapped[str] = mapped_column(String(50))
+    url: Mapped[str] = mapped_column(String(2000))
+    format: Mapped[str] = mapped_column(String(20))
+    mode: Mapped[str] = mapped_column(String(10), default="replace")
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    etag: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+    dataset: Mapped[Dataset] = relationship()
+
+
+class HarvestJob(Base):
+    """One run of a harvest source, with its outcome and validation report."""
+
+    __tablename__ = "harvest_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("harvest_sources.id"), nullable=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # running | published | unchanged | quarantined | failed
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    error_code: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    report_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    bytes_received: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    dataset: Mapped[Dataset] = relationship()

@@ -1,0 +1,127 @@
+"""Turn delivered bytes (CSV, JSON array, GeoJSON) into an all-text Arrow table.
+
+Every cell stays text here, exactly as delivered, so validation can report
+the original value and parse it with the field's declared format (decimal
+comma, German dates, ...). Typing happens column-wise in ``validation``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from catalogue.errors import MalformedFeed
+
+FORMATS = ("csv", "json", "geojson")
+
+
+def read_delivery(content: bytes, fmt: str, options: dict[str, Any], field_names: list[str]) -> pa.Table:
+    """Parse ``content`` in format ``fmt`` into a table of text columns."""
+    if fmt == "csv":
+        return read_csv(content, options, field_names)
+    if fmt == "json":
+        return _records_table(_load_json(content, options), "JSON")
+    if fmt == "geojson":
+        return read_geojson(content, options)
+    raise MalformedFeed(f"Unknown feed format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
+
+
+def read_csv(content: bytes, options: dict[str, Any], field_names: list[str]) -> pa.Table:
+    """Read CSV with the declared delimiter and encoding, every column as text."""
+    encoding = options.get("encoding", "utf-8")
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise MalformedFeed(f"Unknown encoding '{encoding}' in the source options; use e.g. utf-8 or cp1252.")
+    if encoding.replace("-", "").lower() in ("utf8", "utf8sig") and content.startswith(b"\xef\xbb\xbf"):
+        content = content[3:]
+    read = pacsv.ReadOptions(encoding=encoding, block_size=16 << 20)
+    parse = pacsv.ParseOptions(
+        delimiter=options.get("delimiter", ","),
+        quote_char=options.get("quote_char", '"'),
+        newlines_in_values=bool(options.get("newlines_in_values", False)),
+    )
+    # Unknown (extra) columns are read as text too, so the report can name them.
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in field_names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        table = pacsv.read_csv(io.BytesIO(content), read_options=read, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise MalformedFeed(
+            f"The CSV feed cannot be read with delimiter {parse.delimiter!r} and encoding {encoding!r}: "
+            f"{_arrow_message(exc)}. Check the delimiter, encoding and quoting declared for the source."
+        ) from exc
+    return _all_text(table)
+
+
+def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:
+    """A FeatureCollection as rows: properties plus a ``geometry`` text column."""
+    doc = _load_json(content, options, want_list=False)
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise MalformedFeed("The GeoJSON feed must be a FeatureCollection object.")
+    features = doc.get("features")
+    if not isinstance(features, list):
+        raise MalformedFeed("The GeoJSON FeatureCollection has no 'features' list.")
+    records = []
+    for number, feature in enumerate(features, start=1):
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            raise MalformedFeed(f"GeoJSON feature {number} is not a Feature object.")
+        record = dict(feature.get("properties") or {})
+        record["geometry"] = feature.get("geometry")
+        records.append(record)
+    return _records_table(records, "GeoJSON")
+
+
+def _load_json(content: bytes, options: dict[str, Any], want_list: bool = True) -> Any:
+    encoding = options.get("encoding", "utf-8")
+    try:
+        doc = json.loads(content.decode(encoding))
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise MalformedFeed(f"The feed is not valid {encoding} text: {exc}.") from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedFeed(
+            f"The feed is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        ) from exc
+    if want_list:
+        if isinstance(doc, dict) and isinstance(doc.get(options.get("records_key", "records")), list):
+            doc = doc[options.get("records_key", "records")]
+        if not isinstance(doc, list):
+            raise MalformedFeed("The JSON feed must be an array of objects (one object per row).")
+    return doc
+
+
+def _records_table(records: list[Any], kind: str) -> pa.Table:
+    columns: dict[str, list[str | None]] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise MalformedFeed(f"{kind} row {index + 1} is not an object.")
+        for key in record:
+            if key not in columns:
+                columns[key] = [None] * index
+        for key, cells in columns.items():
+            cells.append(_as_text(record.get(key)))
+    return pa.table({key: pa.array(cells, pa.string()) for key, cells in columns.items()})
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _all_text(table: pa.Table) -> pa.Table:
+    columns = [col if pa.types.is_string(col.type) else col.cast(pa.string()) for col in table.columns]
+    return pa.table(columns, names=table.column_names)
+
+
+def _arrow_message(exc: Exception) -> str:
+    return str(exc).splitlines()[0].rstrip(".")

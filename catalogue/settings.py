@@ -1,0 +1,88 @@
+"""One settings class, read once at an entry point and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob of the hub; environment variables use the ``URBANDATA_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="URBANDATA_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Directory for everything generated: catalogue database, Parquet store, built site.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalogue database; default: a SQLite file in data_dir.",
+    )
+    storage: str = Field(
+        default="local",
+        description="Name of the storage backend for Parquet parts and descriptors (plugin name).",
+    )
+    definitions_dir: Path = Field(
+        default=PROJECT_ROOT / "datasets",
+        description="Directory holding publishers.yaml, definitions/*.yaml and Table Schemas.",
+    )
+    site_templates_dir: Path = Field(
+        default=PROJECT_ROOT / "site",
+        description="Directory holding the site's templates/, static/ and i18n/.",
+    )
+    feed_base_url: str | None = Field(
+        default=None,
+        description="Base URL that relative source URLs in dataset definitions resolve against.",
+    )
+    harvest_timeout_s: float = Field(
+        default=30.0, gt=0, description="Connect and read timeout of one harvest request, in seconds."
+    )
+    harvest_max_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="Largest feed a harvest downloads, in bytes."
+    )
+    max_report_errors: int = Field(
+        default=1000, gt=0, description="Most errors listed in one validation report (all are counted)."
+    )
+    part_max_rows: int = Field(
+        default=1_000_000, gt=0, description="Rows per Parquet part before a delivery is split."
+    )
+    row_group_rows: int = Field(
+        default=64 * 1024, gt=0, description="Rows per Parquet row group (smaller groups prune better)."
+    )
+    default_page_size: int = Field(
+        default=100, gt=0, description="Records returned when a request gives no limit."
+    )
+    max_returned_rows: int = Field(
+        default=1000, gt=0, description="Most records one records request may return."
+    )
+    duckdb_memory_limit_mb: int = Field(
+        default=2048, gt=0, description="Memory limit of the query engine, in MiB."
+    )
+    duckdb_threads: int = Field(default=2, gt=0, description="Threads the query engine may use.")
+    api_prefix: str = Field(default="/api/v1", description="URL prefix of the REST API.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Public base URL of the hub, used in citations and absolute links.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'catalogue.sqlite').resolve()}"
+
+    @property
+    def store_dir(self) -> Path:
+        """Where the local storage backend keeps parts, descriptors and reports."""
+        return self.data_dir / "store"
+
+    @property
+    def site_dir(self) -> Path:
+        """Where the built static site goes."""
+        return self.data_dir / "site"

@@ -1,0 +1,23 @@
+"""Quoting for the SQL the kernel writes itself from trusted definitions.
+
+User input never goes through here: query parameters are bound, and the
+query API parses user expressions into an AST. These helpers quote names and
+literals taken from dataset definitions (field names, formats, enums).
+"""
+
+from __future__ import annotations
+
+
+def ident(name: str) -> str:
+    """A double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: str) -> str:
+    """A single-quoted SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def literal_list(values: list[str]) -> str:
+    """A parenthesised list of string literals."""
+    return "(" + ", ".join(literal(v) for v in values) + ")"

@@ -1,0 +1,109 @@
+"""Storage backends for Parquet parts, version descriptors and reports.
+
+Keys are '/'-separated relative names (``datasets/<name>/parts/<sha>.parquet``).
+Every write is atomic: a reader sees the whole file or none of it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from catalogue.errors import NotFound
+from catalogue.settings import Settings
+
+
+class Storage(Protocol):
+    """Where the hub's immutable files live (local directory, S3, ...)."""
+
+    def new_scratch_file(self, suffix: str) -> Path:
+        """A fresh temporary file on the same volume, for building a file to publish."""
+
+    def publish_file(self, key: str, scratch: Path) -> None:
+        """Fsync ``scratch`` and move it to ``key`` atomically (no-op move if the key exists)."""
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` to ``key`` atomically."""
+
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes stored under ``key``; NotFound if absent."""
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a file."""
+
+    def engine_uri(self, key: str) -> str:
+        """How DuckDB, pyarrow or a file server reach ``key`` (a path or URL)."""
+
+    def size(self, key: str) -> int:
+        """Size of the file under ``key`` in bytes."""
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix``."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    """Files in a local directory: write to a temp file, fsync, rename."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = settings.store_dir.resolve()
+        self.scratch = self.root / ".scratch"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise NotFound("No stored file under that name.")
+        return path
+
+    def new_scratch_file(self, suffix: str) -> Path:
+        fd, name = tempfile.mkstemp(suffix=suffix, dir=self.scratch)
+        os.close(fd)
+        return Path(name)
+
+    def publish_file(self, key: str, scratch: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(scratch, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(scratch, target)
+        _fsync_dir(target.parent)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        scratch = self.new_scratch_file(".tmp")
+        with open(scratch, "wb") as handle:
+            handle.write(data)
+        self.publish_file(key, scratch)
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound("No stored file under that name.")
+        return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def engine_uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and self.scratch not in path.parents:
+                yield path.relative_to(self.root).as_posix()

@@ -1,0 +1,71 @@
+"""Frictionless Table Schemas: checked with frictionless, mapped to DuckDB types."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import frictionless
+
+from catalogue.errors import SchemaError
+
+# Table Schema type -> DuckDB type of the stored column.
+STORED_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "datetime": "TIMESTAMP",
+    "time": "TIME",
+    "year": "INTEGER",
+    "geopoint": "GEOMETRY",
+    "geojson": "GEOMETRY",
+}
+GEOMETRY_TYPES = frozenset({"geopoint", "geojson"})
+
+
+def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
+    """Validate a Table Schema descriptor with frictionless and our supported types.
+
+    Returns the descriptor unchanged; raises SchemaError saying what to fix.
+    """
+    try:
+        frictionless.Schema.from_descriptor(descriptor)
+    except frictionless.FrictionlessException as exc:
+        raise SchemaError(f"The Table Schema is invalid: {exc.error.message}") from exc
+    fields = descriptor.get("fields") or []
+    if not fields:
+        raise SchemaError("The Table Schema has no fields; list at least one under 'fields'.")
+    names = [f["name"] for f in fields]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SchemaError(f"Field names must be unique; repeated: {', '.join(duplicates)}.")
+    for field in fields:
+        kind = field.get("type", "any")
+        if kind not in STORED_TYPES:
+            raise SchemaError(
+                f"Field '{field['name']}' has type '{kind}', which the hub cannot store yet. "
+                f"Use one of: {', '.join(sorted(STORED_TYPES))}."
+            )
+    for key in primary_key(descriptor):
+        if key not in names:
+            raise SchemaError(f"primaryKey names '{key}', which is not a field of the schema.")
+    return descriptor
+
+
+def primary_key(descriptor: dict[str, Any]) -> list[str]:
+    """The primary key as a list of field names (Table Schema allows a bare string)."""
+    key = descriptor.get("primaryKey") or []
+    return [key] if isinstance(key, str) else list(key)
+
+
+def geometry_fields(descriptor: dict[str, Any]) -> list[str]:
+    """Names of the fields stored as geometry."""
+    return [f["name"] for f in descriptor["fields"] if f.get("type") in GEOMETRY_TYPES]
+
+
+def schema_hash(descriptor: dict[str, Any]) -> str:
+    """A stable hash of the schema, for change detection."""
+    return hashlib.sha256(json.dumps(descriptor, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,212 @@
+"""Column-wise validation of a delivery against its Table Schema.
+
+The delivery arrives as text columns; one DuckDB pass parses every column
+and tags each cell that breaks its type or a constraint. Uniqueness and the
+primary key are checked with window functions. The outcome is a typed table
+(sorted by the primary key) and a Frictionless validation report built from
+frictionless' own error classes, so the report reads like
+``frictionless validate`` output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from frictionless import Report, ReportTask, errors
+
+from catalogue.field_parsing import parse_expression, type_note
+from catalogue.sql_text import ident, literal, literal_list
+from catalogue.table_schema import STORED_TYPES, primary_key
+
+ROW = "__row"  # 0-based position of the row in the delivery
+FIRST_DATA_ROW = 2  # Frictionless numbers the header as row 1
+
+
+@dataclass
+class Validated:
+    """The outcome of validating one delivery."""
+
+    valid: bool
+    report: dict[str, Any]
+    table: pa.Table | None  # typed, sorted by primary key; None when invalid
+    error_count: int
+
+
+def _constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
+    """(tag, SQL condition that marks a bad cell, frictionless note) per constraint."""
+    constraints = field.get("constraints", {})
+    kind = STORED_TYPES[field.get("type", "string")]
+    checks: list[tuple[str, str, str]] = []
+    if constraints.get("required") or in_key:
+        checks.append(("required", f"{raw} IS NULL", 'constraint "required" is "True"'))
+    for name, op in (("minimum", "<"), ("maximum", ">")):
+        if name in constraints and kind != "GEOMETRY":
+            bound = f"CAST({literal(str(constraints[name]))} AS {kind})"
+            checks.append((name, f"{typed} {op} {bound}", f'constraint "{name}" is "{constraints[name]}"'))
+    for name, op in (("minLength", "<"), ("maxLength", ">")):
+        if name in constraints:
+            checks.append((name, f"length({raw}) {op} {int(constraints[name])}", f'constraint "{name}" is "{constraints[name]}"'))
+    if "pattern" in constraints:
+        checks.append(
+            ("pattern", f"NOT regexp_full_match({raw}, {literal(constraints['pattern'])})",
+             f'constraint "pattern" is "{constraints["pattern"]}"')
+        )
+    if "enum" in constraints:
+        values = [str(v) for v in constraints["enum"]]
+        target = raw if kind == "VARCHAR" else typed
+        listed = literal_list(values) if kind == "VARCHAR" else "(" + ", ".join(f"CAST({literal(v)} AS {kind})" for v in values) + ")"
+        checks.append(("enum", f"{target} NOT IN {listed}", f'constraint "enum" is "{values}"'))
+    return checks
+
+
+def validate_delivery(
+    con: duckdb.DuckDBPyConnection,
+    raw: pa.Table,
+    schema: dict[str, Any],
+    *,
+    name: str,
+    place: str,
+    max_errors: int = 1000,
+) -> Validated:
+    """Validate text table ``raw`` against Table Schema ``schema``."""
+    started = time.perf_counter()
+    fields = schema["fields"]
+    missing_values = [str(v) for v in schema.get("missingValues", [""])]
+    key = primary_key(schema)
+    labels = raw.column_names
+    found: list[errors.Error] = []
+    total = 0
+
+    # Header: every field must be present; unknown columns are reported, not dropped silently.
+    names = [f["name"] for f in fields]
+    for number, field in enumerate(fields, start=1):
+        if field["name"] not in labels:
+            total += 1
+            found.append(errors.MissingLabelError(
+                note="", labels=labels, row_numbers=[1], label="", field_name=field["name"], field_number=number))
+            raw = raw.append_column(field["name"], pa.nulls(raw.num_rows, pa.string()))
+    for number, label in enumerate(labels, start=1):
+        if label not in names:
+            total += 1
+            found.append(errors.ExtraLabelError(
+                note="", labels=labels, row_numbers=[1], label=label, field_name="", field_number=number))
+
+    raw = raw.append_column(ROW, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
+    con.register("__raw", raw)
+    try:
+        inner, outer = [ident(ROW)], [ident(ROW)]
+        notes: dict[str, str] = {}
+        for i, field in enumerate(fields):
+            column = ident(field["name"])
+            raw_i, typed_i = f"__r{i}", f"__t{i}"
+            inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
+            checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
+            checks += _constraint_checks(field, raw_i, typed_i, field["name"] in key)
+            cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
+            notes.update({f"{i}:{tag}": note for tag, _, note in checks})
+            outer.append(f"{typed_i} AS {ident('f' + str(i))}")
+            outer.append(f"CASE {cases} END AS {ident('e' + str(i))}")
+        typed_inner = ", ".join(
+            [f"*"] + [f"{parse_expression(f'__r{i}', field)} AS __t{i}" for i, field in enumerate(fields)]
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __typed AS SELECT {', '.join(outer)} FROM "
+            f"(SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM __raw))"
+        )
+        error_columns = [ident(f"e{i}") for i in range(len(fields))]
+        counts = con.execute(
+            "SELECT " + ", ".join(f"count({c})" for c in error_columns) + " FROM __typed"
+        ).fetchone()
+        total += sum(counts or [])
+        cell_errors = con.execute(
+            f"SELECT {ROW}, CAST(substr(field, 2) AS INTEGER) AS i, tag FROM "
+            f"(UNPIVOT __typed ON {', '.join(error_columns)} INTO NAME field VALUE tag) "
+            f"ORDER BY {ROW}, i LIMIT {int(max_errors)}"
+        ).fetchall()
+        row_errors = _duplicate_rows(con, fields, key, max_errors)
+        total += sum(count for _, _, count in row_errors)
+        wanted = sorted({row for row, *_ in cell_errors} | {row for _, rows, _ in row_errors for row in rows})
+        cells = _raw_rows(con, raw, wanted)
+        for row, i, tag in cell_errors:
+            field = fields[i]
+            error_class = errors.TypeError if tag == "type" else errors.ConstraintError
+            found.append(error_class(
+                note=notes[f"{i}:{tag}"], cells=cells[row], row_number=row + FIRST_DATA_ROW,
+                cell=cells[row][labels.index(field["name"])] if field["name"] in labels else "",
+                field_name=field["name"], field_number=i + 1))
+        for what, rows, _ in row_errors:
+            for row in rows:
+                if what == "primary-key":
+                    found.append(errors.PrimaryKeyError(
+                        note=f'the same as a row above for {", ".join(key)}', cells=cells[row],
+                        row_number=row + FIRST_DATA_ROW))
+                else:
+                    i = names.index(what)
+                    found.append(errors.UniqueError(
+                        note="the same as in a row above", cells=cells[row], row_number=row + FIRST_DATA_ROW,
+                        cell=cells[row][labels.index(what)] if what in labels else "",
+                        field_name=what, field_number=i + 1))
+        valid = total == 0
+        table = None
+        if valid:
+            select = ", ".join(f"{ident('f' + str(i))} AS {ident(f['name'])}" for i, f in enumerate(fields))
+            order = ", ".join([ident("f" + str(names.index(k))) for k in key] + [ident(ROW)])
+            table = con.execute(f"SELECT {select} FROM __typed ORDER BY {order}").arrow()
+            if isinstance(table, pa.RecordBatchReader):
+                table = table.read_all()
+    finally:
+        con.unregister("__raw")
+        con.execute("DROP TABLE IF EXISTS __typed")
+
+    listed = sorted(found, key=lambda e: getattr(e, "row_number", 0) or 0)[:max_errors]
+    warnings = [] if total <= len(listed) else [f"{total - len(listed)} more errors were found but not listed."]
+    task = ReportTask(
+        name=name, type="table", valid=valid, place=place, labels=labels, warnings=warnings,
+        stats={"errors": total, "warnings": len(warnings), "rows": raw.num_rows, "fields": len(fields),
+               "seconds": round(time.perf_counter() - started, 3)},
+        errors=listed,
+    )
+    report = Report.from_validation(time=round(time.perf_counter() - started, 3), tasks=[task]).to_descriptor()
+    report["stats"]["errors"] = total
+    return Validated(valid=valid, report=report, table=table, error_count=total)
+
+
+def _duplicate_rows(
+    con: duckdb.DuckDBPyConnection, fields: list[dict[str, Any]], key: list[str], limit: int
+) -> list[tuple[str, list[int], int]]:
+    """Rows repeating the primary key or a unique field: (what, first rows, count)."""
+    names = [f["name"] for f in fields]
+    groups: list[tuple[str, list[str]]] = []
+    if key:
+        groups.append(("primary-key", key))
+    groups += [(f["name"], [f["name"]]) for f in fields if f.get("constraints", {}).get("unique")]
+    found = []
+    for what, columns in groups:
+        cols = ", ".join(ident("f" + str(names.index(c))) for c in columns)
+        not_null = " AND ".join(f"{ident('f' + str(names.index(c)))} IS NOT NULL" for c in columns)
+        dupes = (
+            f"SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (PARTITION BY {cols} ORDER BY {ROW}) AS n "
+            f"FROM __typed WHERE {not_null}) WHERE n > 1"
+        )
+        count = con.execute(f"SELECT count(*) FROM ({dupes})").fetchone()[0]  # type: ignore[index]
+        if count:
+            rows = [r for (r,) in con.execute(f"{dupes} ORDER BY {ROW} LIMIT {int(limit)}").fetchall()]
+            found.append((what, rows, count))
+    return found
+
+
+def _raw_rows(con: duckdb.DuckDBPyConnection, raw: pa.Table, rows: list[int]) -> dict[int, list[str]]:
+    """The delivered cells of the given rows, for the report."""
+    if not rows:
+        return {}
+    columns = [c for c in raw.column_names if c != ROW]
+    select = ", ".join(f"coalesce({ident(c)}, '')" for c in columns)
+    result = con.execute(
+        f"SELECT {ROW}, {select} FROM __raw WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rows]
+    ).fetchall()
+    return {row[0]: list(row[1:]) for row in result}

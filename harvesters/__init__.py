@@ -1,0 +1,1 @@
+"""Harvesters: pull deliveries from subsidiaries' sources into the catalogue."""
