@@ -1,0 +1,74 @@
+"""One error handler: every error, ours or the framework's, in one JSON envelope.
+
+``{"error": {"code": "dataset-not-found", "status": 404, "message": "..."}}``.
+Unknown paths outside the API get the site's HTML 404 page when it is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from catalogue.errors import UrbandataError
+
+log = logging.getLogger("urbandata.api")
+
+HTTP_CODES = {
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    429: "too-many-requests",
+}
+
+
+def envelope(code: str, status: int, message: str, details: dict | None = None) -> JSONResponse:  # type: ignore[type-arg]
+    """The JSON error response."""
+    body: dict = {"code": code, "status": status, "message": message}  # type: ignore[type-arg]
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(UrbandataError)
+    async def _ours(request: Request, exc: UrbandataError) -> Response:
+        if exc.status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return envelope(exc.code, exc.status, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append({"parameter": where, "problem": err.get("msg", "invalid"), "input": str(err.get("input"))[:200]})
+        first = problems[0] if problems else {"parameter": "?", "problem": "invalid"}
+        return envelope(
+            "invalid-parameter", 400,
+            f"Invalid value for {first['parameter']}: {first['problem']}.",
+            {"problems": problems},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        page = site_dir / ("en" if request.url.path.startswith("/en/") else "") / "404.html"
+        if exc.status_code == 404 and not request.url.path.startswith((api_prefix, "/api/")) and page.is_file():
+            return FileResponse(page, status_code=404, media_type="text/html")
+        code = HTTP_CODES.get(exc.status_code, "http-error")
+        message = str(exc.detail) if exc.detail else "HTTP error"
+        if exc.status_code == 404:
+            message = f"Nothing at {request.url.path}. The API starts at {api_prefix}/datasets; its description is at /openapi.json."
+        return envelope(code, exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return envelope("internal-error", 500, "An unexpected error occurred; it has been logged.")

@@ -1,0 +1,111 @@
+"""Catalogue metadata routes: datasets, versions, deliveries, publishers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.deps import get_hub, get_session
+from catalogue.errors import NotFound
+from catalogue.exporters import export_metadata, load_descriptor
+from catalogue.hub import Hub
+from catalogue.metadata import (
+    dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_datasets, list_jobs,
+    list_publishers, list_versions, publisher_dict, version_dict,
+)
+from catalogue.models import Dataset, HarvestJob
+
+router = APIRouter()
+
+
+def _page(results: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    return {"total_count": len(results), "limit": limit, "offset": offset, "results": results[offset: offset + limit]}
+
+
+@router.get("/datasets")
+def datasets(
+    session: Session = Depends(get_session),
+    limit: int = Query(100, ge=1, le=1000, description="Datasets per page."),
+    offset: int = Query(0, ge=0, description="Datasets to skip."),
+    publisher: str | None = Query(None, description="Only datasets of this publisher."),
+) -> dict[str, Any]:
+    """List datasets with their metadata and current version."""
+    found = [dataset_dict(d) for d in list_datasets(session) if publisher is None or d.publisher.name == publisher]
+    return _page(found, limit, offset)
+
+
+@router.get("/datasets/{name}")
+def dataset(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
+    """One dataset's metadata, Table Schema and current version."""
+    return dataset_dict(get_dataset(session, name))
+
+
+@router.get("/datasets/{name}/versions")
+def versions(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
+    """Every published version of a dataset, newest first."""
+    ds = get_dataset(session, name)
+    found = [version_dict(v) for v in list_versions(session, ds)]
+    return {"dataset": name, "total_count": len(found), "results": found}
+
+
+@router.get("/datasets/{name}/versions/{number}")
+def version(
+    name: str, number: int, session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
+) -> dict[str, Any]:
+    """One version with its Frictionless Data Package descriptor."""
+    ds = get_dataset(session, name)
+    v = get_version(session, ds, number)
+    return {"dataset": name, **version_dict(v), "datapackage": load_descriptor(hub, v)}
+
+
+@router.get("/datasets/{name}/versions/{number}/datapackage.json")
+def datapackage(
+    name: str, number: int, session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
+) -> Response:
+    """The version's datapackage.json exactly as committed."""
+    ds = get_dataset(session, name)
+    v = get_version(session, ds, number)
+    body, media_type = export_metadata(hub, "datapackage", ds, v)
+    return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/datasets/{name}/deliveries")
+def deliveries(
+    name: str, session: Session = Depends(get_session), limit: int = Query(50, ge=1, le=500)
+) -> dict[str, Any]:
+    """The latest deliveries (harvests) of a dataset with their outcome."""
+    ds = get_dataset(session, name)
+    found = [job_dict(j) for j in list_jobs(session, ds, limit)]
+    return {"dataset": name, "results": found}
+
+
+@router.get("/datasets/{name}/deliveries/{job_id}/report")
+def delivery_report(
+    name: str, job_id: int, session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
+) -> dict[str, Any]:
+    """The Frictionless validation report of one delivery."""
+    ds = get_dataset(session, name)
+    job = session.get(HarvestJob, job_id)
+    if job is None or job.dataset_id != ds.id or job.report_key is None:
+        raise NotFound(f"Dataset '{name}' has no delivery {job_id} with a validation report.")
+    return json.loads(hub.storage.read_bytes(job.report_key))  # type: ignore[no-any-return]
+
+
+@router.get("/publishers")
+def publishers(session: Session = Depends(get_session)) -> dict[str, Any]:
+    """Every publisher with its number of datasets."""
+    counts = dict(session.execute(select(Dataset.publisher_id, func.count()).group_by(Dataset.publisher_id)).all())
+    found = [{**publisher_dict(p), "dataset_count": counts.get(p.id, 0)} for p in list_publishers(session)]
+    return {"total_count": len(found), "results": found}
+
+
+@router.get("/publishers/{name}")
+def publisher(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
+    """One publisher and the names of its datasets."""
+    org = get_publisher(session, name)
+    names = [d.name for d in list_datasets(session) if d.publisher_id == org.id]
+    return {**publisher_dict(org), "datasets": names}
