@@ -152,6 +152,15 @@ def versions(name: str, data_dir: Path | None = DataDir) -> None:
     console.print(table if found else f"{name}: no version published yet.")
 
 
+@app.command("settings")
+def settings_command() -> None:
+    """List every setting: environment variable, default and meaning (generated from the code)."""
+    table = Table("environment variable", "default", "meaning")
+    for name, field in Settings.model_fields.items():
+        table.add_row(f"URBANDATA_{name.upper()}", str(field.default), field.description or "")
+    console.print(table)
+
+
 def _serve(settings: Settings, hub: Hub, host: str, port: int) -> None:
     import uvicorn
 

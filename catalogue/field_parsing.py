@@ -3,12 +3,13 @@
 Each parser returns NULL for a value it cannot read, never a guess: with
 ``decimalChar=","`` the text ``12.345,67`` becomes 12345.67 only where
 ``groupChar="."`` is declared, and ``12.5`` is refused rather than read as
-12.5 or 125. Regular expressions guard casts that DuckDB would round
+12.5 or 125 (group characters must separate groups of three digits). Regular expressions guard casts that DuckDB would round
 (``'12.5'::BIGINT`` is 13) or read loosely (``'1_000'``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from catalogue.sql_text import literal, literal_list
@@ -32,18 +33,31 @@ def _strip_group(text: str, field: dict[str, Any]) -> str:
     return f"replace({text}, {literal(group)}, '')" if group else text
 
 
+def _grouping_ok(text: str, field: dict[str, Any], decimal: str | None) -> str:
+    """SQL: group characters, where present, sit between groups of three digits (1.234.567,8)."""
+    group = field.get("groupChar")
+    if not group:
+        return "TRUE"
+    g = re.escape(group)
+    fraction = rf"({re.escape(decimal)}\d*)?" if decimal else ""
+    grouped = rf"\s*[+-]?\d{{1,3}}({g}\d{{3}})+{fraction}\s*"
+    return f"(NOT contains({text}, {literal(group)}) OR regexp_full_match({text}, {literal(grouped)}))"
+
+
 def _number(text: str, field: dict[str, Any]) -> str:
-    text = _strip_group(text, field)
     decimal = field.get("decimalChar", ".")
+    grouping = _grouping_ok(text, field, decimal)
+    text = _strip_group(text, field)
     if decimal != ".":
         # A '.' left after removing group characters is not this feed's decimal mark.
         text = f"CASE WHEN NOT contains({text}, '.') THEN replace({text}, {literal(decimal)}, '.') END"
-    return _guarded(text, NUMBER_RE, f"TRY_CAST({text} AS DOUBLE)")
+    return f"CASE WHEN {grouping} THEN {_guarded(text, NUMBER_RE, f'TRY_CAST({text} AS DOUBLE)')} END"
 
 
 def _integer(text: str, field: dict[str, Any]) -> str:
+    grouping = _grouping_ok(text, field, None)
     text = _strip_group(text, field)
-    return _guarded(text, INTEGER_RE, f"TRY_CAST({text} AS BIGINT)")
+    return f"CASE WHEN {grouping} THEN {_guarded(text, INTEGER_RE, f'TRY_CAST({text} AS BIGINT)')} END"
 
 
 def _boolean(text: str, field: dict[str, Any]) -> str:

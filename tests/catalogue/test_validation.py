@@ -1,0 +1,172 @@
+"""Column-wise validation: types, German formats, constraints, keys, and the report's shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from catalogue import duck
+from catalogue.readers import read_delivery
+from catalogue.validation import Validated, validate_delivery
+
+
+def check(content: bytes, schema: dict[str, Any], fmt: str = "csv", **options: Any) -> Validated:
+    con = duck.connect(memory_limit_mb=512, threads=1)
+    try:
+        raw = read_delivery(content, fmt, options, [f["name"] for f in schema["fields"]])
+        return validate_delivery(con, raw, schema, name="t", place="test", max_errors=50)
+    finally:
+        con.close()
+
+
+def errors_of(result: Validated) -> list[tuple[Any, ...]]:
+    out = []
+    for e in result.report["tasks"][0]["errors"]:
+        out.append((e["type"], e.get("rowNumber"), e.get("fieldName"), e.get("cell", e.get("label"))))
+    return out
+
+
+GERMAN = {
+    "fields": [
+        {"name": "ort", "type": "string"},
+        {"name": "betrag", "type": "number", "decimalChar": ",", "groupChar": "."},
+        {"name": "menge", "type": "integer", "groupChar": "."},
+        {"name": "datum", "type": "date", "format": "%d.%m.%Y"},
+        {"name": "zeit", "type": "datetime", "format": "%d.%m.%Y %H:%M"},
+        {"name": "online", "type": "boolean", "trueValues": ["ja"], "falseValues": ["nein"]},
+    ],
+}
+
+
+def test_german_csv_values_come_out_exact() -> None:
+    content = (
+        "ort;betrag;menge;datum;zeit;online\r\n"
+        "Königstraße;12.345,67;1.100;01.02.2026;20.11.2026 08:15;ja\r\n"
+        "Schloßallee;-0,5;240;31.12.2025;01.01.2026 00:00;nein\r\n"
+        "Mühlenweg – Gebühr in €;1.234.567,89;1.000.000;29.02.2024;29.02.2024 23:59;ja\r\n"
+    ).encode("cp1252")
+    result = check(content, GERMAN, delimiter=";", encoding="cp1252")
+    assert result.valid, result.report
+    assert result.table.to_pylist() == [
+        {"ort": "Königstraße", "betrag": 12345.67, "menge": 1100, "datum": dt.date(2026, 2, 1),
+         "zeit": dt.datetime(2026, 11, 20, 8, 15), "online": True},
+        {"ort": "Schloßallee", "betrag": -0.5, "menge": 240, "datum": dt.date(2025, 12, 31),
+         "zeit": dt.datetime(2026, 1, 1, 0, 0), "online": False},
+        {"ort": "Mühlenweg – Gebühr in €", "betrag": 1234567.89, "menge": 1000000, "datum": dt.date(2024, 2, 29),
+         "zeit": dt.datetime(2024, 2, 29, 23, 59), "online": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("betrag", "menge", "datum"),
+    [
+        ("12.5", "1.100", "01.02.2026"),  # '.' is the group mark here, not a decimal point
+        ("12,5", "1.10", "01.02.2026"),  # groups have three digits
+        ("12,5", "12,5", "01.02.2026"),  # no fraction in an integer
+        ("12,5", "1", "2026-02-01"),  # ISO date where dd.mm.yyyy is declared
+        ("12,5", "1", "30.02.2026"),  # no such day
+    ],
+)
+def test_german_values_that_are_not_quite_right_are_type_errors(betrag: str, menge: str, datum: str) -> None:
+    content = f"ort;betrag;menge;datum;zeit;online\nA;{betrag};{menge};{datum};20.11.2026 08:15;ja\n".encode()
+    result = check(content, GERMAN, delimiter=";")
+    assert not result.valid
+    assert {e[0] for e in errors_of(result)} == {"type-error"}
+    assert result.error_count == 1
+
+
+def test_decimal_comma_without_group_char_refuses_thousands_dots() -> None:
+    schema = {"fields": [{"name": "x", "type": "number", "decimalChar": ","}]}
+    result = check(b"x\n12.345\n12,5\n", schema, delimiter=";")
+    assert errors_of(result) == [("type-error", 2, "x", "12.345")]
+
+
+def test_constraints_keys_and_report_shape() -> None:
+    schema = {
+        "fields": [
+            {"name": "id", "type": "integer"},
+            {"name": "code", "type": "string", "constraints": {"required": True, "pattern": "[A-Z]{2}", "unique": True}},
+            {"name": "level", "type": "number", "constraints": {"minimum": 0, "maximum": 100}},
+            {"name": "kind", "type": "string", "constraints": {"enum": ["a", "b"]}},
+        ],
+        "primaryKey": ["id"],
+    }
+    content = b"id,code,level,kind\n1,AB,50,a\n1,CD,101,b\n2,,-1,c\n3,x,5,a\n4,AB,5,b\n"
+    result = check(content, schema)
+    assert not result.valid and result.table is None
+    assert errors_of(result) == [
+        ("constraint-error", 3, "level", "101"),
+        ("primary-key", 3, None, None),
+        ("constraint-error", 4, "code", ""),
+        ("constraint-error", 4, "level", "-1"),
+        ("constraint-error", 4, "kind", "c"),
+        ("constraint-error", 5, "code", "x"),
+        ("unique-error", 6, "code", "AB"),
+    ]
+    first = result.report["tasks"][0]["errors"][0]
+    assert first == {
+        "type": "constraint-error",
+        "title": "Constraint Error",
+        "description": "A field value does not conform to a constraint.",
+        "message": 'The cell "101" in row at position "3" and field "level" at position "3" does not conform to a '
+        'constraint: constraint "maximum" is "100"',
+        "tags": ["#table", "#row", "#cell"],
+        "note": 'constraint "maximum" is "100"',
+        "cells": ["1", "CD", "101", "b"],
+        "rowNumber": 3,
+        "cell": "101",
+        "fieldName": "level",
+        "fieldNumber": 3,
+    }
+    assert result.report["valid"] is False
+    assert result.report["tasks"][0]["stats"] | {"seconds": 0} == {
+        "errors": 7, "warnings": 0, "rows": 5, "fields": 4, "seconds": 0}
+
+
+def test_missing_and_extra_columns_are_label_errors() -> None:
+    schema = {"fields": [{"name": "a", "type": "string"}, {"name": "b", "type": "string"}]}
+    result = check(b"a,c\n1,2\n", schema)
+    assert errors_of(result) == [("missing-label", None, "b", ""), ("extra-label", None, "", "c")]
+
+
+def test_geometry_and_json_types() -> None:
+    schema = {
+        "fields": [
+            {"name": "p", "type": "geopoint", "format": "array"},
+            {"name": "g", "type": "geojson"},
+            {"name": "t", "type": "datetime"},
+        ]
+    }
+    rows = (
+        b'[{"p": [9.9, 53.5], "g": {"type": "Point", "coordinates": [1, 2]}, "t": "2026-11-20T08:15:00Z"},'
+        b' {"p": [200, 53.5], "g": {"type": "Nope"}, "t": "2026-11-20T09:15:00+01:00"},'
+        b' {"p": "x", "g": null, "t": "yesterday"}]'
+    )
+    result = check(rows, schema, fmt="json")
+    assert errors_of(result) == [
+        ("type-error", 3, "p", "[200, 53.5]"),
+        ("type-error", 3, "g", '{"type": "Nope"}'),
+        ("type-error", 4, "p", "x"),
+        ("type-error", 4, "t", "yesterday"),
+    ]
+    ok = check(b'[{"p": [9.9, 53.5], "g": {"type": "Point", "coordinates": [1, 2]}, "t": "2026-11-20T09:15:00+01:00"}]',
+               schema, fmt="json")
+    assert ok.valid
+    assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15)]
+
+
+def test_default_geopoint_is_lon_comma_lat() -> None:
+    schema = {"fields": [{"name": "id", "type": "string"}, {"name": "p", "type": "geopoint"}]}
+    result = check(b'id,p\na,"9.99, 53.55"\nb,"9.99 53.55"\n', schema)
+    assert errors_of(result) == [("type-error", 3, "p", "9.99 53.55")]
+
+
+def test_report_lists_at_most_max_errors_but_counts_all() -> None:
+    schema = {"fields": [{"name": "n", "type": "integer"}]}
+    content = b"n\n" + b"x\n" * 120
+    result = check(content, schema)
+    assert result.error_count == 120
+    assert len(result.report["tasks"][0]["errors"]) == 50
+    assert result.report["tasks"][0]["warnings"] == ["70 more errors were found but not listed."]
