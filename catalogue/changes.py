@@ -1,12 +1,22 @@
-"""Row-level change summaries between two sets of Parquet parts."""
+"""What changed between two versions: counts for every commit, row-level diffs on request.
+
+Rows are matched by primary key when both versions have the same one,
+otherwise compared whole; only fields present with the same type in both
+versions take part in the comparison, and the schema change is reported.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 
 from catalogue.sql_text import ident
+from catalogue.table_schema import GEOMETRY_TYPES, primary_key
 
 
 def parquet_scan(uris: list[str]) -> str:
@@ -15,33 +25,127 @@ def parquet_scan(uris: list[str]) -> str:
     return f"read_parquet([{quoted}])"
 
 
-def summarize_changes(
-    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], key: list[str]
-) -> dict[str, Any]:
-    """Rows added, removed and changed from ``old`` parts to ``new`` parts.
+def schema_change(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
+    """Fields added, removed, or changed in type from ``old`` to ``new``."""
+    before = {f["name"]: f.get("type", "string") for f in old.get("fields", [])}
+    after = {f["name"]: f.get("type", "string") for f in new.get("fields", [])}
+    return {
+        "added_fields": [n for n in after if n not in before],
+        "removed_fields": [n for n in before if n not in after],
+        "changed_fields": [n for n in after if n in before and before[n] != after[n]],
+    }
 
-    With a primary key, a row is matched by its key and 'changed' when any
-    other value differs; without one, rows are compared whole.
-    """
+
+def _comparison(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(common fields, key fields or [] for whole-row matching)."""
+    change = schema_change(old, new)
+    before = [f["name"] for f in old.get("fields", [])]
+    common = [n for n in before if n not in change["removed_fields"] and n not in change["changed_fields"]]
+    key = primary_key(new)
+    if key != primary_key(old) or not set(key) <= set(common):
+        key = []
+    return common, key
+
+
+def _hashed(uris: list[str], common: list[str]) -> str:
+    packed = ", ".join(f"{ident(c)} := {ident(c)}" for c in common)
+    return f"(SELECT *, hash(struct_pack({packed})) AS __h FROM {parquet_scan(uris)})"
+
+
+def summarize_changes(
+    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], old_schema: dict[str, Any],
+    new_schema: dict[str, Any],
+) -> dict[str, Any]:
+    """Counts of rows added, removed and changed from ``old`` parts to ``new`` parts."""
+    common, key = _comparison(old_schema, new_schema)
+    compared_by = "primary key" if key else "row"
     if not old:
         (rows,) = con.execute(f"SELECT count(*) FROM {parquet_scan(new)}").fetchone()  # type: ignore[misc]
-        return {"added": rows, "removed": 0, "changed": 0, "compared_by": "primary key" if key else "row"}
-    old_scan, new_scan = parquet_scan(old), parquet_scan(new)
+        return {"added": rows, "removed": 0, "changed": 0, "compared_by": "primary key" if primary_key(new_schema) else "row"}
+    o, n = _hashed(old, common), _hashed(new, common)
     if key:
         using = ", ".join(ident(k) for k in key)
-        added, removed, changed = con.execute(
-            f"""
-            WITH o AS (SELECT {using}, hash(t) AS h FROM {old_scan} AS t),
-                 n AS (SELECT {using}, hash(t) AS h FROM {new_scan} AS t)
-            SELECT
-              (SELECT count(*) FROM n ANTI JOIN o USING ({using})),
-              (SELECT count(*) FROM o ANTI JOIN n USING ({using})),
-              (SELECT count(*) FROM n JOIN o USING ({using}) WHERE n.h <> o.h)
-            """
-        ).fetchone()  # type: ignore[misc]
-        return {"added": added, "removed": removed, "changed": changed, "compared_by": "primary key"}
-    added, removed = con.execute(
-        f"SELECT (SELECT count(*) FROM (FROM {new_scan} EXCEPT ALL FROM {old_scan})),"
-        f" (SELECT count(*) FROM (FROM {old_scan} EXCEPT ALL FROM {new_scan}))"
-    ).fetchone()  # type: ignore[misc]
-    return {"added": added, "removed": removed, "changed": 0, "compared_by": "row"}
+        sql = (f"WITH o AS {o}, n AS {n} SELECT (SELECT count(*) FROM n ANTI JOIN o USING ({using})), "
+               f"(SELECT count(*) FROM o ANTI JOIN n USING ({using})), "
+               f"(SELECT count(*) FROM n JOIN o USING ({using}) WHERE n.__h <> o.__h)")
+    else:
+        sql = (f"WITH o AS {o}, n AS {n} SELECT (SELECT count(*) FROM (SELECT __h FROM n EXCEPT ALL SELECT __h FROM o)), "
+               f"(SELECT count(*) FROM (SELECT __h FROM o EXCEPT ALL SELECT __h FROM n)), 0")
+    added, removed, changed = con.execute(sql).fetchone()  # type: ignore[misc]
+    return {"added": added, "removed": removed, "changed": changed, "compared_by": compared_by}
+
+
+def _json_rows(con: duckdb.DuckDBPyConnection, source: str, schema: dict[str, Any], order: str) -> list[dict[str, Any]]:
+    columns = []
+    for f in schema["fields"]:
+        col = ident(f["name"])
+        if f.get("type") in GEOMETRY_TYPES:
+            columns.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
+        elif f.get("type") == "datetime":
+            columns.append(f"strftime({col}, '%Y-%m-%dT%H:%M:%S') AS {col}")
+        else:
+            columns.append(col)
+    sql = f"SELECT to_json(t)::VARCHAR FROM (SELECT {', '.join(columns)} FROM {source} ORDER BY {order}) AS t"
+    return [json.loads(r[0]) for r in con.execute(sql).fetchall()]
+
+
+def diff_versions(
+    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], old_schema: dict[str, Any],
+    new_schema: dict[str, Any], limit: int,
+) -> dict[str, Any]:
+    """Rows added, removed and changed (before/after), at most ``limit`` of each, plus counts."""
+    common, key = _comparison(old_schema, new_schema)
+    o, n = _hashed(old, common), _hashed(new, common)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __o AS SELECT * FROM {o}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __n AS SELECT * FROM {n}")
+    try:
+        summary = summarize_changes(con, old, new, old_schema, new_schema)
+        if key:
+            using = ", ".join(ident(k) for k in key)
+            order = using
+            added = _json_rows(con, f"(FROM __n ANTI JOIN __o USING ({using}) LIMIT {limit})", new_schema, order)
+            removed = _json_rows(con, f"(FROM __o ANTI JOIN __n USING ({using}) LIMIT {limit})", old_schema, order)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE __k AS SELECT {using} FROM __n JOIN __o USING ({using}) "
+                        f"WHERE __n.__h <> __o.__h ORDER BY {using} LIMIT {limit}")
+            before = _json_rows(con, f"(FROM __o SEMI JOIN __k USING ({using}))", old_schema, order)
+            after = _json_rows(con, f"(FROM __n SEMI JOIN __k USING ({using}))", new_schema, order)
+            changed = [{"before": b, "after": a} for b, a in zip(before, after)]
+        else:
+            order = "__h"
+            added = _json_rows(con, f"(FROM __n WHERE __h IN (SELECT __h FROM __n EXCEPT ALL SELECT __h FROM __o) "
+                                    f"ORDER BY __h LIMIT {limit})", new_schema, order)
+            removed = _json_rows(con, f"(FROM __o WHERE __h IN (SELECT __h FROM __o EXCEPT ALL SELECT __h FROM __n) "
+                                      f"ORDER BY __h LIMIT {limit})", old_schema, order)
+            changed = []
+    finally:
+        con.execute("DROP TABLE IF EXISTS __o; DROP TABLE IF EXISTS __n; DROP TABLE IF EXISTS __k")
+    truncated = any(summary[k] > limit for k in ("added", "removed", "changed"))
+    return {
+        "key": key, "compared_by": summary["compared_by"], "schema": schema_change(old_schema, new_schema),
+        "summary": {k: summary[k] for k in ("added", "removed", "changed")},
+        "added": added, "removed": removed, "changed": changed, "truncated": truncated, "limit": limit,
+    }
+
+
+def diff_as_csv(diff: dict[str, Any]) -> Iterator[str]:
+    """One CSV line per listed change: ``_change`` (added, removed, before, after) and the fields."""
+    names: list[str] = []
+    for row in diff["added"] + diff["removed"] + [c[s] for c in diff["changed"] for s in ("before", "after")]:
+        names += [k for k in row if k not in names]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["_change", *names])
+    rows = [("added", r) for r in diff["added"]] + [("removed", r) for r in diff["removed"]]
+    for c in diff["changed"]:
+        rows += [("before", c["before"]), ("after", c["after"])]
+    for kind, row in rows:
+        writer.writerow([kind, *(_cell(row.get(n)) for n in names)])
+    yield out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)

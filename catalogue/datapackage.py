@@ -36,7 +36,7 @@ def build_descriptor(settings: Settings, dataset: Dataset, version: Version) -> 
                 "format": "parquet",
                 "mediatype": "application/vnd.apache.parquet",
                 "bytes": version.bytes,
-                "schema": dataset.table_schema,
+                "schema": version.table_schema,
             }
         ],
         "urbandata": {

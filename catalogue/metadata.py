@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -41,6 +42,19 @@ def get_version(session: Session, dataset: Dataset, number: int | None = None) -
         hint = f"Versions 1 to {latest} exist." if latest else "No version is published yet."
         raise VersionNotFound(f"Dataset '{dataset.name}' has no version {number}. {hint}")
     return version
+
+
+def get_version_as_of(session: Session, dataset: Dataset, moment: datetime) -> Version:
+    """The version that was current at ``moment`` (the newest published at or before it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    candidates = [v for v in list_versions(session, dataset) if v.created_at <= moment]
+    if not candidates:
+        raise VersionNotFound(
+            f"Dataset '{dataset.name}' had no published version at {moment.isoformat()}; "
+            "its versions are listed at /api/v1/datasets/" + dataset.name + "/versions."
+        )
+    return candidates[0]
 
 
 def list_datasets(session: Session) -> list[Dataset]:

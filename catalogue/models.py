@@ -103,6 +103,8 @@ class Version(Base):
     row_count: Mapped[int] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str] = mapped_column(String(64))
+    # The Table Schema this version was validated against (the dataset's may move on).
+    table_schema: Mapped[dict[str, Any]] = mapped_column("schema", JSON, default=dict)
     descriptor_key: Mapped[str] = mapped_column(String(500))
     parts: Mapped[list[Any]] = mapped_column(default=list)
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)

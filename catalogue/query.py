@@ -46,7 +46,7 @@ class VersionRef:
     def of(cls, hub: Hub, dataset: Dataset, version: Version) -> VersionRef:
         """Resolve the storage URIs of ``version``'s parts."""
         uris = tuple(hub.storage.engine_uri(part_key(dataset.name, p["sha256"])) for p in version.parts)
-        return cls(dataset.name, version.number, uris, dataset.table_schema, version.row_count, version.content_hash)
+        return cls(dataset.name, version.number, uris, version.table_schema, version.row_count, version.content_hash)
 
 
 class QueryEngine:

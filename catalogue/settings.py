@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     max_returned_rows: int = Field(
         default=1000, gt=0, description="Most records one records request may return."
     )
+    max_offset_rows: int = Field(
+        default=10_000, gt=0,
+        description="Largest offset+limit of a records request; beyond it, follow the keyset cursor (links.next).",
+    )
+    query_time_limit_ms: int = Field(
+        default=5000, gt=0, description="Deadline of one records, facets or diff query, in milliseconds."
+    )
+    default_facet_size: int = Field(default=30, gt=0, description="Values listed per facet.")
     duckdb_memory_limit_mb: int = Field(
         default=2048, gt=0, description="Memory limit of the query engine, in MiB."
     )

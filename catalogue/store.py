@@ -138,8 +138,9 @@ def _publish(
     if current is not None and current.content_hash == content_hash:
         _finish_job(hub, job_id, "unchanged", f"identical to version {current.number}", report_key, current.number, rows)
         return IngestResult("unchanged", name, current.number, rows, report, report_key=report_key)
-    changes = summarize_changes(con, old_uris, [storage.engine_uri(part_key(name, p["sha256"])) for p in parts], key)
-    changes["schema_changed"] = current is not None and (current.provenance.get("schema_hash") != schema_hash(schema))
+    new_uris = [storage.engine_uri(part_key(name, p["sha256"])) for p in parts]
+    changes = summarize_changes(con, old_uris, new_uris, current.table_schema if current else schema, schema)
+    changes["schema_changed"] = current is not None and schema_hash(current.table_schema) != schema_hash(schema)
     provenance = dict(delivery.provenance, mode=delivery.mode, schema_hash=schema_hash(schema), harvest_job=job_id)
     with hub.sessions.begin() as session:
         dataset = session.scalar(select(Dataset).where(Dataset.name == name).with_for_update())
@@ -147,7 +148,7 @@ def _publish(
         number = (session.scalar(select(func.max(Version.number)).where(Version.dataset_id == dataset.id)) or 0) + 1
         version = Version(
             dataset_id=dataset.id, number=number, row_count=rows, bytes=sum(p["bytes"] for p in parts),
-            content_hash=content_hash, descriptor_key=descriptor_key(name, number), parts=parts,
+            content_hash=content_hash, descriptor_key=descriptor_key(name, number), parts=parts, table_schema=schema,
             changes=changes, provenance=provenance, harvest_job_id=job_id, created_at=utcnow(),
         )
         descriptor = build_descriptor(hub.settings, dataset, version)

@@ -1,59 +1,163 @@
-"""Data routes: records as JSON and whole-version exports."""
+"""Data routes: records, facets, diffs and whole-version exports."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import get_engine, get_hub, get_session
+from catalogue.changes import diff_as_csv, diff_versions
 from catalogue.errors import InvalidParameter
 from catalogue.exports import MEDIA_TYPES, parquet_file
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version
+from catalogue.metadata import get_dataset, get_version, get_version_as_of
 from catalogue.query import EXPORT_FORMATS, QueryEngine, VersionRef
+from catalogue.records import RecordsRequest, default_facets, facet_counts, plan_records, run_records
 
 router = APIRouter()
 
 VERSION_QUERY = Query(None, ge=1, description="Version number to read; default: the current version.")
+AS_OF_QUERY = Query(None, description="Read the version that was current at this ISO 8601 time.")
+WHERE = Query(None, description="ODSQL filter, e.g. `lot_id = 'P01' and free > 10`.")
+REFINE = Query([], description="Facet filter `field:value` (repeatable).")
+EXCLUDE = Query([], description="Negative facet filter `field:value` (repeatable).")
 
 
-def _resolve(hub: Hub, session: Session, name: str, version: int | None) -> VersionRef:
+def resolve_version(hub: Hub, session: Session, name: str, version: int | None, as_of: datetime | None) -> VersionRef:
+    """The version a request asks for: ``version``, ``as_of``, or the current one."""
     ds = get_dataset(session, name)
-    return VersionRef.of(hub, ds, get_version(session, ds, version))
+    if version is not None and as_of is not None:
+        raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
+    found = get_version_as_of(session, ds, as_of) if as_of is not None else get_version(session, ds, version)
+    return VersionRef.of(hub, ds, found)
 
 
 @router.get("/datasets/{name}/records")
-def records(
+async def records(
     request: Request,
     response: Response,
     name: str,
+    select: str | None = Query(None, description="Fields, expressions and aggregates, e.g. `lot_id, avg(free) as f`."),
+    where: str | None = WHERE,
+    group_by: str | None = Query(None, description="Group by fields or expressions, e.g. `date_trunc('hour', timestamp) as h`."),
+    order_by: str | None = Query(None, description="Sort, e.g. `free desc, lot_id`."),
     limit: int | None = Query(None, ge=0, description="Rows per page (default 100, at most the configured maximum)."),
-    offset: int = Query(0, ge=0, description="Rows to skip."),
+    offset: int = Query(0, ge=0, description="Rows to skip (offset+limit at most 10,000; then use cursor)."),
+    refine: list[str] = REFINE,
+    exclude: list[str] = EXCLUDE,
+    cursor: str | None = Query(None, description="Keyset cursor from links.next, to page past the offset wall."),
     version: int | None = VERSION_QUERY,
+    as_of: datetime | None = AS_OF_QUERY,
     session: Session = Depends(get_session),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
 ) -> dict[str, Any]:
-    """Rows of a dataset version as JSON objects (geometry as GeoJSON)."""
+    """Rows of a dataset version, filtered, aggregated and sorted with ODSQL parameters."""
     settings = hub.settings
-    if limit is None:
-        limit = settings.default_page_size
+    limit = settings.default_page_size if limit is None else limit
     if limit > settings.max_returned_rows:
         raise InvalidParameter(
             f"limit={limit} is above the maximum of {settings.max_returned_rows} rows per page. "
-            f"Page with offset, or use /exports for the whole dataset.",
+            "Page with offset or cursor, or use /exports for the whole dataset.",
             details={"parameter": "limit", "maximum": settings.max_returned_rows},
         )
-    ref = _resolve(hub, session, name, version)
-    page = engine.records(ref, limit=limit, offset=offset)
+    if offset + limit > settings.max_offset_rows:
+        raise InvalidParameter(
+            f"offset+limit may be at most {settings.max_offset_rows}. To read further, follow links.next "
+            "(a cursor that pages to the end of any dataset), or use /exports.",
+            details={"parameter": "offset", "maximum": settings.max_offset_rows},
+        )
+    ref = resolve_version(hub, session, name, version, as_of)
+    query = RecordsRequest(select=select, where=where, group_by=group_by, order_by=order_by, limit=limit,
+                           offset=offset, refine=refine, exclude=exclude, cursor=cursor)
+    plan = plan_records(query, ref.schema, list(ref.uris), ref.number)
+
+    def _run() -> dict[str, Any]:
+        cur = engine.cursor()
+        try:
+            return run_records(cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms)
+        finally:
+            cur.close()
+
+    page = await run_in_threadpool(_run)
     response.headers["X-Dataset-Version"] = str(ref.number)
     links: dict[str, str] = {}
-    if offset + limit < page["total_count"]:
-        links["next"] = str(request.url.include_query_params(offset=offset + limit, limit=limit, version=ref.number))
-    return {"dataset": name, "version": ref.number, "limit": limit, "offset": offset, **page, "links": links}
+    url = request.url.remove_query_params(["as_of", "cursor", "offset"]).include_query_params(version=ref.number)
+    if page["next_cursor"]:
+        links["next"] = str(url.include_query_params(cursor=page["next_cursor"], limit=limit))
+    elif not plan.keyed and offset + limit < page["total_count"] and offset + 2 * limit <= settings.max_offset_rows:
+        links["next"] = str(url.include_query_params(offset=offset + limit, limit=limit))
+    return {"dataset": name, "version": ref.number, "total_count": page["total_count"], "limit": limit,
+            "offset": offset, "results": page["results"], "links": links}
+
+
+@router.get("/datasets/{name}/facets")
+async def facets(
+    name: str,
+    response: Response,
+    facet: list[str] = Query([], description="Field to count values of (repeatable); default: text and boolean fields."),
+    where: str | None = WHERE,
+    refine: list[str] = REFINE,
+    exclude: list[str] = EXCLUDE,
+    limit: int | None = Query(None, ge=1, le=1000, description="Values per facet (default 30)."),
+    version: int | None = VERSION_QUERY,
+    as_of: datetime | None = AS_OF_QUERY,
+    session: Session = Depends(get_session),
+    hub: Hub = Depends(get_hub),
+    engine: QueryEngine = Depends(get_engine),
+) -> dict[str, Any]:
+    """Values and counts of categorical fields, under the same filters as records."""
+    ref = resolve_version(hub, session, name, version, as_of)
+    names = facet or default_facets(ref.schema)
+    query = RecordsRequest(where=where, refine=refine, exclude=exclude)
+
+    def _run() -> list[dict[str, Any]]:
+        cur = engine.cursor()
+        try:
+            return facet_counts(cur, ref.schema, list(ref.uris), query, names,
+                                limit or hub.settings.default_facet_size, hub.settings.query_time_limit_ms)
+        finally:
+            cur.close()
+
+    response.headers["X-Dataset-Version"] = str(ref.number)
+    return {"dataset": name, "version": ref.number, "facets": await run_in_threadpool(_run)}
+
+
+@router.get("/datasets/{name}/diff", response_model=None)
+async def diff(
+    name: str,
+    from_version: int = Query(..., alias="from", ge=1, description="The older version."),
+    to_version: int | None = Query(None, alias="to", ge=1, description="The newer version (default: current)."),
+    format: str = Query("json", pattern="^(json|csv)$", description="json or csv."),  # noqa: A002 - API name
+    limit: int = Query(1000, ge=1, le=10_000, description="Rows listed per kind of change."),
+    session: Session = Depends(get_session),
+    hub: Hub = Depends(get_hub),
+    engine: QueryEngine = Depends(get_engine),
+) -> Response | dict[str, Any]:
+    """Rows added, removed and changed between two versions, and the schema change."""
+    ds = get_dataset(session, name)
+    old = VersionRef.of(hub, ds, get_version(session, ds, from_version))
+    new = VersionRef.of(hub, ds, get_version(session, ds, to_version))
+
+    def _run() -> dict[str, Any]:
+        cur = engine.cursor()
+        try:
+            return diff_versions(cur, list(old.uris), list(new.uris), old.schema, new.schema, limit)
+        finally:
+            cur.close()
+
+    result = {"dataset": name, "from": old.number, "to": new.number, **await run_in_threadpool(_run)}
+    if format == "csv":
+        return StreamingResponse(
+            (line.encode() for line in diff_as_csv(result)), media_type=MEDIA_TYPES["csv"],
+            headers={"Content-Disposition": f'attachment; filename="{name}-diff-v{old.number}-v{new.number}.csv"'},
+        )
+    return result
 
 
 @router.get("/datasets/{name}/exports/{fmt}")
@@ -61,6 +165,7 @@ def export(
     name: str,
     fmt: str,
     version: int | None = VERSION_QUERY,
+    as_of: datetime | None = AS_OF_QUERY,
     session: Session = Depends(get_session),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
@@ -68,7 +173,7 @@ def export(
     """The whole version as csv, json, ndjson, geojson or parquet (streamed)."""
     if fmt not in EXPORT_FORMATS:
         raise InvalidParameter(f"Unknown export format '{fmt}'. Use one of: {', '.join(EXPORT_FORMATS)}.")
-    ref = _resolve(hub, session, name, version)
+    ref = resolve_version(hub, session, name, version, as_of)
     filename = f"{name}-v{ref.number}.{fmt}"
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',

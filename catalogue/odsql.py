@@ -1,0 +1,336 @@
+"""Opendatasoft-style query parameters (ODSQL) parsed, checked and rendered for DuckDB.
+
+Each clause (``select``, ``where``, ``group_by``, ``order_by``) is parsed by
+sqlglot into an AST, every node is checked against an allow-list of node
+types and functions and against the dataset's own columns, and the tree is
+rendered for DuckDB with every literal as a bound parameter. Nothing the
+user sends is concatenated into SQL.
+
+ODSQL conventions kept: strings in single or double quotes, field names in
+back-quotes when needed, ``date'2026-11-20'``, ``geom'POINT(lon lat)'`` (WKT
+or GeoJSON), distances with units (``500m``, ``2km``, ``1mi``), and the
+predicates ``search()``, ``within_distance()``, ``in_bbox()``, ``intersects()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Token, TokenType
+
+from catalogue.errors import InvalidParameter
+from catalogue.table_schema import GEOMETRY_TYPES
+
+DISTANCE_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
+TRUNC_UNITS = {"year", "quarter", "month", "week", "day", "hour", "minute", "second"}
+
+
+# Functions sqlglot does not know as such (exp.Anonymous), by name: (least, most) arguments.
+CUSTOM_FUNCS = {
+    "within_distance": (3, 3), "in_bbox": (5, 5), "intersects": (2, 2), "search": (1, 99),
+    "geom": (1, 1), "distance": (2, 2), "percentile": (2, 2), "now": (0, 0),
+    "hour": (1, 1), "minute": (1, 1), "second": (1, 1), "startswith": (2, 2),
+}
+PREDICATES = {"within_distance", "in_bbox", "intersects", "search", "startswith"}
+
+
+class ODSQL(DuckDB):
+    """DuckDB's grammar with ODSQL quoting: "..." and '...' are strings, `...` names a field."""
+
+    class Tokenizer(DuckDB.Tokenizer):
+        QUOTES = ["'", '"']
+        IDENTIFIERS = ["`"]
+
+    class Parser(DuckDB.Parser):
+        # ODSQL's own functions must reach us unparsed (sqlglot knows e.g. SEARCH otherwise).
+        FUNCTIONS = {k: v for k, v in DuckDB.Parser.FUNCTIONS.items() if k.lower() not in CUSTOM_FUNCS}
+
+
+class QueryError(InvalidParameter):
+    """A query parameter cannot be parsed or uses something not allowed."""
+
+    code = "invalid-query"
+
+
+# Node types a user expression may contain (functions are checked by name below).
+ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Star, exp.Alias, exp.Paren,
+    exp.And, exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is, exp.In,
+    exp.Like, exp.ILike, exp.Between, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg,
+    exp.Ordered, exp.Distinct, exp.DataType, exp.Var, exp.Tuple,
+)
+# sqlglot's function classes we allow, by the name a user writes.
+ALLOWED_FUNCS: dict[type[exp.Expression], str] = {
+    exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg", exp.Min: "min", exp.Max: "max", exp.Median: "median",
+    exp.Lower: "lower", exp.Upper: "upper", exp.Length: "length", exp.Abs: "abs", exp.Round: "round",
+    exp.Year: "year", exp.Month: "month", exp.Day: "day", exp.Coalesce: "ifnull",
+    exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.CurrentTimestamp: "now",
+    exp.Cast: "date literal",
+}
+AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Median)
+
+
+@dataclass
+class Rendered:
+    """SQL text with named parameters ($p1...) and their values."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Compiler:
+    """Renders checked ODSQL clauses for one dataset; parameters are numbered across clauses."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.fields = {f["name"]: f for f in schema["fields"]}
+        self.params: dict[str, Any] = {}
+        self._counter = itertools.count(1)
+        self.aliases: dict[str, str] = {}  # output name -> rendered SQL
+
+    # -- parsing ---------------------------------------------------------
+    def _parse(self, text: str, clause: str, wrap: str = "{}") -> exp.Expression:
+        if len(text) > 4000:
+            raise QueryError(f"{clause} is longer than 4000 characters.", details={"parameter": clause})
+        try:
+            trees = sqlglot.parse(wrap.format(_rewrite_literals(text, clause)), read=ODSQL)
+        except (ParseError, TokenError) as exc:
+            raise QueryError(_parse_message(exc, clause, text), details={"parameter": clause}) from exc
+        if len(trees) != 1 or trees[0] is None:
+            raise QueryError(f"{clause} must be one expression; ';' is not allowed.", details={"parameter": clause})
+        return trees[0]
+
+    def _check(self, tree: exp.Expression, clause: str, *, aggregates: bool) -> None:
+        for node in tree.walk():
+            if isinstance(node, exp.Anonymous):
+                name = node.name.lower()
+                if name not in CUSTOM_FUNCS:
+                    raise QueryError(f"Unknown or unsupported function '{node.name}' in {clause}.",
+                                     details={"parameter": clause, "token": node.name})
+                low, high = CUSTOM_FUNCS[name]
+                if not low <= len(node.expressions) <= high:
+                    raise QueryError(f"{name}() takes {low if low == high else f'{low} to {high}'} arguments "
+                                     f"in {clause}.", details={"parameter": clause, "token": name})
+                if name in PREDICATES and clause not in ("where",):
+                    raise QueryError(f"{name}() is a filter; use it in where.", details={"parameter": clause})
+            elif isinstance(node, exp.Column):
+                if node.table:
+                    raise QueryError(f"Write field names without a table prefix: '{node.sql()}' in {clause}.",
+                                     details={"parameter": clause, "token": node.sql()})
+                if node.name not in self.fields and node.name not in self.aliases:
+                    known = ", ".join(self.fields)
+                    raise QueryError(f"Unknown field '{node.name}' in {clause}. Fields: {known}.",
+                                     details={"parameter": clause, "token": node.name})
+            elif isinstance(node, exp.Star):
+                if not isinstance(node.parent, exp.Count):
+                    raise QueryError(f"'*' is only allowed in count(*) ({clause}).", details={"parameter": clause})
+            elif isinstance(node, exp.Cast):
+                if not (isinstance(node.this, exp.Literal) and node.to.this in (exp.DataType.Type.DATE,
+                                                                               exp.DataType.Type.TIMESTAMP)):
+                    raise QueryError(f"Only date'…' and timestamp'…' literals may be cast ({clause}).",
+                                     details={"parameter": clause})
+            elif isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)):
+                unit = node.args.get("unit")
+                if unit is None or unit.name.lower() not in TRUNC_UNITS:
+                    raise QueryError(f"date_trunc unit must be one of {', '.join(sorted(TRUNC_UNITS))} ({clause}).",
+                                     details={"parameter": clause})
+            elif isinstance(node, AGGREGATES) and not aggregates:
+                raise QueryError(f"Aggregate functions are not allowed in {clause}.", details={"parameter": clause})
+            elif type(node) in ALLOWED_FUNCS or isinstance(node, ALLOWED_NODES):
+                continue
+            else:
+                raise QueryError(f"'{node.sql(dialect=ODSQL)[:60]}' is not allowed in {clause}.",
+                                 details={"parameter": clause, "token": node.sql(dialect=ODSQL)[:60]})
+
+    # -- rendering -------------------------------------------------------
+    def _param(self, value: Any) -> exp.Placeholder:
+        name = f"p{next(self._counter)}"
+        self.params[name] = value
+        return exp.Placeholder(this=name)
+
+    def _geometry_arg(self, node: exp.Expression, clause: str) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "geom":
+            literal = node.expressions[0]
+            if not (isinstance(literal, exp.Literal) and literal.is_string):
+                raise QueryError(f"geom'…' needs WKT or GeoJSON text ({clause}).", details={"parameter": clause})
+            text = literal.this.strip()
+            reader = "ST_GeomFromGeoJSON" if text.startswith("{") else "ST_GeomFromText"
+            return exp.Anonymous(this=reader, expressions=[self._param(text)])
+        if isinstance(node, exp.Column) and self.fields.get(node.name, {}).get("type") in GEOMETRY_TYPES:
+            return exp.column(node.name, quoted=True)
+        raise QueryError(f"Expected a geometry field or geom'…' literal, got '{node.sql(dialect=ODSQL)}' ({clause}).",
+                         details={"parameter": clause})
+
+    def _number_arg(self, node: exp.Expression, clause: str) -> float:
+        negative = isinstance(node, exp.Neg)
+        inner = node.this if negative else node
+        if not (isinstance(inner, exp.Literal) and not inner.is_string):
+            raise QueryError(f"Expected a number, got '{node.sql(dialect=ODSQL)}' ({clause}).",
+                             details={"parameter": clause})
+        return -float(inner.this) if negative else float(inner.this)
+
+    def _custom(self, node: exp.Anonymous, clause: str) -> exp.Expression:
+        name, args = node.name.lower(), node.expressions
+        if name == "within_distance":
+            geom, center = self._geometry_arg(args[0], clause), self._geometry_arg(args[1], clause)
+            meters = self._number_arg(args[2], clause)
+            nearest = exp.Anonymous(this="ST_StartPoint", expressions=[
+                exp.Anonymous(this="ST_ShortestLine", expressions=[geom, center])])
+            distance = exp.Anonymous(this="ST_Distance_Sphere", expressions=[
+                exp.Anonymous(this="ST_FlipCoordinates", expressions=[nearest]),
+                exp.Anonymous(this="ST_FlipCoordinates", expressions=[center.copy()])])
+            return exp.LTE(this=distance, expression=self._param(meters))
+        if name == "in_bbox":
+            geom = self._geometry_arg(args[0], clause)
+            lat1, lon1, lat2, lon2 = (self._number_arg(a, clause) for a in args[1:])
+            if not (-90 <= lat1 <= 90 and -90 <= lat2 <= 90 and -180 <= lon1 <= 180 and -180 <= lon2 <= 180):
+                raise QueryError("in_bbox takes (field, lat1, lon1, lat2, lon2) with latitudes in -90..90.",
+                                 details={"parameter": clause})
+            envelope = exp.Anonymous(this="ST_MakeEnvelope", expressions=[
+                self._param(min(lon1, lon2)), self._param(min(lat1, lat2)),
+                self._param(max(lon1, lon2)), self._param(max(lat1, lat2))])
+            return exp.Anonymous(this="ST_Intersects", expressions=[geom, envelope])
+        if name == "intersects":
+            return exp.Anonymous(this="ST_Intersects", expressions=[
+                self._geometry_arg(args[0], clause), self._geometry_arg(args[1], clause)])
+        if name == "distance":
+            geom, center = self._geometry_arg(args[0], clause), self._geometry_arg(args[1], clause)
+            return exp.Anonymous(this="ST_Distance_Sphere", expressions=[
+                exp.Anonymous(this="ST_FlipCoordinates", expressions=[exp.Anonymous(this="ST_Centroid", expressions=[geom])]),
+                exp.Anonymous(this="ST_FlipCoordinates", expressions=[center.copy()])])
+        if name == "search":
+            *columns, text = args
+            if not (isinstance(text, exp.Literal) and text.is_string):
+                raise QueryError("search() takes the text to find as its last argument, in quotes.",
+                                 details={"parameter": clause})
+            names = [c.name for c in columns if isinstance(c, exp.Column)] or [
+                n for n, f in self.fields.items() if f.get("type", "string") == "string"]
+            if not names:
+                raise QueryError("search() needs a text field to search in.", details={"parameter": clause})
+            needle = self._param(f"%{_escape_like(text.this)}%")
+            checks = [exp.ILike(this=exp.column(n, quoted=True), expression=needle.copy(),
+                                escape=exp.Literal.string("\\")) for n in names]
+            return exp.Paren(this=exp.or_(*checks))
+        if name == "startswith":
+            column, text = args
+            return exp.Anonymous(this="starts_with", expressions=[self._render_node(column, clause),
+                                                                  self._render_node(text, clause)])
+        if name == "percentile":
+            share = self._number_arg(args[1], clause)
+            if not 0 <= share <= 100:
+                raise QueryError("percentile(field, p) takes p between 0 and 100.", details={"parameter": clause})
+            return exp.Anonymous(this="quantile_cont", expressions=[self._render_node(args[0], clause),
+                                                                    self._param(share / 100)])
+        if name == "now":
+            return exp.CurrentTimestamp()
+        if name in ("hour", "minute", "second"):
+            return exp.Anonymous(this=name, expressions=[self._render_node(args[0], clause)])
+        raise QueryError(f"geom'…' can only be an argument of a spatial function ({clause}).",
+                         details={"parameter": clause})
+
+    def _render_node(self, tree: exp.Expression, clause: str) -> exp.Expression:
+        def transform(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Anonymous):
+                return self._custom(node, clause)
+            if isinstance(node, exp.Column):
+                if node.name not in self.fields and clause == "select" and node.name in self.aliases:
+                    # select may name a group_by alias: use the grouped expression itself.
+                    return exp.Paren(this=sqlglot.parse_one(self.aliases[node.name], read="duckdb"))
+                return exp.column(node.name, quoted=True)
+            if isinstance(node, exp.Literal) and not isinstance(node.parent, (exp.TimestampTrunc, exp.DateTrunc)):
+                return self._param(node.this if node.is_string else _number(node.this))
+            return node
+
+        return tree.copy().transform(transform, copy=False)
+
+    def _sql(self, tree: exp.Expression) -> str:
+        return tree.sql(dialect="duckdb")
+
+    # -- clauses ---------------------------------------------------------
+    def where(self, text: str, clause: str = "where") -> str:
+        """A boolean filter."""
+        tree = self._parse(text, clause)
+        self._check(tree, "where", aggregates=False)
+        return self._sql(self._render_node(tree, clause))
+
+    def select_list(self, text: str, clause: str = "select") -> list[tuple[str, str, bool]]:
+        """(sql, output name, is aggregate) per selected expression."""
+        tree = self._parse(text, clause, "SELECT {}")
+        if not isinstance(tree, exp.Select) or len(tree.args) != 1 and any(
+            tree.args.get(k) for k in tree.args if k != "expressions"
+        ):
+            raise QueryError(f"{clause} takes a list of fields and expressions only.", details={"parameter": clause})
+        out = []
+        for item in tree.expressions:
+            self._check(item, clause, aggregates=True)
+            name = item.alias_or_name if isinstance(item, (exp.Alias, exp.Column)) else item.sql(dialect=ODSQL)
+            inner = item.this if isinstance(item, exp.Alias) else item
+            is_agg = any(isinstance(n, AGGREGATES) or (isinstance(n, exp.Anonymous) and n.name.lower() == "percentile")
+                         for n in inner.walk())
+            rendered = self._sql(self._render_node(inner, clause))
+            out.append((rendered, name, is_agg))
+            self.aliases.setdefault(name, rendered)
+        return out
+
+    def order_list(self, text: str) -> list[str]:
+        """ORDER BY items (fields, aliases or expressions, with ASC/DESC)."""
+        tree = self._parse(text, "order_by", "SELECT 1 ORDER BY {}")
+        order = tree.args.get("order") if isinstance(tree, exp.Select) else None
+        if order is None or any(k != "order" and k != "expressions" and tree.args.get(k) for k in tree.args):
+            raise QueryError("order_by takes a list of fields or expressions with asc/desc.",
+                             details={"parameter": "order_by"})
+        items = []
+        for ordered in order.expressions:
+            self._check(ordered, "order_by", aggregates=True)
+            rendered = self._render_node(ordered, "order_by")
+            items.append(self._sql(rendered))
+        return items
+
+
+def _number(text: str) -> int | float:
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _rewrite_literals(text: str, clause: str) -> str:
+    """geom'…' becomes geom('…'); 500m / 2km / 1mi become metres."""
+    try:
+        tokens: list[Token] = ODSQL().tokenize(text)
+    except TokenError as exc:
+        raise QueryError(f"Cannot read {clause}: {exc}", details={"parameter": clause}) from exc
+    pieces, last = [], 0
+    for current, following in zip(tokens, tokens[1:]):
+        adjacent = following.start == current.end + 1
+        if (current.token_type == TokenType.VAR and current.text.lower() == "geom" and adjacent
+                and following.token_type == TokenType.STRING):
+            pieces += [text[last:current.start], "geom(", text[following.start:following.end + 1], ")"]
+            last = following.end + 1
+        elif (current.token_type == TokenType.NUMBER and adjacent and following.token_type == TokenType.VAR
+              and following.text.lower() in DISTANCE_UNITS):
+            metres = float(current.text) * DISTANCE_UNITS[following.text.lower()]
+            pieces += [text[last:current.start], repr(metres)]
+            last = following.end + 1
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def _parse_message(exc: Exception, clause: str, text: str) -> str:
+    errors = getattr(exc, "errors", None) or []
+    if errors:
+        first = errors[0]
+        col, highlight = first.get("col"), first.get("highlight")
+        desc = first.get("description", "syntax error")
+        if "Required keyword" in desc or "Expected" in desc and "got" not in desc:
+            desc = "incomplete expression (an operand or argument is missing)"
+        near = f" near '{highlight}'" if highlight else ""
+        at = f" at character {col}" if col else ""
+        return f"Cannot parse {clause}: {desc}{near}{at}."
+    return f"Cannot parse {clause}: {str(exc).splitlines()[0]}"
