@@ -40,6 +40,8 @@ def connect(*, memory_limit_mb: int = 2048, threads: int = 2) -> duckdb.DuckDBPy
             "autoload_known_extensions": False,
             "memory_limit": f"{memory_limit_mb}MB",
             "threads": threads,
+            # Parts never change once written, so their Parquet footers can be cached.
+            "enable_object_cache": True,
         }
     )
     con.load_extension(spatial_extension_path())

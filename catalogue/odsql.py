@@ -73,6 +73,7 @@ ALLOWED_FUNCS: dict[type[exp.Expression], str] = {
     exp.TimestampTrunc: "date_trunc", exp.DateTrunc: "date_trunc", exp.CurrentTimestamp: "now",
     exp.Cast: "date literal",
 }
+LITERAL_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ}
 AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Median)
 
 
@@ -130,8 +131,7 @@ class Compiler:
                 if not isinstance(node.parent, exp.Count):
                     raise QueryError(f"'*' is only allowed in count(*) ({clause}).", details={"parameter": clause})
             elif isinstance(node, exp.Cast):
-                if not (isinstance(node.this, exp.Literal) and node.to.this in (exp.DataType.Type.DATE,
-                                                                               exp.DataType.Type.TIMESTAMP)):
+                if not (isinstance(node.this, exp.Literal) and node.to.this in LITERAL_TYPES):
                     raise QueryError(f"Only date'…' and timestamp'…' literals may be cast ({clause}).",
                                      details={"parameter": clause})
             elif isinstance(node, (exp.TimestampTrunc, exp.DateTrunc)):

@@ -96,7 +96,7 @@ class QueryEngine:
     def _batches(self, sql: str) -> Iterator[pa.RecordBatch]:
         cur = self.cursor()
         try:
-            reader = cur.execute(sql).fetch_record_batch(BATCH_ROWS)
+            reader = cur.execute(sql).to_arrow_reader(BATCH_ROWS)
             yield from reader
         finally:
             cur.close()

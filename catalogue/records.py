@@ -22,7 +22,7 @@ import duckdb
 from catalogue.changes import parquet_scan
 from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.odsql import Compiler, QueryError
-from catalogue.sql_text import ident
+from catalogue.sql_text import ident, literal
 from catalogue.table_schema import STORED_TYPES, primary_key
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
@@ -41,7 +41,7 @@ class RecordsRequest:
     where: str | None = None
     group_by: str | None = None
     order_by: str | None = None
-    limit: int = 100
+    limit: int | None = 100  # None: every row (exports)
     offset: int = 0
     refine: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
@@ -55,7 +55,9 @@ class Plan:
     sql: str
     count_sql: str
     params: dict[str, Any]
-    keyed: bool  # rows carry a position key for the cursor
+    keyed: bool  # rows carry their position (part file, row number) for the cursor
+    parts: list[str] = field(default_factory=list)
+    columns: list[tuple[str, str]] | None = None  # (name, DuckDB type) when known without binding
 
 
 @contextmanager
@@ -123,7 +125,7 @@ def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str
     groups = compiler.select_list(request.group_by, "group_by") if request.group_by else []
     selected = compiler.select_list(request.select) if request.select else []
     only_aggregates = bool(selected) and all(agg for *_, agg in selected) and not grouped
-    keyed = not grouped and not only_aggregates and not request.order_by
+    keyed = request.limit is not None and not grouped and not only_aggregates and not request.order_by
     if request.cursor and not keyed:
         raise InvalidParameter("cursor works on plain record lists; remove order_by/group_by, or use offset.",
                                details={"parameter": "cursor"})
@@ -133,15 +135,17 @@ def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str
         if cursor_version != version:
             raise InvalidParameter(f"This cursor belongs to version {cursor_version}; pass version={cursor_version}.",
                                    details={"parameter": "cursor"})
-        first_part = key // PART_STRIDE
-        scan_uris = uris[first_part:]
-        compiler.params["cursor_key"] = key - first_part * PART_STRIDE
-        filters.append(f"__key > $cursor_key")
+        # Parts before the cursor's part are not read at all.
+        scan_uris = uris[key // PART_STRIDE:]
+        compiler.params["cursor_row"] = key % PART_STRIDE
+        compiler.params["cursor_file"] = uris[key // PART_STRIDE] if key // PART_STRIDE < len(uris) else ""
+        filters.append(CURSOR_FILTER)
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     if keyed:
-        compiler.params["parts"] = scan_uris
-        scan = (f"(SELECT *, list_position($parts, filename)::BIGINT * {PART_STRIDE} - {PART_STRIDE} + file_row_number AS __key "
-                f"FROM read_parquet($parts, filename=true, file_row_number=true))")
+        # No ORDER BY: DuckDB keeps insertion order (parts in order, rows in file order), so
+        # LIMIT stops the scan early; the position of each row comes along for the cursor.
+        compiler.params["scan"] = scan_uris
+        scan = "read_parquet($scan, filename=true, file_row_number=true)"
     else:
         scan = parquet_scan(uris)
     if selected:
@@ -150,44 +154,46 @@ def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str
         columns = [f"{sql} AS {ident(name)}" for sql, name, _ in groups]
     else:
         columns = [ident(f["name"]) for f in schema["fields"]]
+        known = [(f["name"], STORED_TYPES[f.get("type", "string")]) for f in schema["fields"]]
     group_sql = f" GROUP BY {', '.join(sql for sql, _, _ in groups)}" if grouped else ""
     order = compiler.order_list(request.order_by) if request.order_by else []
     if keyed:
-        columns.append("__key")
-        order = ["__key"]
+        columns += ["filename AS __file", "file_row_number AS __row"]
     order_sql = f" ORDER BY {', '.join(order)}" if order else ""
     body = f"SELECT {', '.join(columns)} FROM {scan}{where}{group_sql}"
-    sql = f"{body}{order_sql} LIMIT {int(request.limit)}" + ("" if request.cursor else f" OFFSET {int(request.offset)}")
+    if request.limit is None:
+        sql = f"{body}{order_sql}"
+    else:
+        sql = f"{body}{order_sql} LIMIT {int(request.limit)}" + ("" if request.cursor else f" OFFSET {int(request.offset)}")
     if grouped:
         count_sql = f"SELECT count(*) FROM (SELECT 1 FROM {parquet_scan(uris)}{_without_cursor(where)}{group_sql})"
     elif only_aggregates:
         count_sql = "SELECT 1"
     else:
         count_sql = f"SELECT count(*) FROM {parquet_scan(uris)}{_without_cursor(where)}"
-    return Plan(sql=sql, count_sql=count_sql, params=compiler.params, keyed=keyed)
+    return Plan(sql=sql, count_sql=count_sql, params=compiler.params, keyed=keyed, parts=list(uris),
+                columns=None if (selected or grouped) else known)
+
+
+CURSOR_FILTER = "(filename <> $cursor_file OR file_row_number > $cursor_row)"
 
 
 def _without_cursor(where: str) -> str:
-    if "__key > $cursor_key" not in where:
-        return where
-    rest = where.replace(" AND __key > $cursor_key", "").replace(" WHERE __key > $cursor_key", "")
-    return rest
+    """The filters without the cursor's position test (for the total count)."""
+    return where.replace(f" AND {CURSOR_FILTER}", "").replace(f" WHERE {CURSOR_FILTER}", "")
 
 
-def _json_select(rel: duckdb.DuckDBPyRelation) -> str:
+def _json_struct(columns: list[tuple[str, str]]) -> str:
+    """A struct literal of the output columns, rendered for JSON (GeoJSON, ISO 8601 times)."""
     out = []
-    for name, kind in zip(rel.columns, rel.types):
-        col = ident(name)
-        text = str(kind)
-        if name == "__key":
-            out.append(col)
-        elif text.startswith("GEOMETRY"):
-            out.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
-        elif text.startswith("TIMESTAMP"):
-            out.append(f"strftime({col}, '%Y-%m-%dT%H:%M:%S') AS {col}")
-        else:
-            out.append(col)
-    return ", ".join(out)
+    for name, kind in columns:
+        col = f"q.{ident(name)}"
+        if kind.startswith("GEOMETRY"):
+            col = f"ST_AsGeoJSON({col})::JSON"
+        elif kind.startswith("TIMESTAMP"):
+            col = f"strftime({col}, '%Y-%m-%dT%H:%M:%S')"
+        out.append(f"{literal(name)}: {col}")
+    return "{" + ", ".join(out) + "}"
 
 
 def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -197,23 +203,30 @@ def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
 def run_records(
     cur: duckdb.DuckDBPyConnection, plan: Plan, *, version: int, limit: int, time_limit_ms: int
 ) -> dict[str, Any]:
-    """Execute ``plan``: ``{total_count, results, next}``."""
+    """Execute ``plan``: ``{total_count, results_json, next_cursor}``.
+
+    Rows are rendered to JSON text inside DuckDB and joined, never parsed in Python.
+    """
+    params = _used(plan.sql, plan.params)
     try:
         with deadline(cur, time_limit_ms):
-            rel = cur.sql(plan.sql, params=_used(plan.sql, plan.params))
-            wrapped = f"SELECT to_json(t)::VARCHAR FROM (SELECT {_json_select(rel)} FROM ({plan.sql}) AS q) AS t"
-            rows = [json.loads(r[0]) for r in cur.execute(wrapped, _used(plan.sql, plan.params)).fetchall()]
+            columns = plan.columns
+            if columns is None:  # computed expressions: ask the engine for their types
+                rel = cur.sql(plan.sql, params=params)
+                columns = [(n, str(t)) for n, t in zip(rel.columns, rel.types) if n not in ("__file", "__row")]
+            position = ", q.__file, q.__row" if plan.keyed else ""
+            wrapped = f"SELECT to_json({_json_struct(columns)})::VARCHAR{position} FROM ({plan.sql}) AS q"
+            rows = cur.execute(wrapped, params).fetchall()
             (total,) = cur.execute(plan.count_sql, _used(plan.count_sql, plan.params)).fetchone()  # type: ignore[misc]
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise
         raise QueryError(_safe_message(exc)) from exc
     next_token = None
-    if plan.keyed:
-        keys = [r.pop("__key") for r in rows]
-        if len(rows) == limit and keys:
-            next_token = encode_cursor(version, keys[-1])
-    return {"total_count": total, "results": rows, "next_cursor": next_token}
+    if plan.keyed and len(rows) == limit and rows:
+        last = rows[-1]
+        next_token = encode_cursor(version, plan.parts.index(last[1]) * PART_STRIDE + last[2])
+    return {"total_count": total, "results_json": "[" + ",".join(r[0] for r in rows) + "]", "next_cursor": next_token}
 
 
 def _safe_message(exc: duckdb.Error) -> str:

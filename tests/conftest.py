@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from api.app import create_app
 from api.feed_server import FeedServer
@@ -72,5 +75,73 @@ async def client(harvested: Hub) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(harvested.settings, harvested)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
+        yield c
+    app.state.query_engine.close()
+
+
+PUBLISHERS_YAML = """publishers:
+  - name: testamt
+    title: Testamt Musterstadt
+"""
+
+
+@pytest.fixture
+def make_catalogue(tmp_path: Path) -> Iterator[Any]:
+    """Build a catalogue from datasets made in the test: ``make(name, schema, content, ...) -> Hub``.
+
+    Each call adds one dataset (definition, Table Schema, feed file) to a
+    definitions directory in tmp_path and ingests the feed through the store.
+    """
+    from catalogue.store import Delivery, ingest_delivery
+
+    root = tmp_path / "defs"
+    (root / "definitions").mkdir(parents=True)
+    (root / "schemas").mkdir()
+    (root / "publishers.yaml").write_text(PUBLISHERS_YAML, encoding="utf-8")
+    hubs: list[Hub] = []
+
+    def make(name: str, schema: dict[str, Any], content: bytes, fmt: str = "csv", *, mode: str = "replace",
+             options: dict[str, Any] | None = None, **settings_overrides: Any) -> Hub:
+        (root / "schemas" / f"{name}.json").write_text(json.dumps(schema), encoding="utf-8")
+        definition = {
+            "name": name, "title": f"Test {name}", "description": "Testdaten.", "publisher": "testamt",
+            "license": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0", "schema": f"schemas/{name}.json",
+        }
+        (root / "definitions" / f"{name}.yaml").write_text(yaml.safe_dump(definition), encoding="utf-8")
+        hub = open_hub(Settings(data_dir=tmp_path / "var", definitions_dir=root, **settings_overrides))
+        sync_definitions(hub, load_definitions(root))
+        result = ingest_delivery(hub, name, Delivery(content, fmt, options or {}, mode, {"source_url": "test"}))
+        assert result.status == "published", result.report
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+@pytest.fixture(scope="session")
+def demo_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """The harvested demo city, built once per test session: for tests that only read."""
+    from catalogue.site_builder import build_site
+    from harvesters.runner import harvest_source, list_sources
+
+    root = tmp_path_factory.mktemp("demo")
+    shutil.copytree(DEMO / "feeds", root / "feeds-root" / "feeds")
+    with FeedServer(root / "feeds-root") as server:
+        hub = open_hub(Settings(data_dir=root / "var", feed_base_url=server.url))
+        sync_definitions(hub, load_definitions(hub.settings.definitions_dir))
+        for name in list_sources(hub):
+            assert harvest_source(hub, name).status == "published"
+    build_site(hub)
+    yield hub
+    hub.close()
+
+
+@pytest.fixture
+async def api(demo_hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in process on the shared, read-only demo catalogue."""
+    app = create_app(demo_hub.settings, demo_hub)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as c:
         yield c
     app.state.query_engine.close()
