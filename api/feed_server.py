@@ -26,7 +26,7 @@ class FeedServer:
     def url(self) -> str:
         """Base URL of the server, ending in '/'."""
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def __enter__(self) -> FeedServer:
         self.thread.start()

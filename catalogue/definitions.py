@@ -100,9 +100,12 @@ def _load_schema(root: Path, schema: str | dict[str, Any]) -> dict[str, Any]:
         if root.resolve() not in path.parents or not path.is_file():
             raise DefinitionError(f"schema file '{schema}' does not exist inside the definitions directory.")
         try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
+            loaded = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DefinitionError(f"schema file '{path.name}' is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise DefinitionError(f"schema file '{path.name}' must hold a JSON object (a Table Schema).")
+        return check_schema(loaded)
     return check_schema(schema)
 
 

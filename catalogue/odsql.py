@@ -47,7 +47,7 @@ class ODSQL(DuckDB):
         QUOTES = ["'", '"']
         IDENTIFIERS = ["`"]
 
-    class Parser(DuckDB.Parser):
+    class Parser(DuckDB.Parser):  # type: ignore[misc,valid-type]
         # ODSQL's own functions must reach us unparsed (sqlglot knows e.g. SEARCH otherwise).
         FUNCTIONS = {k: v for k, v in DuckDB.Parser.FUNCTIONS.items() if k.lower() not in CUSTOM_FUNCS}
 
@@ -104,7 +104,7 @@ class Compiler:
             raise QueryError(_parse_message(exc, clause, text), details={"parameter": clause}) from exc
         if len(trees) != 1 or trees[0] is None:
             raise QueryError(f"{clause} must be one expression; ';' is not allowed.", details={"parameter": clause})
-        return trees[0]
+        return trees[0]  # type: ignore[return-value]
 
     def _check(self, tree: exp.Expression, clause: str, *, aggregates: bool) -> None:
         for node in tree.walk():

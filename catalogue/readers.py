@@ -15,14 +15,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from catalogue.errors import MalformedFeed
+from catalogue.field_parsing import DEFAULT_FALSE, DEFAULT_TRUE
 
 FORMATS = ("csv", "json", "geojson")
 
 
-def read_delivery(content: bytes, fmt: str, options: dict[str, Any], field_names: list[str]) -> pa.Table:
-    """Parse ``content`` in format ``fmt`` into a table of text columns."""
+def read_delivery(
+    content: bytes, fmt: str, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+) -> pa.Table:
+    """Parse ``content`` in format ``fmt``: text columns, or typed ones where reading them is exact."""
     if fmt == "csv":
-        return read_csv(content, options, field_names)
+        return read_csv(content, options, schema, exact_types=exact_types)
     if fmt == "json":
         return _records_table(_load_json(content, options), "JSON")
     if fmt == "geojson":
@@ -30,8 +33,54 @@ def read_delivery(content: bytes, fmt: str, options: dict[str, Any], field_names
     raise MalformedFeed(f"Unknown feed format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
 
 
-def read_csv(content: bytes, options: dict[str, Any], field_names: list[str]) -> pa.Table:
-    """Read CSV with the declared delimiter and encoding, every column as text."""
+def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[str, Any]]:
+    """Columns pyarrow can parse exactly as the Table Schema means them, and the options for it.
+
+    Integers and numbers without group characters, one decimal mark, one set of
+    boolean words. Everything else stays text for DuckDB to parse in validation.
+    """
+    types: dict[str, pa.DataType] = {}
+    decimals = {f.get("decimalChar", ".") for f in schema["fields"] if f.get("type") == "number" and not f.get("groupChar")}
+    booleans = {(tuple(f.get("trueValues", DEFAULT_TRUE)), tuple(f.get("falseValues", DEFAULT_FALSE)))
+                for f in schema["fields"] if f.get("type") == "boolean"}
+    for field in schema["fields"]:
+        kind = field.get("type", "string")
+        if kind == "integer" and not field.get("groupChar") and field.get("bareNumber", True):
+            types[field["name"]] = pa.int64()
+        elif kind == "number" and not field.get("groupChar") and len(decimals) == 1 and field.get("bareNumber", True):
+            types[field["name"]] = pa.float64()
+        elif kind == "boolean" and len(booleans) == 1:
+            types[field["name"]] = pa.bool_()
+    extra: dict[str, Any] = {}
+    if decimals and len(decimals) == 1:
+        extra["decimal_point"] = decimals.pop()
+    if len(booleans) == 1:
+        true, false = booleans.pop()
+        extra["true_values"], extra["false_values"] = list(true), list(false)
+    return types, extra
+
+
+def read_csv(content: bytes, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True) -> pa.Table:
+    """Read CSV with the declared delimiter and encoding.
+
+    First with exact types where pyarrow parses a column exactly as the schema
+    means it (fast, and most deliveries are valid); if any cell does not
+    parse, again with every column as text, so validation can report each bad
+    cell with its original value.
+    """
+    field_names = [f["name"] for f in schema["fields"]]
+    types, extra = _exact_types(schema) if exact_types else ({}, {})
+    if types:
+        try:
+            typed = _read_csv(content, options, {n: types.get(n, pa.string()) for n in field_names},
+                              null_values=[str(v) for v in schema.get("missingValues", [""])], **extra)
+            return _all_text(typed, keep=set(types))
+        except MalformedFeed:
+            pass
+    return _all_text(_read_csv(content, options, {name: pa.string() for name in field_names}))
+
+
+def _read_csv(content: bytes, options: dict[str, Any], column_types: dict[str, pa.DataType], **convert_extra: Any) -> pa.Table:
     encoding = options.get("encoding", "utf-8")
     try:
         "".encode(encoding)
@@ -47,9 +96,10 @@ def read_csv(content: bytes, options: dict[str, Any], field_names: list[str]) ->
     )
     # Unknown (extra) columns are read as text too, so the report can name them.
     convert = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in field_names},
+        column_types=column_types,
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
+        **convert_extra,
     )
     try:
         table = pacsv.read_csv(io.BytesIO(content), read_options=read, parse_options=parse, convert_options=convert)
@@ -58,7 +108,7 @@ def read_csv(content: bytes, options: dict[str, Any], field_names: list[str]) ->
             f"The CSV feed cannot be read with delimiter {parse.delimiter!r} and encoding {encoding!r}: "
             f"{_arrow_message(exc)}. Check the delimiter, encoding and quoting declared for the source."
         ) from exc
-    return _all_text(table)
+    return table
 
 
 def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:
@@ -118,8 +168,11 @@ def _as_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _all_text(table: pa.Table) -> pa.Table:
-    columns = [col if pa.types.is_string(col.type) else col.cast(pa.string()) for col in table.columns]
+def _all_text(table: pa.Table, keep: set[str] | None = None) -> pa.Table:
+    """Cast every column to text except those in ``keep``."""
+    keep = keep or set()
+    columns = [col if pa.types.is_string(col.type) or name in keep else col.cast(pa.string())
+               for name, col in zip(table.column_names, table.columns)]
     return pa.table(columns, names=table.column_names)
 
 

@@ -98,13 +98,19 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
     con.execute("SET enable_geoparquet_conversion = false")  # compare geometry as WKB bytes
     try:
         try:
-            raw = read_delivery(delivery.content, delivery.format, delivery.options, [f["name"] for f in schema["fields"]])
+            raw = read_delivery(delivery.content, delivery.format, delivery.options, schema)
         except MalformedFeed as exc:
             report = Report.from_validation(errors=[errors.FormatError(note=exc.message)]).to_descriptor()
             return _quarantine(hub, dataset_name, delivery, report, job_id, current, 0)
         checked = validate_delivery(
             con, raw, schema, name=dataset_name, place=place, max_errors=hub.settings.max_report_errors
         )
+        if not checked.valid and any(not pa.types.is_string(t) for t in raw.schema.types):
+            # The report quotes cells as delivered: read the invalid delivery again as text.
+            raw = read_delivery(delivery.content, delivery.format, delivery.options, schema, exact_types=False)
+            checked = validate_delivery(
+                con, raw, schema, name=dataset_name, place=place, max_errors=hub.settings.max_report_errors
+            )
         if not checked.valid or checked.table is None:
             return _quarantine(hub, dataset_name, delivery, checked.report, job_id, current, raw.num_rows)
         return _publish(hub, con, dataset_name, schema, checked.table, checked.report, delivery, job_id, current)

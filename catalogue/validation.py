@@ -73,7 +73,7 @@ def validate_delivery(
     place: str,
     max_errors: int = 1000,
 ) -> Validated:
-    """Validate text table ``raw`` against Table Schema ``schema``."""
+    """Validate ``raw`` (text columns, or columns the reader already typed exactly) against ``schema``."""
     started = time.perf_counter()
     fields = schema["fields"]
     missing_values = [str(v) for v in schema.get("missingValues", [""])]
@@ -96,6 +96,7 @@ def validate_delivery(
             found.append(errors.ExtraLabelError(
                 note="", labels=labels, row_numbers=[1], label=label, field_name="", field_number=number))
 
+    typed_columns = {name for name, kind in zip(raw.column_names, raw.schema.types) if not pa.types.is_string(kind)}
     raw = raw.append_column(ROW, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
     con.register("__raw", raw)
     try:
@@ -104,7 +105,11 @@ def validate_delivery(
         for i, field in enumerate(fields):
             column = ident(field["name"])
             raw_i, typed_i = f"__r{i}", f"__t{i}"
-            inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
+            if field["name"] in typed_columns:  # parsed exactly by the reader; missing values are already NULL
+                inner.append(f"CAST({column} AS VARCHAR) AS {raw_i}")
+                inner.append(f"{column} AS __v{i}")
+            else:
+                inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
             checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
             checks += _constraint_checks(field, raw_i, typed_i, field["name"] in key)
             cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
@@ -112,7 +117,8 @@ def validate_delivery(
             outer.append(f"{typed_i} AS {ident('f' + str(i))}")
             outer.append(f"CASE {cases} END AS {ident('e' + str(i))}")
         typed_inner = ", ".join(
-            [f"*"] + [f"{parse_expression(f'__r{i}', field)} AS __t{i}" for i, field in enumerate(fields)]
+            ["*"] + [f"{f'__v{i}' if field['name'] in typed_columns else parse_expression(f'__r{i}', field)} AS __t{i}"
+                     for i, field in enumerate(fields)]
         )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE __typed AS SELECT {', '.join(outer)} FROM "
@@ -205,7 +211,7 @@ def _raw_rows(con: duckdb.DuckDBPyConnection, raw: pa.Table, rows: list[int]) ->
     if not rows:
         return {}
     columns = [c for c in raw.column_names if c != ROW]
-    select = ", ".join(f"coalesce({ident(c)}, '')" for c in columns)
+    select = ", ".join(f"coalesce(CAST({ident(c)} AS VARCHAR), '')" for c in columns)
     result = con.execute(
         f"SELECT {ROW}, {select} FROM __raw WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rows]
     ).fetchall()

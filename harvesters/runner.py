@@ -71,15 +71,14 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
     except UrbandataError as exc:
         _close_job(hub, job_id, "failed", exc.message, exc.code)
         return HarvestOutcome(name, dataset, "failed", f"{dataset}: {exc.message}", job_id=job_id, error_code=exc.code)
-    if result.status != "quarantined":
-        with hub.sessions.begin() as session:
-            stored = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
-            if stored is not None:
-                stored.etag = delivery.provenance.get("etag")
-        with hub.sessions.begin() as session:
-            job = session.get(HarvestJob, job_id)
-            if job is not None:
-                job.bytes_received = len(delivery.content)
+    with hub.sessions.begin() as session:
+        finished = session.get(HarvestJob, job_id)
+        if finished is not None:
+            finished.bytes_received = len(delivery.content)
+        # Remember the ETag only for accepted deliveries: a quarantined one must be fetched again.
+        stored = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
+        if stored is not None and result.status != "quarantined":
+            stored.etag = delivery.provenance.get("etag")
     return HarvestOutcome(name, dataset, result.status, result.message, version=result.version, job_id=job_id)
 
 

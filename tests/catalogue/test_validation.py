@@ -15,8 +15,16 @@ from catalogue.validation import Validated, validate_delivery
 def check(content: bytes, schema: dict[str, Any], fmt: str = "csv", **options: Any) -> Validated:
     con = duck.connect(memory_limit_mb=512, threads=1)
     try:
-        raw = read_delivery(content, fmt, options, [f["name"] for f in schema["fields"]])
-        return validate_delivery(con, raw, schema, name="t", place="test", max_errors=50)
+        result = None
+        for exact in (True, False):  # the typed fast path, and the text path the store uses for reports
+            raw = read_delivery(content, fmt, options, schema, exact_types=exact)
+            checked = validate_delivery(con, raw, schema, name="t", place="test", max_errors=50)
+            if result is not None:
+                assert checked.valid == result.valid and checked.error_count == result.error_count
+                if checked.valid:
+                    assert checked.table.equals(result.table)
+            result = checked if result is None or result.valid else checked
+        return result
     finally:
         con.close()
 
