@@ -6,28 +6,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Match, Mount
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy import func, select
 
 from api.errors import install_error_handlers
-from api.routes import catalog, data
+from api.routes import catalog, data, sql
 from catalogue.hub import Hub, open_hub
 from catalogue.models import Dataset
 from catalogue.query import QueryEngine
 from catalogue.settings import Settings
+from catalogue.sql_pool import SqlPool
 
 
 def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     """Build the app for ``settings``: API under ``settings.api_prefix``, the built site at ``/``."""
     hub = hub or open_hub(settings)
     engine = QueryEngine(hub)
+    sql_pool = SqlPool(settings)  # worker processes start on the first SQL query
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         engine.close()
+        sql_pool.close()
 
     app = FastAPI(
         title="urbandata API",
@@ -40,9 +45,11 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.state.query_engine = engine
+    app.state.sql_pool = sql_pool
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])
+    app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, Any]:
@@ -51,11 +58,27 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
             count = session.scalar(select(func.count()).select_from(Dataset))
         return {"status": "ok", "datasets": count}
 
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    def unknown_api_route(rest: str) -> None:
-        """Unknown API paths answer in the JSON envelope, not with the site's HTML page."""
+    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                   include_in_schema=False)
+    def unknown_api_route(request: Request, rest: str) -> None:
+        """Unknown API paths answer in the JSON envelope (405 where only the method is wrong)."""
+        others = [r for r in app.router.routes if getattr(r, "name", "") != "unknown_api_route" and not isinstance(r, Mount)]
+        allowed = sorted({method for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") for route in others
+                          if route.matches({**request.scope, "method": method})[0] == Match.FULL})
+        if allowed:
+            raise StarletteHTTPException(405, headers={"Allow": ", ".join(allowed)})
         raise StarletteHTTPException(404)
 
     settings.site_dir.mkdir(parents=True, exist_ok=True)
-    app.mount("/", StaticFiles(directory=settings.site_dir, html=True, check_dir=False), name="site")
+    app.mount("/", SiteFiles(directory=settings.site_dir, html=True, check_dir=False), name="site")
     return app
+
+
+class SiteFiles(StaticFiles):
+    """The built site; a missing page raises 404 so the error handler picks the page's language."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 404:
+            raise StarletteHTTPException(404)
+        return response

@@ -8,8 +8,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from catalogue.definitions import load_definitions, sync_definitions
 from catalogue.errors import UrbandataError
@@ -38,7 +39,7 @@ def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
 
 
 def _fail(exc: UrbandataError) -> None:
-    err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+    err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.message}')}")
     raise typer.Exit(1)
 
 
@@ -155,7 +156,9 @@ def versions(name: str, data_dir: Path | None = DataDir) -> None:
 @app.command("settings")
 def settings_command() -> None:
     """List every setting: environment variable, default and meaning (generated from the code)."""
-    table = Table("environment variable", "default", "meaning")
+    longest = max(len(f"URBANDATA_{n}") for n in Settings.model_fields)
+    table = Table("default", "meaning")
+    table.columns.insert(0, Column("environment variable", no_wrap=True, min_width=longest))
     for name, field in Settings.model_fields.items():
         table.add_row(f"URBANDATA_{name.upper()}", str(field.default), field.description or "")
     console.print(table)
@@ -172,7 +175,10 @@ def _serve(settings: Settings, hub: Hub, host: str, port: int) -> None:
         f"Serving site and API on [bold]http://{host}:{port}/[/bold]  (API: /api/v1/datasets, "
         f"OpenAPI: /openapi.json). Stop with Ctrl-C."
     )
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it already handled by shutting down cleanly
     console.print("Stopped.")
 
 

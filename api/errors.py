@@ -66,7 +66,11 @@ def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> Non
         message = str(exc.detail) if exc.detail else "HTTP error"
         if exc.status_code == 404:
             message = f"Nothing at {request.url.path}. The API starts at {api_prefix}/datasets; its description is at /openapi.json."
-        return envelope(code, exc.status_code, message)
+        if exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
+            message = f"{request.method} is not allowed on {request.url.path}; allowed: {exc.headers['Allow']}."
+        response = envelope(code, exc.status_code, message)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -101,3 +101,57 @@ class StoreCorrupted(UrbandataError):
 
     code = "store-corrupted"
     status = 500
+
+
+class SqlSyntaxError(BadRequest):
+    """DuckDB's parser rejected the statement (details carry the character position)."""
+
+    code = "sql-syntax-error"
+
+
+class SqlNotAllowed(BadRequest):
+    """The statement does something the read-only SQL endpoint refuses."""
+
+    code = "sql-not-allowed"
+
+
+class SqlUnknownTable(BadRequest):
+    """A table name in the statement is no published dataset or version."""
+
+    code = "sql-unknown-table"
+
+
+class SqlError(BadRequest):
+    """DuckDB refused or failed to run the statement (unknown column, type mismatch...)."""
+
+    code = "sql-error"
+
+
+class SqlResourceLimit(BadRequest):
+    """The statement needed more memory than a SQL worker may use, and was stopped."""
+
+    code = "sql-resource-limit"
+
+
+class SqlBusy(UrbandataError):
+    """Every SQL worker is busy; ``retry_after_s`` says when to try again."""
+
+    code = "sql-busy"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class QueryError(InvalidParameter):
+    """A query parameter (select, where, group_by, order_by...) cannot be parsed or is not allowed."""
+
+    code = "invalid-query"
+
+
+class QueryTimeout(UrbandataError):
+    """A records, facets or diff query ran past its deadline and was stopped."""
+
+    code = "query-timeout"
+    status = 400

@@ -24,7 +24,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
-from catalogue.errors import InvalidParameter
+from catalogue.errors import QueryError
 from catalogue.table_schema import GEOMETRY_TYPES
 
 DISTANCE_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
@@ -50,12 +50,6 @@ class ODSQL(DuckDB):
     class Parser(DuckDB.Parser):  # type: ignore[misc,valid-type]
         # ODSQL's own functions must reach us unparsed (sqlglot knows e.g. SEARCH otherwise).
         FUNCTIONS = {k: v for k, v in DuckDB.Parser.FUNCTIONS.items() if k.lower() not in CUSTOM_FUNCS}
-
-
-class QueryError(InvalidParameter):
-    """A query parameter cannot be parsed or uses something not allowed."""
-
-    code = "invalid-query"
 
 
 # Node types a user expression may contain (functions are checked by name below).

@@ -20,17 +20,12 @@ from typing import Any
 import duckdb
 
 from catalogue.changes import parquet_scan
-from catalogue.errors import InvalidParameter, UrbandataError
-from catalogue.odsql import Compiler, QueryError
+from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
+from catalogue.odsql import Compiler
 from catalogue.sql_text import ident, literal
 from catalogue.table_schema import STORED_TYPES, primary_key
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
-
-
-class QueryTimeout(UrbandataError):
-    code = "query-timeout"
-    status = 400
 
 
 @dataclass

@@ -77,6 +77,31 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="Public base URL of the hub, used in citations and absolute links.",
     )
+    sql_workers: int = Field(
+        default=2, gt=0, description="Worker processes of the SQL endpoint: at most this many SQL queries run at once."
+    )
+    sql_time_limit_ms: int = Field(
+        default=1000, gt=0, description="Deadline of one SQL query, in milliseconds (requests may lower it)."
+    )
+    sql_max_rows: int = Field(
+        default=1000, gt=0, description="Most rows one SQL query returns (requests may lower it); more are cut and flagged."
+    )
+    sql_max_chars: int = Field(default=20_000, gt=0, description="Longest SQL statement accepted, in characters.")
+    sql_memory_limit_mb: int = Field(
+        default=1024, gt=0, description="DuckDB memory limit of each SQL worker, in MiB (nothing spills to disk)."
+    )
+    sql_worker_address_space_mb: int = Field(
+        default=2048, gt=0,
+        description="Address space a SQL worker may map beyond what it holds after loading DuckDB and spatial "
+        "(about 1.2 GiB, mostly reserved and unused), in MiB; the OS refuses allocations past it (Linux).",
+    )
+    sql_kill_grace_ms: int = Field(
+        default=2000, gt=0,
+        description="How long past its deadline a SQL worker may take to answer before it is killed and replaced, in milliseconds.",
+    )
+    sql_busy_wait_ms: int = Field(
+        default=100, ge=0, description="How long a SQL query waits for a free worker before the answer is 503 sql-busy, in milliseconds."
+    )
 
     @property
     def resolved_database_url(self) -> str:

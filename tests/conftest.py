@@ -77,6 +77,7 @@ async def client(harvested: Hub) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
         yield c
     app.state.query_engine.close()
+    app.state.sql_pool.close()
 
 
 PUBLISHERS_YAML = """publishers:
@@ -145,3 +146,4 @@ async def api(demo_hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as c:
         yield c
     app.state.query_engine.close()
+    app.state.sql_pool.close()

@@ -1,0 +1,60 @@
+"""The read-only SQL endpoint: one SELECT over the published datasets, run in a worker process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from api.errors import envelope
+from catalogue.errors import SqlBusy
+from catalogue.sql_runner import run_sql
+
+router = APIRouter()
+
+SQL_DESCRIPTION = (
+    'One SELECT statement. Datasets are views: "parking-occupancy" (quoted) or parking_occupancy; '
+    '"parking-occupancy@2" is version 2.'
+)
+TIMEOUT_DESCRIPTION = "Deadline in milliseconds, at most the configured maximum (default: that maximum)."
+MAX_ROWS_DESCRIPTION = "Most rows to return, at most the configured maximum (default: that maximum)."
+
+
+class SqlRequest(BaseModel):
+    """The JSON body of ``POST /sql``."""
+
+    sql: str = Field(description=SQL_DESCRIPTION)
+    timeout_ms: int | None = Field(default=None, gt=0, description=TIMEOUT_DESCRIPTION)
+    max_rows: int | None = Field(default=None, gt=0, description=MAX_ROWS_DESCRIPTION)
+
+
+@router.get("/sql", response_model=None, summary="Run one read-only SELECT")
+async def sql_get(
+    request: Request,
+    sql: str = Query(..., description=SQL_DESCRIPTION),
+    timeout_ms: int | None = Query(None, gt=0, description=TIMEOUT_DESCRIPTION),
+    max_rows: int | None = Query(None, gt=0, description=MAX_ROWS_DESCRIPTION),
+) -> Response | dict[str, Any]:
+    """Run one read-only SELECT over the published datasets (columns, rows, truncated)."""
+    return await _answer(request, sql, timeout_ms, max_rows)
+
+
+@router.post("/sql", response_model=None, summary="Run one read-only SELECT sent as JSON")
+async def sql_post(request: Request, body: SqlRequest) -> Response | dict[str, Any]:
+    """Run one read-only SELECT given as JSON ``{"sql": ...}`` (for statements too long for a URL)."""
+    return await _answer(request, body.sql, body.timeout_ms, body.max_rows)
+
+
+async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: int | None) -> Response | dict[str, Any]:
+    # The wait for the worker runs in a thread: a slow query never blocks the event loop.
+    try:
+        return await run_in_threadpool(
+            run_sql, request.app.state.hub, request.app.state.sql_pool, sql,
+            max_rows=max_rows, time_limit_ms=timeout_ms,
+        )
+    except SqlBusy as exc:
+        response = envelope(exc.code, exc.status, exc.message, exc.details)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response

@@ -1,0 +1,111 @@
+"""Read-only SQL over the published datasets: check, resolve dataset views, run in a worker.
+
+Every published dataset is a view named after it: ``"parking-occupancy"``
+(quoted, as the name has hyphens) or its underscore alias
+``parking_occupancy``; ``"parking-occupancy@2"`` (or ``"parking_occupancy@2"``)
+is version 2, pinned. Only the views a statement names are built, over the
+Parquet parts of the version each one means.
+
+The HTTP route and CKAN's ``datastore_search_sql`` both call :func:`run_sql`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from catalogue.errors import InvalidParameter, NotFound, SqlError, SqlResourceLimit, SqlUnknownTable
+from catalogue.hub import Hub
+from catalogue.metadata import get_dataset, get_version
+from catalogue.models import Dataset
+from catalogue.query import VersionRef
+from catalogue.errors import QueryTimeout
+from catalogue.sql_guard import check_sql
+from catalogue.sql_pool import SqlPool
+from catalogue.sql_worker import SqlTask
+
+TABLE_HINT = (
+    'Tables are datasets by name: "parking-occupancy" (quoted) or parking_occupancy, and "parking-occupancy@2" '
+    "for a pinned version; the datasets are listed at /api/v1/datasets."
+)
+
+
+def run_sql(
+    hub: Hub, pool: SqlPool, sql: str, *, max_rows: int | None = None, time_limit_ms: int | None = None
+) -> dict[str, Any]:
+    """Run one read-only SELECT: ``{columns: [{name, type}], rows, truncated, row_count, elapsed_ms}``.
+
+    ``max_rows`` and ``time_limit_ms`` may lower the limits configured for ``pool``, never raise
+    them. Rows are JSON-ready lists: geometry as GeoJSON objects, timestamps as ISO 8601 strings.
+    """
+    settings = pool.settings
+    max_rows = _lowered("max_rows", max_rows, settings.sql_max_rows)
+    time_limit_ms = _lowered("timeout_ms", time_limit_ms, settings.sql_time_limit_ms)
+    started = time.perf_counter()
+    checked = check_sql(sql, max_chars=settings.sql_max_chars)
+    views = resolve_views(hub, checked.relations)
+    answer = pool.run(SqlTask(
+        sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms,
+        hidden_prefix=str(hub.settings.store_dir.resolve()),
+    ))
+    if not answer["ok"]:
+        _raise_failure(answer, time_limit_ms, settings.sql_memory_limit_mb)
+    return {
+        "columns": answer["columns"],
+        "rows": answer["rows"],
+        "truncated": answer["truncated"],
+        "row_count": len(answer["rows"]),
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def resolve_views(hub: Hub, names: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """The Parquet parts behind each view name (``dataset``, ``data_set`` alias, ``dataset@N``)."""
+    views: dict[str, tuple[str, ...]] = {}
+    with hub.sessions() as session:
+        for name in sorted(names):
+            base, _, number = name.partition("@")
+            dataset = _find_dataset(session, base)
+            try:
+                version = get_version(session, dataset, int(number) if number else None)
+            except NotFound as exc:
+                raise SqlUnknownTable(f"{exc.message} {TABLE_HINT}", details={"table": name}) from None
+            views[name] = VersionRef.of(hub, dataset, version).uris
+    return views
+
+
+def _find_dataset(session: Session, name: str) -> Dataset:
+    candidates = [name] + ([name.replace("_", "-")] if "_" in name else [])
+    for candidate in candidates:
+        try:
+            return get_dataset(session, candidate)
+        except NotFound:
+            continue
+    raise SqlUnknownTable(f"There is no dataset named '{name}'. {TABLE_HINT}", details={"table": name})
+
+
+def _lowered(parameter: str, requested: int | None, maximum: int) -> int:
+    if requested is None:
+        return maximum
+    if not 0 < requested <= maximum:
+        raise InvalidParameter(
+            f"{parameter} must be between 1 and {maximum}, the configured maximum; got {requested}.",
+            details={"parameter": parameter, "maximum": maximum},
+        )
+    return requested
+
+
+def _raise_failure(answer: dict[str, Any], time_limit_ms: int, memory_limit_mb: int) -> None:
+    if answer["kind"] == "timeout":
+        raise QueryTimeout(
+            f"The query took longer than {time_limit_ms} ms and was stopped. "
+            "Filter or aggregate earlier, or query a smaller part of the data."
+        )
+    if answer["kind"] == "memory":
+        raise SqlResourceLimit(
+            f"The query needed more than the {memory_limit_mb} MiB of memory a SQL query may use, and was stopped. "
+            "Filter or aggregate earlier, or return fewer columns."
+        )
+    raise SqlError(f"DuckDB could not run the query: {answer['message']}")

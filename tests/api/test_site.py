@@ -1,0 +1,144 @@
+"""The built static site (German at the root, English under en/), served by the app in process.
+
+The tests only read, so they share the session's harvested demo catalogue (``demo_hub``/``api``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+import yaml
+
+from catalogue.hub import Hub
+
+pytestmark = pytest.mark.anyio
+
+BASE = "http://hub.test/"
+DATASETS = ["car-parks", "city-districts", "egovernment-services", "groundwater-levels", "parking-occupancy",
+            "waste-bin-fill-levels"]
+PUBLISHERS = ["abfallwirtschaft", "stadtverwaltung", "stadtwerke", "wasserverband"]
+PAGES = ["index.html"] + [f"datasets/{n}.html" for n in DATASETS] + [f"publishers/{p}.html" for p in PUBLISHERS]
+LANGS = {"de": "", "en": "en/"}
+LICENCE_TITLES = {
+    "http://dcat-ap.de/def/licenses/dl-by-de/2.0": "Datenlizenz Deutschland – Namensnennung – Version 2.0",
+    "http://dcat-ap.de/def/licenses/dl-zero-de/2.0": "Datenlizenz Deutschland – Zero – Version 2.0",
+    "http://dcat-ap.de/def/licenses/cc-by/4.0": "Creative Commons Namensnennung – 4.0 International (CC BY 4.0)",
+}
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page with its attributes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def attrs(self, tag: str, name: str) -> list[str]:
+        return [a[name] for t, a in self.tags if t == tag and a.get(name)]  # type: ignore[misc]
+
+
+def definition(settings_dir: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    doc = yaml.safe_load((settings_dir / "definitions" / f"{name}.yaml").read_text(encoding="utf-8"))
+    return doc, json.loads((settings_dir / doc["schema"]).read_text(encoding="utf-8"))
+
+
+async def page(api: httpx.AsyncClient, url: str) -> str:
+    response = await api.get(url)
+    assert (response.status_code, response.headers["content-type"]) == (200, "text/html; charset=utf-8"), url
+    return response.text
+
+
+async def test_every_page_exists_in_both_languages_and_is_served(api: httpx.AsyncClient, demo_hub: Hub) -> None:
+    site = demo_hub.settings.site_dir
+    for lang, prefix in LANGS.items():
+        other = "en/" if lang == "de" else ""
+        for name in PAGES:
+            text = await page(api, f"/{prefix}{name}")
+            assert text == (site / prefix / name).read_text(encoding="utf-8")
+            assert f'<html lang="{lang}">' in text
+            # The language switch points at the same page in the other language.
+            (alternate,) = [a["href"] for t, a in Tags(text).tags if t == "link" and a.get("rel") == "alternate"]
+            assert urljoin(f"{BASE}{prefix}{name}", alternate) == f"{BASE}{other}{name}"
+        assert await page(api, f"/{prefix}") == (site / prefix / "index.html").read_text(encoding="utf-8")
+
+
+async def test_dataset_pages_show_metadata_schema_and_working_downloads(
+    api: httpx.AsyncClient, demo_hub: Hub
+) -> None:
+    for name in DATASETS:
+        doc, schema = definition(demo_hub.settings.definitions_dir, name)
+        has_geometry = any(f["type"] in ("geojson", "geopoint") for f in schema["fields"])
+        for lang, prefix in LANGS.items():
+            text = await page(api, f"/{prefix}datasets/{name}.html")
+            title = doc["title"] if lang == "de" else doc["title_en"]
+            assert f"<h1>{html.escape(title)}</h1>" in text
+            assert html.escape(LICENCE_TITLES[doc["license"]]) in text
+            for field in schema["fields"]:
+                assert f"<code>{field['name']}</code>" in text
+            base = f"/api/v1/datasets/{name}"
+            downloads = {h for h in Tags(text).attrs("a", "href") if h.startswith(base)}
+            assert downloads == {f"{base}/exports/parquet?version=1", f"{base}/exports/csv?version=1",
+                                 f"{base}/versions/1/datapackage.json", f"{base}/records"} | (
+                {f"{base}/exports/geojson?version=1"} if has_geometry else set())
+            for url in sorted(downloads):
+                response = await api.get(url)
+                assert response.status_code == 200, (url, response.text[:200])
+                if "/exports/" in url:
+                    assert response.headers["x-dataset-version"] == "1"
+                    assert len(response.content) > 0
+
+
+async def test_publisher_pages_list_their_datasets(api: httpx.AsyncClient, demo_hub: Hub) -> None:
+    owners = {name: definition(demo_hub.settings.definitions_dir, name)[0]["publisher"] for name in DATASETS}
+    for prefix in LANGS.values():
+        for publisher in PUBLISHERS:
+            links = Tags(await page(api, f"/{prefix}publishers/{publisher}.html")).attrs("a", "href")
+            listed = sorted({h[len("../datasets/"):-len(".html")] for h in links if h.startswith("../datasets/")})
+            assert listed == sorted(n for n, p in owners.items() if p == publisher)
+
+
+async def test_every_local_link_and_asset_resolves(api: httpx.AsyncClient) -> None:
+    seen: set[str] = set()
+    for prefix in LANGS.values():
+        for name in PAGES:
+            url = f"{BASE}{prefix}{name}"
+            tags = Tags(await page(api, url))
+            sources = [a["src"] for _, a in tags.tags if a.get("src")]
+            for ref in tags.attrs("a", "href") + tags.attrs("link", "href") + sources:  # type: ignore[operator]
+                target = urlsplit(urljoin(url, ref))
+                if target.scheme in ("http", "https") and target.netloc == "hub.test":
+                    seen.add(target._replace(fragment="").geturl())
+    assert f"{BASE}static/style.css" in seen
+    broken = [u for u in sorted(seen) if (await api.get(u)).status_code != 200]
+    assert broken == []
+
+
+async def test_no_page_loads_anything_from_another_host(api: httpx.AsyncClient, demo_hub: Hub) -> None:
+    site = demo_hub.settings.site_dir
+    for path in sorted(site.rglob("*.html")):
+        tags = Tags(path.read_text(encoding="utf-8"))
+        loaded = [a.get("src") for _, a in tags.tags if a.get("src")] + [
+            a.get("href") for t, a in tags.tags if t == "link"]
+        assert [u for u in loaded if urlsplit(u).netloc or u.startswith("//")] == [], path  # type: ignore[arg-type]
+        assert not [t for t, _ in tags.tags if t in ("iframe", "object", "embed")], path
+    css = (site / "static" / "style.css").read_text(encoding="utf-8")
+    assert "@import" not in css and "url(http" not in css.replace(" ", "") and "url(//" not in css.replace(" ", "")
+
+
+async def test_the_404_page_keeps_its_stylesheet_below_the_root(api: httpx.AsyncClient) -> None:
+    url = f"{BASE}datasets/no-such-dataset.html"
+    response = await api.get(url)
+    assert response.status_code == 404
+    (stylesheet,) = [a["href"] for t, a in Tags(response.text).tags if t == "link" and a.get("rel") == "stylesheet"]
+    assert (await api.get(urljoin(url, stylesheet))).status_code == 200
