@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from api.deps import get_engine, get_hub, get_session
 from catalogue.changes import diff_as_csv, diff_versions
 from catalogue.errors import InvalidParameter
-from catalogue.exports import MEDIA_TYPES, parquet_file
+from catalogue.exports import MEDIA_TYPES, ExportFile, check_format, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
 from catalogue.metadata import get_dataset, get_version, get_version_as_of
-from catalogue.query import EXPORT_FORMATS, QueryEngine, VersionRef
+from catalogue.query import QueryEngine, VersionRef
 from catalogue.records import RecordsRequest, default_facets, facet_counts, plan_records, run_records
 
 router = APIRouter()
@@ -162,28 +162,49 @@ async def diff(
     return result
 
 
-@router.get("/datasets/{name}/exports/{fmt}")
+@router.get("/datasets/{name}/exports/{fmt}", response_model=None)
 def export(
     name: str,
     fmt: str,
+    select: str | None = Query(None, description="Fields and expressions, as in records, e.g. `lot_id, free`."),
+    where: str | None = WHERE,
+    group_by: str | None = Query(None, description="Group by fields or expressions, as in records."),
+    order_by: str | None = Query(None, description="Sort, as in records, e.g. `free desc, lot_id`."),
+    refine: list[str] = REFINE,
+    exclude: list[str] = EXCLUDE,
+    delimiter: str | None = Query(None, description="csv: one character between cells; default `,` (`;` for number_style=german)."),
+    with_bom: bool | None = Query(None, description="csv: start with a UTF-8 byte order mark (helps Excel); default false."),
+    number_style: str | None = Query(None, description="csv: `international` (12345.67, default) or `german` (12345,67)."),
     version: int | None = VERSION_QUERY,
     as_of: datetime | None = AS_OF_QUERY,
+    if_none_match: str | None = Header(None, description="ETags of copies the client holds: 304 when one is current."),
     session: Session = Depends(get_session),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
 ) -> Response:
-    """The whole version as csv, json, ndjson, geojson or parquet (streamed)."""
-    if fmt not in EXPORT_FORMATS:
-        raise InvalidParameter(f"Unknown export format '{fmt}'. Use one of: {', '.join(EXPORT_FORMATS)}.")
+    """Every row of a version as csv, json, ndjson, geojson, parquet or xlsx, with the records parameters and no row limit."""
+    check_format(fmt)
+    options = csv_options(fmt, delimiter, with_bom, number_style)
     ref = resolve_version(hub, session, name, version, as_of)
-    filename = f"{name}-v{ref.number}.{fmt}"
+    query = RecordsRequest(select=select, where=where, group_by=group_by, order_by=order_by, limit=None,
+                           refine=refine, exclude=exclude)
+    etag = f'"{export_tag(ref, fmt, query, options)}"'
     headers = {
-        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Disposition": f'attachment; filename="{name}-v{ref.number}.{fmt}"',
         "X-Dataset-Version": str(ref.number),
-        "ETag": f'"{ref.content_hash}-{fmt}"',
+        "ETag": etag,
         # A pinned version never changes; the current one may move on.
         "Cache-Control": "public, max-age=31536000, immutable" if version else "public, max-age=60",
     }
-    if fmt == "parquet":
-        return FileResponse(parquet_file(hub, engine, ref), media_type=MEDIA_TYPES[fmt], headers=headers)
-    return StreamingResponse(engine.export(ref, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
+    held = [t.strip().removeprefix("W/") for t in (if_none_match or "").split(",")]
+    if "*" in held or etag in held:
+        del headers["Content-Disposition"]
+        return Response(status_code=304, headers=headers)
+    result = export_version(hub, engine, ref, fmt, query, options)
+    if isinstance(result, ExportFile) and not result.temporary:
+        # A stored file: Starlette answers Range and If-Range requests (206) from it.
+        return FileResponse(result.path, media_type=MEDIA_TYPES[fmt], headers=headers)
+    if isinstance(result, ExportFile):
+        headers["Content-Length"] = str(result.path.stat().st_size)
+        return StreamingResponse(read_file(result.path, delete=True), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return StreamingResponse(result, media_type=MEDIA_TYPES[fmt], headers=headers)
