@@ -1,14 +1,18 @@
-"""Turn delivered bytes (CSV, JSON array, GeoJSON) into an all-text Arrow table.
+"""Open delivered files (CSV, JSON array, GeoJSON) as streams of Arrow record batches.
 
-Every cell stays text here, exactly as delivered, so validation can report
-the original value and parse it with the field's declared format (decimal
-comma, German dates, ...). Typing happens column-wise in ``validation``.
+Cells stay text, exactly as delivered, so validation can report the original
+value and parse it with the field's declared format (decimal comma, German
+dates, ...), except where pyarrow reads a column exactly as the schema means
+it (plain integers and numbers, booleans). Typing happens in ``validation``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -20,17 +24,44 @@ from catalogue.field_parsing import DEFAULT_FALSE, DEFAULT_TRUE
 FORMATS = ("csv", "json", "geojson")
 
 
-def read_delivery(
-    content: bytes, fmt: str, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
-) -> pa.Table:
-    """Parse ``content`` in format ``fmt``: text columns, or typed ones where reading them is exact."""
+@dataclass
+class RawDelivery:
+    """A delivery opened for reading: its column labels and a stream of record batches."""
+
+    labels: list[str]
+    batches: Iterator[pa.RecordBatch]
+
+
+def open_delivery(
+    source: bytes | Path, fmt: str, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+) -> RawDelivery:
+    """Open ``source`` in format ``fmt``: text columns, or typed ones where reading them is exact.
+
+    CSV is streamed in blocks (bounded memory for any size); JSON and GeoJSON
+    documents are parsed whole. A cell that the exact types cannot read raises
+    MalformedFeed while iterating; read again with ``exact_types=False``.
+    """
     if fmt == "csv":
-        return read_csv(content, options, schema, exact_types=exact_types)
+        return open_csv(source, options, schema, exact_types=exact_types)
+    content = source.read_bytes() if isinstance(source, Path) else source
     if fmt == "json":
-        return _records_table(_load_json(content, options), "JSON")
-    if fmt == "geojson":
-        return read_geojson(content, options)
-    raise MalformedFeed(f"Unknown feed format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
+        table = _records_table(_load_json(content, options), "JSON")
+    elif fmt == "geojson":
+        table = read_geojson(content, options)
+    else:
+        raise MalformedFeed(f"Unknown feed format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
+    return RawDelivery(table.column_names, iter(table.to_batches()))
+
+
+def read_delivery(
+    source: bytes | Path, fmt: str, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+) -> pa.Table:
+    """The whole delivery as one table (for small deliveries and tests)."""
+    raw = open_delivery(source, fmt, options, schema, exact_types=exact_types)
+    batches = list(raw.batches)
+    if not batches:
+        return pa.table({label: pa.array([], pa.string()) for label in raw.labels})
+    return pa.Table.from_batches(batches)
 
 
 def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[str, Any]]:
@@ -60,35 +91,26 @@ def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[s
     return types, extra
 
 
-def read_csv(content: bytes, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True) -> pa.Table:
-    """Read CSV with the declared delimiter and encoding.
+def open_csv(
+    source: bytes | Path, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+) -> RawDelivery:
+    """Stream CSV with the declared delimiter and encoding.
 
-    First with exact types where pyarrow parses a column exactly as the schema
-    means it (fast, and most deliveries are valid); if any cell does not
-    parse, again with every column as text, so validation can report each bad
-    cell with its original value.
+    With ``exact_types``, columns pyarrow parses exactly as the schema means
+    them arrive typed (fast, and most deliveries are valid); everything else
+    arrives as text, so validation can report each bad cell as delivered.
     """
     field_names = [f["name"] for f in schema["fields"]]
     types, extra = _exact_types(schema) if exact_types else ({}, {})
+    column_types = {n: types.get(n, pa.string()) for n in field_names}
     if types:
-        try:
-            typed = _read_csv(content, options, {n: types.get(n, pa.string()) for n in field_names},
-                              null_values=[str(v) for v in schema.get("missingValues", [""])], **extra)
-            return _all_text(typed, keep=set(types))
-        except MalformedFeed:
-            pass
-    return _all_text(_read_csv(content, options, {name: pa.string() for name in field_names}))
-
-
-def _read_csv(content: bytes, options: dict[str, Any], column_types: dict[str, pa.DataType], **convert_extra: Any) -> pa.Table:
+        extra["null_values"] = [str(v) for v in schema.get("missingValues", [""])]
     encoding = options.get("encoding", "utf-8")
     try:
         "".encode(encoding)
     except LookupError:
         raise MalformedFeed(f"Unknown encoding '{encoding}' in the source options; use e.g. utf-8 or cp1252.")
-    if encoding.replace("-", "").lower() in ("utf8", "utf8sig") and content.startswith(b"\xef\xbb\xbf"):
-        content = content[3:]
-    read = pacsv.ReadOptions(encoding=encoding, block_size=16 << 20)
+    read = pacsv.ReadOptions(encoding=encoding, block_size=8 << 20)
     parse = pacsv.ParseOptions(
         delimiter=options.get("delimiter", ","),
         quote_char=options.get("quote_char", '"'),
@@ -96,19 +118,25 @@ def _read_csv(content: bytes, options: dict[str, Any], column_types: dict[str, p
     )
     # Unknown (extra) columns are read as text too, so the report can name them.
     convert = pacsv.ConvertOptions(
-        column_types=column_types,
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
-        **convert_extra,
+        column_types=column_types, strings_can_be_null=False, quoted_strings_can_be_null=False, **extra
     )
+    problem = (f"The CSV feed cannot be read with delimiter {parse.delimiter!r} and encoding {encoding!r}: "
+               "{}. Check the delimiter, encoding and quoting declared for the source.")
+    stream = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
-        table = pacsv.read_csv(io.BytesIO(content), read_options=read, parse_options=parse, convert_options=convert)
+        reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise MalformedFeed(
-            f"The CSV feed cannot be read with delimiter {parse.delimiter!r} and encoding {encoding!r}: "
-            f"{_arrow_message(exc)}. Check the delimiter, encoding and quoting declared for the source."
-        ) from exc
-    return table
+        raise MalformedFeed(problem.format(_arrow_message(exc))) from exc
+    keep = set(types)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                yield _all_text(batch, keep)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise MalformedFeed(problem.format(_arrow_message(exc))) from exc
+
+    return RawDelivery(reader.schema.names, batches())
 
 
 def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:
@@ -168,12 +196,11 @@ def _as_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _all_text(table: pa.Table, keep: set[str] | None = None) -> pa.Table:
+def _all_text(batch: pa.RecordBatch, keep: set[str]) -> pa.RecordBatch:
     """Cast every column to text except those in ``keep``."""
-    keep = keep or set()
     columns = [col if pa.types.is_string(col.type) or name in keep else col.cast(pa.string())
-               for name, col in zip(table.column_names, table.columns)]
-    return pa.table(columns, names=table.column_names)
+               for name, col in zip(batch.schema.names, batch.columns)]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _arrow_message(exc: Exception) -> str:

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         default=2048, gt=0, description="Memory limit of the query engine, in MiB."
     )
     duckdb_threads: int = Field(default=2, gt=0, description="Threads the query engine may use.")
+    ingest_memory_limit_mb: int = Field(
+        default=256, gt=0,
+        description="Memory DuckDB may use while validating and writing one delivery; beyond it, it spills to disk.",
+    )
     api_prefix: str = Field(default="/api/v1", description="URL prefix of the REST API.")
     public_url: str = Field(
         default="http://127.0.0.1:8000",

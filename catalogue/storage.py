@@ -7,6 +7,7 @@ Every write is atomic: a reader sees the whole file or none of it.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,7 +77,13 @@ class LocalStorage:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(scratch, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(scratch, target)
+        try:
+            os.replace(scratch, target)
+        except OSError:  # another file system: copy next to the target, then rename there
+            staged = target.with_name(f".{target.name}.incoming")
+            shutil.copyfile(scratch, staged)
+            os.replace(staged, target)
+            scratch.unlink()
         _fsync_dir(target.parent)
 
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -24,26 +26,37 @@ from catalogue import duck
 from catalogue.changes import parquet_scan, summarize_changes
 from catalogue.datapackage import build_descriptor
 from catalogue.errors import DatasetNotFound, MalformedFeed
-from catalogue.geoparquet import geo_metadata, with_geo_metadata
+from catalogue.geoparquet import geo_metadata
 from catalogue.hub import Hub
 from catalogue.models import Dataset, HarvestJob, Version, utcnow
-from catalogue.readers import read_delivery
-from catalogue.sql_text import ident
+from catalogue.readers import open_delivery
+from catalogue.sql_text import ident, literal
 from catalogue.table_schema import geometry_fields, primary_key, schema_hash
-from catalogue.validation import validate_delivery
+from catalogue.validation import discard_typed, validate_delivery
 
 MODES = ("replace", "append")
 
 
 @dataclass
 class Delivery:
-    """Bytes delivered for one dataset, with how to read them and where they came from."""
+    """What was delivered for one dataset, how to read it and where it came from.
+
+    Small deliveries carry their bytes in ``content``; large ones lie in a
+    scratch file at ``path`` (the harvester streams to disk), which the store
+    moves into quarantine or deletes when done.
+    """
 
     content: bytes
     format: str
     options: dict[str, Any] = field(default_factory=dict)
     mode: str = "replace"
     provenance: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def source(self) -> bytes | Path:
+        """The file if there is one, else the bytes."""
+        return self.path if self.path is not None else self.content
 
 
 @dataclass
@@ -85,7 +98,8 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
     """Validate ``delivery`` and publish it as the dataset's next version if it is valid and new.
 
     An invalid or unreadable delivery is quarantined with its report; the
-    current version does not change.
+    current version does not change. Rows stream through DuckDB, which spills
+    to the store's scratch space beyond its memory limit.
     """
     with hub.sessions() as session:
         dataset = session.scalar(select(Dataset).where(Dataset.name == dataset_name))
@@ -94,32 +108,42 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
         schema = dataset.table_schema
         current = dataset.current_version
     place = delivery.provenance.get("source_url", "push")
-    con = duck.connect(memory_limit_mb=hub.settings.duckdb_memory_limit_mb, threads=hub.settings.duckdb_threads)
-    con.execute("SET enable_geoparquet_conversion = false")  # compare geometry as WKB bytes
+    settings = hub.settings
+    con = duck.connect(memory_limit_mb=settings.ingest_memory_limit_mb, threads=settings.duckdb_threads)
+    spill = hub.storage.new_scratch_file(".duckdb-tmp")
+    spill.unlink()
+    con.execute(f"SET temp_directory = {literal(str(spill))}")
     try:
-        try:
-            raw = read_delivery(delivery.content, delivery.format, delivery.options, schema)
-        except MalformedFeed as exc:
-            report = Report.from_validation(errors=[errors.FormatError(note=exc.message)]).to_descriptor()
-            return _quarantine(hub, dataset_name, delivery, report, job_id, current, 0)
-        checked = validate_delivery(
-            con, raw, schema, name=dataset_name, place=place, max_errors=hub.settings.max_report_errors
-        )
-        if not checked.valid and any(not pa.types.is_string(t) for t in raw.schema.types):
-            # The report quotes cells as delivered: read the invalid delivery again as text.
-            raw = read_delivery(delivery.content, delivery.format, delivery.options, schema, exact_types=False)
-            checked = validate_delivery(
-                con, raw, schema, name=dataset_name, place=place, max_errors=hub.settings.max_report_errors
-            )
-        if not checked.valid or checked.table is None:
-            return _quarantine(hub, dataset_name, delivery, checked.report, job_id, current, raw.num_rows)
-        return _publish(hub, con, dataset_name, schema, checked.table, checked.report, delivery, job_id, current)
+        checked = None
+        # First with exact types for plain numbers and booleans (fast); if a cell does not
+        # read that way, or the delivery is invalid, again as text so the report quotes
+        # every cell as it was delivered.
+        for exact in (True, False):
+            try:
+                raw = open_delivery(delivery.source, delivery.format, delivery.options, schema, exact_types=exact)
+                checked = validate_delivery(con, raw.batches, schema, labels=raw.labels, name=dataset_name,
+                                            place=place, max_errors=settings.max_report_errors)
+            except MalformedFeed as exc:
+                if exact:
+                    continue
+                report = Report.from_validation(errors=[errors.FormatError(note=exc.message)]).to_descriptor()
+                return _quarantine(hub, dataset_name, delivery, report, job_id, current, 0)
+            if checked.valid:
+                break
+        assert checked is not None
+        if not checked.valid or checked.relation is None:
+            return _quarantine(hub, dataset_name, delivery, checked.report, job_id, current, checked.rows)
+        return _publish(hub, con, dataset_name, schema, checked.relation, checked.report, delivery, job_id, current)
     finally:
+        discard_typed(con)
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+        if delivery.path is not None:
+            delivery.path.unlink(missing_ok=True)
 
 
 def _publish(
-    hub: Hub, con: duckdb.DuckDBPyConnection, name: str, schema: dict[str, Any], table: pa.Table,
+    hub: Hub, con: duckdb.DuckDBPyConnection, name: str, schema: dict[str, Any], relation: str,
     report: dict[str, Any], delivery: Delivery, job_id: int | None, current: Version | None,
 ) -> IngestResult:
     storage = hub.storage
@@ -127,13 +151,14 @@ def _publish(
     old_parts = list(current.parts) if current else []
     old_uris = [storage.engine_uri(part_key(name, p["sha256"])) for p in old_parts]
     if delivery.mode == "append" and old_parts:
-        table = _only_new_rows(con, table, old_uris, key)
+        relation = _only_new_rows(con, relation, old_uris, key)
+    (new_rows,) = con.execute(f"SELECT count(*) FROM ({relation})").fetchone()  # type: ignore[misc]
     geo_columns = geometry_fields(schema)
-    if geo_columns and table.num_rows:
-        table = with_geo_metadata(table, geo_metadata(con, table, geo_columns))
+    geo = geo_metadata(con, relation, geo_columns) if geo_columns and new_rows else None
     # Append mode with nothing new adds no part; every other delivery writes at least one
     # (possibly empty) part, so a version always has a file carrying its schema.
-    new_parts = [] if delivery.mode == "append" and old_parts and not table.num_rows else _write_parts(hub, name, table)
+    skip = delivery.mode == "append" and old_parts and not new_rows
+    new_parts = [] if skip else _write_parts(hub, name, con, relation, geo)
     parts = (old_parts + new_parts) if delivery.mode == "append" else new_parts
     content_hash = hashlib.sha256(
         (schema_hash(schema) + "".join(p["sha256"] for p in parts)).encode()
@@ -172,48 +197,94 @@ def _publish(
     return IngestResult("published", name, number, rows, report, changes=changes, report_key=report_key)
 
 
-def _only_new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table, old_uris: list[str], key: list[str]) -> pa.Table:
-    """Rows of ``table`` not yet in the current version (by primary key, else whole row)."""
-    con.register("__new", table)
-    try:
-        if key:
-            using = ", ".join(ident(k) for k in key)
-            sql = f"SELECT * FROM __new ANTI JOIN (SELECT {using} FROM {parquet_scan(old_uris)}) USING ({using})"
-        else:
-            sql = f"FROM __new EXCEPT ALL FROM {parquet_scan(old_uris)}"
-        order = ", ".join(ident(k) for k in key)
-        result = con.execute(sql + (f" ORDER BY {order}" if order else "")).arrow()
-        if isinstance(result, pa.RecordBatchReader):
-            result = result.read_all()
-        return result.cast(table.schema) if result.schema != table.schema else result
-    finally:
-        con.unregister("__new")
+def _only_new_rows(con: duckdb.DuckDBPyConnection, relation: str, old_uris: list[str], key: list[str]) -> str:
+    """SQL for the rows of ``relation`` not yet in the current version (by primary key, else whole row)."""
+    if key:
+        using = ", ".join(ident(k) for k in key)
+        sql = (f"SELECT * FROM ({relation}) ANTI JOIN (SELECT {using} FROM {parquet_scan(old_uris)}) "
+               f"USING ({using}) ORDER BY {using}")
+    else:
+        sql = f"SELECT * FROM ({relation}) EXCEPT ALL SELECT * FROM {parquet_scan(old_uris)}"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {sql}")
+    return "SELECT * FROM __new" + (f" ORDER BY {', '.join(ident(k) for k in key)}" if key else "")
 
 
-def _write_parts(hub: Hub, name: str, table: pa.Table) -> list[dict[str, Any]]:
-    """Write ``table`` as content-addressed parts of at most ``part_max_rows`` rows."""
-    step = hub.settings.part_max_rows
-    parts = []
-    for start in range(0, max(table.num_rows, 1), step):
-        chunk = table.slice(start, step)
-        scratch = hub.storage.new_scratch_file(".parquet")
-        pq.write_table(
-            chunk, scratch, row_group_size=hub.settings.row_group_rows, compression="zstd",
-            write_statistics=True, store_schema=True,
-        )
+def _write_parts(
+    hub: Hub, name: str, con: duckdb.DuckDBPyConnection, relation: str, geo: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Stream ``relation`` into content-addressed parts of at most ``part_max_rows`` rows.
+
+    Row groups hold exactly ``row_group_rows`` rows whatever batches DuckDB
+    hands over, so the same data always makes the same bytes (and hash).
+    """
+    settings = hub.settings
+    reader = con.execute(relation).to_arrow_reader(settings.row_group_rows)
+    schema = reader.schema
+    if geo:
+        schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(geo).encode()})
+    parts: list[dict[str, Any]] = []
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    writer: _PartWriter | None = None
+
+    def emit(rows: int) -> None:
+        nonlocal pending, pending_rows, writer
+        table = pa.Table.from_batches(pending, schema=reader.schema).replace_schema_metadata(schema.metadata)
+        head, rest = table.slice(0, rows), table.slice(rows)
+        if writer is None:
+            writer = _PartWriter(hub, name, schema)
+        writer.write(head)
+        pending, pending_rows = rest.to_batches(), rest.num_rows
+        if writer.rows >= settings.part_max_rows:
+            parts.append(writer.close())
+            writer = None
+
+    for batch in reader:
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= _next_group(settings, writer):
+            emit(_next_group(settings, writer))
+    while pending_rows:
+        emit(min(pending_rows, _next_group(settings, writer)))
+    if writer is not None:
+        parts.append(writer.close())
+    if not parts:  # no rows at all: one empty part still carries the schema
+        parts.append(_PartWriter(hub, name, schema).close())
+    return parts
+
+
+def _next_group(settings: Any, writer: _PartWriter | None) -> int:
+    left_in_part = settings.part_max_rows - (writer.rows if writer else 0)
+    return min(settings.row_group_rows, left_in_part)
+
+
+class _PartWriter:
+    """One part being written to a scratch file, published under its SHA-256 on close."""
+
+    def __init__(self, hub: Hub, name: str, schema: pa.Schema) -> None:
+        self.hub, self.name, self.rows = hub, name, 0
+        self.scratch = hub.storage.new_scratch_file(".parquet")
+        self.writer = pq.ParquetWriter(self.scratch, schema, compression="zstd", write_statistics=True,
+                                       store_schema=True)
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.rows += table.num_rows
+
+    def close(self) -> dict[str, Any]:
+        self.writer.close()
         digest = hashlib.sha256()
-        with open(scratch, "rb") as handle:
+        with open(self.scratch, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         sha = digest.hexdigest()
-        size = scratch.stat().st_size
-        key = part_key(name, sha)
-        if hub.storage.exists(key):
-            scratch.unlink()
+        size = self.scratch.stat().st_size
+        key = part_key(self.name, sha)
+        if self.hub.storage.exists(key):
+            self.scratch.unlink()
         else:
-            hub.storage.publish_file(key, scratch)
-        parts.append({"path": f"parts/{sha}.parquet", "sha256": sha, "rows": chunk.num_rows, "bytes": size})
-    return parts
+            self.hub.storage.publish_file(key, self.scratch)
+        return {"path": f"parts/{sha}.parquet", "sha256": sha, "rows": self.rows, "bytes": size}
 
 
 def _quarantine(
@@ -222,7 +293,10 @@ def _quarantine(
 ) -> IngestResult:
     stamp = f"job-{job_id}" if job_id else utcnow().strftime("%Y%m%dT%H%M%S%f")
     base = f"quarantine/{name}/{stamp}"
-    hub.storage.write_bytes(f"{base}/delivery.{delivery.format}", delivery.content)
+    if delivery.path is not None:
+        hub.storage.publish_file(f"{base}/delivery.{delivery.format}", delivery.path)
+    else:
+        hub.storage.write_bytes(f"{base}/delivery.{delivery.format}", delivery.content)
     report_key = f"{base}/report.json"
     hub.storage.write_bytes(report_key, json.dumps(report, indent=1, ensure_ascii=False).encode())
     count = report.get("stats", {}).get("errors", 0)

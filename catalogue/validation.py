@@ -1,16 +1,18 @@
 """Column-wise validation of a delivery against its Table Schema.
 
-The delivery arrives as text columns; one DuckDB pass parses every column
-and tags each cell that breaks its type or a constraint. Uniqueness and the
-primary key are checked with window functions. The outcome is a typed table
-(sorted by the primary key) and a Frictionless validation report built from
-frictionless' own error classes, so the report reads like
-``frictionless validate`` output.
+The delivery arrives in record batches of text columns (or of columns the
+reader could already type exactly); per batch, one DuckDB pass parses every
+column and tags each cell that breaks its type or a constraint. Uniqueness
+and the primary key are checked with window functions at the end. The outcome
+is a typed temp table (read in primary-key order) and a Frictionless
+validation report built from frictionless' own error classes, so the report
+reads like ``frictionless validate`` output.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +35,16 @@ class Validated:
 
     valid: bool
     report: dict[str, Any]
-    table: pa.Table | None  # typed, sorted by primary key; None when invalid
     error_count: int
+    rows: int
+    # SQL reading the typed rows in primary-key order from a temp table in the same
+    # connection; None when invalid. Call ``discard_typed`` when done with it.
+    relation: str | None = None
+
+
+def discard_typed(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the temp tables a validation left in ``con``."""
+    con.execute("DROP TABLE IF EXISTS __typed; DROP TABLE IF EXISTS __errraw")
 
 
 def _constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
@@ -66,65 +76,73 @@ def _constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool
 
 def validate_delivery(
     con: duckdb.DuckDBPyConnection,
-    raw: pa.Table,
+    raw: pa.Table | Iterable[pa.RecordBatch],
     schema: dict[str, Any],
     *,
     name: str,
     place: str,
     max_errors: int = 1000,
+    labels: list[str] | None = None,
 ) -> Validated:
-    """Validate ``raw`` (text columns, or columns the reader already typed exactly) against ``schema``."""
+    """Validate a delivery against ``schema``, batch by batch.
+
+    ``raw`` holds text columns, or columns the reader already typed exactly; it
+    is a table or a stream of record batches (then ``labels`` names the
+    delivered columns). Typed rows accumulate in a DuckDB temp table, which
+    spills to disk under the connection's memory limit, so a delivery of any
+    size is checked in bounded memory.
+    """
     started = time.perf_counter()
+    if isinstance(raw, pa.Table):
+        labels, raw = raw.column_names, raw.to_batches() or [pa.RecordBatch.from_pylist([], schema=raw.schema)]
+    assert labels is not None, "labels are required with a stream of batches"
     fields = schema["fields"]
     missing_values = [str(v) for v in schema.get("missingValues", [""])]
     key = primary_key(schema)
-    labels = raw.column_names
+    names = [f["name"] for f in fields]
     found: list[errors.Error] = []
     total = 0
 
     # Header: every field must be present; unknown columns are reported, not dropped silently.
-    names = [f["name"] for f in fields]
+    absent = [f["name"] for f in fields if f["name"] not in labels]
     for number, field in enumerate(fields, start=1):
-        if field["name"] not in labels:
+        if field["name"] in absent:
             total += 1
             found.append(errors.MissingLabelError(
                 note="", labels=labels, row_numbers=[1], label="", field_name=field["name"], field_number=number))
-            raw = raw.append_column(field["name"], pa.nulls(raw.num_rows, pa.string()))
     for number, label in enumerate(labels, start=1):
         if label not in names:
             total += 1
             found.append(errors.ExtraLabelError(
                 note="", labels=labels, row_numbers=[1], label=label, field_name="", field_number=number))
 
-    typed_columns = {name for name, kind in zip(raw.column_names, raw.schema.types) if not pa.types.is_string(kind)}
-    raw = raw.append_column(ROW, pa.array(np.arange(raw.num_rows, dtype=np.int64)))
-    con.register("__raw", raw)
+    rows = 0
+    notes: dict[str, str] = {}
+    error_columns = [ident(f"e{i}") for i in range(len(fields))]
     try:
-        inner, outer = [ident(ROW)], [ident(ROW)]
-        notes: dict[str, str] = {}
-        for i, field in enumerate(fields):
-            column = ident(field["name"])
-            raw_i, typed_i = f"__r{i}", f"__t{i}"
-            if field["name"] in typed_columns:  # parsed exactly by the reader; missing values are already NULL
-                inner.append(f"CAST({column} AS VARCHAR) AS {raw_i}")
-                inner.append(f"{column} AS __v{i}")
-            else:
-                inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
-            checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
-            checks += _constraint_checks(field, raw_i, typed_i, field["name"] in key)
-            cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
-            notes.update({f"{i}:{tag}": note for tag, _, note in checks})
-            outer.append(f"{typed_i} AS {ident('f' + str(i))}")
-            outer.append(f"CASE {cases} END AS {ident('e' + str(i))}")
-        typed_inner = ", ".join(
-            ["*"] + [f"{f'__v{i}' if field['name'] in typed_columns else parse_expression(f'__r{i}', field)} AS __t{i}"
-                     for i, field in enumerate(fields)]
-        )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE __typed AS SELECT {', '.join(outer)} FROM "
-            f"(SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM __raw))"
-        )
-        error_columns = [ident(f"e{i}") for i in range(len(fields))]
+        for batch in _with_empty_fallback(raw, labels):
+            for column in absent:
+                batch = batch.append_column(column, pa.nulls(batch.num_rows, pa.string()))
+            batch = batch.append_column(ROW, pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64)))
+            con.register("__raw", batch)
+            try:
+                typed_sql, notes = _typing_sql(fields, key, missing_values, batch.schema)
+                kept_columns = ", ".join([ident(ROW)] + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in labels])
+                if rows == 0:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE __typed AS {typed_sql}")
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE __errraw AS SELECT {kept_columns} FROM __raw WHERE false")
+                else:
+                    con.execute(f"INSERT INTO __typed {typed_sql}")
+                # Keep the delivered cells of rows with errors, for the report.
+                any_error = " OR ".join(f"{c} IS NOT NULL" for c in error_columns) or "false"
+                con.execute(
+                    f"INSERT INTO __errraw SELECT {kept_columns} FROM __raw WHERE {ROW} IN "
+                    f"(SELECT {ROW} FROM __typed WHERE {ROW} >= {rows} AND ({any_error}) ORDER BY {ROW} "
+                    f"LIMIT greatest(0, {int(max_errors)} - (SELECT count(*) FROM __errraw)))"
+                )
+            finally:
+                con.unregister("__raw")
+            rows += batch.num_rows
         counts = con.execute(
             "SELECT " + ", ".join(f"count({c})" for c in error_columns) + " FROM __typed"
         ).fetchone()
@@ -136,8 +154,8 @@ def validate_delivery(
         ).fetchall()
         row_errors = _duplicate_rows(con, fields, key, max_errors)
         total += sum(count for _, _, count in row_errors)
-        wanted = sorted({row for row, *_ in cell_errors} | {row for _, rows, _ in row_errors for row in rows})
-        cells = _raw_rows(con, raw, wanted)
+        wanted = sorted({row for row, *_ in cell_errors} | {row for _, dup_rows, _ in row_errors for row in dup_rows})
+        cells = _raw_rows(con, labels, names, wanted)
         for row, i, tag in cell_errors:
             field = fields[i]
             error_class = errors.TypeError if tag == "type" else errors.ConstraintError
@@ -145,8 +163,8 @@ def validate_delivery(
                 note=notes[f"{i}:{tag}"], cells=cells[row], row_number=row + FIRST_DATA_ROW,
                 cell=cells[row][labels.index(field["name"])] if field["name"] in labels else "",
                 field_name=field["name"], field_number=i + 1))
-        for what, rows, _ in row_errors:
-            for row in rows:
+        for what, dup_rows, _ in row_errors:
+            for row in dup_rows:
                 if what == "primary-key":
                     found.append(errors.PrimaryKeyError(
                         note=f'the same as a row above for {", ".join(key)}', cells=cells[row],
@@ -157,29 +175,68 @@ def validate_delivery(
                         note="the same as in a row above", cells=cells[row], row_number=row + FIRST_DATA_ROW,
                         cell=cells[row][labels.index(what)] if what in labels else "",
                         field_name=what, field_number=i + 1))
-        valid = total == 0
-        table = None
-        if valid:
-            select = ", ".join(f"{ident('f' + str(i))} AS {ident(f['name'])}" for i, f in enumerate(fields))
-            order = ", ".join([ident("f" + str(names.index(k))) for k in key] + [ident(ROW)])
-            table = con.execute(f"SELECT {select} FROM __typed ORDER BY {order}").arrow()
-            if isinstance(table, pa.RecordBatchReader):
-                table = table.read_all()
-    finally:
-        con.unregister("__raw")
-        con.execute("DROP TABLE IF EXISTS __typed")
+    except BaseException:
+        discard_typed(con)
+        raise
+    valid = total == 0
+    relation = None
+    if valid:
+        select = ", ".join(f"{ident('f' + str(i))} AS {ident(f['name'])}" for i, f in enumerate(fields))
+        order = ", ".join([ident("f" + str(names.index(k))) for k in key] + [ident(ROW)])
+        relation = f"SELECT {select} FROM __typed ORDER BY {order}"
+    else:
+        discard_typed(con)
 
     listed = sorted(found, key=lambda e: getattr(e, "row_number", 0) or 0)[:max_errors]
     warnings = [] if total <= len(listed) else [f"{total - len(listed)} more errors were found but not listed."]
     task = ReportTask(
         name=name, type="table", valid=valid, place=place, labels=labels, warnings=warnings,
-        stats={"errors": total, "warnings": len(warnings), "rows": raw.num_rows, "fields": len(fields),
+        stats={"errors": total, "warnings": len(warnings), "rows": rows, "fields": len(fields),
                "seconds": round(time.perf_counter() - started, 3)},
         errors=listed,
     )
     report = Report.from_validation(time=round(time.perf_counter() - started, 3), tasks=[task]).to_descriptor()
     report["stats"]["errors"] = total
-    return Validated(valid=valid, report=report, table=table, error_count=total)
+    return Validated(valid=valid, report=report, error_count=total, rows=rows, relation=relation)
+
+
+def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -> Iterator[pa.RecordBatch]:
+    """The batches, or one empty text batch when the delivery has a header and no rows."""
+    seen = False
+    for batch in batches:
+        seen = True
+        yield batch
+    if not seen:
+        yield pa.RecordBatch.from_pylist([], schema=pa.schema([(label, pa.string()) for label in labels]))
+
+
+def _typing_sql(
+    fields: list[dict[str, Any]], key: list[str], missing_values: list[str], raw_schema: pa.Schema
+) -> tuple[str, dict[str, str]]:
+    """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>)."""
+    typed_columns = {f.name for f in raw_schema if not pa.types.is_string(f.type) and f.name != ROW}
+    inner, outer = [ident(ROW)], [ident(ROW)]
+    notes: dict[str, str] = {}
+    for i, field in enumerate(fields):
+        column = ident(field["name"])
+        raw_i, typed_i = f"__r{i}", f"__t{i}"
+        if field["name"] in typed_columns:  # parsed exactly by the reader; missing values are already NULL
+            inner.append(f"CAST({column} AS VARCHAR) AS {raw_i}")
+            inner.append(f"{column} AS __v{i}")
+        else:
+            inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
+        checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
+        checks += _constraint_checks(field, raw_i, typed_i, field["name"] in key)
+        cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
+        notes.update({f"{i}:{tag}": note for tag, _, note in checks})
+        outer.append(f"{typed_i} AS {ident('f' + str(i))}")
+        outer.append(f"CASE {cases} END AS {ident('e' + str(i))}")
+    typed_inner = ", ".join(
+        ["*"] + [f"{f'__v{i}' if field['name'] in typed_columns else parse_expression(f'__r{i}', field)} AS __t{i}"
+                 for i, field in enumerate(fields)]
+    )
+    sql = f"SELECT {', '.join(outer)} FROM (SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM __raw))"
+    return sql, notes
 
 
 def _duplicate_rows(
@@ -206,13 +263,26 @@ def _duplicate_rows(
     return found
 
 
-def _raw_rows(con: duckdb.DuckDBPyConnection, raw: pa.Table, rows: list[int]) -> dict[int, list[str]]:
-    """The delivered cells of the given rows, for the report."""
+def _raw_rows(con: duckdb.DuckDBPyConnection, labels: list[str], names: list[str], rows: list[int]) -> dict[int, list[str]]:
+    """The delivered cells of the given rows, for the report.
+
+    Rows with cell errors were kept as delivered; a row reported only as a
+    duplicate key is shown from its typed values.
+    """
     if not rows:
         return {}
-    columns = [c for c in raw.column_names if c != ROW]
-    select = ", ".join(f"coalesce(CAST({ident(c)} AS VARCHAR), '')" for c in columns)
-    result = con.execute(
-        f"SELECT {ROW}, {select} FROM __raw WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rows]
+    kept = con.execute(
+        f"SELECT * FROM __errraw WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rows]
     ).fetchall()
-    return {row[0]: list(row[1:]) for row in result}
+    cells = {row[0]: ["" if v is None else v for v in row[1:]] for row in kept}
+    rest = [r for r in rows if r not in cells]
+    if rest:
+        typed = ", ".join(
+            f"coalesce(CAST({ident('f' + str(names.index(label)))} AS VARCHAR), '')" if label in names else "''"
+            for label in labels
+        )
+        for row in con.execute(
+            f"SELECT {ROW}, {typed} FROM __typed WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rest]
+        ).fetchall():
+            cells[row[0]] = list(row[1:])
+    return cells

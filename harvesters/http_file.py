@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 import httpx
 
@@ -40,12 +43,7 @@ class HttpFileHarvester:
                     declared = response.headers.get("Content-Length")
                     if declared and declared.isdigit() and int(declared) > cap:
                         raise FeedTooLarge(self._too_large(source, int(declared)))
-                    chunks, size = [], 0
-                    for chunk in response.iter_bytes():
-                        size += len(chunk)
-                        if size > cap:
-                            raise FeedTooLarge(self._too_large(source, size))
-                        chunks.append(chunk)
+                    path, size, digest = self._save(source, response, cap)
                     etag = response.headers.get("ETag")
         except httpx.TimeoutException as exc:
             raise SourceUnreachable(
@@ -59,17 +57,35 @@ class HttpFileHarvester:
                 "Check the URL and that the server is running.",
                 details={"url": source.url},
             ) from exc
-        content = b"".join(chunks)
         provenance = {
             "source": source.name,
             "source_url": source.url,
             "etag": etag,
             "received_at": utcnow().isoformat(),
-            "delivery_sha256": hashlib.sha256(content).hexdigest(),
-            "delivery_bytes": len(content),
+            "delivery_sha256": digest,
+            "delivery_bytes": size,
         }
-        return Delivery(content=content, format=source.format, options=source.options, mode=source.mode,
+        return Delivery(content=b"", path=path, format=source.format, options=source.options, mode=source.mode,
                         provenance=provenance)
+
+    def _save(self, source: SourceSpec, response: httpx.Response, cap: int) -> tuple[Path, int, str]:
+        """Stream the body to a file in the data directory (memory stays flat for any size)."""
+        incoming = self.settings.data_dir / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{source.name}-", suffix=f".{source.format}", dir=incoming)
+        path, size, digest = Path(name), 0, hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in response.iter_bytes(1 << 20):
+                    size += len(chunk)
+                    if size > cap:
+                        raise FeedTooLarge(self._too_large(source, size))
+                    digest.update(chunk)
+                    handle.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path, size, digest.hexdigest()
 
     def _too_large(self, source: SourceSpec, size: int) -> str:
         return (

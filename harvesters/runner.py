@@ -74,7 +74,7 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
     with hub.sessions.begin() as session:
         finished = session.get(HarvestJob, job_id)
         if finished is not None:
-            finished.bytes_received = len(delivery.content)
+            finished.bytes_received = delivery.provenance.get("delivery_bytes") or len(delivery.content)
         # Remember the ETag only for accepted deliveries: a quarantined one must be fetched again.
         stored = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
         if stored is not None and result.status != "quarantined":
