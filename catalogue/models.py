@@ -39,10 +39,8 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
 
 
-class Organization(Base):
-    """A publisher: the city hall or one of its companies."""
-
-    __tablename__ = "organizations"
+class Described:
+    """Columns every published thing has: a unique name and German/English title and description."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -50,23 +48,24 @@ class Organization(Base):
     title_en: Mapped[str] = mapped_column(String(300), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     description_en: Mapped[str] = mapped_column(Text, default="")
+
+
+class Organization(Described, Base):
+    """A publisher: the city hall or one of its companies."""
+
+    __tablename__ = "organizations"
+
     homepage: Mapped[str] = mapped_column(String(500), default="")
     email: Mapped[str] = mapped_column(String(300), default="")
 
     datasets: Mapped[list[Dataset]] = relationship(back_populates="publisher")
 
 
-class Dataset(Base):
+class Dataset(Described, Base):
     """A dataset: metadata, its Table Schema and a pointer to its current version."""
 
     __tablename__ = "datasets"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
-    title: Mapped[str] = mapped_column(String(300))
-    title_en: Mapped[str] = mapped_column(String(300), default="")
-    description: Mapped[str] = mapped_column(Text, default="")
-    description_en: Mapped[str] = mapped_column(Text, default="")
     keywords: Mapped[list[Any]] = mapped_column(default=list)
     themes: Mapped[list[Any]] = mapped_column(default=list)
     license: Mapped[str] = mapped_column(String(500))
