@@ -113,6 +113,9 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
     spill = hub.storage.new_scratch_file(".duckdb-tmp")
     spill.unlink()
     con.execute(f"SET temp_directory = {literal(str(spill))}")
+    # Every read of the typed rows has an explicit ORDER BY; not keeping insertion order
+    # lets DuckDB sort and spill within the memory limit.
+    con.execute("SET preserve_insertion_order = false")
     try:
         checked = None
         # First with exact types for plain numbers and booleans (fast); if a cell does not
