@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from catalogue.hub import Hub
 from catalogue.licenses import license_info
-from catalogue.metadata import list_datasets, list_publishers, list_versions
+from catalogue.metadata import list_publishers, list_versions
 from catalogue.models import Dataset, Organization, Version
 from catalogue.table_schema import geometry_fields, primary_key
 from catalogue.vocabularies import FREQUENCIES, THEMES, label
@@ -68,40 +71,64 @@ class SiteBuilder:
         self.generated_at = _when(datetime.now(timezone.utc))
         self.api = self.settings.api_prefix
 
-    def build(self, progress: Callable[[str], None] | None = None) -> int:
-        """Render all pages; returns the number of pages written."""
+    def build(self, progress: Callable[[str], None] | None = None, only: Collection[str] | None = None) -> int:
+        """Render all pages; returns the number of pages written.
+
+        With ``only`` (dataset names), re-render just those datasets' pages, their
+        publishers' pages and the index pages; the page of a named dataset that no
+        longer exists is removed. A dataset moved to another publisher needs a full
+        build (its former publisher's page is not re-rendered).
+        """
         out = self.settings.site_dir
         out.mkdir(parents=True, exist_ok=True)
-        static = self.settings.site_templates_dir / "static"
-        shutil.copytree(static, out / "static", dirs_exist_ok=True)
+        if only is None:
+            static = self.settings.site_templates_dir / "static"
+            shutil.copytree(static, out / "static", dirs_exist_ok=True)
         pages = 0
         with self.hub.sessions() as session:
-            datasets = list_datasets(session)
+            datasets = list(session.scalars(
+                select(Dataset).order_by(Dataset.name)
+                .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version))
+            ))
             publishers = list_publishers(session)
-            versions = {d.id: list_versions(session, d) for d in datasets}
+            changed = datasets if only is None else [d for d in datasets if d.name in set(only)]
+            if only is not None:
+                for gone in set(only) - {d.name for d in datasets}:
+                    for lang in LANGS:
+                        (out / ("" if lang == "de" else "en/") / "datasets" / f"{gone}.html").unlink(missing_ok=True)
+            touched = {d.publisher_id for d in changed}
+            versions = {d.id: list_versions(session, d) for d in changed}
+            counts = Counter(d.publisher_id for d in datasets)
             for lang in LANGS:
-                views = {d.name: self.dataset_view(d, versions[d.id], lang) for d in datasets}
-                pub_views = [self.publisher_view(p, datasets) for p in publishers]
+                # Index cards and publisher pages show no version list: other datasets' views skip it.
+                views = {d.name: self.dataset_view(d, versions.get(d.id, []), lang) for d in datasets}
+                pub_views = [self.publisher_view(p, counts[p.id]) for p in publishers]
                 self._write(lang, "index.html", "index.html", datasets=list(views.values()), publishers=pub_views)
-                self._write(lang, "404.html", "error.html", status=404, message=self.texts[lang]["error_404_text"])
+                # Served for any missing path, so its links must not depend on where it is shown.
+                self._write(lang, "404.html", "error.html", absolute=True, status=404, message="")
                 pages += 2
-                for d in datasets:
+                for d in changed:
                     self._write(lang, f"datasets/{d.name}.html", "dataset.html", d=views[d.name])
                     pages += 1
                     if progress:
                         progress(d.name)
+                own: dict[int, list[dict[str, Any]]] = {}
+                for d in datasets:
+                    own.setdefault(d.publisher_id, []).append(views[d.name])
                 for p, view in zip(publishers, pub_views):
-                    own = [views[d.name] for d in datasets if d.publisher_id == p.id]
-                    self._write(lang, f"publishers/{p.name}.html", "publisher.html", p=view, datasets=own)
-                    pages += 1
+                    if only is None or p.id in touched:
+                        self._write(lang, f"publishers/{p.name}.html", "publisher.html", p=view, datasets=own.get(p.id, []))
+                        pages += 1
         return pages
 
-    def _write(self, lang: str, page: str, template: str, **context: Any) -> None:
+    def _write(self, lang: str, page: str, template: str, absolute: bool = False, **context: Any) -> None:
         depth = page.count("/")
         root = "../" * depth
         lang_root = "" if lang == "de" else "en/"
         other_root = "en/" if lang == "de" else ""
         to_site_root = "../" * (depth + (0 if lang == "de" else 1))
+        if absolute:
+            root, to_site_root = "/" + lang_root, "/"
         texts = self.texts[lang]
 
         def t(key: str) -> str:
@@ -121,12 +148,12 @@ class SiteBuilder:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(html, encoding="utf-8")
 
-    def publisher_view(self, org: Organization, datasets: list[Dataset]) -> dict[str, Any]:
+    def publisher_view(self, org: Organization, dataset_count: int) -> dict[str, Any]:
         """Template context P for one publisher."""
         return {
             "name": org.name, "title": org.title, "title_en": org.title_en, "description": org.description,
             "description_en": org.description_en, "homepage": org.homepage, "email": org.email,
-            "dataset_count": sum(1 for d in datasets if d.publisher_id == org.id),
+            "dataset_count": dataset_count,
         }
 
     def dataset_view(self, d: Dataset, versions: list[Version], lang: str) -> dict[str, Any]:
@@ -191,7 +218,7 @@ class SiteBuilder:
         )
 
 
-def build_site(hub: Hub, progress: Callable[[str], None] | None = None) -> Path:
-    """Build the whole site; returns its directory."""
-    SiteBuilder(hub).build(progress)
+def build_site(hub: Hub, progress: Callable[[str], None] | None = None, changed: Collection[str] | None = None) -> Path:
+    """Build the whole site, or with ``changed`` only what those datasets touch; returns its directory."""
+    SiteBuilder(hub).build(progress, only=changed)
     return hub.settings.site_dir

@@ -18,6 +18,7 @@ from catalogue.metadata import (
     list_publishers, list_versions, publisher_dict, version_dict,
 )
 from catalogue.models import Dataset, HarvestJob
+from catalogue.search import search_datasets
 
 router = APIRouter()
 
@@ -32,8 +33,14 @@ def datasets(
     limit: int = Query(100, ge=1, le=1000, description="Datasets per page."),
     offset: int = Query(0, ge=0, description="Datasets to skip."),
     publisher: str | None = Query(None, description="Only datasets of this publisher."),
+    q: str | None = Query(None, description="Search: datasets whose title, description or keywords contain "
+                          "every word (case-insensitive); title matches first."),
 ) -> dict[str, Any]:
-    """List datasets with their metadata and current version."""
+    """List datasets with their metadata and current version, or search them with `q`."""
+    if q is not None:
+        hits = search_datasets(session, q, limit, offset, publisher=publisher)
+        return {"total_count": hits.total, "limit": limit, "offset": offset,
+                "results": [dataset_dict(d) for d in hits.datasets]}
     found = [dataset_dict(d) for d in list_datasets(session) if publisher is None or d.publisher.name == publisher]
     return _page(found, limit, offset)
 

@@ -234,3 +234,13 @@ async def test_version_pinning_as_of_and_diff(client: httpx.AsyncClient, harvest
 
 def _as_record(row: dict) -> dict:
     return {**row, "location": {"type": "Point", "coordinates": row["location"]}}
+
+
+async def test_catalogue_search_by_words(api: httpx.AsyncClient) -> None:
+    r = await api.get("/api/v1/datasets", params={"q": "PARK"})
+    names = [d["name"] for d in r.json()["results"]]
+    assert r.status_code == 200 and set(names) == {"car-parks", "parking-occupancy"}
+    r = await api.get("/api/v1/datasets", params={"q": "abfall füllstand"})
+    assert [d["name"] for d in r.json()["results"]] == ["waste-bin-fill-levels"]
+    r = await api.get("/api/v1/datasets", params={"q": "gibtesnicht"})
+    assert r.json() == {"total_count": 0, "limit": 100, "offset": 0, "results": []}

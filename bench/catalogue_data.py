@@ -1,0 +1,78 @@
+"""A large synthetic catalogue, inserted cheaply: metadata rows only, each with one metadata-only version."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import insert, select, update
+
+from catalogue.hub import Hub
+from catalogue.models import Dataset, Organization, Version
+
+TOPICS = ["Parkplatzbelegung", "Luftqualität", "Verkehrszählung", "Abfallbehälter", "Grundwasserstände",
+          "Baumkataster", "Haltestellen", "Ladesäulen", "Radverkehr", "Lärmkarte", "Bebauungspläne",
+          "Wahlergebnisse", "Bevölkerung", "Spielplätze", "Straßenbeleuchtung", "Wasserverbrauch",
+          "Stromverbrauch", "Schulen", "Kindertagesstätten", "Grünflächen"]
+TOPICS_EN = ["Parking occupancy", "Air quality", "Traffic counts", "Waste bins", "Groundwater levels",
+             "Tree register", "Stops", "Charging points", "Cycling", "Noise map", "Development plans",
+             "Election results", "Population", "Playgrounds", "Street lighting", "Water consumption",
+             "Electricity consumption", "Schools", "Day-care centres", "Green spaces"]
+PLACES = ["Altstadt", "Südstadt", "Nordviertel", "Östliche Vorstadt", "Hafen", "Weststadt", "Grünau", "Mühlenkamp"]
+WORDS = ["Messwerte", "stündlich", "täglich", "Sensoren", "Stadtwerke", "Quartier", "Zeitreihe", "Übersicht",
+         "Standorte", "Kennzahlen", "Jahreswerte", "Erhebung", "Open Data", "Verwaltung", "Echtzeit"]
+KEYWORDS = ["Verkehr", "Umwelt", "Energie", "Wasser", "Bildung", "Soziales", "Mobilität", "Klima", "Gesundheit",
+            "Freizeit", "Planung", "Bürger", "Echtzeit", "Statistik"]
+SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "wert", "type": "number"},
+                     {"name": "zeit", "type": "datetime"}], "primaryKey": ["id"]}
+LICENSE = "http://dcat-ap.de/def/licenses/dl-by-de/2.0"
+RARE_EVERY = 1000  # one dataset in this many carries the rare word "Sonderauswertung"
+
+
+
+def _dataset_rows(start: int, stop: int, publishers: int) -> list[dict[str, object]]:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = []
+    for i in range(start, stop):
+        rnd = random.Random(i)
+        topic = rnd.randrange(len(TOPICS))
+        place = rnd.choice(PLACES)
+        words = " ".join(rnd.choice(WORDS) for _ in range(12))
+        rare = " Sonderauswertung." if i % RARE_EVERY == 7 else ""
+        rows.append({
+            "id": i + 1, "name": f"ds-{i:06d}", "title": f"{TOPICS[topic]} {place} {2000 + i % 26}",
+            "title_en": f"{TOPICS_EN[topic]} {place} {2000 + i % 26}",
+            "description": f"{TOPICS[topic]} im Stadtteil {place}: {words}.{rare}",
+            "description_en": f"{TOPICS_EN[topic]} in {place}.",
+            "keywords": rnd.sample(KEYWORDS, 4), "themes": ["GOVE"], "license": LICENSE,
+            "publisher_id": i % publishers + 1, "contact": {}, "update_frequency": "ANNUAL", "spatial": {},
+            "table_schema": SCHEMA, "created_at": now, "modified_at": now + timedelta(seconds=i),
+        })
+    return rows
+
+
+def grow_catalogue(hub: Hub, have: int, want: int) -> None:
+    """Insert datasets ``have``..``want`` (and their publishers), each with one metadata-only version."""
+    publishers = max(5, want // 100)
+    with hub.sessions.begin() as session:
+        existing = session.scalar(select(Organization.id).order_by(Organization.id.desc()).limit(1)) or 0
+        if publishers > existing:
+            session.execute(insert(Organization), [
+                {"id": p, "name": f"pub-{p:04d}", "title": f"Eigenbetrieb {p}", "title_en": f"Municipal company {p}",
+                 "description": "Ein Unternehmen der Stadt.", "description_en": "", "homepage": "", "email": ""}
+                for p in range(existing + 1, publishers + 1)
+            ])
+        # Existing datasets keep their publisher; new ones spread over all publishers.
+        for start in range(have, want, 20_000):
+            stop = min(want, start + 20_000)
+            session.execute(insert(Dataset), _dataset_rows(start, stop, publishers))
+            session.execute(insert(Version), [
+                {"id": i + 1, "dataset_id": i + 1, "number": 1, "row_count": 100 + i, "bytes": 4096 + i,
+                 "content_hash": f"{i:064x}", "table_schema": SCHEMA, "descriptor_key": f"datasets/ds-{i:06d}/v1.datapackage.json",
+                 "parts": [{"path": f"parts/{i:064x}.parquet", "sha256": f"{i:064x}", "rows": 100 + i, "bytes": 4096 + i}],
+                 "changes": {"added": 100 + i, "removed": 0, "changed": 0}, "provenance": {"mode": "replace"},
+                 "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+                for i in range(start, stop)
+            ])
+            session.execute(update(Dataset).where(Dataset.id > start, Dataset.id <= stop)
+                            .values(current_version_id=Dataset.id))

@@ -1,0 +1,172 @@
+"""Timing and memory: repeated measurements, their median and spread, RSS sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+@dataclass
+class Figure:
+    """One measured quantity: every repeat's value, in ``unit``."""
+
+    key: str
+    label: str
+    unit: str
+    values: list[float]
+    note: str = ""
+    higher_is_better: bool = False
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "label": self.label, "unit": self.unit, "values": self.values,
+                "median": self.median, "min": self.low, "max": self.high, "note": self.note}
+
+
+@dataclass
+class Target:
+    """A ratio (or bound) with its target: PASS when ``value op threshold``."""
+
+    section: str
+    label: str
+    value: float
+    op: str  # ">=" or "<="
+    threshold: float
+    unit: str = "×"
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.threshold if self.op == ">=" else self.value <= self.threshold
+
+
+@dataclass
+class Results:
+    """Everything one run measured, in the order it was measured."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # section -> setup/method notes
+    texts: dict[str, str] = field(default_factory=dict)  # section -> verbatim block (plans, profiles)
+    skipped: dict[str, str] = field(default_factory=dict)  # section -> why
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures[figure.key] = figure
+        return figure
+
+    def note(self, section: str, text: str) -> None:
+        self.notes.setdefault(section, []).append(text)
+
+    def median(self, key: str) -> float:
+        return self.figures[key].median
+
+
+def timed(fn: Callable[[], Any], repeat: int, warmup: int = 0) -> list[float]:
+    """Seconds of each of ``repeat`` calls of ``fn`` (after ``warmup`` unmeasured calls)."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+class RssSampler:
+    """Samples the resident set size of a process (and its children) in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        self.process = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.peak = 0
+        self.start_rss = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        try:
+            total = self.process.memory_info().rss
+            for child in self.process.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.start_rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def run_worker(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 3600) -> dict[str, Any]:
+    """Run ``python -m bench.worker ARGS`` in a fresh process; its last stdout line is JSON.
+
+    A fresh process per measurement gives an honest peak RSS (ru_maxrss never goes down).
+    """
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.worker", *args], capture_output=True, text=True, timeout=timeout_s,
+        env={**os.environ, **(env or {}), "PYTHONPATH": bench_pythonpath()},
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench worker {args[0]} failed: {_last_error(completed.stderr, completed.returncode)}\n"
+                           f"{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _last_error(stderr: str, returncode: int) -> str:
+    """The exception line of a worker's traceback (the first line of an error, so summaries are never empty)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        head = lines[i].split(":", 1)[0]
+        if head.endswith(("Error", "Exception", "Exit", "Interrupt")) and " " not in head:
+            return lines[i][:300]
+    if returncode < 0:
+        return f"killed by signal {-returncode} (out of memory?)"
+    return (lines[-1][:300] if lines else f"exit code {returncode}, no output on stderr")
+
+
+def bench_pythonpath() -> str:
+    """PYTHONPATH for a child ``python -m bench.*``: the repository root (bench is not an installed package)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    rest = os.environ.get("PYTHONPATH", "")
+    return root + (os.pathsep + rest if rest else "")
+
+
+def mib(n_bytes: float) -> float:
+    return n_bytes / (1 << 20)

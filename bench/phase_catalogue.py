@@ -1,0 +1,113 @@
+"""6. Catalogue: site build per dataset, rebuild after one change, search latency, at growing sizes."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from sqlalchemy import update
+
+from bench.catalogue_data import grow_catalogue
+from bench.context import Context
+from bench.measure import Figure, Target
+from catalogue.hub import Hub, open_hub
+from catalogue.models import Dataset
+from catalogue.search import search_datasets
+from catalogue.settings import Settings
+from catalogue.site_builder import SiteBuilder
+
+SECTION = "catalogue"
+SEARCHES = {
+    "common": "verkehr",
+    "two words": "luftqualität hafen",
+    "rare": "sonderauswertung",
+    "none": "zzzkeintreffer",
+}
+
+
+def _site(ctx: Context, hub: Hub, size: int) -> tuple[float, float]:
+    res = ctx.results
+    site = hub.settings.site_dir
+    full = []
+    runs = ctx.heavy if size == max(ctx.catalogue_sizes) else ctx.repeat
+    for i in range(runs):
+        shutil.rmtree(site, ignore_errors=True)
+        ctx.step(f"site: full build of {size:,} datasets, repeat {i + 1}/{runs}")
+        started = time.perf_counter()
+        pages = SiteBuilder(hub).build()
+        full.append(time.perf_counter() - started)
+    res.add(Figure(f"site.full.{size}", f"full site build, {size:,} datasets ({pages:,} pages)", "s", full))
+    res.add(Figure(f"site.per_dataset.{size}", f"full site build per dataset, {size:,} datasets", "ms",
+                   [v / size * 1000 for v in full]))
+    changed = f"ds-{size // 2:06d}"
+    rebuild = []
+    for i in range(ctx.repeat):
+        with hub.sessions.begin() as session:
+            session.execute(update(Dataset).where(Dataset.name == changed).values(title=f"Geändert {i}"))
+        ctx.step(f"site: rebuild after one change, {size:,} datasets, repeat {i + 1}/{ctx.repeat}")
+        started = time.perf_counter()
+        pages = SiteBuilder(hub).build(only=[changed])
+        rebuild.append(time.perf_counter() - started)
+        html = (site / "datasets" / f"{changed}.html").read_text(encoding="utf-8")
+        if f"Geändert {i}" not in html:
+            raise RuntimeError("the rebuild did not re-render the changed dataset's page")
+    res.add(Figure(f"site.rebuild.{size}", f"rebuild after one dataset changed, {size:,} datasets ({pages} pages)", "s",
+                   rebuild))
+    return res.median(f"site.full.{size}"), res.median(f"site.rebuild.{size}")
+
+
+def _search(ctx: Context, hub: Hub, size: int) -> None:
+    for label, q in SEARCHES.items():
+        values, total = [], 0
+        for i in range(ctx.repeat + 1):
+            started = time.perf_counter()
+            with hub.sessions() as session:
+                found = search_datasets(session, q, 20, 0)
+                titles = [d.title for d in found.datasets]
+            if i:
+                values.append((time.perf_counter() - started) * 1000)
+            total = found.total
+        del titles
+        ctx.results.add(Figure(f"search.{size}.{label}", f"search `{q}` in {size:,} datasets ({total:,} hits, first 20)",
+                               "ms", values))
+
+
+def run(ctx: Context) -> None:
+    res = ctx.results
+    data_dir = ctx.work / "catalogue"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    hub = open_hub(Settings(data_dir=data_dir))
+    try:
+        have = 0
+        sizes = sorted(set(ctx.catalogue_sizes) | set(ctx.search_sizes))
+        ratio_at: dict[int, float] = {}
+        for size in sizes:
+            ctx.step(f"catalogue: inserting datasets up to {size:,}")
+            started = time.perf_counter()
+            grow_catalogue(hub, have, size)
+            res.add(Figure(f"catalogue.insert.{size}", f"insert metadata rows {have:,} → {size:,} (SQLAlchemy core)",
+                           "s", [time.perf_counter() - started], note="once"))
+            have = size
+            if size in ctx.catalogue_sizes:
+                full, rebuild = _site(ctx, hub, size)
+                ratio_at[size] = rebuild / full
+            if size in ctx.search_sizes:
+                ctx.step(f"catalogue: search in {size:,} datasets")
+                _search(ctx, hub, size)
+        largest = max(ctx.catalogue_sizes)
+        for size, ratio in sorted(ratio_at.items()):
+            res.targets.append(Target(SECTION, f"site rebuild after one change / full build, {size:,} datasets",
+                                      ratio * 100, "<=", 5, unit="%",
+                                      note="" if size == largest else "informational (the target is set at the largest size)"))
+    finally:
+        hub.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    res.note(SECTION, "A catalogue of its own (SQLite, the default backend), filled cheaply with SQLAlchemy core "
+             "inserts: realistic German/English titles, ~150-character descriptions, four keywords, one publisher "
+             "per 100 datasets, and one *metadata-only* version per dataset (its row in `versions`, no Parquet "
+             "files: the site and search read only metadata). The rebuild changes one dataset's title and calls "
+             "`SiteBuilder(hub).build(only=[name])` (= `build_site(hub, changed=[name])`): that dataset's two "
+             "pages, its publisher's two pages, the two index pages and 404 pages.")
+    res.note(SECTION, "Search: `catalogue.search.search_datasets(session, q, 20, 0)` in a fresh session (as the "
+             "API's `GET /api/v1/datasets?q=` does): a count and the first 20 datasets with publisher and current "
+             "version loaded. Queries: " + ", ".join(f"{k} `{v}`" for k, v in SEARCHES.items()) + ".")

@@ -1,0 +1,229 @@
+"""2. Queries through our engine (library and in-process HTTP) vs PostgreSQL (CKAN DataStore), SQLite, polars."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+from urllib.parse import unquote_plus
+
+import httpx
+
+from bench.context import DATASET, Context
+from bench.measure import Figure, Target, timed
+from bench.peers import CkanTable, load_sqlite, sqlite_connection
+from bench.queries import QUERY_NAMES, QuerySet
+from catalogue.hub import Hub, open_hub
+from catalogue.metadata import get_dataset, get_version
+from catalogue.query import QueryEngine, VersionRef
+from catalogue.records import plan_records, run_records
+from catalogue.settings import Settings
+
+SECTION = "queries"
+MS = 1000.0
+
+
+def bench_settings(ctx: Context, **overrides: Any) -> Settings:
+    """The hub settings the bench serves with: defaults, except a page may hold the whole group-by."""
+    assert ctx.store_dir is not None and ctx.defs is not None
+    return Settings(data_dir=ctx.store_dir, definitions_dir=ctx.defs, max_returned_rows=10_000, **overrides)
+
+
+def version_ref(hub: Hub) -> VersionRef:
+    with hub.sessions() as session:
+        ds = get_dataset(session, DATASET)
+        return VersionRef.of(hub, ds, get_version(session, ds))
+
+
+def _ms(values: list[float]) -> list[float]:
+    return [v * MS for v in values]
+
+
+def _ours(ctx: Context, hub: Hub, ref: VersionRef, qs: QuerySet) -> dict[str, Any]:
+    engine = QueryEngine(hub)
+    answers = {}
+    try:
+        for name, request in qs.records_requests().items():
+            def once() -> dict[str, Any]:
+                plan = plan_records(request, ref.schema, list(ref.uris), ref.number)
+                cur = engine.cursor()
+                try:
+                    return run_records(cur, plan, version=ref.number, limit=request.limit or 0,
+                                       time_limit_ms=hub.settings.query_time_limit_ms)
+                finally:
+                    cur.close()
+            answers[name] = json.loads(once()["results_json"])
+            ctx.results.add(Figure(f"q.{name}.ours", f"{QUERY_NAMES[name]}: ours (plan_records + run_records)", "ms",
+                                   _ms(timed(once, ctx.repeat, warmup=1))))
+    finally:
+        engine.close()
+    return answers
+
+
+def _ours_http(ctx: Context, hub: Hub, qs: QuerySet) -> None:
+    from api.app import create_app
+
+    app = create_app(hub.settings, hub)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench.test") as client:
+            for name, query in qs.records_query_strings().items():
+                url = f"/api/v1/datasets/{DATASET}/records?{query}"
+                values = []
+                for i in range(ctx.repeat + 1):
+                    started = time.perf_counter()
+                    response = await client.get(url)
+                    elapsed = time.perf_counter() - started
+                    response.raise_for_status()
+                    if i:
+                        values.append(elapsed * MS)
+                ctx.results.add(Figure(f"q.{name}.http", f"{QUERY_NAMES[name]}: ours through the records endpoint "
+                                       "(in-process ASGI)", "ms", values))
+
+    try:
+        asyncio.run(go())
+    finally:
+        app.state.query_engine.close()
+
+
+def _polars(ctx: Context, qs: QuerySet, parts: list[str]) -> dict[str, Any]:
+    answers = {}
+    for name, fn in qs.polars(parts).items():
+        answers[name] = fn()
+        ctx.results.add(Figure(f"q.{name}.polars", f"{QUERY_NAMES[name]}: polars scan_parquet, same files", "ms",
+                               _ms(timed(fn, ctx.repeat, warmup=1))))
+    return answers
+
+
+def _postgres(ctx: Context, table: CkanTable, suffix: str, label: str) -> dict[str, Any]:
+    answers = {}
+    with table.con.cursor() as cur:
+        for name, (sql, params) in ctx_queries(ctx).postgres(table.table).items():
+            def once() -> list[Any]:
+                cur.execute(sql, params)
+                return cur.fetchall()
+            answers[name] = once()
+            ctx.results.add(Figure(f"q.{name}.{suffix}", f"{QUERY_NAMES[name]}: {label}", "ms",
+                                   _ms(timed(once, ctx.repeat, warmup=1))))
+    return answers
+
+
+def _sqlite(ctx: Context) -> dict[str, Any]:
+    answers = {}
+    db = ctx.work / "datasette" / "parking.db"
+    with sqlite_connection(db) as con:
+        for name, (sql, params) in ctx_queries(ctx).sqlite().items():
+            def once() -> list[Any]:
+                return con.execute(sql, params).fetchall()
+            answers[name] = once()
+            ctx.results.add(Figure(f"q.{name}.sqlite", f"{QUERY_NAMES[name]}: SQLite (Python sqlite3)", "ms",
+                                   _ms(timed(once, ctx.repeat, warmup=1))))
+    return answers
+
+
+def ctx_queries(ctx: Context) -> QuerySet:
+    return QuerySet(ctx.shape)
+
+
+def load_sqlite_peer(ctx: Context) -> None:
+    """The SQLite file Datasette serves (also used by phase 3 and 4)."""
+    db = ctx.work / "datasette" / "parking.db"
+    db.parent.mkdir(exist_ok=True)
+    ctx.step("loading SQLite (sqlite-utils style) for Datasette")
+    started = time.perf_counter()
+    load_sqlite(db, ctx.parts)
+    ctx.results.add(Figure("load.sqlite", "load SQLite table (sqlite-utils types) + (sensor_id, timestamp) index",
+                           "s", [time.perf_counter() - started], note="once"))
+
+
+def run(ctx: Context) -> None:
+    res = ctx.results
+    qs = ctx_queries(ctx)
+    hub = open_hub(bench_settings(ctx))
+    try:
+        ref = version_ref(hub)
+        ctx.parts = list(ref.uris)
+        ctx.step("queries: ours (library)")
+        ours = _ours(ctx, hub, ref, qs)
+        ctx.step("queries: ours (records endpoint, in process)")
+        _ours_http(ctx, hub, qs)
+    finally:
+        hub.close()
+    ctx.step("queries: polars")
+    pol = _polars(ctx, qs, ctx.parts)
+
+    table = CkanTable(f"bench_{os.getpid()}")
+    try:
+        ctx.versions["postgres"] = table.version()
+        ctx.step("loading PostgreSQL the CKAN DataStore way (COPY, _full_text tsvector, GIN)")
+        started = time.perf_counter()
+        table.load(ctx.csv["international"])
+        res.add(Figure("load.postgres", "load PostgreSQL CKAN-style (COPY, _full_text, GIN, VACUUM ANALYZE)", "s",
+                       [time.perf_counter() - started], note="once"))
+        res.add(Figure("load.postgres_size", "PostgreSQL table + indexes", "MB", [table.size_bytes() / 1e6],
+                       note="once"))
+        res.note(SECTION, f"PostgreSQL {ctx.versions['postgres']} settings as found (not tuned): "
+                 + ", ".join(f"{k}={v}" for k, v in table.settings().items()))
+        ctx.step("queries: PostgreSQL (CKAN default indexes)")
+        pg = _postgres(ctx, table, "pg", "PostgreSQL, CKAN DataStore table (_id pk, _full_text GIN)")
+        ctx.step("PostgreSQL: adding the (sensor_id, timestamp) index")
+        table.add_sensor_time_index()
+        ctx.step("queries: PostgreSQL with (sensor_id, timestamp) index")
+        _postgres(ctx, table, "pgidx", "PostgreSQL, CKAN table + (sensor_id, timestamp) index")
+    finally:
+        table.drop()
+
+    load_sqlite_peer(ctx)
+    ctx.step("queries: SQLite")
+    lite = _sqlite(ctx)
+    _check_answers(ctx, ours, pol, pg, lite)
+
+    for name in ("groupby", "topn", "count"):
+        o = res.median(f"q.{name}.ours")
+        res.targets.append(Target(SECTION, f"{QUERY_NAMES[name]}: PostgreSQL (CKAN) time / ours",
+                                  res.median(f"q.{name}.pg") / o, ">=", 5))
+        res.targets.append(Target(SECTION, f"{QUERY_NAMES[name]}: SQLite time / ours",
+                                  res.median(f"q.{name}.sqlite") / o, ">=", 10))
+        res.targets.append(Target(SECTION, f"{QUERY_NAMES[name]}: ours / polars time",
+                                  o / res.median(f"q.{name}.polars"), "<=", 1.5))
+    res.targets.append(Target(SECTION, f"{QUERY_NAMES['point']}: ours / PostgreSQL with (sensor, time) index",
+                              res.median("q.point.ours") / res.median("q.point.pgidx"), "<=", 3))
+    res.note(SECTION, "Warm runs: one unmeasured run first, then the repeats. Ours = `plan_records` (parse and "
+             "check the ODSQL) + a fresh cursor + `run_records` (rows rendered to JSON inside DuckDB, plus the "
+             "total-count query it always runs) over the committed version's Parquet parts; the settings are the "
+             "defaults except max_returned_rows=10000 so one page can hold the whole group-by. PostgreSQL and "
+             "SQLite: the SQL listed below through psycopg 3 / sqlite3, fetching all rows; polars: the same query as a "
+             "LazyFrame over the same Parquet files, collected.")
+    listing = ["The queries as run (parameters inlined here for reading; all engines bind them):", ""]
+    for name, query in qs.records_query_strings().items():
+        pg_sql, pg_params = qs.postgres("<schema>.parking")[name]
+        lite_sql, lite_params = qs.sqlite()[name]
+        listing += [f"- {QUERY_NAMES[name]}",
+                    f"  - ours: `/records?{unquote_plus(query)}`",
+                    f"  - PostgreSQL: `{pg_sql}` with {pg_params}",
+                    f"  - SQLite: `{lite_sql}` with {lite_params}"]
+    res.note(SECTION, "\n".join(listing))
+    res.note(SECTION, "SQLite is the file Datasette serves in phase 3: `sqlite-utils`-style table (TEXT, INTEGER, "
+             "FLOAT; timestamps as ISO-8601 text; rowid) plus an index on (sensor_id, timestamp); hours are "
+             "`substr(timestamp, 1, 13)` (cheaper than strftime).")
+
+
+def _check_answers(ctx: Context, ours: dict[str, Any], pol: dict[str, Any], pg: dict[str, Any],
+                   lite: dict[str, Any]) -> None:
+    """Every engine must have answered the same thing: compare sizes and the count."""
+    found = {
+        "ours": {"point": len(ours["point"]), "groupby": len(ours["groupby"]), "topn": len(ours["topn"]),
+                 "count": ours["count"][0]["n"]},
+        "polars": {"point": pol["point"].height, "groupby": pol["groupby"].height, "topn": pol["topn"].height,
+                   "count": pol["count"].item()},
+        "postgres": {"point": len(pg["point"]), "groupby": len(pg["groupby"]), "topn": len(pg["topn"]),
+                     "count": pg["count"][0][0]},
+        "sqlite": {"point": len(lite["point"]), "groupby": len(lite["groupby"]), "topn": len(lite["topn"]),
+                   "count": lite["count"][0][0]},
+    }
+    reference = found["ours"]
+    differing = [f"{engine}: {answers}" for engine, answers in found.items() if answers != reference]
+    ctx.results.note(SECTION, f"Answers (rows returned; the count's value): {json.dumps(reference)}"
+                     + ("; every engine agrees." if not differing else "; DIFFERENT: " + "; ".join(differing)))

@@ -1,0 +1,89 @@
+"""Catalogue search: datasets whose title, description or keywords contain every word of a query.
+
+Plain SQL (``LIKE``/``ILIKE``) over the metadata columns, so it runs the same
+on SQLite and PostgreSQL with no extension and no index to keep in step. Case
+is ignored: PostgreSQL's ``ILIKE`` folds every letter; SQLite's ``LIKE`` only
+ASCII, so a word with non-ASCII letters is also tried capitalised and in upper
+case (``über`` finds ``Über``). Keywords are stored as JSON text, where
+non-ASCII letters may be ``\\u``-escaped; a word is matched in that form too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.elements import ColumnElement
+
+from catalogue.errors import InvalidParameter
+from catalogue.models import Dataset, Organization
+
+ESCAPE = "!"
+MAX_TERMS = 10
+MAX_QUERY_CHARS = 200
+
+
+@dataclass
+class SearchResult:
+    """One page of matching datasets and how many match in all."""
+
+    total: int
+    datasets: list[Dataset]
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace(ESCAPE, ESCAPE * 2).replace("%", ESCAPE + "%").replace("_", ESCAPE + "_")
+    return f"%{escaped}%"
+
+
+def _variants(term: str) -> list[str]:
+    """Spellings to try for one word: itself, and where SQLite cannot fold case, its other cases."""
+    found = [term]
+    if not term.isascii():
+        found += [term.lower(), term.capitalize(), term.upper()]
+        escaped = json.dumps(term.lower())[1:-1]  # as the JSON keywords column stores it
+        found.append(escaped)
+    return list(dict.fromkeys(found))
+
+
+def _term_matches(term: str) -> ColumnElement[bool]:
+    columns = [Dataset.title, Dataset.title_en, Dataset.description, Dataset.description_en,
+               cast(Dataset.keywords, String)]
+    return or_(*(col.ilike(_like_pattern(v), escape=ESCAPE) for v in _variants(term) for col in columns))
+
+
+def parse_query(q: str) -> list[str]:
+    """The words of a search query; InvalidParameter when there are none or too many."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise InvalidParameter(f"The search query may have at most {MAX_QUERY_CHARS} characters.",
+                               details={"parameter": "q"})
+    terms = list(dict.fromkeys(q.split()))
+    if not terms:
+        raise InvalidParameter("The search query is empty; give at least one word.", details={"parameter": "q"})
+    if len(terms) > MAX_TERMS:
+        raise InvalidParameter(f"The search query may have at most {MAX_TERMS} words.", details={"parameter": "q"})
+    return terms
+
+
+def search_datasets(
+    session: Session, q: str, limit: int = 100, offset: int = 0, *, publisher: str | None = None
+) -> SearchResult:
+    """Datasets matching every word of ``q`` (case-insensitive), title matches first, then by name."""
+    if limit < 0 or offset < 0:
+        raise InvalidParameter("limit and offset must be zero or positive.")
+    terms = parse_query(q)
+    condition = and_(*(_term_matches(t) for t in terms))
+    if publisher is not None:
+        condition = and_(condition, Dataset.publisher_id.in_(
+            select(Organization.id).where(Organization.name == publisher).scalar_subquery()))
+    total = session.scalar(select(func.count()).select_from(Dataset).where(condition)) or 0
+    in_title = or_(*(Dataset.title.ilike(_like_pattern(v), escape=ESCAPE) for v in _variants(terms[0])))
+    rows = session.scalars(
+        select(Dataset).where(condition)
+        .order_by(case((in_title, 0), else_=1), Dataset.name)
+        .limit(limit).offset(offset)
+        .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version))
+    )
+    return SearchResult(total=total, datasets=list(rows))

@@ -1,0 +1,145 @@
+"""Guards against rot in the benchmark suite (bench/) and the pieces it brought: search, incremental site builds.
+
+The bench runs end to end on tiny data (20,000 rows, one repeat, 1-second
+load runs with the asyncio load generator): no timing is asserted, only that
+every section is reported and every ratio is a number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from catalogue.hub import open_hub
+from catalogue.search import search_datasets
+from catalogue.settings import Settings
+from catalogue.site_builder import SiteBuilder, build_site
+
+BENCH_EXTRA = ("polars", "datasette", "sqlite_utils", "psycopg", "psutil")  # pip install -e ".[bench]"
+NUMBER = r"-?[\d,]+(?:\.\d+)?"
+
+
+@pytest.mark.timeout(240)
+def test_the_bench_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
+    for name in BENCH_EXTRA:
+        pytest.importorskip(name)
+    from bench.__main__ import main
+    from bench.report import SECTIONS
+
+    out = tmp_path / "BENCHMARKS.md"
+    main(["--rows", "20000", "--repeat", "1", "--http-seconds", "1", "--concurrency", "2", "--no-wrk",
+          "--no-install", "--catalogue-sizes", "20,40", "--search-sizes", "40,80", "--workdir", str(tmp_path),
+          "--output", str(out)])
+    text = out.read_text(encoding="utf-8")
+    for heading in ["## Targets", "## Machine", "## Versions"] + [f"## {title}" for _, title, _ in SECTIONS]:
+        assert heading in text, heading
+    assert "Skipped" not in text, text  # every phase ran
+    targets = text.split("## Targets", 1)[1].split("## Machine", 1)[0]
+    rows = [line for line in targets.splitlines()
+            if line.startswith("| ") and not line.startswith(("| section", "| ---"))]
+    assert len(rows) >= 20
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        measured = re.fullmatch(rf"({NUMBER})(?:×| %| MiB)", cells[2])
+        assert measured, row
+        assert math.isfinite(float(measured.group(1).replace(",", "")))
+        assert cells[4] in ("PASS", "**FAIL**"), row
+    assert "every engine agrees" in text
+    assert list(tmp_path.iterdir()) == [out]  # the bench's own temp directory is gone
+
+
+def test_the_synthetic_history_is_deterministic(tmp_path: Path) -> None:
+    from bench.data import Shape, table_schema, write_csv
+
+    shape = Shape.of(3000)
+    first = write_csv(tmp_path / "a.csv", shape, "german").read_bytes()
+    second = write_csv(tmp_path / "b.csv", shape, "german").read_bytes()
+    assert first == second
+    lines = first.decode("cp1252").splitlines()
+    assert lines[0] == ";".join(f["name"] for f in table_schema("german")["fields"])
+    assert len(lines) == 3001
+    assert re.fullmatch(r"S00000;L0000;Altstadt;05\.01\.2026 00:00;\d+;\d+;9,900000;53,500000", lines[1])
+
+
+def test_loadgen_measures_a_real_server_and_refuses_other_hosts() -> None:
+    pytest.importorskip("psutil")
+    from bench.loadgen import _check_loopback, load
+    from bench.servers import Server, free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    with Server("http.server", command, port, "/") as server:
+        result = load(server.url + "/", concurrency=2, duration_s=1, prefer_wrk=False)
+    assert result.tool == "asyncio" and result.requests > 0 and result.errors == 0
+    with pytest.raises(ValueError):
+        _check_loopback("http://192.168.1.10/")
+
+
+@pytest.fixture
+def big_catalogue(tmp_path: Path) -> Any:
+    from bench.catalogue_data import grow_catalogue
+
+    hub = open_hub(Settings(data_dir=tmp_path / "var"))
+    grow_catalogue(hub, 0, 1200)
+    yield hub
+    hub.close()
+
+
+def test_search_matches_every_word_case_insensitively(big_catalogue: Any) -> None:
+    with big_catalogue.sessions() as session:
+        everything = search_datasets(session, "Luftqualität", 1000, 0)
+        assert everything.total > 0
+        for d in everything.datasets:
+            assert "luftqualität" in (d.title + d.description).lower()
+        upper = search_datasets(session, "LUFTQUALITÄT", 1000, 0)
+        assert [d.name for d in upper.datasets] == [d.name for d in everything.datasets]
+        both = search_datasets(session, "luftqualität hafen", 1000, 0)
+        assert 0 < both.total < everything.total
+        assert all("Hafen" in d.title + d.description for d in both.datasets)
+        keyword = search_datasets(session, "mobilität", 5, 0)  # keywords are JSON with \u-escapes
+        assert keyword.total > 0
+        page = search_datasets(session, "verkehr", 10, 10)
+        assert len(page.datasets) == 10 and page.total > 20
+        assert search_datasets(session, "100%_", 10, 0).total == 0  # LIKE wildcards are literal
+
+
+@pytest.mark.anyio
+async def test_the_api_searches_with_q(big_catalogue: Any) -> None:
+    from api.app import create_app
+
+    app = create_app(big_catalogue.settings, big_catalogue)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+        found = (await client.get("/api/v1/datasets", params={"q": "Sonderauswertung", "limit": 5})).json()
+        empty = await client.get("/api/v1/datasets", params={"q": "   "})
+    app.state.query_engine.close()
+    assert found["total_count"] == 2  # datasets 7 and 1007 carry the rare word
+    assert [d["name"] for d in found["results"]] == ["ds-000007", "ds-001007"]
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid-parameter"
+
+
+def test_an_incremental_build_renders_only_what_one_change_touches(big_catalogue: Any) -> None:
+    from sqlalchemy import update
+
+    from catalogue.models import Dataset
+
+    hub = big_catalogue
+    full = SiteBuilder(hub).build()
+    site = hub.settings.site_dir
+    untouched = site / "datasets" / "ds-000002.html"
+    before = untouched.stat().st_mtime_ns
+    with hub.sessions.begin() as session:
+        session.execute(update(Dataset).where(Dataset.name == "ds-000001").values(title="Neuer Titel"))
+    pages = SiteBuilder(hub).build(only=["ds-000001", "ds-gone"])
+    assert pages == 8 < full  # 2 × (index, 404, dataset page, publisher page)
+    assert "Neuer Titel" in (site / "datasets" / "ds-000001.html").read_text(encoding="utf-8")
+    assert "Neuer Titel" in (site / "index.html").read_text(encoding="utf-8")
+    assert untouched.stat().st_mtime_ns == before
+    (site / "datasets" / "ds-gone.html").write_text("old")
+    build_site(hub, changed=["ds-gone"])
+    assert not (site / "datasets" / "ds-gone.html").exists()
