@@ -23,11 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalogue.changes import parquet_scan
-from catalogue.errors import InvalidParameter
+from catalogue.errors import InvalidParameter, QueryError
 from catalogue.hub import Hub
-from catalogue.odsql import QueryError
 from catalogue.query import QueryEngine, VersionRef
-from catalogue.records import Plan, RecordsRequest, _safe_message, plan_records
+from catalogue.records import Plan, RecordsRequest, engine_error_message, plan_records
 from catalogue.spreadsheet import NUMBER_STYLES, XLSX_MAX_ROWS, csv_chunks, write_xlsx
 from catalogue.sql_text import ident, literal
 from catalogue.table_schema import geometry_fields
@@ -154,7 +153,7 @@ def _describe(cur: duckdb.DuckDBPyConnection, plan: Plan) -> list[tuple[str, str
         rel = cur.sql(plan.sql, params=_params(plan.sql, plan))
         return [(name, str(kind)) for name, kind in zip(rel.columns, rel.types)]
     except duckdb.Error as exc:
-        raise QueryError(_safe_message(exc)) from exc
+        raise QueryError(engine_error_message(exc)) from exc
 
 
 def _rendered(columns: list[tuple[str, str]], target: str) -> list[str]:
@@ -180,7 +179,7 @@ def _reader(cur: duckdb.DuckDBPyConnection, plan: Plan, select: str) -> pa.Recor
     try:
         return cur.execute(sql, _params(sql, plan)).to_arrow_reader(BATCH_ROWS)
     except duckdb.Error as exc:
-        raise QueryError(_safe_message(exc)) from exc
+        raise QueryError(engine_error_message(exc)) from exc
 
 
 def _drain(cur: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
@@ -248,7 +247,7 @@ def _xlsx(hub: Hub, cur: duckdb.DuckDBPyConnection, plan: Plan, columns: list[tu
     try:
         (rows,) = cur.execute(plan.count_sql, _params(plan.count_sql, plan)).fetchone()  # type: ignore[misc]
     except duckdb.Error as exc:
-        raise QueryError(_safe_message(exc)) from exc
+        raise QueryError(engine_error_message(exc)) from exc
     if rows + 1 > XLSX_MAX_ROWS:
         raise InvalidParameter(
             f"This export has {rows:,} rows; an Excel sheet holds at most {XLSX_MAX_ROWS - 1:,} below its header. "
@@ -274,7 +273,7 @@ def _filtered_parquet(hub: Hub, cur: duckdb.DuckDBPyConnection, plan: Plan) -> E
     except BaseException as exc:
         scratch.unlink(missing_ok=True)
         if isinstance(exc, duckdb.Error):
-            raise QueryError(_safe_message(exc)) from exc
+            raise QueryError(engine_error_message(exc)) from exc
         raise
     finally:
         cur.close()

@@ -216,7 +216,7 @@ def run_records(
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise
-        raise QueryError(_safe_message(exc)) from exc
+        raise QueryError(engine_error_message(exc)) from exc
     next_token = None
     if plan.keyed and len(rows) == limit and rows:
         last = rows[-1]
@@ -224,7 +224,8 @@ def run_records(
     return {"total_count": total, "results_json": "[" + ",".join(r[0] for r in rows) + "]", "next_cursor": next_token}
 
 
-def _safe_message(exc: duckdb.Error) -> str:
+def engine_error_message(exc: duckdb.Error) -> str:
+    """A safe one-line message for a DuckDB error caused by a user's query (no store paths)."""
     first = str(exc).splitlines()[0]
     # DuckDB names files in some messages; never show store paths.
     if "/" in first and ("parquet" in first or "No files found" in first):
@@ -258,7 +259,7 @@ def facet_counts(
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise
-        raise QueryError(_safe_message(exc)) from exc
+        raise QueryError(engine_error_message(exc)) from exc
     return out
 
 

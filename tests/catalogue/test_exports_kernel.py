@@ -24,7 +24,7 @@ from catalogue.errors import InvalidParameter
 from catalogue.exports import CsvOptions, ExportFile, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
 from catalogue.metadata import get_dataset, get_version
-from catalogue.odsql import QueryError
+from catalogue.errors import QueryError
 from catalogue.query import QueryEngine, VersionRef
 from catalogue.records import RecordsRequest
 from catalogue.spreadsheet import csv_chunks, neutralise
