@@ -32,9 +32,10 @@ def spatial_extension_path() -> str:
     return str(candidate)
 
 
-def connect(*, memory_limit_mb: int = 2048, threads: int = 2) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with spatial loaded and downloads disabled."""
+def connect(*, memory_limit_mb: int = 2048, threads: int = 2, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (in memory unless ``database`` names a file) with spatial loaded, downloads disabled."""
     con = duckdb.connect(
+        database,
         config={
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,

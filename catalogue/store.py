@@ -109,10 +109,14 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
         current = dataset.current_version
     place = delivery.provenance.get("source_url", "push")
     settings = hub.settings
-    con = duck.connect(memory_limit_mb=settings.ingest_memory_limit_mb, threads=settings.duckdb_threads)
-    spill = hub.storage.new_scratch_file(".duckdb-tmp")
+    # A database file in scratch space: the typed rows live in a table DuckDB can evict to
+    # disk, so deliveries of any size validate and sort within the memory limit.
+    spill = hub.storage.new_scratch_file(".ingest")
     spill.unlink()
-    con.execute(f"SET temp_directory = {literal(str(spill))}")
+    spill.mkdir()
+    con = duck.connect(memory_limit_mb=settings.ingest_memory_limit_mb, threads=settings.duckdb_threads,
+                       database=str(spill / "ingest.duckdb"))
+    con.execute(f"SET temp_directory = {literal(str(spill / 'tmp'))}")
     # Every read of the typed rows has an explicit ORDER BY; not keeping insertion order
     # lets DuckDB sort and spill within the memory limit.
     con.execute("SET preserve_insertion_order = false")
@@ -208,7 +212,7 @@ def _only_new_rows(con: duckdb.DuckDBPyConnection, relation: str, old_uris: list
                f"USING ({using}) ORDER BY {using}")
     else:
         sql = f"SELECT * FROM ({relation}) EXCEPT ALL SELECT * FROM {parquet_scan(old_uris)}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __new AS {sql}")
+    con.execute(f"CREATE OR REPLACE TABLE __new AS {sql}")
     return "SELECT * FROM __new" + (f" ORDER BY {', '.join(ident(k) for k in key)}" if key else "")
 
 

@@ -129,8 +129,8 @@ def validate_delivery(
                 typed_sql, notes = _typing_sql(fields, key, missing_values, batch.schema)
                 kept_columns = ", ".join([ident(ROW)] + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in labels])
                 if rows == 0:
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE __typed AS {typed_sql}")
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE __errraw AS SELECT {kept_columns} FROM __raw WHERE false")
+                    con.execute(f"CREATE OR REPLACE TABLE __typed AS {typed_sql}")
+                    con.execute(f"CREATE OR REPLACE TABLE __errraw AS SELECT {kept_columns} FROM __raw WHERE false")
                 else:
                     con.execute(f"INSERT INTO __typed {typed_sql}")
                 # Keep the delivered cells of rows with errors, for the report.
