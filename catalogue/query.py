@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -22,6 +23,8 @@ from catalogue.models import Dataset, Version
 from catalogue.sql_text import ident
 from catalogue.store import part_key
 from catalogue.table_schema import GEOMETRY_TYPES
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,14 @@ class QueryEngine:
         """A cursor for one query (DuckDB cursors are safe to use from one thread each)."""
         with self._lock:
             return self._con.cursor()
+
+    def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``work`` on a fresh cursor, closed afterwards."""
+        cur = self.cursor()
+        try:
+            return work(cur)
+        finally:
+            cur.close()
 
     def close(self) -> None:
         """Close the database."""

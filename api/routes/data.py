@@ -77,14 +77,8 @@ async def records(
                            offset=offset, refine=refine, exclude=exclude, cursor=cursor)
     plan = plan_records(query, ref.schema, list(ref.uris), ref.number)
 
-    def _run() -> dict[str, Any]:
-        cur = engine.cursor()
-        try:
-            return run_records(cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms)
-        finally:
-            cur.close()
-
-    page = await run_in_threadpool(_run)
+    page = await run_in_threadpool(engine.run, lambda cur: run_records(
+        cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
     links: dict[str, str] = {}
     url = request.url.remove_query_params(["as_of", "cursor", "offset"]).include_query_params(version=ref.number)
     if page["next_cursor"]:
@@ -118,16 +112,11 @@ async def facets(
     names = facet or default_facets(ref.schema)
     query = RecordsRequest(where=where, refine=refine, exclude=exclude)
 
-    def _run() -> list[dict[str, Any]]:
-        cur = engine.cursor()
-        try:
-            return facet_counts(cur, ref.schema, list(ref.uris), query, names,
-                                limit or hub.settings.default_facet_size, hub.settings.query_time_limit_ms)
-        finally:
-            cur.close()
-
+    found = await run_in_threadpool(engine.run, lambda cur: facet_counts(
+        cur, ref.schema, list(ref.uris), query, names, limit or hub.settings.default_facet_size,
+        hub.settings.query_time_limit_ms))
     response.headers["X-Dataset-Version"] = str(ref.number)
-    return {"dataset": name, "version": ref.number, "facets": await run_in_threadpool(_run)}
+    return {"dataset": name, "version": ref.number, "facets": found}
 
 
 @router.get("/datasets/{name}/diff", response_model=None)
@@ -146,14 +135,9 @@ async def diff(
     old = VersionRef.of(hub, ds, get_version(session, ds, from_version))
     new = VersionRef.of(hub, ds, get_version(session, ds, to_version))
 
-    def _run() -> dict[str, Any]:
-        cur = engine.cursor()
-        try:
-            return diff_versions(cur, list(old.uris), list(new.uris), old.schema, new.schema, limit)
-        finally:
-            cur.close()
-
-    result = {"dataset": name, "from": old.number, "to": new.number, **await run_in_threadpool(_run)}
+    changes = await run_in_threadpool(engine.run, lambda cur: diff_versions(
+        cur, list(old.uris), list(new.uris), old.schema, new.schema, limit))
+    result = {"dataset": name, "from": old.number, "to": new.number, **changes}
     if format == "csv":
         return StreamingResponse(
             (line.encode() for line in diff_as_csv(result)), media_type=MEDIA_TYPES["csv"],
