@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from catalogue.sql_text import ident
-from catalogue.table_schema import GEOMETRY_TYPES, primary_key
+from catalogue.table_schema import json_columns, primary_key
 
 
 def parquet_scan(uris: list[str]) -> str:
@@ -76,16 +76,7 @@ def summarize_changes(
 
 
 def _json_rows(con: duckdb.DuckDBPyConnection, source: str, schema: dict[str, Any], order: str) -> list[dict[str, Any]]:
-    columns = []
-    for f in schema["fields"]:
-        col = ident(f["name"])
-        if f.get("type") in GEOMETRY_TYPES:
-            columns.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
-        elif f.get("type") == "datetime":
-            columns.append(f"strftime({col}, '%Y-%m-%dT%H:%M:%S') AS {col}")
-        else:
-            columns.append(col)
-    sql = f"SELECT to_json(t)::VARCHAR FROM (SELECT {', '.join(columns)} FROM {source} ORDER BY {order}) AS t"
+    sql = f"SELECT to_json(t)::VARCHAR FROM (SELECT {json_columns(schema)} FROM {source} ORDER BY {order}) AS t"
     return [json.loads(r[0]) for r in con.execute(sql).fetchall()]
 
 

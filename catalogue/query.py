@@ -20,9 +20,8 @@ from catalogue.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
 from catalogue.models import Dataset, Version
-from catalogue.sql_text import ident
 from catalogue.store import part_key
-from catalogue.table_schema import GEOMETRY_TYPES
+from catalogue.table_schema import json_columns
 
 T = TypeVar("T")
 
@@ -86,19 +85,4 @@ class QueryEngine:
         finally:
             cur.close()
         return {"total_count": ref.row_count, "results": [json.loads(r[0]) for r in rows]}
-
-
-def json_columns(schema: dict[str, Any]) -> str:
-    """Select list rendering each field for JSON: GeoJSON geometry, ISO 8601 timestamps."""
-    out = []
-    for field in schema["fields"]:
-        col = ident(field["name"])
-        kind = field.get("type", "string")
-        if kind in GEOMETRY_TYPES:
-            out.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
-        elif kind == "datetime":
-            out.append(f"strftime({col}, '%Y-%m-%dT%H:%M:%S') AS {col}")
-        else:
-            out.append(col)
-    return ", ".join(out)
 

@@ -9,6 +9,7 @@ from typing import Any
 import frictionless
 
 from catalogue.errors import SchemaError
+from catalogue.sql_text import ident
 
 # Table Schema type -> DuckDB type of the stored column.
 STORED_TYPES = {
@@ -69,3 +70,18 @@ def geometry_fields(descriptor: dict[str, Any]) -> list[str]:
 def schema_hash(descriptor: dict[str, Any]) -> str:
     """A stable hash of the schema, for change detection."""
     return hashlib.sha256(json.dumps(descriptor, sort_keys=True).encode()).hexdigest()
+
+
+def json_columns(schema: dict[str, Any]) -> str:
+    """Select list rendering each field for JSON: GeoJSON geometry, ISO 8601 timestamps."""
+    out = []
+    for field in schema["fields"]:
+        col = ident(field["name"])
+        kind = field.get("type", "string")
+        if kind in GEOMETRY_TYPES:
+            out.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
+        elif kind == "datetime":
+            out.append(f"strftime({col}, '%Y-%m-%dT%H:%M:%S') AS {col}")
+        else:
+            out.append(col)
+    return ", ".join(out)
