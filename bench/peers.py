@@ -106,17 +106,16 @@ class CkanTable:
 
 
 def load_sqlite(path: Path, parts: list[str], batch_rows: int = 100_000) -> None:
-    """A table as ``sqlite-utils insert`` makes it (TEXT/INTEGER/FLOAT, ISO text times, rowid) plus an index.
+    """A table as ``sqlite-utils insert`` makes it for Datasette: TEXT/INTEGER/FLOAT, ISO text times, rowid, no index.
 
-    The (sensor_id, timestamp) index is what ``sqlite-utils create-index`` adds
-    for such data; it helps SQLite on lookups, so it is there.
+    ``add_sqlite_index`` adds what ``sqlite-utils create-index`` would for such data.
     """
     import sqlite_utils
 
     db = sqlite_utils.Database(path, recreate=True)
     db.execute("PRAGMA journal_mode = OFF")
     db.execute("PRAGMA synchronous = OFF")
-    table = db.create_table("parking", SQLITE_TYPES)
+    db.create_table("parking", SQLITE_TYPES)
     sql = f"INSERT INTO [parking] ({', '.join('[' + c + ']' for c in COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
     con = db.conn
     for part in parts:
@@ -129,7 +128,16 @@ def load_sqlite(path: Path, parts: list[str], batch_rows: int = 100_000) -> None
                 columns.append(col.to_pylist())
             con.executemany(sql, zip(*columns))
     con.commit()
-    table.create_index(["sensor_id", "timestamp"])
+    db.execute("ANALYZE")
+    db.close()
+
+
+def add_sqlite_index(path: Path) -> None:
+    """The (sensor_id, timestamp) index, as ``sqlite-utils create-index parking.db parking sensor_id timestamp``."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
+    db["parking"].create_index(["sensor_id", "timestamp"])  # type: ignore[union-attr]
     db.execute("ANALYZE")
     db.close()
 

@@ -26,7 +26,7 @@ from catalogue.changes import parquet_scan
 from catalogue.errors import InvalidParameter, QueryError
 from catalogue.hub import Hub
 from catalogue.query import QueryEngine, VersionRef
-from catalogue.records import Plan, RecordsRequest, engine_error_message, plan_records
+from catalogue.records import Plan, RecordsRequest, engine_error_message, output_columns, plan_records, prune
 from catalogue.spreadsheet import NUMBER_STYLES, XLSX_MAX_ROWS, csv_chunks, write_xlsx
 from catalogue.sql_text import ident, literal
 from catalogue.table_schema import geometry_fields
@@ -126,6 +126,7 @@ def export_version(
     plan = plan_records(unlimited, ref.schema, list(ref.uris), ref.number)
     cur = engine.cursor()
     try:
+        plan = prune(cur, plan)
         columns = _describe(cur, plan)
         if fmt == "parquet":
             return _filtered_parquet(hub, cur, plan)
@@ -150,8 +151,7 @@ def _params(sql: str, plan: Plan) -> dict[str, Any]:
 def _describe(cur: duckdb.DuckDBPyConnection, plan: Plan) -> list[tuple[str, str]]:
     """(name, DuckDB type) of the plan's output columns; binding errors become invalid-query."""
     try:
-        rel = cur.sql(plan.sql, params=_params(plan.sql, plan))
-        return [(name, str(kind)) for name, kind in zip(rel.columns, rel.types)]
+        return output_columns(cur, plan.sql, _params(plan.sql, plan))
     except duckdb.Error as exc:
         raise QueryError(engine_error_message(exc)) from exc
 
@@ -267,7 +267,9 @@ def _filtered_parquet(hub: Hub, cur: duckdb.DuckDBPyConnection, plan: Plan) -> E
     """The plan's rows written by DuckDB into a scratch Parquet file (GeoParquet for geometry)."""
     scratch = hub.storage.new_scratch_file(".parquet")
     sql = (f"COPY ({plan.sql}) TO {literal(str(scratch))} "
-           f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {hub.settings.row_group_rows})")
+           f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {hub.settings.row_group_rows}, "
+           # The scratch file is already ours to remove on failure; DuckDB's own tmp_ file would not be.
+           "USE_TMP_FILE false)")
     try:
         cur.execute(sql, _params(sql, plan))
     except BaseException as exc:

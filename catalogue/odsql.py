@@ -24,6 +24,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
+from catalogue import pruning
 from catalogue.errors import QueryError
 from catalogue.table_schema import GEOMETRY_TYPES
 
@@ -87,6 +88,8 @@ class Compiler:
         self.params: dict[str, Any] = {}
         self._counter = itertools.count(1)
         self.aliases: dict[str, str] = {}  # output name -> rendered SQL
+        # (field, condition on part statistics) per filter conjunct that can skip whole parts
+        self.part_tests: list[tuple[str, str]] = []
 
     # -- parsing ---------------------------------------------------------
     def _parse(self, text: str, clause: str, wrap: str = "{}") -> exp.Expression:
@@ -250,7 +253,9 @@ class Compiler:
         """A boolean filter."""
         tree = self._parse(text, clause)
         self._check(tree, "where", aggregates=False)
-        return self._sql(self._render_node(tree, clause))
+        rendered = self._render_node(tree, clause)
+        self.part_tests += pruning.conditions(rendered, self.fields)
+        return self._sql(rendered)
 
     def select_list(self, text: str, clause: str = "select") -> list[tuple[str, str, bool]]:
         """(sql, output name, is aggregate) per selected expression."""

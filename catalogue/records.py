@@ -12,18 +12,21 @@ import base64
 import binascii
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
 import duckdb
 
+from catalogue import pruning
 from catalogue.changes import parquet_scan
+from catalogue.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
 from catalogue.odsql import Compiler
 from catalogue.sql_text import ident, literal
-from catalogue.table_schema import STORED_TYPES, primary_key
+from catalogue.table_schema import STORED_TYPES, primary_key, schema_hash
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
 
@@ -45,34 +48,32 @@ class RecordsRequest:
 
 @dataclass
 class Plan:
-    """Rendered SQL for rows and for the total count, with parameters."""
+    """Rendered SQL for rows and for the total count, with parameters (shared: never change one)."""
 
     sql: str
     count_sql: str
     params: dict[str, Any]
     keyed: bool  # rows carry their position (part file, row number) for the cursor
     parts: list[str] = field(default_factory=list)
+    part_tests: list[tuple[str, str]] = field(default_factory=list)  # see catalogue.pruning
     columns: list[tuple[str, str]] | None = None  # (name, DuckDB type) when known without binding
+    # How the total count is found without a second scan where possible: "window" (an
+    # ``__total`` column of the rows query), "known" (``total``), "rows" (the page holds
+    # every matching row unless it is full), or "query" (``count_sql``).
+    count_from: str = "query"
+    total: int | None = None
+    offset: int = 0
 
 
 @contextmanager
 def deadline(cur: duckdb.DuckDBPyConnection, time_limit_ms: int) -> Iterator[None]:
     """Interrupt the cursor's query when it runs past ``time_limit_ms``."""
-    fired = threading.Event()
-
-    def _stop() -> None:
-        fired.set()
-        cur.interrupt()
-
-    timer = threading.Timer(time_limit_ms / 1000, _stop)
-    timer.start()
     try:
-        yield
+        with WATCHDOG.watch(cur, time_limit_ms / 1000):
+            yield
     except duckdb.InterruptException as exc:
         raise QueryTimeout(f"The query took longer than {time_limit_ms} ms and was stopped. "
                            "Narrow it with where, or use the exports for whole datasets.") from exc
-    finally:
-        timer.cancel()
 
 
 def encode_cursor(version: int, key: int) -> str:
@@ -109,11 +110,46 @@ def _filters(compiler: Compiler, request: RecordsRequest, schema: dict[str, Any]
             compiler.params[param] = value
             op = "=" if kind == "refine" else "IS DISTINCT FROM"
             out.append(f"{ident(name)} {op} TRY_CAST(${param} AS {stored})")
+            if kind == "refine" and fields[name].get("type", "string") in pruning.PRUNABLE:
+                value = f"TRY_CAST(${param} AS {stored})"
+                compiler.part_tests.append(
+                    (name, f"{pruning.stat(name, 'min')} <= {value} AND {value} <= {pruning.stat(name, 'max')}"))
     return out
 
 
-def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int) -> Plan:
-    """Check every parameter and render the rows and count queries."""
+PLAN_CACHE_SIZE = 1024
+_plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def plan_records(
+    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, *, row_count: int | None = None
+) -> Plan:
+    """Check every parameter and render the rows and count queries.
+
+    ``row_count`` (the version's rows, from the catalogue) spares the count query of
+    an unfiltered page. Plans are kept in a small LRU keyed by everything they are made
+    of (parsing ODSQL with sqlglot costs about a millisecond); a returned plan is shared,
+    so callers never change it (``dataclasses.replace`` makes a variant).
+    """
+    key = (tuple(tuple(v) if isinstance(v, list) else v for v in astuple(request)), schema_hash(schema),
+           tuple(uris), version, row_count)
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+            return plan
+    plan = _plan(request, schema, uris, version, row_count)
+    with _plans_lock:
+        _plans[key] = plan
+        while len(_plans) > PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan
+
+
+def _plan(
+    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, row_count: int | None
+) -> Plan:
     compiler = Compiler(schema)
     filters = _filters(compiler, request, schema)
     grouped = bool(request.group_by)
@@ -124,7 +160,7 @@ def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str
     if request.cursor and not keyed:
         raise InvalidParameter("cursor works on plain record lists; remove order_by/group_by, or use offset.",
                                details={"parameter": "cursor"})
-    scan_uris = uris
+    scan_uris = list(uris)
     if keyed and request.cursor:
         cursor_version, key = decode_cursor(request.cursor)
         if cursor_version != version:
@@ -136,13 +172,15 @@ def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str
         compiler.params["cursor_file"] = uris[key // PART_STRIDE] if key // PART_STRIDE < len(uris) else ""
         filters.append(CURSOR_FILTER)
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    # The files are parameters, so run_records can hand over only the parts that may match.
+    compiler.params["scan"] = scan_uris
+    compiler.params["parts"] = list(uris)
     if keyed:
         # No ORDER BY: DuckDB keeps insertion order (parts in order, rows in file order), so
         # LIMIT stops the scan early; the position of each row comes along for the cursor.
-        compiler.params["scan"] = scan_uris
         scan = "read_parquet($scan, filename=true, file_row_number=true)"
     else:
-        scan = parquet_scan(uris)
+        scan = "read_parquet($scan)"
     if selected:
         columns = [f"{sql} AS {ident(name)}" for sql, name, _ in selected]
     elif grouped:
@@ -155,19 +193,41 @@ def plan_records(request: RecordsRequest, schema: dict[str, Any], uris: list[str
     if keyed:
         columns += ["filename AS __file", "file_row_number AS __row"]
     order_sql = f" ORDER BY {', '.join(order)}" if order else ""
+    count_from = _count_source(request, grouped, only_aggregates, bool(filters), row_count)
+    if count_from == "window":
+        # Counted after grouping/filtering and before LIMIT, in the same scan.
+        columns.append("count(*) OVER () AS __total")
     body = f"SELECT {', '.join(columns)} FROM {scan}{where}{group_sql}"
     if request.limit is None:
         sql = f"{body}{order_sql}"
     else:
         sql = f"{body}{order_sql} LIMIT {int(request.limit)}" + ("" if request.cursor else f" OFFSET {int(request.offset)}")
     if grouped:
-        count_sql = f"SELECT count(*) FROM (SELECT 1 FROM {parquet_scan(uris)}{_without_cursor(where)}{group_sql})"
+        count_sql = f"SELECT count(*) FROM (SELECT 1 FROM read_parquet($parts){_without_cursor(where)}{group_sql})"
     elif only_aggregates:
         count_sql = "SELECT 1"
     else:
-        count_sql = f"SELECT count(*) FROM {parquet_scan(uris)}{_without_cursor(where)}"
+        count_sql = f"SELECT count(*) FROM read_parquet($parts){_without_cursor(where)}"
     return Plan(sql=sql, count_sql=count_sql, params=compiler.params, keyed=keyed, parts=list(uris),
-                columns=None if (selected or grouped) else known)
+                columns=None if (selected or grouped) else known, count_from=count_from, part_tests=compiler.part_tests,
+                total=1 if only_aggregates else row_count, offset=request.offset)
+
+
+def _count_source(request: RecordsRequest, grouped: bool, only_aggregates: bool, filtered: bool,
+                  row_count: int | None) -> str:
+    """Where the total count of a page comes from (see ``Plan.count_from``)."""
+    if request.limit is None:  # exports: no count
+        return "query"
+    if only_aggregates:
+        return "known"
+    if grouped:
+        # The groups are built in full anyway; counting them is one more window over them.
+        return "window"
+    if not filtered and row_count is not None:
+        return "known"
+    # Not a window here: it would hold every matching row with all its columns (for a broad
+    # filter far more than a second, narrow count scan costs).
+    return "rows"
 
 
 CURSOR_FILTER = "(filename <> $cursor_file OR file_row_number > $cursor_row)"
@@ -202,17 +262,18 @@ def run_records(
 
     Rows are rendered to JSON text inside DuckDB and joined, never parsed in Python.
     """
-    params = _used(plan.sql, plan.params)
     try:
         with deadline(cur, time_limit_ms):
+            plan = prune(cur, plan)
+            params = _used(plan.sql, plan.params)
             columns = plan.columns
             if columns is None:  # computed expressions: ask the engine for their types
-                rel = cur.sql(plan.sql, params=params)
-                columns = [(n, str(t)) for n, t in zip(rel.columns, rel.types) if n not in ("__file", "__row")]
-            position = ", q.__file, q.__row" if plan.keyed else ""
-            wrapped = f"SELECT to_json({_json_struct(columns)})::VARCHAR{position} FROM ({plan.sql}) AS q"
+                columns = [c for c in output_columns(cur, plan.sql, params) if c[0] not in HIDDEN]
+            extra = "".join(f", q.{c}" for c in (("__file", "__row") if plan.keyed else ())
+                            + (("__total",) if plan.count_from == "window" else ()))
+            wrapped = f"SELECT to_json({_json_struct(columns)})::VARCHAR{extra} FROM ({plan.sql}) AS q"
             rows = cur.execute(wrapped, params).fetchall()
-            (total,) = cur.execute(plan.count_sql, _used(plan.count_sql, plan.params)).fetchone()  # type: ignore[misc]
+            total = _total(cur, plan, rows, limit)
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise
@@ -222,6 +283,44 @@ def run_records(
         last = rows[-1]
         next_token = encode_cursor(version, plan.parts.index(last[1]) * PART_STRIDE + last[2])
     return {"total_count": total, "results_json": "[" + ",".join(r[0] for r in rows) + "]", "next_cursor": next_token}
+
+
+def prune(cur: duckdb.DuckDBPyConnection, plan: Plan) -> Plan:
+    """``plan`` reading only the parts whose statistics admit its filters (see catalogue.pruning)."""
+    if not plan.part_tests or len(plan.parts) < 2:
+        return plan
+    keep = pruning.surviving_parts(cur, plan.parts, plan.part_tests, plan.params)
+    params = dict(plan.params)
+    for name in ("scan", "parts"):
+        files = [uri for uri in params[name] if uri in keep]
+        # read_parquet needs a file; one whose ranges exclude the filter yields no rows.
+        params[name] = files or params[name][:1]
+    return replace(plan, params=params)
+
+
+def output_columns(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a query's columns: bound and planned with LIMIT 0, never run in full.
+
+    (``cursor.sql(query, params=...)`` would execute it: relations with parameters are eager.)
+    """
+    described = cur.execute(f"SELECT * FROM ({sql}) LIMIT 0", params).description or []
+    return [(d[0], str(d[1])) for d in described]
+
+
+HIDDEN = ("__file", "__row", "__total")  # bookkeeping columns of the rows query, not in the results
+
+
+def _total(cur: duckdb.DuckDBPyConnection, plan: Plan, rows: list[Any], limit: int) -> int:
+    """The total count of matching rows (or groups), by the cheapest source the plan allows."""
+    if plan.count_from == "known" and plan.total is not None:
+        return plan.total
+    if plan.count_from == "window" and (rows or plan.offset == 0):
+        return int(rows[0][-1]) if rows else 0
+    cursor_page = "cursor_row" in plan.params
+    if plan.count_from == "rows" and not cursor_page and len(rows) < limit and (rows or plan.offset == 0):
+        return plan.offset + len(rows)  # a page that is not full ends the matches
+    (total,) = cur.execute(plan.count_sql, _used(plan.count_sql, plan.params)).fetchone()  # type: ignore[misc]
+    return int(total)
 
 
 def engine_error_message(exc: duckdb.Error) -> str:
@@ -250,9 +349,11 @@ def facet_counts(
     out = []
     try:
         with deadline(cur, time_limit_ms):
+            kept = pruning.surviving_parts(cur, uris, compiler.part_tests, compiler.params)
+            files = [uri for uri in uris if uri in kept] or uris[:1]
             for name in facets:
                 col = ident(name)
-                sql = (f"SELECT {col}::VARCHAR AS v, count(*) AS n FROM {parquet_scan(uris)}{where} "
+                sql = (f"SELECT {col}::VARCHAR AS v, count(*) AS n FROM {parquet_scan(files)}{where} "
                        f"GROUP BY 1 ORDER BY n DESC, v LIMIT {int(facet_limit)}")
                 rows = cur.execute(sql, _used(sql, compiler.params)).fetchall()
                 out.append({"name": name, "facets": [{"value": v, "count": n} for v, n in rows]})

@@ -1,0 +1,96 @@
+"""total_count of a records page, whichever way run_records finds it (known, window, short page, count query).
+
+Every case is checked against a brute-force count of the same filter in Python.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from catalogue import duck
+from catalogue.records import RecordsRequest, plan_records, run_records
+
+SCHEMA = {
+    "fields": [{"name": "id", "type": "integer"}, {"name": "zone", "type": "string"}, {"name": "n", "type": "integer"}],
+    "primaryKey": ["id"],
+}
+ROWS = [{"id": i, "zone": "abc"[i % 3], "n": i % 7} for i in range(250)]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("parts")
+    out = []
+    for number, chunk in enumerate((ROWS[:100], ROWS[100:180], ROWS[180:])):
+        path = Path(root) / f"p{number}.parquet"
+        pq.write_table(pa.Table.from_pylist(chunk), path)
+        out.append(str(path))
+    return out
+
+
+@pytest.fixture()
+def cur() -> Iterator[object]:
+    con = duck.connect(memory_limit_mb=256, threads=1)
+    yield con.cursor()
+    con.close()
+
+
+def page(cur: object, parts: list[str], request: RecordsRequest, known: bool = True) -> tuple[object, dict]:
+    plan = plan_records(request, SCHEMA, parts, 1, row_count=len(ROWS) if known else None)
+    out = run_records(cur, plan, version=1, limit=request.limit or 0, time_limit_ms=10_000)  # type: ignore[arg-type]
+    return plan, out
+
+
+CASES = [
+    # (request, expected total, how run_records should have found it)
+    (RecordsRequest(limit=10), len(ROWS), "known"),
+    (RecordsRequest(where="zone = 'a'", limit=10), sum(r["zone"] == "a" for r in ROWS), "rows"),  # full page: count query
+    (RecordsRequest(where="zone = 'a' and n = 3", limit=100), sum(r["zone"] == "a" and r["n"] == 3 for r in ROWS), "rows"),
+    (RecordsRequest(where="n = 3", order_by="id desc", limit=5, offset=20), sum(r["n"] == 3 for r in ROWS), "rows"),
+    (RecordsRequest(where="n = 99", limit=10), 0, "rows"),
+    (RecordsRequest(where="n = 3", limit=10, offset=200), sum(r["n"] == 3 for r in ROWS), "rows"),  # past the end
+    (RecordsRequest(select="zone, count(*) as c", group_by="zone", limit=2), 3, "window"),
+    (RecordsRequest(select="n, count(*) as c", group_by="n", order_by="n", limit=3, offset=5), 7, "window"),
+    (RecordsRequest(select="n, count(*) as c", group_by="n", limit=3, offset=50), 7, "window"),  # no rows: count query
+    (RecordsRequest(select="n", group_by="n", where="n > 100", limit=3), 0, "window"),
+    (RecordsRequest(select="count(*) as c", where="zone = 'b'", limit=10), 1, "known"),
+]
+
+
+@pytest.mark.parametrize(("request_", "expected", "source"), CASES)
+def test_total_count_matches_a_brute_force_count(cur: object, parts: list[str], request_: RecordsRequest,
+                                                  expected: int, source: str) -> None:
+    plan, out = page(cur, parts, request_)
+    assert plan.count_from == source
+    assert out["total_count"] == expected
+    rows = json.loads(out["results_json"])
+    assert all("__total" not in row and "__file" not in row for row in rows)
+
+
+def test_without_a_known_row_count_the_unfiltered_total_is_counted(cur: object, parts: list[str]) -> None:
+    plan, out = page(cur, parts, RecordsRequest(limit=10), known=False)
+    assert plan.count_from == "rows"
+    assert out["total_count"] == len(ROWS)
+
+
+def test_a_short_cursor_page_still_reports_the_whole_total(cur: object, parts: list[str]) -> None:
+    request = RecordsRequest(where="zone = 'c'", limit=50)
+    first = page(cur, parts, request)[1]
+    expected = sum(r["zone"] == "c" for r in ROWS)
+    assert first["total_count"] == expected and first["next_cursor"]
+    second = page(cur, parts, RecordsRequest(where="zone = 'c'", limit=50, cursor=first["next_cursor"]))[1]
+    assert len(json.loads(second["results_json"])) == expected - 50
+    assert second["total_count"] == expected
+
+
+def test_grouped_page_rows_and_types(cur: object, parts: list[str]) -> None:
+    out = page(cur, parts, RecordsRequest(select="zone, sum(n) as s", group_by="zone", order_by="zone", limit=10))[1]
+    assert json.loads(out["results_json"]) == [
+        {"zone": z, "s": sum(r["n"] for r in ROWS if r["zone"] == z)} for z in "abc"
+    ]
