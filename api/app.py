@@ -18,6 +18,7 @@ from api.routes import catalog, data, sql
 from catalogue.hub import Hub, open_hub
 from catalogue.models import Dataset
 from catalogue.query import QueryEngine
+from catalogue.result_cache import ResultCache
 from catalogue.settings import Settings
 from catalogue.sql_pool import SqlPool
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.state.query_engine = engine
+    app.state.result_cache = ResultCache(settings.result_cache_mb * 1024 * 1024)
     app.state.sql_pool = sql_pool
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])

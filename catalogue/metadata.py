@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Dialect, Engine, and_, bindparam, select
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.orm import Session, selectinload
 
 from catalogue.errors import DatasetNotFound, InvalidParameter, PublisherNotFound, VersionNotFound
@@ -42,6 +44,48 @@ def get_version(session: Session, dataset: Dataset, number: int | None = None) -
         hint = f"Versions 1 to {latest} exist." if latest else "No version is published yet."
         raise VersionNotFound(f"Dataset '{dataset.name}' has no version {number}. {hint}")
     return version
+
+
+# One indexed query per records or facets request (the result cache's key), so it is compiled once per
+# dialect and sent straight through a pooled DBAPI connection: SQLAlchemy's execution machinery would cost
+# several times the query itself.
+_CURRENT_IDENTITY = (
+    select(Version.number, Version.content_hash)
+    .join(Dataset, Dataset.current_version_id == Version.id)
+    .where(Dataset.name == bindparam("name"))
+)
+_NUMBERED_IDENTITY = (
+    select(Version.number, Version.content_hash)
+    .join(Dataset, and_(Dataset.id == Version.dataset_id, Version.number == bindparam("number")))
+    .where(Dataset.name == bindparam("name"))
+)
+
+
+@lru_cache(maxsize=8)
+def _compiled(dialect: Dialect, numbered: bool) -> SQLCompiler:
+    return cast(SQLCompiler, (_NUMBERED_IDENTITY if numbered else _CURRENT_IDENTITY).compile(dialect=dialect))
+
+
+def get_version_identity(engine: Engine, name: str, number: int | None = None) -> tuple[int, str] | None:
+    """(number, content hash) of version ``number`` of dataset ``name`` (default: the current one), in one query.
+
+    None when there is no such dataset or version; ``get_version`` then says which.
+    """
+    compiled = _compiled(engine.dialect, number is not None)
+    given = {"name": name} if number is None else {"name": name, "number": number}
+    values = dict(compiled.construct_params(given) or {})
+    args: Any = tuple(values[k] for k in compiled.positiontup or ()) if compiled.positional else values
+    con = engine.raw_connection()
+    try:
+        cur = con.cursor()
+        try:
+            cur.execute(compiled.string, args)
+            row = cur.fetchone()
+        finally:
+            cur.close()
+    finally:
+        con.close()  # back to the pool, which ends the read transaction: the next lookup sees new versions
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 def get_version_as_of(session: Session, dataset: Dataset, moment: datetime) -> Version:

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     query_time_limit_ms: int = Field(
         default=5000, gt=0, description="Deadline of one records, facets or diff query, in milliseconds."
     )
+    result_cache_mb: int = Field(
+        default=64, ge=0,
+        description="Memory for records and facets results kept by each API process for repeated requests, in MiB "
+        "(least recently used go first); 0 turns the cache off. Versions never change, so kept results never go stale.",
+    )
     default_facet_size: int = Field(default=30, gt=0, description="Values listed per facet.")
     duckdb_memory_limit_mb: int = Field(
         default=2048, gt=0, description="Memory limit of the query engine, in MiB."
@@ -75,6 +80,11 @@ class Settings(BaseSettings):
     ingest_memory_limit_mb: int = Field(
         default=256, gt=0,
         description="Memory DuckDB may use while validating and writing one delivery; beyond it, it spills to disk.",
+    )
+    site_page_size: int = Field(
+        default=48, gt=0,
+        description="Dataset cards per page of the site's listings (all datasets, each publisher's datasets); "
+        "the front page shows the first page.",
     )
     api_prefix: str = Field(default="/api/v1", description="URL prefix of the REST API.")
     public_url: str = Field(

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from frictionless import Report, errors
 from sqlalchemy import func, select
 
-from catalogue import duck
+from catalogue import duck, layout
 from catalogue.changes import parquet_scan, summarize_changes
 from catalogue.datapackage import build_descriptor
 from catalogue.errors import DatasetNotFound, MalformedFeed
@@ -32,7 +33,7 @@ from catalogue.models import Dataset, HarvestJob, Version, utcnow
 from catalogue.readers import open_delivery
 from catalogue.sql_text import ident, literal
 from catalogue.table_schema import geometry_fields, primary_key, schema_hash
-from catalogue.validation import discard_typed, validate_delivery
+from catalogue.validation import Validated, discard_typed, validate_delivery
 
 MODES = ("replace", "append")
 
@@ -140,13 +141,26 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
         assert checked is not None
         if not checked.valid or checked.relation is None:
             return _quarantine(hub, dataset_name, delivery, checked.report, job_id, current, checked.rows)
-        return _publish(hub, con, dataset_name, schema, checked.relation, checked.report, delivery, job_id, current)
+        relation = checked.relation if delivery.mode == "append" and current else _laid_out(con, checked, schema, settings)
+        return _publish(hub, con, dataset_name, schema, relation, checked.report, delivery, job_id, current)
     finally:
         discard_typed(con)
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
         if delivery.path is not None:
             delivery.path.unlink(missing_ok=True)
+
+
+def _laid_out(con: duckdb.DuckDBPyConnection, checked: Validated, schema: dict[str, Any], settings: Any) -> str:
+    """The valid rows in part order: by time window when the key has a time (``catalogue.layout``), then by key."""
+    assert checked.relation is not None
+    time_name = layout.time_field(schema)
+    window = layout.window_expression(con, "__typed", checked.columns[time_name], checked.rows,
+                                      settings.part_max_rows) if time_name else None
+    if window is None:
+        return checked.relation
+    return (f"SELECT {checked.select}, {window} AS {layout.BUCKET} FROM __typed "
+            f"ORDER BY {layout.BUCKET}, {', '.join(checked.key_order)}")
 
 
 def _publish(
@@ -222,47 +236,81 @@ def _write_parts(
     """Stream ``relation`` into content-addressed parts of at most ``part_max_rows`` rows.
 
     Row groups hold exactly ``row_group_rows`` rows whatever batches DuckDB
-    hands over, so the same data always makes the same bytes (and hash).
+    hands over, so the same data always makes the same bytes (and hash). When
+    the rows carry a time window (``layout.BUCKET``), each window starts a new
+    part and the column itself is not stored.
     """
     settings = hub.settings
     reader = con.execute(relation).to_arrow_reader(settings.row_group_rows)
-    schema = reader.schema
+    windowed = layout.BUCKET in reader.schema.names
+    schema = reader.schema.remove(reader.schema.get_field_index(layout.BUCKET)) if windowed else reader.schema
     if geo:
         schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(geo).encode()})
-    parts: list[dict[str, Any]] = []
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    writer: _PartWriter | None = None
-
-    def emit(rows: int) -> None:
-        nonlocal pending, pending_rows, writer
-        table = pa.Table.from_batches(pending, schema=reader.schema).replace_schema_metadata(schema.metadata)
-        head, rest = table.slice(0, rows), table.slice(rows)
-        if writer is None:
-            writer = _PartWriter(hub, name, schema)
-        writer.write(head)
-        pending, pending_rows = rest.to_batches(), rest.num_rows
-        if writer.rows >= settings.part_max_rows:
-            parts.append(writer.close())
-            writer = None
-
+    parts = _Parts(hub, name, schema)
     for batch in reader:
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        while pending_rows >= _next_group(settings, writer):
-            emit(_next_group(settings, writer))
-    while pending_rows:
-        emit(min(pending_rows, _next_group(settings, writer)))
-    if writer is not None:
-        parts.append(writer.close())
-    if not parts:  # no rows at all: one empty part still carries the schema
-        parts.append(_PartWriter(hub, name, schema).close())
-    return parts
+        if not windowed:
+            parts.feed(batch, None)
+            continue
+        window = batch.column(layout.BUCKET).to_numpy(zero_copy_only=False)
+        batch = batch.drop_columns([layout.BUCKET])
+        cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist(), batch.num_rows]
+        for start, stop in zip(cuts, cuts[1:]):
+            if stop > start:
+                parts.feed(batch.slice(start, stop - start), int(window[start]))
+    return parts.finish()
 
 
-def _next_group(settings: Any, writer: _PartWriter | None) -> int:
-    left_in_part = settings.part_max_rows - (writer.rows if writer else 0)
-    return min(settings.row_group_rows, left_in_part)
+class _Parts:
+    """Parts being filled from a stream of batches: fixed row groups, a new part per window or when full."""
+
+    def __init__(self, hub: Hub, name: str, schema: pa.Schema) -> None:
+        self.hub, self.name, self.schema = hub, name, schema
+        self.settings = hub.settings
+        self.done: list[dict[str, Any]] = []
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.writer: _PartWriter | None = None
+        self.window: int | None = None
+
+    def feed(self, batch: pa.RecordBatch, window: int | None) -> None:
+        if window != self.window:
+            self._flush()
+            self._close()
+            self.window = window
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        while self.pending_rows >= self._next_group():
+            self._emit(self._next_group())
+
+    def finish(self) -> list[dict[str, Any]]:
+        self._flush()
+        self._close()
+        if not self.done:  # no rows at all: one empty part still carries the schema
+            self.done.append(_PartWriter(self.hub, self.name, self.schema).close())
+        return self.done
+
+    def _next_group(self) -> int:
+        left_in_part = self.settings.part_max_rows - (self.writer.rows if self.writer else 0)
+        return min(self.settings.row_group_rows, left_in_part)
+
+    def _flush(self) -> None:
+        while self.pending_rows:
+            self._emit(min(self.pending_rows, self._next_group()))
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.done.append(self.writer.close())
+            self.writer = None
+
+    def _emit(self, rows: int) -> None:
+        table = pa.Table.from_batches(self.pending).replace_schema_metadata(self.schema.metadata)
+        head, rest = table.slice(0, rows), table.slice(rows)
+        if self.writer is None:
+            self.writer = _PartWriter(self.hub, self.name, self.schema)
+        self.writer.write(head)
+        self.pending, self.pending_rows = rest.to_batches(), rest.num_rows
+        if self.writer.rows >= self.settings.part_max_rows:
+            self._close()
 
 
 class _PartWriter:

@@ -11,6 +11,7 @@ reads like ``frictionless validate`` output.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ class Validated:
     # SQL reading the typed rows in primary-key order from a temp table in the same
     # connection; None when invalid. Call ``discard_typed`` when done with it.
     relation: str | None = None
+    # The parts of ``relation``, for a layout that sorts by something before the key
+    # (``catalogue.layout``): its select list, the typed column of each field, and the
+    # key order (ending with the delivery's row number, so the order is total).
+    select: str = ""
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    key_order: list[str] = dataclasses.field(default_factory=list)
 
 
 def discard_typed(con: duckdb.DuckDBPyConnection) -> None:
@@ -179,11 +186,12 @@ def validate_delivery(
         discard_typed(con)
         raise
     valid = total == 0
-    relation = None
+    relation, select, columns, key_order = None, "", {}, []
     if valid:
-        select = ", ".join(f"{ident('f' + str(i))} AS {ident(f['name'])}" for i, f in enumerate(fields))
-        order = ", ".join([ident("f" + str(names.index(k))) for k in key] + [ident(ROW)])
-        relation = f"SELECT {select} FROM __typed ORDER BY {order}"
+        columns = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
+        select = ", ".join(f"{columns[f['name']]} AS {ident(f['name'])}" for f in fields)
+        key_order = [columns[k] for k in key] + [ident(ROW)]
+        relation = f"SELECT {select} FROM __typed ORDER BY {', '.join(key_order)}"
     else:
         discard_typed(con)
 
@@ -197,7 +205,8 @@ def validate_delivery(
     )
     report = Report.from_validation(time=round(time.perf_counter() - started, 3), tasks=[task]).to_descriptor()
     report["stats"]["errors"] = total
-    return Validated(valid=valid, report=report, error_count=total, rows=rows, relation=relation)
+    return Validated(valid=valid, report=report, error_count=total, rows=rows, relation=relation,
+                     select=select, columns=columns, key_order=key_order)
 
 
 def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -> Iterator[pa.RecordBatch]:

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
+from starlette.datastructures import URL
 from sqlalchemy.orm import Session
 
-from api.deps import get_engine, get_hub, get_session
+from api.deps import get_engine, get_hub, get_result_cache, get_session
 from catalogue.changes import diff_as_csv, diff_versions
 from catalogue.errors import InvalidParameter
 from catalogue.exports import MEDIA_TYPES, ExportFile, check_format, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version, get_version_as_of
+from catalogue.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
 from catalogue.query import QueryEngine, VersionRef
 from catalogue.records import RecordsRequest, default_facets, facet_counts, plan_records, run_records
+from catalogue.result_cache import ResultCache
 
 router = APIRouter()
+T = TypeVar("T")
 
 VERSION_QUERY = Query(None, ge=1, description="Version number to read; default: the current version.")
 AS_OF_QUERY = Query(None, description="Read the version that was current at this ISO 8601 time.")
@@ -38,6 +43,48 @@ def resolve_version(hub: Hub, session: Session, name: str, version: int | None, 
     return VersionRef.of(hub, ds, found)
 
 
+@dataclass(frozen=True)
+class CachedPage:
+    """A computed records page: everything in the body except the echo of the request and its links."""
+
+    total_count: int
+    results: bytes  # the rows, one JSON array
+    next_cursor: str | None
+    keyed: bool  # the plan paged by position, so links.next is a cursor when there is one
+
+
+async def kept_result(hub: Hub, cache: ResultCache, name: str, version: int | None, as_of: datetime | None,
+                      params: tuple[object, ...], kind: type[T]) -> tuple[int, T] | None:
+    """(version number, result) kept for this request, or None: compute it.
+
+    The version is looked up on every request (one indexed query), so a newly
+    published one is served at once; its content hash is part of the key.
+    """
+    if not cache.enabled or as_of is not None:
+        return None
+    if hub.engine.dialect.name == "sqlite":
+        # An embedded lookup takes less time than a hop to the threadpool and back (measured: ~40% more
+        # cached requests per second); a database server's round trip must not hold up the event loop.
+        identity = get_version_identity(hub.engine, name, version)
+    else:
+        identity = await run_in_threadpool(get_version_identity, hub.engine, name, version)
+    if identity is None:  # no such dataset or version: computing says which
+        return None
+    found = cache.get((name, *identity, params), kind)
+    return None if found is None else (identity[0], found)
+
+
+def page_link(url: URL, number: int, **params: str | int) -> str:
+    """``url`` pinned to version ``number``, without as_of, cursor and offset, with ``params`` appended.
+
+    Links echo the request's own URL (host, parameter spelling), so they are built per request, never kept.
+    """
+    drop = {"as_of", "cursor", "offset", "version", *params}
+    pairs = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k not in drop]
+    pairs += [("version", str(number)), *((k, str(v)) for k, v in params.items())]
+    return str(url.replace(query=urlencode(pairs)))
+
+
 @router.get("/datasets/{name}/records", response_model=None)
 async def records(
     request: Request,
@@ -53,9 +100,9 @@ async def records(
     cursor: str | None = Query(None, description="Keyset cursor from links.next, to page past the offset wall."),
     version: int | None = VERSION_QUERY,
     as_of: datetime | None = AS_OF_QUERY,
-    session: Session = Depends(get_session),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
+    cache: ResultCache = Depends(get_result_cache),
 ) -> Response:
     """Rows of a dataset version, filtered, aggregated and sorted with ODSQL parameters."""
     settings = hub.settings
@@ -72,30 +119,43 @@ async def records(
             "(a cursor that pages to the end of any dataset), or use /exports.",
             details={"parameter": "offset", "maximum": settings.max_offset_rows},
         )
-    ref = resolve_version(hub, session, name, version, as_of)
     query = RecordsRequest(select=select, where=where, group_by=group_by, order_by=order_by, limit=limit,
                            offset=offset, refine=refine, exclude=exclude, cursor=cursor)
-    plan = plan_records(query, ref.schema, list(ref.uris), ref.number)
+    # Refine and exclude filters are joined with AND, so their order does not change the rows.
+    params = ("records", select, where, group_by, order_by, limit, offset, tuple(sorted(refine)),
+              tuple(sorted(exclude)), cursor)
+    kept = await kept_result(hub, cache, name, version, as_of, params, CachedPage)
+    if kept is None:
+        def compute() -> tuple[VersionRef, CachedPage]:
+            with hub.sessions() as session:
+                ref = resolve_version(hub, session, name, version, as_of)
+            plan = plan_records(query, ref.schema, list(ref.uris), ref.number)
+            found = engine.run(lambda cur: run_records(
+                cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
+            return ref, CachedPage(found["total_count"], found["results_json"].encode(), found["next_cursor"],
+                                   plan.keyed)
 
-    page = await run_in_threadpool(engine.run, lambda cur: run_records(
-        cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
+        ref, page = await run_in_threadpool(compute)
+        cache.put((name, ref.number, ref.content_hash, params), page, len(page.results))
+        number, state = ref.number, "miss"
+    else:
+        (number, page), state = kept, "hit"
     links: dict[str, str] = {}
-    url = request.url.remove_query_params(["as_of", "cursor", "offset"]).include_query_params(version=ref.number)
-    if page["next_cursor"]:
-        links["next"] = str(url.include_query_params(cursor=page["next_cursor"], limit=limit))
-    elif not plan.keyed and offset + limit < page["total_count"] and offset + 2 * limit <= settings.max_offset_rows:
-        links["next"] = str(url.include_query_params(offset=offset + limit, limit=limit))
-    head = json.dumps({"dataset": name, "version": ref.number, "total_count": page["total_count"], "limit": limit,
+    if page.next_cursor:
+        links["next"] = page_link(request.url, number, cursor=page.next_cursor, limit=limit)
+    elif not page.keyed and offset + limit < page.total_count and offset + 2 * limit <= settings.max_offset_rows:
+        links["next"] = page_link(request.url, number, offset=offset + limit, limit=limit)
+    head = json.dumps({"dataset": name, "version": number, "total_count": page.total_count, "limit": limit,
                        "offset": offset}, ensure_ascii=False)
     # The rows arrive as JSON text from DuckDB; splice them in rather than parse and re-serialise.
-    body = f'{head[:-1]},"results":{page["results_json"]},"links":{json.dumps(links)}}}'
-    return Response(body, media_type="application/json", headers={"X-Dataset-Version": str(ref.number)})
+    body = b"".join((head[:-1].encode(), b',"results":', page.results, b',"links":', json.dumps(links).encode(),
+                     b"}"))
+    return Response(body, media_type="application/json", headers={"X-Dataset-Version": str(number), "X-Cache": state})
 
 
-@router.get("/datasets/{name}/facets")
+@router.get("/datasets/{name}/facets", response_model=None)
 async def facets(
     name: str,
-    response: Response,
     facet: list[str] = Query([], description="Field to count values of (repeatable); default: text and boolean fields."),
     where: str | None = WHERE,
     refine: list[str] = REFINE,
@@ -103,20 +163,31 @@ async def facets(
     limit: int | None = Query(None, ge=1, le=1000, description="Values per facet (default 30)."),
     version: int | None = VERSION_QUERY,
     as_of: datetime | None = AS_OF_QUERY,
-    session: Session = Depends(get_session),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
-) -> dict[str, Any]:
+    cache: ResultCache = Depends(get_result_cache),
+) -> Response:
     """Values and counts of categorical fields, under the same filters as records."""
-    ref = resolve_version(hub, session, name, version, as_of)
-    names = facet or default_facets(ref.schema)
-    query = RecordsRequest(where=where, refine=refine, exclude=exclude)
+    size = limit or hub.settings.default_facet_size
+    params = ("facets", tuple(facet), where, tuple(sorted(refine)), tuple(sorted(exclude)), size)
+    kept = await kept_result(hub, cache, name, version, as_of, params, bytes)
+    if kept is None:
+        def compute() -> tuple[VersionRef, bytes]:
+            with hub.sessions() as session:
+                ref = resolve_version(hub, session, name, version, as_of)
+            query = RecordsRequest(where=where, refine=refine, exclude=exclude)
+            found = engine.run(lambda cur: facet_counts(
+                cur, ref.schema, list(ref.uris), query, facet or default_facets(ref.schema), size,
+                hub.settings.query_time_limit_ms))
+            result = {"dataset": name, "version": ref.number, "facets": found}
+            return ref, json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
 
-    found = await run_in_threadpool(engine.run, lambda cur: facet_counts(
-        cur, ref.schema, list(ref.uris), query, names, limit or hub.settings.default_facet_size,
-        hub.settings.query_time_limit_ms))
-    response.headers["X-Dataset-Version"] = str(ref.number)
-    return {"dataset": name, "version": ref.number, "facets": found}
+        ref, body = await run_in_threadpool(compute)
+        cache.put((name, ref.number, ref.content_hash, params), body, len(body))
+        number, state = ref.number, "miss"
+    else:
+        (number, body), state = kept, "hit"
+    return Response(body, media_type="application/json", headers={"X-Dataset-Version": str(number), "X-Cache": state})
 
 
 @router.get("/datasets/{name}/diff", response_model=None)

@@ -1,0 +1,76 @@
+"""An in-process LRU of query results, bounded by the bytes it holds.
+
+A version never changes (its parts are content-addressed), so a result
+computed for (version content hash, normalised parameters) stays right for
+ever: nothing is invalidated, entries only age out. A newly published
+version has another hash and number, so requests for it simply miss.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Per entry beyond the value and the key's text: the dict slot, the key tuple, the value object.
+ENTRY_OVERHEAD_BYTES = 256
+
+
+class ResultCache:
+    """A thread-safe LRU from hashable keys to results, holding at most ``max_bytes`` (0: off)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is ever kept."""
+        return self.max_bytes > 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes counted against the bound right now."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, kind: type[T]) -> T | None:
+        """The result kept under ``key`` if it is a ``kind`` (and mark it recently used), else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not isinstance(entry[0], kind):
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Hashable, value: object, size_bytes: int) -> bool:
+        """Keep ``value`` (about ``size_bytes`` large), evicting the least recently used; False if it cannot fit."""
+        size = size_bytes + key_bytes(key) + ENTRY_OVERHEAD_BYTES
+        if size > self.max_bytes:
+            return False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[key] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, freed) = self._entries.popitem(last=False)
+                self._bytes -= freed
+        return True
+
+
+def key_bytes(key: Hashable) -> int:
+    """A cheap estimate of what a key of strings, numbers and tuples of them occupies."""
+    if isinstance(key, tuple):
+        return sum(key_bytes(part) for part in key) + 8 * len(key)
+    if isinstance(key, (str, bytes)):
+        return len(key)
+    return 16
