@@ -107,7 +107,9 @@ def run(ctx: Context) -> None:
              "per 100 datasets, and one *metadata-only* version per dataset (its row in `versions`, no Parquet "
              "files: the site and search read only metadata). The rebuild changes one dataset's title and calls "
              "`SiteBuilder(hub).build(only=[name])` (= `build_site(hub, changed=[name])`): that dataset's two "
-             "pages, its publisher's two pages, the two index pages and 404 pages.")
+             "pages and, in both languages, the page of the paginated index and of its publisher's listing that "
+             "show it (listings are sorted by name, so an edit moves nothing). Compiled templates are cached in "
+             "the data directory, so every build after the first skips compiling them.")
     res.note(SECTION, "Search: `catalogue.search.search_datasets(session, q, 20, 0)` in a fresh session (as the "
              "API's `GET /api/v1/datasets?q=` does): a count and the first 20 datasets with publisher and current "
              "version loaded. Queries: " + ", ".join(f"{k} `{v}`" for k, v in SEARCHES.items()) + ".")

@@ -14,18 +14,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from catalogue.hub import Hub
 from catalogue.licenses import license_info
-from catalogue.metadata import list_publishers, list_versions
+from catalogue.metadata import list_publishers
 from catalogue.models import Dataset, Organization, Version
+from catalogue.site_listings import Listing, Manifest, index_listing, publisher_listing
 from catalogue.table_schema import geometry_fields, primary_key
 from catalogue.vocabularies import FREQUENCIES, THEMES, label
 
 LANGS = ("de", "en")
+RECENT_CARDS = 6  # recently updated datasets on the front page
+CHUNK = 500  # names or ids per IN (...) query: SQLite caps the bound parameters of one statement
 
 
 def human_bytes(size: int, lang: str) -> str:
@@ -54,18 +57,46 @@ def _constraints_text(field: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _load_datasets(session: Session, names: Collection[str] | None) -> dict[str, Dataset]:
+    """The datasets ``names`` (None: all) with publisher and current version, by name."""
+    query = select(Dataset).options(selectinload(Dataset.publisher), selectinload(Dataset.current_version))
+    if names is None:
+        return {d.name: d for d in session.scalars(query)}
+    wanted = sorted(names)
+    return {d.name: d for i in range(0, len(wanted), CHUNK)
+            for d in session.scalars(query.where(Dataset.name.in_(wanted[i:i + CHUNK])))}
+
+
+def _load_versions(session: Session, datasets: Collection[Dataset]) -> dict[int, list[Version]]:
+    """Every version of ``datasets``, newest first, by dataset id."""
+    ids = sorted(d.id for d in datasets)
+    found: dict[int, list[Version]] = {}
+    for i in range(0, len(ids), CHUNK):
+        query = (select(Version).where(Version.dataset_id.in_(ids[i:i + CHUNK]))
+                 .order_by(Version.dataset_id, Version.number.desc()))
+        for v in session.scalars(query):
+            found.setdefault(v.dataset_id, []).append(v)
+    return found
+
+
 class SiteBuilder:
-    """Renders every page of the catalogue into ``settings.site_dir``."""
+    """Renders the pages of the catalogue into ``settings.site_dir``."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.settings = hub.settings
         templates = self.settings.site_templates_dir
+        # Compiling the templates costs more than an incremental build renders: keep them compiled
+        # between builds (Jinja checks each against its source's checksum).
+        compiled = self.settings.data_dir / "cache" / "site-templates"
+        compiled.mkdir(parents=True, exist_ok=True)
         self.env = Environment(
             loader=FileSystemLoader(templates / "templates"),
             autoescape=select_autoescape(["html"]),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            auto_reload=False,  # one build, one set of templates: skip the mtime check on every page
+            bytecode_cache=FileSystemBytecodeCache(str(compiled)),
         )
         self.texts = {lang: json.loads((templates / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in LANGS}
         self.generated_at = _when(datetime.now(timezone.utc))
@@ -74,52 +105,106 @@ class SiteBuilder:
     def build(self, progress: Callable[[str], None] | None = None, only: Collection[str] | None = None) -> int:
         """Render all pages; returns the number of pages written.
 
-        With ``only`` (dataset names), re-render just those datasets' pages, their
-        publishers' pages and the index pages; the page of a named dataset that no
-        longer exists is removed. A dataset moved to another publisher needs a full
-        build (its former publisher's page is not re-rendered).
+        With ``only`` (names of datasets added, changed or removed since the last
+        build), render just those datasets' pages and the listing pages that differ
+        from the last build: the pages showing those datasets, the pages after a
+        dataset added or removed, and the front page if its counts or recently
+        updated datasets changed. The pages of a dataset (or publisher) that no longer
+        exists are removed, and so are listing pages beyond the last. A change of a
+        publisher's own metadata, or of the templates, needs a full build.
         """
         out = self.settings.site_dir
         out.mkdir(parents=True, exist_ok=True)
+        size = self.settings.site_page_size
         if only is None:
-            static = self.settings.site_templates_dir / "static"
-            shutil.copytree(static, out / "static", dirs_exist_ok=True)
-        pages = 0
+            shutil.copytree(self.settings.site_templates_dir / "static", out / "static", dirs_exist_ok=True)
+        previous = Manifest.read(out)
+        before = previous if only is not None and previous and previous.page_size == size else None
         with self.hub.sessions() as session:
-            datasets = list(session.scalars(
-                select(Dataset).order_by(Dataset.name)
-                .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version))
-            ))
             publishers = list_publishers(session)
-            changed = datasets if only is None else [d for d in datasets if d.name in set(only)]
-            if only is not None:
-                for gone in set(only) - {d.name for d in datasets}:
-                    for lang in LANGS:
-                        (out / ("" if lang == "de" else "en/") / "datasets" / f"{gone}.html").unlink(missing_ok=True)
-            touched = {d.publisher_id for d in changed}
-            versions = {d.id: list_versions(session, d) for d in changed}
-            counts = Counter(d.publisher_id for d in datasets)
+            owner = {p.id: p.name for p in publishers}
+            current = Manifest(size, dict(sorted((name, owner[pid]) for name, pid in
+                                                 session.execute(select(Dataset.name, Dataset.publisher_id)))),
+                               [p.name for p in publishers])
+            recent = list(session.scalars(
+                select(Dataset.name).where(Dataset.current_version_id.is_not(None))
+                .order_by(Dataset.modified_at.desc(), Dataset.name).limit(RECENT_CARDS)
+            ))
+            changed = set(current.datasets) if only is None else set(only) & current.datasets.keys()
+            plan = self._plan(current, before, changed, recent)
+            shown = {n for _, listing, numbers in plan for k in numbers for n in listing.page(k)}
+            needed = changed | set(recent) | shown
+            datasets = _load_datasets(session, None if only is None else needed)
+            versions = _load_versions(session, [datasets[n] for n in changed])
+            counts = Counter(current.datasets.values())
+            pages = 0
             for lang in LANGS:
-                # Index cards and publisher pages show no version list: other datasets' views skip it.
-                views = {d.name: self.dataset_view(d, versions.get(d.id, []), lang) for d in datasets}
-                pub_views = [self.publisher_view(p, counts[p.id]) for p in publishers]
-                self._write(lang, "index.html", "index.html", datasets=list(views.values()), publishers=pub_views)
-                # Served for any missing path, so its links must not depend on where it is shown.
-                self._write(lang, "404.html", "error.html", absolute=True, status=404, message="")
-                pages += 2
-                for d in changed:
-                    self._write(lang, f"datasets/{d.name}.html", "dataset.html", d=views[d.name])
+                # Cards show no version list: only the pages of changed datasets need one.
+                views = {n: self.dataset_view(d, versions.get(d.id, []), lang) for n, d in datasets.items()}
+                pub_views = {p.name: self.publisher_view(p, counts[p.name]) for p in publishers}
+                if only is None:
+                    # Served for any missing path, so its links must not depend on where it is shown.
+                    self._write(lang, "404.html", "error.html", absolute=True, status=404, message="")
+                    pages += 1
+                for name in sorted(changed):
+                    self._write(lang, f"datasets/{name}.html", "dataset.html", d=views[name])
                     pages += 1
                     if progress:
-                        progress(d.name)
-                own: dict[int, list[dict[str, Any]]] = {}
-                for d in datasets:
-                    own.setdefault(d.publisher_id, []).append(views[d.name])
-                for p, view in zip(publishers, pub_views):
-                    if only is None or p.id in touched:
-                        self._write(lang, f"publishers/{p.name}.html", "publisher.html", p=view, datasets=own.get(p.id, []))
+                        progress(name)
+                for publisher, listing, numbers in plan:
+                    for number in sorted(numbers):
+                        context: dict[str, Any] = {"datasets": [views[n] for n in listing.page(number)],
+                                                   "pagination": listing.pagination(number)}
+                        if publisher is not None:
+                            template, context["p"] = "publisher.html", pub_views[publisher]
+                        elif number == 1:
+                            template = "index.html"
+                            context.update(recent=[views[n] for n in recent], publishers=list(pub_views.values()),
+                                           total=len(current.datasets))
+                        else:
+                            template = "datasets.html"
+                        self._write(lang, listing.path(number), template, **context)
                         pages += 1
+                    if numbers:
+                        self._remove_pages_beyond(lang, listing)
+        self._remove_gone(current, previous, only)
+        if current != previous:
+            current.write(out)
         return pages
+
+    def _plan(self, current: Manifest, before: Manifest | None, changed: set[str],
+              recent: list[str]) -> list[tuple[str | None, Listing, set[int]]]:
+        """Each listing (with its publisher; None for the index) and the numbers of its pages to render."""
+        size = current.page_size
+        index = index_listing(list(current.datasets), size)
+        front = index.pages_to_render(None if before is None else list(before.datasets), changed)
+        if before is None or before.datasets != current.datasets or before.publishers != current.publishers \
+                or changed & set(recent):
+            front.add(1)  # the front page's counts, publishers or recently updated datasets changed
+        plan: list[tuple[str | None, Listing, set[int]]] = [(None, index, front)]
+        old = {} if before is None else before.by_publisher()
+        for publisher, names in current.by_publisher().items():
+            listing = publisher_listing(publisher, names, size)
+            plan.append((publisher, listing, listing.pages_to_render(old.get(publisher), changed)))
+        return plan
+
+    def _remove_pages_beyond(self, lang: str, listing: Listing) -> None:
+        folder = self.settings.site_dir / ("" if lang == "de" else "en") / listing.rest
+        for path in folder.glob("*.html"):
+            if path.stem.isdigit() and int(path.stem) > listing.page_count:
+                path.unlink()
+
+    def _remove_gone(self, current: Manifest, previous: Manifest | None, only: Collection[str] | None) -> None:
+        """Remove the pages of datasets and publishers that no longer exist."""
+        gone = (set(only or ()) | set(previous.datasets if previous else ())) - current.datasets.keys()
+        gone_publishers = set(previous.publishers if previous else ()) - set(current.publishers)
+        for lang in LANGS:
+            root = self.settings.site_dir / ("" if lang == "de" else "en")
+            for name in gone:
+                (root / "datasets" / f"{name}.html").unlink(missing_ok=True)
+            for name in gone_publishers:
+                (root / "publishers" / f"{name}.html").unlink(missing_ok=True)
+                shutil.rmtree(root / "publishers" / name, ignore_errors=True)
 
     def _write(self, lang: str, page: str, template: str, absolute: bool = False, **context: Any) -> None:
         depth = page.count("/")

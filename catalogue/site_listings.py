@@ -1,0 +1,124 @@
+"""Paginated dataset listings of the static site, and which of their pages a rebuild must re-render.
+
+A listing (every dataset on the index, or one publisher's datasets) is sorted by
+dataset name, so editing a dataset never moves it to another page; only a dataset
+added or removed shifts the pages after it. The built site keeps a manifest of what
+it was built from, so an incremental build can compare each listing before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = ".manifest.json"
+MANIFEST_FORMAT = 1
+NEIGHBOURS = 2  # page links shown either side of the current page
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Dataset names (sorted) shown ``size`` to a page: page 1 at ``first``, page n at ``{rest}{n}.html``."""
+
+    first: str
+    rest: str
+    names: Sequence[str]
+    size: int
+
+    @property
+    def page_count(self) -> int:
+        """Number of pages; an empty listing still has its first page."""
+        return max(1, -(-len(self.names) // self.size))
+
+    def path(self, number: int) -> str:
+        """Path of page ``number`` below the language root."""
+        return self.first if number == 1 else f"{self.rest}{number}.html"
+
+    def page(self, number: int) -> Sequence[str]:
+        """The names on page ``number``."""
+        return self.names[(number - 1) * self.size:number * self.size]
+
+    def pages_to_render(self, before: Sequence[str] | None, changed: Collection[str]) -> set[int]:
+        """Pages that differ from the last build, which listed ``before`` (None: unknown).
+
+        ``changed`` holds the names whose cards changed. Every page's navigation shows
+        the page count and page 1 shows the total, so a change of either touches them.
+        """
+        count = self.page_count
+        if before is None or Listing(self.first, self.rest, before, self.size).page_count != count:
+            return set(range(1, count + 1))
+        pages = {i // self.size + 1 for i, name in enumerate(self.names) if name in changed}
+        if len(before) != len(self.names):
+            pages.add(1)
+        if before != self.names:
+            first = next((i for i, (a, b) in enumerate(zip(before, self.names)) if a != b),
+                         min(len(before), len(self.names)))
+            pages.update(range(first // self.size + 1, count + 1))
+        return pages
+
+    def pagination(self, number: int) -> dict[str, Any]:
+        """Template context of page ``number``'s navigation; paths are relative to the language root."""
+        count = self.page_count
+        shown = sorted({1, count} | set(range(max(1, number - NEIGHBOURS), min(count, number + NEIGHBOURS) + 1)))
+        items: list[dict[str, Any]] = []
+        for k in shown:
+            last = items[-1]["number"] if items else 0
+            if k - last == 2:  # a gap of one page: show the page rather than an ellipsis
+                items.append({"number": k - 1, "path": self.path(k - 1), "current": False})
+            elif k - last > 2:
+                items.append({"number": None, "path": None, "current": False})
+            items.append({"number": k, "path": self.path(k), "current": k == number})
+        return {
+            "number": number, "count": count, "items": items,
+            "prev": self.path(number - 1) if number > 1 else None,
+            "next": self.path(number + 1) if number < count else None,
+        }
+
+
+def index_listing(names: Sequence[str], size: int) -> Listing:
+    """Every dataset: page 1 is the front page, further pages are ``page/<n>.html``."""
+    return Listing("index.html", "page/", names, size)
+
+
+def publisher_listing(publisher: str, names: Sequence[str], size: int) -> Listing:
+    """One publisher's datasets: ``publishers/<name>.html``, then ``publishers/<name>/page/<n>.html``."""
+    return Listing(f"publishers/{publisher}.html", f"publishers/{publisher}/page/", names, size)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a site was built from: its page size, every dataset (by name) with its publisher, every publisher."""
+
+    page_size: int
+    datasets: dict[str, str]
+    publishers: list[str]
+
+    def by_publisher(self) -> dict[str, list[str]]:
+        """Dataset names of each publisher, sorted."""
+        own: dict[str, list[str]] = {p: [] for p in self.publishers}
+        for name in sorted(self.datasets):
+            own.setdefault(self.datasets[name], []).append(name)
+        return own
+
+    @classmethod
+    def read(cls, site_dir: Path) -> Manifest | None:
+        """The manifest of the site in ``site_dir``; None if there is none or it cannot be read."""
+        try:
+            doc = json.loads((site_dir / MANIFEST).read_text(encoding="utf-8"))
+            if doc["format"] != MANIFEST_FORMAT:
+                return None
+            return cls(int(doc["page_size"]), dict(doc["datasets"]), list(doc["publishers"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, site_dir: Path) -> None:
+        """Store the manifest in ``site_dir``; replaced in one step, so a reader never sees half of it."""
+        doc = {"format": MANIFEST_FORMAT, "page_size": self.page_size, "publishers": self.publishers,
+               "datasets": self.datasets}
+        partial = site_dir / f"{MANIFEST}.partial"
+        partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        os.replace(partial, site_dir / MANIFEST)
