@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlglot
 from sqlglot import exp
@@ -265,7 +265,8 @@ class Compiler:
             return node
         us = f"epoch_us({column.sql(dialect='duckdb')})"
         # Floor, not truncation toward zero, for times before 1970: x - ((x % w) + w) % w.
-        return sqlglot.parse_one(f"make_timestamp({us} - ((({us} % {width}) + {width}) % {width}))", read="duckdb")
+        fast = sqlglot.parse_one(f"make_timestamp({us} - ((({us} % {width}) + {width}) % {width}))", read="duckdb")
+        return cast(exp.Expression, fast)
 
     # -- clauses ---------------------------------------------------------
     def where(self, text: str, clause: str = "where") -> str:
