@@ -58,15 +58,38 @@ def _bytes_per_row(url: str) -> float:
     return (len(body) - body.index(b"\n") - 1) / max(lines, 1)
 
 
-def throughput(ctx: Context, ours: Server, theirs: Server) -> None:
-    res = ctx.results
+def _pages(ctx: Context) -> dict[str, tuple[str, str]]:
+    """page -> (our path, Datasette's path)."""
     sensor = ctx.shape.sensor(42)
-    pages = {
+    return {
         "first": (f"{RECORDS}?limit=100", f"{DS_TABLE}.json?_size=100&_shape=objects&_nosuggest=1"),
         "filtered": (f"{RECORDS}?limit=100&where={quote(f'sensor_id = {chr(39)}{sensor}{chr(39)}')}",
                      f"{DS_TABLE}.json?sensor_id={sensor}&_size=100&_shape=objects&_nosuggest=1"),
     }
-    for page, (our_path, their_path) in pages.items():
+
+
+def uncached(ctx: Context, ours: Server) -> None:
+    """The same loads on a server whose result cache is off: every request runs its query (no target)."""
+    res = ctx.results
+    for page, (our_path, _) in _pages(ctx).items():
+        values = []
+        for i in range(ctx.repeat):
+            ctx.step(f"HTTP {page} page: ours with the result cache off, repeat {i + 1}/{ctx.repeat}")
+            result = load(ours.url + our_path, ctx.concurrency, ctx.http_seconds, ctx.prefer_wrk)
+            if result.errors:
+                raise RuntimeError(f"ours answered {result.errors} of {result.requests} requests with errors")
+            values.append(result.rps)
+        res.add(Figure(f"http.{page}.ours_nocache", f"records endpoint, {page} page (100 rows): ours, result cache "
+                       "off (`URBANDATA_RESULT_CACHE_MB=0`)", "req/s", values, higher_is_better=True))
+    res.note("http", "Without the result cache (no target; every request plans, prunes and runs its DuckDB query): "
+             + "; ".join(f"{page} page ours / Datasette **{res.median(f'http.{page}.ours_nocache') / res.median(f'http.{page}.datasette'):.3g}×**"
+                         for page in ("first", "filtered")) + ".")
+
+
+def throughput(ctx: Context, ours: Server, theirs: Server) -> None:
+    res = ctx.results
+    pages = _pages(ctx)
+    for page, (our_path, their_path) in _pages(ctx).items():
         rps: dict[str, list[float]] = {"ours": [], "datasette": []}
         for who, server, path in (("ours", ours, our_path), ("datasette", theirs, their_path)):
             body = httpx.get(server.url + path, timeout=60)
@@ -82,8 +105,9 @@ def throughput(ctx: Context, ours: Server, theirs: Server) -> None:
                     raise RuntimeError(f"{who} answered {result.errors} of {result.requests} requests with errors")
                 rps[who].append(result.rps)
                 res.texts["loadgen"] = result.tool
+        cache = httpx.get(ours.url + our_path, timeout=60).headers.get("X-Cache", "none")
         res.add(Figure(f"http.{page}.ours", f"records endpoint, {page} page (100 rows): ours", "req/s", rps["ours"],
-                       higher_is_better=True))
+                       higher_is_better=True, note=f"X-Cache after the load: {cache}"))
         res.add(Figure(f"http.{page}.datasette", f"table JSON, {page} page (100 rows): Datasette", "req/s",
                        rps["datasette"], higher_is_better=True))
     res.targets.append(Target("http", "records first page: our req/s / Datasette's",
@@ -97,7 +121,9 @@ def throughput(ctx: Context, ours: Server, theirs: Server) -> None:
              f"process ({'wrk -t1' if res.texts.get('loadgen') == 'wrk' else 'bench.loadgen, asyncio'}). "
              f"Ours: `{pages['first'][0]}` and `{pages['filtered'][0]}`; Datasette: `{pages['first'][1]}` and "
              f"`{pages['filtered'][1]}` (`_nosuggest=1` spares Datasette its facet suggestions). Each page was "
-             "checked to hold 100 rows before the load.")
+             "checked to hold 100 rows before the load. Ours keeps answers per (version content hash, parameters) "
+             "in its result cache (versions never change), so after the first request of a load it answers from "
+             "memory; the same loads on a server with the cache off are listed too.")
 
 
 def exports(ctx: Context, ours: Server, theirs: Server, settings: Settings) -> None:
@@ -186,7 +212,9 @@ def groupby_memory(ctx: Context, log: Path) -> None:
     res = ctx.results
     assert ctx.store_dir is not None
     limit = ctx.server_memory_limit_mb
-    env = _server_env(ctx, URBANDATA_DUCKDB_MEMORY_LIMIT_MB=str(limit), URBANDATA_QUERY_TIME_LIMIT_MS="600000")
+    # Result cache off: every repeat must run the group-by, not answer it from memory.
+    env = _server_env(ctx, URBANDATA_DUCKDB_MEMORY_LIMIT_MB=str(limit), URBANDATA_QUERY_TIME_LIMIT_MS="600000",
+                      URBANDATA_RESULT_CACHE_MB="0")
     query = ("select=sensor_id, date_trunc('hour', timestamp) as hour, avg(free) as mean_free, max(occupied) as peak"
              "&group_by=sensor_id, date_trunc('hour', timestamp) as hour&order_by=mean_free desc&limit=100")
     growth, peaks, seconds = [], [], []
@@ -208,7 +236,7 @@ def groupby_memory(ctx: Context, log: Path) -> None:
     res.add(Figure("mem.groupby.growth", "server RSS growth during it (peak − before)", "MiB", growth))
     res.targets.append(Target("memory", f"group-by: server RSS growth ≤ its DuckDB memory limit ({limit} MiB)",
                               max(growth), "<=", limit, unit="MiB"))
-    res.note("memory", "A fresh `urbandata serve` with URBANDATA_DUCKDB_MEMORY_LIMIT_MB set and the query deadline "
+    res.note("memory", "A fresh `urbandata serve` with URBANDATA_DUCKDB_MEMORY_LIMIT_MB set, the result cache off and the query deadline "
              f"raised (so the query finishes): `{RECORDS}?{query}`. DuckDB's limit covers its buffer manager; the "
              "process also holds Python, the interpreter's heap and the response.")
 
@@ -224,5 +252,7 @@ def run(ctx: Context) -> None:
             datasette(ctx.work / "datasette" / "parking.db", logs / "datasette.log") as theirs:
         throughput(ctx, ours, theirs)
         exports(ctx, ours, theirs, settings)
+    with our_api(ctx.store_dir, _server_env(ctx, URBANDATA_RESULT_CACHE_MB="0"), logs / "urbandata-nocache.log") as bare:
+        uncached(ctx, bare)
     csv_export_memory(ctx, env, logs / "urbandata-csv.log")
     groupby_memory(ctx, logs / "urbandata-groupby.log")

@@ -141,7 +141,8 @@ def load_sqlite_peer(ctx: Context) -> None:
 def run(ctx: Context) -> None:
     res = ctx.results
     qs = ctx_queries(ctx)
-    hub = open_hub(bench_settings(ctx))
+    # Result cache off: the in-process endpoint figures must run their queries on every repeat.
+    hub = open_hub(bench_settings(ctx, result_cache_mb=0))
     try:
         ref = version_ref(hub)
         ctx.parts = list(ref.uris)
