@@ -126,8 +126,9 @@ def run(ctx: Context) -> None:
     res.note(SECTION, "Each measurement runs in a fresh process (`python -m bench.worker`), so ru_maxrss is the "
              "peak of that one ingest. Our time starts with the delivery on disk as a harvest leaves it (a "
              "`Delivery` whose `path` is a scratch file of the store, hard-linked to the CSV) and ends with the "
-             "version committed (read CSV as text in batches → validate column-wise in DuckDB → sort by primary "
-             "key → write content-addressed Parquet parts → descriptor → DB commit), with the default settings "
+             "version committed (read CSV in batches → validate column-wise in DuckDB → sort by time window, then "
+             "primary key (`catalogue.layout`: the key is (sensor_id, timestamp), so each part is one time window "
+             "sorted by sensor) → write content-addressed Parquet parts → descriptor → DB commit), with the default settings "
              "(`ingest_memory_limit_mb`, `part_max_rows`, `row_group_rows`). Each repeat ingests into a new, empty "
              "catalogue, so every repeat publishes version 1.")
     res.note(SECTION, "Plain pyarrow: `pyarrow.csv.read_csv` with typed conversion (decimal comma and "

@@ -44,6 +44,19 @@ def _grouping_ok(text: str, field: dict[str, Any], decimal: str | None) -> str:
     return f"(NOT contains({text}, {literal(group)}) OR regexp_full_match({text}, {literal(grouped)}))"
 
 
+def _double(text: str) -> str:
+    """``text`` cast to DOUBLE where it matches NUMBER_RE, without the regex for the text most numbers are.
+
+    DuckDB's cast reads beyond NUMBER_RE only with '_' between digits, a '+'
+    before the sign, a vertical tab as a blank, or words for NaN and infinity;
+    text free of them that casts to a finite number matches NUMBER_RE (a test
+    holds the cast to this).
+    """
+    cast = f"TRY_CAST({text} AS DOUBLE)"
+    plain = f"isfinite({cast}) AND NOT (contains({text}, '_') OR contains({text}, '+-') OR contains({text}, chr(11)))"
+    return f"CASE WHEN {plain} THEN {cast} ELSE {_guarded(text, NUMBER_RE, cast)} END"
+
+
 def _number(text: str, field: dict[str, Any]) -> str:
     decimal = field.get("decimalChar", ".")
     grouping = _grouping_ok(text, field, decimal)
@@ -51,7 +64,7 @@ def _number(text: str, field: dict[str, Any]) -> str:
     if decimal != ".":
         # A '.' left after removing group characters is not this feed's decimal mark.
         text = f"CASE WHEN NOT contains({text}, '.') THEN replace({text}, {literal(decimal)}, '.') END"
-    return f"CASE WHEN {grouping} THEN {_guarded(text, NUMBER_RE, f'TRY_CAST({text} AS DOUBLE)')} END"
+    return f"CASE WHEN {grouping} THEN {_double(text)} END"
 
 
 def _integer(text: str, field: dict[str, Any]) -> str:
@@ -79,11 +92,14 @@ def _date(text: str, field: dict[str, Any]) -> str:
 def _datetime(text: str, field: dict[str, Any]) -> str:
     if _has_pattern(field):
         return f"try_strptime({text}, {literal(field['format'])})"
-    # ISO 8601; an offset or Z is converted to UTC and stored without zone.
-    return (
+    # ISO 8601; an offset or Z is converted to UTC and stored without zone. Text shaped
+    # yyyy-mm-ddThh:mm:ss has ':' where an offset's sign would be, so it skips the regex.
+    iso = (
         f"CASE WHEN regexp_matches({text}, '([+-]\\d{{2}}:?\\d{{2}}|Z)$') "
         f"THEN timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ)) ELSE TRY_CAST({text} AS TIMESTAMP) END"
     )
+    return (f"CASE WHEN {text} LIKE '____-__-__T__:__:__' AND NOT {text} LIKE '%Z' "
+            f"THEN TRY_CAST({text} AS TIMESTAMP) ELSE {iso} END")
 
 
 def _time(text: str, field: dict[str, Any]) -> str:

@@ -92,9 +92,10 @@ def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[s
 
 
 def open_csv(
-    source: bytes | Path, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+    source: bytes | Path, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True,
+    block_bytes: int = 8 << 20,
 ) -> RawDelivery:
-    """Stream CSV with the declared delimiter and encoding.
+    """Stream CSV with the declared delimiter and encoding, in blocks of ``block_bytes``.
 
     With ``exact_types``, columns pyarrow parses exactly as the schema means
     them arrive typed (fast, and most deliveries are valid); everything else
@@ -110,7 +111,7 @@ def open_csv(
         "".encode(encoding)
     except LookupError:
         raise MalformedFeed(f"Unknown encoding '{encoding}' in the source options; use e.g. utf-8 or cp1252.")
-    read = pacsv.ReadOptions(encoding=encoding, block_size=8 << 20)
+    read = pacsv.ReadOptions(encoding=encoding, block_size=block_bytes)
     parse = pacsv.ParseOptions(
         delimiter=options.get("delimiter", ","),
         quote_char=options.get("quote_char", '"'),
@@ -137,6 +138,11 @@ def open_csv(
             raise MalformedFeed(problem.format(_arrow_message(exc))) from exc
 
     return RawDelivery(reader.schema.names, batches())
+
+
+def csv_labels(source: Path, options: dict[str, Any]) -> list[str]:
+    """The header labels of a CSV file exactly as ``open_csv`` reads them (only its first block is read)."""
+    return open_csv(source, options, {"fields": []}, exact_types=False, block_bytes=1 << 20).labels
 
 
 def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:

@@ -54,7 +54,7 @@ def discard_typed(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS __typed; DROP TABLE IF EXISTS __errraw")
 
 
-def _constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
+def constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
     """(tag, SQL condition that marks a bad cell, frictionless note) per constraint."""
     constraints = field.get("constraints", {})
     kind = STORED_TYPES[field.get("type", "string")]
@@ -235,7 +235,7 @@ def _typing_sql(
         else:
             inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
         checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
-        checks += _constraint_checks(field, raw_i, typed_i, field["name"] in key)
+        checks += constraint_checks(field, raw_i, typed_i, field["name"] in key)
         cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
         notes.update({f"{i}:{tag}": note for tag, _, note in checks})
         outer.append(f"{typed_i} AS {ident('f' + str(i))}")

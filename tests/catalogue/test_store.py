@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
+
+from catalogue import duck
+from catalogue.csv_scan import ScanFailed, validate_csv
 from catalogue.hub import Hub
 from catalogue.metadata import get_dataset
 from catalogue.query import QueryEngine, VersionRef
+from catalogue.store import Delivery, IngestResult, ingest_delivery, part_key
+from catalogue.validation import discard_typed
 
 
 def _rows(hub: Hub, name: str) -> list[dict]:
@@ -52,3 +60,106 @@ def test_descriptor_is_a_frictionless_data_package(harvested: Hub) -> None:
     assert descriptor["urbandata"]["provenance"]["source_url"].endswith("/feeds/parking-occupancy.csv")
     # Part paths are relative to the descriptor and stay inside its directory.
     assert all(not p.startswith(("/", "..")) for p in resource["path"])
+
+
+READINGS = {
+    "fields": [
+        {"name": "sensor", "type": "string", "constraints": {"required": True}},
+        {"name": "at", "type": "datetime", "constraints": {"required": True}},
+        {"name": "level", "type": "number", "decimalChar": ",", "constraints": {"minimum": 0}},
+        {"name": "count", "type": "integer"},
+        {"name": "place", "type": "geopoint"},
+    ],
+    "primaryKey": ["sensor", "at"],
+}
+
+
+def _readings(rows: int, *, start: int = 0) -> bytes:
+    """Sensor readings in arrival order (by time, then sensor), German style, as cp1252 bytes."""
+    lines = ["sensor;at;level;count;place"]
+    for i in range(start, start + rows):
+        sensor, tick = f"S{i % 7:02d}", i // 7
+        level = "" if i % 11 == 0 else f"{(i * 37) % 1000},{i % 10}"
+        lines.append(f'{sensor};2026-11-{1 + tick // 96:02d}T{tick % 96 // 4:02d}:{tick % 4 * 15:02d}:00;{level};'
+                     f'{i % 5};"9.9{i % 7}, 53.5{i % 3}"')
+    return ("\r\n".join(lines) + "\r\n").encode("cp1252")
+
+
+def _ingest(hub: Hub, name: str, content: bytes, encoding: str, mode: str = "replace") -> IngestResult:
+    options = {"delimiter": ";", "encoding": encoding}
+    return ingest_delivery(hub, name, Delivery(content, "csv", options, mode, {"source_url": "test"}))
+
+
+def _read_by(tmp_path: Path, content: bytes, encoding: str) -> str:
+    """Which path reads the delivery: 'duckdb' (csv_scan) or 'pyarrow'."""
+    path = tmp_path / "probe.csv"
+    path.write_bytes(content)
+    con = duck.connect(memory_limit_mb=256, threads=1)
+    try:
+        validate_csv(con, path, {"delimiter": ";", "encoding": encoding}, READINGS, tmp_path, name="t", place="t")
+        return "duckdb"
+    except ScanFailed:
+        return "pyarrow"
+    finally:
+        discard_typed(con)
+        con.close()
+
+
+def test_duckdb_and_pyarrow_paths_write_the_same_parts(make_catalogue: Any, tmp_path: Path) -> None:
+    content = _readings(700)
+    # cp1252 is read by DuckDB; iso8859-15 (the same bytes for this text) only by pyarrow.
+    assert (_read_by(tmp_path, content, "cp1252"), _read_by(tmp_path, content, "iso8859-15")) == ("duckdb", "pyarrow")
+    hub = make_catalogue("readings", READINGS, content, options={"delimiter": ";", "encoding": "cp1252"},
+                         part_max_rows=300, row_group_rows=64)
+    with hub.sessions() as session:
+        parts = get_dataset(session, "readings").current_version.parts
+    assert len(parts) >= 3 and all(p["rows"] <= 300 for p in parts)
+    for part in parts:
+        groups = pq.ParquetFile(hub.storage.engine_uri(part_key("readings", part["sha256"]))).metadata
+        sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
+        assert all(size == 64 for size in sizes[:-1])
+    again = _ingest(hub, "readings", content, "iso8859-15")
+    assert (again.status, again.version) == ("unchanged", 1)
+
+
+def test_repeated_key_found_by_the_writer_gets_the_text_paths_report(make_catalogue: Any) -> None:
+    hub = make_catalogue("readings", READINGS, _readings(50), options={"delimiter": ";", "encoding": "cp1252"})
+    lines = _readings(50).split(b"\r\n")
+    repeated = b"\r\n".join([*lines[:30], lines[12].replace(b";3;", b";4;"), *lines[30:]])
+    by_duckdb = _ingest(hub, "readings", repeated, "cp1252")
+    by_pyarrow = _ingest(hub, "readings", repeated, "iso8859-15")
+    assert (by_duckdb.status, by_duckdb.version) == ("quarantined", 1)
+    assert _timeless(by_duckdb.report) == _timeless(by_pyarrow.report)
+    assert [(e["type"], e["rowNumber"]) for e in by_duckdb.report["tasks"][0]["errors"]] == [("primary-key", 31)]
+
+
+def test_invalid_cells_get_the_text_paths_report(make_catalogue: Any) -> None:
+    hub = make_catalogue("readings", READINGS, _readings(50), options={"delimiter": ";", "encoding": "cp1252"})
+    bad = _readings(50).replace(b";111,3;", b";111.3;").replace(b";148,4;", b";-148,4;")
+    by_duckdb = _ingest(hub, "readings", bad, "cp1252")
+    assert by_duckdb.status == "quarantined"
+    assert _timeless(by_duckdb.report) == _timeless(_ingest(hub, "readings", bad, "iso8859-15").report)
+    assert [(e["type"], e["rowNumber"], e["cell"]) for e in by_duckdb.report["tasks"][0]["errors"]] == [
+        ("type-error", 5, "111.3"), ("constraint-error", 6, "-148,4")]
+
+
+def test_append_through_duckdb_adds_a_part_and_refuses_a_repeated_key(make_catalogue: Any) -> None:
+    hub = make_catalogue("readings", READINGS, _readings(70), mode="append",
+                         options={"delimiter": ";", "encoding": "cp1252"})
+    more = _ingest(hub, "readings", _readings(35, start=50), "cp1252", mode="append")
+    assert (more.status, more.version, more.rows) == ("published", 2, 85)
+    lines = _readings(35, start=50).split(b"\r\n")
+    twice = b"\r\n".join([*lines, lines[5]])  # a row repeated within the delivery, already in version 2
+    refused = _ingest(hub, "readings", twice, "cp1252", mode="append")
+    assert (refused.status, refused.version) == ("quarantined", 2)
+    assert [e["type"] for e in refused.report["tasks"][0]["errors"]] == ["primary-key"]
+
+
+def _timeless(report: dict[str, Any]) -> dict[str, Any]:
+    """A report without its timings."""
+    out = json.loads(json.dumps(report))
+    out.pop("time", None)
+    out["stats"].pop("seconds", None)
+    for task in out.get("tasks", []):
+        task["stats"].pop("seconds", None)
+    return out
