@@ -20,9 +20,6 @@ import duckdb
 
 from catalogue.table_schema import primary_key
 
-BUCKET = "__window"  # column of the sorted rows that numbers the time window (not stored)
-
-
 def time_field(schema: dict[str, Any]) -> str | None:
     """The date/datetime field of a compound primary key that parts are windowed by, if any."""
     key = primary_key(schema)
@@ -33,21 +30,31 @@ def time_field(schema: dict[str, Any]) -> str | None:
     return None
 
 
-def window_expression(
+def time_windows(
     con: duckdb.DuckDBPyConnection, source: str, column: str, rows: int, part_max_rows: int
-) -> str | None:
-    """SQL numbering the time window of each row of ``source`` (``column`` holds the time), or None.
+) -> list[str]:
+    """SQL conditions picking each time window's rows of ``source`` (``column`` holds the time), in order.
 
     Windows are equal spans of time between the first and last reading, as many
     as parts of ``part_max_rows`` the rows need; a version that fits one part, or
-    whose readings share one time, is not windowed.
+    whose readings share one time, is not windowed. Rows without a time go to
+    the first window. Conditions compare the column itself with constants, so
+    DuckDB skips the row groups of other windows.
     """
     if rows <= part_max_rows:
-        return None
+        return []
     micros = f"epoch_us(CAST({column} AS TIMESTAMP))"
     low, high = con.execute(f"SELECT min({micros}), max({micros}) FROM {source}").fetchone()  # type: ignore[misc]
     if low is None or low == high:
-        return None
-    windows = math.ceil(rows / part_max_rows)
-    width = (int(high) - int(low)) // windows + 1
-    return f"coalesce(({micros} - {int(low)}) // {width}, -1)"
+        return []
+    count = math.ceil(rows / part_max_rows)
+    width = (int(high) - int(low)) // count + 1
+    stamp = f"CAST({column} AS TIMESTAMP)"
+    windows = []
+    for number in range(count):
+        start, stop = int(low) + number * width, int(low) + (number + 1) * width
+        condition = f"{stamp} >= make_timestamp({start}) AND {stamp} < make_timestamp({stop})"
+        if number == 0:
+            condition = f"({condition} OR {column} IS NULL)"
+        windows.append(condition)
+    return windows

@@ -14,14 +14,13 @@ import json
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from frictionless import Report, errors
@@ -187,32 +186,39 @@ def _publish_valid(
     delivery: Delivery, job_id: int | None, current: Version | None, *, check_key: bool = False,
 ) -> IngestResult:
     """Publish a valid delivery; ``check_key``: its primary key is still to be checked (RepeatedKey)."""
-    relation = checked.relation if delivery.mode == "append" and current else _laid_out(con, checked, schema,
-                                                                                          hub.settings)
-    assert relation is not None
-    return _publish(hub, con, name, schema, relation, checked.report, delivery, job_id, current, rows=checked.rows,
-                    check_key=check_key)
-
-
-def _laid_out(con: duckdb.DuckDBPyConnection, checked: Validated, schema: dict[str, Any], settings: Any) -> str:
-    """The valid rows in part order: by time window when the key has a time (``catalogue.layout``), then by key."""
     assert checked.relation is not None
+    windows: list[str] = []
+    if not (delivery.mode == "append" and current):
+        windows = _time_windows(con, checked, schema, hub.settings)
+    return _publish(hub, con, name, schema, checked.relation, checked.report, delivery, job_id, current,
+                    rows=checked.rows, check_key=check_key, windows=windows)
+
+
+def _time_windows(
+    con: duckdb.DuckDBPyConnection, checked: Validated, schema: dict[str, Any], settings: Any
+) -> list[str]:
+    """When the key has a time (``catalogue.layout``), a query of each time window's rows sorted by key, in order.
+
+    DuckDB sorts ten 1M-row windows one by one in about 70 % of the time it
+    takes to sort all 10M rows by (window, key) at once, and spills the same.
+    """
     time_name = layout.time_field(schema)
-    window = layout.window_expression(con, "__typed", checked.columns[time_name], checked.rows,
-                                      settings.part_max_rows) if time_name else None
-    if window is None:
-        return checked.relation
-    # As INTEGER: DuckDB sorts (window, text, timestamp) twice as fast with a 4-byte window as with BIGINT.
-    return (f"SELECT {checked.select}, CAST({window} AS INTEGER) AS {layout.BUCKET} FROM __typed "
-            f"ORDER BY {layout.BUCKET}, {', '.join(checked.key_order)}")
+    if time_name is None:
+        return []
+    windows = layout.time_windows(con, "__typed", checked.columns[time_name], checked.rows, settings.part_max_rows)
+    order = ", ".join(checked.key_order)
+    return [f"SELECT {checked.select} FROM __typed WHERE {window} ORDER BY {order}" for window in windows]
 
 
 def _publish(
     hub: Hub, con: duckdb.DuckDBPyConnection, name: str, schema: dict[str, Any], relation: str,
     report: dict[str, Any], delivery: Delivery, job_id: int | None, current: Version | None,
-    *, rows: int, check_key: bool = False,
+    *, rows: int, check_key: bool = False, windows: list[str] | None = None,
 ) -> IngestResult:
-    """Write ``relation`` (``rows`` rows) as the dataset's next version, unless nothing changed."""
+    """Write ``relation`` (``rows`` rows) as the dataset's next version, unless nothing changed.
+
+    With ``windows``, the rows are written window by window (``_write_parts``).
+    """
     storage = hub.storage
     key = primary_key(schema)
     old_parts = list(current.parts) if current else []
@@ -229,7 +235,8 @@ def _publish(
     # Append mode with nothing new adds no part; every other delivery writes at least one
     # (possibly empty) part, so a version always has a file carrying its schema.
     skip = delivery.mode == "append" and old_parts and not new_rows
-    new_parts = [] if skip else _write_parts(hub, name, con, relation, geo, unique_key=key if check_key else [])
+    new_parts = [] if skip else _write_parts(hub, name, con, relation, geo, unique_key=key if check_key else [],
+                                             windows=windows or [])
     parts = (old_parts + new_parts) if delivery.mode == "append" else new_parts
     content_hash = hashlib.sha256(
         (schema_hash(schema) + "".join(p["sha256"] for p in parts)).encode()
@@ -282,42 +289,43 @@ def _only_new_rows(con: duckdb.DuckDBPyConnection, relation: str, old_uris: list
 
 def _write_parts(
     hub: Hub, name: str, con: duckdb.DuckDBPyConnection, relation: str, geo: dict[str, Any] | None,
-    unique_key: list[str] | None = None,
+    unique_key: list[str] | None = None, windows: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Stream ``relation`` into content-addressed parts of at most ``part_max_rows`` rows.
 
     Row groups hold exactly ``row_group_rows`` rows whatever batches DuckDB
-    hands over, so the same data always makes the same bytes (and hash). When
-    the rows carry a time window (``layout.BUCKET``), each window starts a new
-    part and the column itself is not stored. With ``unique_key`` (the rows
-    come sorted by it), a repeated key raises RepeatedKey. Parts are published
-    once all are written, so a failure leaves none behind.
+    hands over, so the same data always makes the same bytes (and hash). With
+    ``windows`` (a query of each time window's sorted rows), those are
+    written instead, each window starting a new part. With
+    ``unique_key`` (the rows come sorted by it), a repeated key raises
+    RepeatedKey. Parts are published once all are written, so a failure
+    leaves none behind.
     """
     settings = hub.settings
-    reader = con.execute(relation).to_arrow_reader(settings.row_group_rows)
-    windowed = layout.BUCKET in reader.schema.names
-    schema = reader.schema.remove(reader.schema.get_field_index(layout.BUCKET)) if windowed else reader.schema
+    batches: Generator[tuple[int | None, pa.RecordBatch], None, None]
+    if windows:
+        schema = con.execute(f"SELECT * FROM ({windows[0]}) LIMIT 0").to_arrow_table().schema
+        batches = ((number, batch) for number, query in enumerate(windows)
+                   for batch in _prefetched(con.execute(query).to_arrow_reader(settings.row_group_rows)))
+    else:
+        reader = con.execute(relation).to_arrow_reader(settings.row_group_rows)
+        schema = reader.schema
+        batches = ((None, batch) for batch in _prefetched(reader))
     if geo:
         schema = schema.with_metadata({**(schema.metadata or {}), b"geo": json.dumps(geo).encode()})
     parts = _Parts(hub, name, schema)
     watch = SortedKeyWatch(unique_key) if unique_key else None
     try:
-        for batch in _prefetched(reader):
+        for window, batch in batches:
             if watch is not None:
                 watch.check(batch)
-            if not windowed:
-                parts.feed(batch, None)
-                continue
-            window = batch.column(layout.BUCKET).to_numpy(zero_copy_only=False)
-            batch = batch.drop_columns([layout.BUCKET])
-            cuts = [0, *(np.flatnonzero(np.diff(window)) + 1).tolist(), batch.num_rows]
-            for start, stop in zip(cuts, cuts[1:]):
-                if stop > start:
-                    parts.feed(batch.slice(start, stop - start), int(window[start]))
+            parts.feed(batch, window)
         return parts.finish()
     except BaseException:
         parts.discard()
         raise
+    finally:
+        batches.close()
 
 
 def _prefetched(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.RecordBatch]:
