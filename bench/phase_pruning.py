@@ -13,6 +13,7 @@ from bench.context import Context
 from bench.data import quiet_connect
 from bench.measure import Figure, Target, timed
 from bench.queries import QuerySet
+from catalogue.layout import PART_COMPRESSION
 
 SECTION = "pruning"
 
@@ -89,7 +90,7 @@ def _arrival_order_copy(parts: list[str], target: Path, row_group_rows: int) -> 
     con = quiet_connect({"threads": 2})
     try:
         con.execute(f"COPY (SELECT * FROM read_parquet({files}) ORDER BY timestamp, sensor_id) TO '{target}' "
-                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {row_group_rows})")
+                    f"(FORMAT parquet, COMPRESSION {PART_COMPRESSION}, ROW_GROUP_SIZE {row_group_rows})")
     finally:
         con.close()
     return [str(target)]

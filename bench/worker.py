@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import csv_options, quiet_connect, table_schema
+from catalogue.layout import PART_COMPRESSION
 
 
 def _peak_rss() -> int:
@@ -72,7 +73,7 @@ def plain_pyarrow(args: argparse.Namespace) -> dict[str, Any]:
             timestamp_parsers=["%d.%m.%Y %H:%M"] if german else None,
         ),
     )
-    pq.write_table(table, args.out, compression="zstd")
+    pq.write_table(table, args.out, compression=PART_COMPRESSION)
     return {"seconds": time.perf_counter() - started, "peak_rss": _peak_rss(), "rows": table.num_rows}
 
 
@@ -84,7 +85,7 @@ def plain_duckdb(args: argparse.Namespace) -> dict[str, Any]:
     reader = (f"read_csv('{args.csv}', delim=';', decimal_separator=',', encoding='latin-1', "
               "timestampformat='%d.%m.%Y %H:%M', header=true)" if german else
               f"read_csv('{args.csv}', header=true)")
-    con.execute(f"COPY (SELECT * FROM {reader}) TO '{args.out}' (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY (SELECT * FROM {reader}) TO '{args.out}' (FORMAT parquet, COMPRESSION {PART_COMPRESSION})")
     rows = con.execute(f"SELECT count(*) FROM read_parquet('{args.out}')").fetchone()[0]  # type: ignore[index]
     seconds = time.perf_counter() - started
     con.close()

