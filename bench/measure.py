@@ -95,6 +95,25 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 0) -> list[float]:
     return out
 
 
+def timed_alternately(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of ``repeat`` calls of each of ``fns``, taken in turns (a, b, a, b, ...).
+
+    Two engines measured in turns see the same machine: a drift in load or
+    clock (a neighbour, writeback of the last phase's files) hits both, so
+    their ratio keeps, where one measured after the other would not.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - started)
+    return out
+
+
 class RssSampler:
     """Samples the resident set size of a process (and its children) in a thread; keeps the peak."""
 
