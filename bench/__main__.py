@@ -39,7 +39,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="Repeats of the slowest steps (our ingest and its plain peers, the largest full site "
                              "build); default: --repeat, but at most 2 above 2 million rows.")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="Report file (Markdown).")
-    parser.add_argument("--http-seconds", type=float, default=None, help="Duration of each load run (default 10, quick 5).")
+    parser.add_argument("--http-seconds", type=float, default=None, help="Duration of each load run (default 6, quick 5).")
     parser.add_argument("--concurrency", type=int, default=8, help="Connections of the load generator.")
     parser.add_argument("--catalogue-sizes", default=None,
                         help="Datasets for the site builds, e.g. 1000,10000 (quick: 200,1000).")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> Path:
             ctx = Context(
                 work=work, rows=rows, repeat=args.repeat, quick=quick, console=progress.console,
                 heavy_repeat=args.heavy_repeat or (min(args.repeat, 2) if rows > 2_000_000 else args.repeat),
-                http_seconds=args.http_seconds or (5.0 if quick else 10.0), concurrency=args.concurrency,
+                http_seconds=args.http_seconds or (5.0 if quick else 6.0), concurrency=args.concurrency,
                 catalogue_sizes=_sizes(args.catalogue_sizes, (200, 1_000) if quick else (1_000, 10_000)),
                 search_sizes=_sizes(args.search_sizes, (1_000, 10_000) if quick else (10_000, 100_000)),
                 frictionless_rows=20_000 if quick else 50_000, prefer_wrk=not args.no_wrk,

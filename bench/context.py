@@ -22,7 +22,7 @@ class Context:
     quick: bool
     console: Console
     heavy_repeat: int = 0  # repeats of the slowest steps (0: same as repeat)
-    http_seconds: float = 10.0
+    http_seconds: float = 6.0
     concurrency: int = 8
     catalogue_sizes: tuple[int, int] = (1_000, 10_000)
     search_sizes: tuple[int, int] = (10_000, 100_000)

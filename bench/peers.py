@@ -88,7 +88,11 @@ class CkanTable:
         if failures:
             raise failures[0]
         self.con.execute(f"DROP TABLE {self.schema}.staging")
+        # Memory for building the index only (the queries run with the server's settings as found):
+        # with the default 64 MB, GIN flushes its build buffer hundreds of times over 10M rows.
+        self.con.execute("SET maintenance_work_mem = '1GB'")
         self.con.execute(f"CREATE INDEX parking_full_text ON {self.table} USING gin(_full_text)")
+        self.con.execute("RESET maintenance_work_mem")
         self.con.execute(f"VACUUM ANALYZE {self.table}")
 
     def add_sensor_time_index(self) -> None:

@@ -71,10 +71,11 @@ def _pages(ctx: Context) -> dict[str, tuple[str, str]]:
 def uncached(ctx: Context, ours: Server) -> None:
     """The same loads on a server whose result cache is off: every request runs its query (no target)."""
     res = ctx.results
+    repeat = min(ctx.repeat, 2)  # (no target: two runs show the spread and keep the default run short)
     for page, (our_path, _) in _pages(ctx).items():
         values = []
-        for i in range(ctx.repeat):
-            ctx.step(f"HTTP {page} page: ours with the result cache off, repeat {i + 1}/{ctx.repeat}")
+        for i in range(repeat):
+            ctx.step(f"HTTP {page} page: ours with the result cache off, repeat {i + 1}/{repeat}")
             result = load(ours.url + our_path, ctx.concurrency, ctx.http_seconds, ctx.prefer_wrk)
             if result.errors:
                 raise RuntimeError(f"ours answered {result.errors} of {result.requests} requests with errors")
