@@ -67,6 +67,30 @@ def test_the_synthetic_history_is_deterministic(tmp_path: Path) -> None:
     assert re.fullmatch(r"S00000;L0000;Altstadt;05\.01\.2026 00:00;\d+;\d+;9,900000;53,500000", lines[1])
 
 
+def test_the_ckan_table_holds_what_ckans_trigger_would_have_written(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    from bench.data import Shape, write_csv
+    from bench.peers import CKAN_FULL_TEXT, COLUMNS, CkanTable
+
+    csv = write_csv(tmp_path / "parking.csv", Shape.of(5000), "international")
+    table = CkanTable(f"test_ckan_{id(tmp_path)}")
+    try:
+        table.load(csv)
+        cols = ", ".join(f'"{c}"' for c in COLUMNS)
+        rows, distinct_ids, empty = table.con.execute(
+            f"SELECT count(*), count(DISTINCT _id), count(*) FILTER (WHERE length(_full_text) = 0) FROM {table.table}"
+        ).fetchone()
+        (differing,) = table.con.execute(
+            f"SELECT count(*) FROM (SELECT _full_text AS __stored, {cols} FROM {table.table}) AS r "
+            f"WHERE __stored IS DISTINCT FROM {CKAN_FULL_TEXT}").fetchone()
+        (sample,) = table.con.execute(f"SELECT _full_text::text FROM {table.table} WHERE sensor_id = 'S00003' "
+                                      "ORDER BY timestamp LIMIT 1").fetchone()
+    finally:
+        table.drop()
+    assert (rows, distinct_ids, empty, differing) == (5000, 5000, 0, 0)
+    assert "'s00003'" in sample and "'t00'" in sample  # the timestamp in JSON's ISO form (…T00:00:00)
+
+
 def test_loadgen_measures_a_real_server_and_refuses_other_hosts() -> None:
     pytest.importorskip("psutil")
     from bench.loadgen import _check_loopback, load
