@@ -12,6 +12,7 @@ exactly as in the real query. A part without statistics is always kept.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -130,6 +131,24 @@ def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
             except TypeError:
                 continue
     return out
+
+
+EPOCH = datetime(1970, 1, 1)
+
+
+def after_epoch(uris: list[str] | tuple[str, ...], names: list[str]) -> frozenset[str]:
+    """The fields among ``names`` whose every value, in every part, is at or after 1970-01-01.
+
+    From the parts' footers: a part without statistics for a field (or a non-local
+    part) rules it out. Lets the query compiler divide epoch microseconds by
+    truncation, which equals floor division for values that are not negative.
+    """
+    out = set()
+    for name in names:
+        lows = [part_ranges(uri).get(name, (None,))[0] for uri in uris]
+        if uris and all(isinstance(low, datetime) and low.tzinfo is None and low >= EPOCH for low in lows):
+            out.add(name)
+    return frozenset(out)
 
 
 def surviving_parts(

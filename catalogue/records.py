@@ -150,7 +150,8 @@ def plan_records(
 def _plan(
     request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, row_count: int | None
 ) -> Plan:
-    compiler = Compiler(schema)
+    times = [f["name"] for f in schema["fields"] if f.get("type") == "datetime"]
+    compiler = Compiler(schema, after_epoch=pruning.after_epoch(uris, times) if times else frozenset())
     filters = _filters(compiler, request, schema)
     grouped = bool(request.group_by)
     groups = compiler.select_list(request.group_by, "group_by") if request.group_by else []
@@ -188,7 +189,7 @@ def _plan(
     else:
         columns = [ident(f["name"]) for f in schema["fields"]]
         known = [(f["name"], STORED_TYPES[f.get("type", "string")]) for f in schema["fields"]]
-    group_sql = f" GROUP BY {', '.join(sql for sql, _, _ in groups)}" if grouped else ""
+    group_sql = f" GROUP BY {', '.join(compiler.group_key(sql) for sql, _, _ in groups)}" if grouped else ""
     order = compiler.order_list(request.order_by) if request.order_by else []
     if keyed:
         columns += ["filename AS __file", "file_row_number AS __row"]
