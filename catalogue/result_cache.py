@@ -50,6 +50,12 @@ class ResultCache:
             self._entries.move_to_end(key)
             return entry[0]
 
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
     def put(self, key: Hashable, value: object, size_bytes: int) -> bool:
         """Keep ``value`` (about ``size_bytes`` large), evicting the least recently used; False if it cannot fit."""
         size = size_bytes + key_bytes(key) + ENTRY_OVERHEAD_BYTES

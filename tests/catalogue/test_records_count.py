@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue import duck
-from catalogue.records import RecordsRequest, plan_records, run_records
+from catalogue.records import RecordsRequest, clear_count_cache, plan_records, run_records
 
 SCHEMA = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "zone", "type": "string"}, {"name": "n", "type": "integer"}],
@@ -94,3 +94,43 @@ def test_grouped_page_rows_and_types(cur: object, parts: list[str]) -> None:
     assert json.loads(out["results_json"]) == [
         {"zone": z, "s": sum(r["n"] for r in ROWS if r["zone"] == z)} for z in "abc"
     ]
+
+
+class Recording:
+    """A DuckDB cursor that notes every statement it runs."""
+
+    def __init__(self, cur: object) -> None:
+        self.cur, self.statements = cur, []  # type: ignore[var-annotated]
+
+    @property
+    def counts(self) -> int:
+        """Count scans run so far."""
+        return sum(sql.startswith("SELECT count(*) FROM read_parquet") for sql in self.statements)
+
+    def execute(self, sql: str, *args: object) -> object:
+        self.statements.append(sql)
+        return self.cur.execute(sql, *args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.cur, name)
+
+
+def test_a_count_is_scanned_once_per_filter_and_parts(cur: object, parts: list[str]) -> None:
+    clear_count_cache()
+    recording = Recording(cur)
+    counts = []
+    for request in (RecordsRequest(where="n = 2", limit=5), RecordsRequest(where="n = 2", order_by="id desc", limit=5),
+                    RecordsRequest(where="n = 2", limit=5, offset=10), RecordsRequest(where="n = 4", limit=5)):
+        before = recording.counts
+        out = page(recording, parts, request)[1]
+        counts.append((out["total_count"], recording.counts - before))
+    # Other order or offset, same filter: no second count scan; another filter is counted anew.
+    assert counts == [(36, 1), (36, 0), (36, 0), (sum(r["n"] == 4 for r in ROWS), 1)]
+    # Other parts (another version), same filter: counted anew.
+    before = recording.counts
+    out = page(recording, parts[:1], RecordsRequest(where="n = 2", limit=5))[1]
+    assert (out["total_count"], recording.counts - before) == (sum(r["n"] == 2 for r in ROWS[:100]), 1)
+    clear_count_cache()
+    before = recording.counts
+    assert page(recording, parts, RecordsRequest(where="n = 2", limit=5))[1]["total_count"] == 36
+    assert recording.counts - before == 1
