@@ -90,6 +90,7 @@ class Compiler:
         self.after_epoch = after_epoch
         self.params: dict[str, Any] = {}
         self._counter = itertools.count(1)
+        self._values: dict[tuple[type, Any], str] = {}  # (type, value) -> its placeholder's name
         self.aliases: dict[str, str] = {}  # output name -> rendered SQL
         # (field, condition on part statistics) per filter conjunct that can skip whole parts
         self.part_tests: list[tuple[str, str]] = []
@@ -150,8 +151,13 @@ class Compiler:
 
     # -- rendering -------------------------------------------------------
     def _param(self, value: Any) -> exp.Placeholder:
-        name = f"p{next(self._counter)}"
-        self.params[name] = value
+        """A placeholder bound to ``value``; an equal value reuses one, so an expression renders alike in
+        select and group_by (``n * 2`` twice is then one group expression to DuckDB, not two)."""
+        name = self._values.get((type(value), value))
+        if name is None:
+            name = f"p{next(self._counter)}"
+            self._values[(type(value), value)] = name
+            self.params[name] = value
         return exp.Placeholder(this=name)
 
     def _geometry_arg(self, node: exp.Expression, clause: str) -> exp.Expression:

@@ -134,3 +134,18 @@ def test_a_count_is_scanned_once_per_filter_and_parts(cur: object, parts: list[s
     before = recording.counts
     assert page(recording, parts, RecordsRequest(where="n = 2", limit=5))[1]["total_count"] == 36
     assert recording.counts - before == 1
+
+
+def test_the_columns_of_a_computed_select_are_bound_once_per_query_and_parts(cur: object, parts: list[str]) -> None:
+    recording = Recording(cur)
+    # n * 2 in both clauses: one group expression (equal literals share a placeholder).
+    request = RecordsRequest(select="zone, n * 2 as twice, count(*) as c", group_by="zone, n * 2 as twice",
+                             order_by="zone, twice", limit=3)
+    binds = []
+    for files in (parts, parts, parts[1:]):
+        before = sum(sql.endswith(") LIMIT 0") for sql in recording.statements)
+        rows = json.loads(page(recording, files, request)[1]["results_json"])
+        binds.append(sum(sql.endswith(") LIMIT 0") for sql in recording.statements) - before)
+        assert rows[0] == {"zone": "a", "twice": 0, "c": sum(r["zone"] == "a" and r["n"] == 0 for r in ROWS
+                                                            if files == parts or r["id"] >= 100)}
+    assert binds == [1, 0, 1]
