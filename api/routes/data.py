@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ AS_OF_QUERY = Query(None, description="Read the version that was current at this
 WHERE = Query(None, description="ODSQL filter, e.g. `lot_id = 'P01' and free > 10`.")
 REFINE = Query([], description="Facet filter `field:value` (repeatable).")
 EXCLUDE = Query([], description="Negative facet filter `field:value` (repeatable).")
+IF_NONE_MATCH = Header(None, description="ETags of copies the client holds: 304 when one is current.")
 
 
 def resolve_version(hub: Hub, session: Session, name: str, version: int | None, as_of: datetime | None) -> VersionRef:
@@ -100,6 +102,7 @@ async def records(
     cursor: str | None = Query(None, description="Keyset cursor from links.next, to page past the offset wall."),
     version: int | None = VERSION_QUERY,
     as_of: datetime | None = AS_OF_QUERY,
+    if_none_match: str | None = IF_NONE_MATCH,
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
     cache: ResultCache = Depends(get_result_cache),
@@ -150,7 +153,7 @@ async def records(
     # The rows arrive as JSON text from DuckDB; splice them in rather than parse and re-serialise.
     body = b"".join((head[:-1].encode(), b',"results":', page.results, b',"links":', json.dumps(links).encode(),
                      b"}"))
-    return Response(body, media_type="application/json", headers={"X-Dataset-Version": str(number), "X-Cache": state})
+    return validated_json(body, number, state, pinned=version is not None, if_none_match=if_none_match)
 
 
 @router.get("/datasets/{name}/facets", response_model=None)
@@ -163,6 +166,7 @@ async def facets(
     limit: int | None = Query(None, ge=1, le=1000, description="Values per facet (default 30)."),
     version: int | None = VERSION_QUERY,
     as_of: datetime | None = AS_OF_QUERY,
+    if_none_match: str | None = IF_NONE_MATCH,
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
     cache: ResultCache = Depends(get_result_cache),
@@ -187,7 +191,31 @@ async def facets(
         number, state = ref.number, "miss"
     else:
         (number, body), state = kept, "hit"
-    return Response(body, media_type="application/json", headers={"X-Dataset-Version": str(number), "X-Cache": state})
+    return validated_json(body, number, state, pinned=version is not None, if_none_match=if_none_match)
+
+
+def held_tags(if_none_match: str | None) -> list[str]:
+    """The entity tags of an If-None-Match header (weak ones compared as strong: the bodies are bytes)."""
+    return [t.strip().removeprefix("W/") for t in (if_none_match or "").split(",") if t.strip()]
+
+
+def cache_control(pinned: bool) -> str:
+    """A pinned version never changes, so clients and proxies may keep it; the current one may move on."""
+    return "public, max-age=31536000, immutable" if pinned else "public, no-cache"
+
+
+def validated_json(body: bytes, number: int, state: str, *, pinned: bool, if_none_match: str | None) -> Response:
+    """A JSON answer with an ETag (a hash of the body) and Cache-Control; 304 to a client holding the same body.
+
+    Without ``version`` the answer is marked ``no-cache``: a client revalidates each time and gets a
+    bodiless 304 until a new version changes the body (the current version may move on at any time).
+    """
+    etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+    headers = {"X-Dataset-Version": str(number), "X-Cache": state, "ETag": etag, "Cache-Control": cache_control(pinned)}
+    held = held_tags(if_none_match)
+    if "*" in held or etag in held:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/datasets/{name}/diff", response_model=None)
@@ -232,7 +260,7 @@ def export(
     number_style: str | None = Query(None, description="csv: `international` (12345.67, default) or `german` (12345,67)."),
     version: int | None = VERSION_QUERY,
     as_of: datetime | None = AS_OF_QUERY,
-    if_none_match: str | None = Header(None, description="ETags of copies the client holds: 304 when one is current."),
+    if_none_match: str | None = IF_NONE_MATCH,
     session: Session = Depends(get_session),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
@@ -248,10 +276,10 @@ def export(
         "Content-Disposition": f'attachment; filename="{name}-v{ref.number}.{fmt}"',
         "X-Dataset-Version": str(ref.number),
         "ETag": etag,
-        # A pinned version never changes; the current one may move on.
-        "Cache-Control": "public, max-age=31536000, immutable" if version else "public, max-age=60",
+        # The current version may move on: a minute's staleness spares re-downloading large files.
+        "Cache-Control": cache_control(True) if version else "public, max-age=60",
     }
-    held = [t.strip().removeprefix("W/") for t in (if_none_match or "").split(",")]
+    held = held_tags(if_none_match)
     if "*" in held or etag in held:
         del headers["Content-Disposition"]
         return Response(status_code=304, headers=headers)

@@ -158,3 +158,34 @@ async def test_the_byte_bound_evicts_the_least_recently_used_pages(make_catalogu
         assert len(cache) < len(pages)
     assert filled == ["miss"] * 10
     assert again == ["hit", "hit", "miss"]
+
+
+async def test_answers_carry_an_etag_and_a_client_holding_the_body_gets_a_bodiless_304(
+    client: httpx.AsyncClient, harvested: Hub, feed_dir: Path
+) -> None:
+    from harvesters.runner import harvest_source
+
+    records, facets = f"{API}/groundwater-levels/records?limit=3", f"{API}/groundwater-levels/facets"
+    for url in (records, facets):
+        first, again = await client.get(url), await client.get(url)
+        tag = first.headers["etag"]
+        assert again.headers["etag"] == tag and first.headers["cache-control"] == "public, no-cache"
+        for held in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+            revalidated = await client.get(url, headers={"If-None-Match": held})
+            assert (revalidated.status_code, revalidated.content, revalidated.headers["etag"]) == (304, b"", tag)
+        assert (await client.get(url, headers={"If-None-Match": '"other"'})).content == first.content
+    assert (await client.get(f"{records}&offset=1")).headers["etag"] != (await client.get(records)).headers["etag"]
+    pinned = await client.get(f"{records}&version=1")
+    assert pinned.headers["cache-control"] == "public, max-age=31536000, immutable"
+    held = (await client.get(records)).headers["etag"]
+
+    feed = feed_dir / "feeds" / "groundwater-levels.json"
+    rows = json.loads(feed.read_text(encoding="utf-8"))
+    rows[0]["level_m_nn"] = 9.99
+    feed.write_text(json.dumps(rows), encoding="utf-8")
+    assert harvest_source(harvested, "groundwater-levels").version == 2
+    # The current version moved on: the copy held is stale, so the new body comes; version 1 still matches.
+    fresh = await client.get(records, headers={"If-None-Match": held})
+    assert (fresh.status_code, fresh.headers["x-dataset-version"]) == (200, "2") and fresh.headers["etag"] != held
+    again = await client.get(f"{records}&version=1", headers={"If-None-Match": pinned.headers["etag"]})
+    assert again.status_code == 304
