@@ -133,6 +133,14 @@ def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
     return out
 
 
+@lru_cache(maxsize=8192)
+def part_rows(uri: str) -> int | None:
+    """Rows of one part, from its footer (None for a non-local part)."""
+    if "://" in uri:
+        return None
+    return int(pq.read_metadata(uri).num_rows)
+
+
 EPOCH = datetime(1970, 1, 1)
 
 

@@ -163,6 +163,8 @@ def _plan(
         raise InvalidParameter("cursor works on plain record lists; remove order_by/group_by, or use offset.",
                                details={"parameter": "cursor"})
     scan_uris = list(uris)
+    unfiltered = not filters
+    start = request.offset
     if keyed and request.cursor:
         cursor_version, key = decode_cursor(request.cursor)
         if cursor_version != version:
@@ -173,6 +175,10 @@ def _plan(
         compiler.params["cursor_row"] = key % PART_STRIDE
         compiler.params["cursor_file"] = uris[key // PART_STRIDE] if key // PART_STRIDE < len(uris) else ""
         filters.append(CURSOR_FILTER)
+        start = compiler.params["cursor_row"] + 1
+    if keyed and unfiltered:
+        # Rows come in part order, so a page needs only the parts up to its last row.
+        scan_uris = _leading_parts(scan_uris, start + int(request.limit or 0))
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     # The files are parameters, so run_records can hand over only the parts that may match.
     compiler.params["scan"] = scan_uris
@@ -213,6 +219,19 @@ def _plan(
     return Plan(sql=sql, count_sql=count_sql, params=compiler.params, keyed=keyed, parts=list(uris),
                 columns=None if (selected or grouped) else known, count_from=count_from, part_tests=compiler.part_tests,
                 total=1 if only_aggregates else row_count, offset=request.offset)
+
+
+def _leading_parts(uris: list[str], rows: int) -> list[str]:
+    """The first of ``uris`` that together hold at least ``rows`` rows (all of them if a count is unknown)."""
+    held = 0
+    for number, uri in enumerate(uris):
+        found = pruning.part_rows(uri)
+        if found is None:
+            return uris
+        held += found
+        if held >= rows:
+            return uris[:number + 1]
+    return uris
 
 
 def _count_source(request: RecordsRequest, grouped: bool, only_aggregates: bool, filtered: bool,

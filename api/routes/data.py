@@ -132,7 +132,7 @@ async def records(
         def compute() -> tuple[VersionRef, CachedPage]:
             with hub.sessions() as session:
                 ref = resolve_version(hub, session, name, version, as_of)
-            plan = plan_records(query, ref.schema, list(ref.uris), ref.number)
+            plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
             found = engine.run(lambda cur: run_records(
                 cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
             return ref, CachedPage(found["total_count"], found["results_json"].encode(), found["next_cursor"],

@@ -149,3 +149,28 @@ def test_the_columns_of_a_computed_select_are_bound_once_per_query_and_parts(cur
         assert rows[0] == {"zone": "a", "twice": 0, "c": sum(r["zone"] == "a" and r["n"] == 0 for r in ROWS
                                                             if files == parts or r["id"] >= 100)}
     assert binds == [1, 0, 1]
+
+
+@pytest.mark.parametrize(("offset", "limit", "parts_read"), [(0, 10, 1), (90, 10, 1), (90, 11, 2), (170, 20, 3),
+                                                             (0, 250, 3), (240, 100, 3)])
+def test_an_unfiltered_page_reads_only_the_parts_up_to_its_last_row(
+    cur: object, parts: list[str], offset: int, limit: int, parts_read: int
+) -> None:
+    plan, out = page(cur, parts, RecordsRequest(limit=limit, offset=offset))
+    assert len(plan.params["scan"]) == parts_read and plan.params["parts"] == parts  # (parts: 100, 80, 70 rows)
+    assert [r["id"] for r in json.loads(out["results_json"])] == [r["id"] for r in ROWS[offset:offset + limit]]
+
+
+def test_cursor_pages_without_a_filter_read_from_the_cursor_on_and_reach_every_row(
+    cur: object, parts: list[str]
+) -> None:
+    seen, cursor, scans = [], None, []
+    while True:
+        plan, out = page(cur, parts, RecordsRequest(limit=30, cursor=cursor))
+        scans.append(len(plan.params["scan"]))
+        seen += [r["id"] for r in json.loads(out["results_json"])]
+        cursor = out["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [r["id"] for r in ROWS]
+    assert max(scans) <= 2 and scans[0] == 1
