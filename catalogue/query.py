@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import duckdb
+from sqlalchemy.orm import Session
 
 from catalogue import duck
 from catalogue.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
+from catalogue.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
 from catalogue.models import Dataset, Version
 from catalogue.store import part_key
 from catalogue.table_schema import json_columns
@@ -44,8 +48,19 @@ class VersionRef:
         return cls(dataset.name, version.number, uris, version.table_schema, version.row_count, version.content_hash)
 
 
+def resolve_version(hub: Hub, session: Session, name: str, version: int | None, as_of: datetime | None) -> VersionRef:
+    """The version a request asks for: ``version``, ``as_of``, or the current one."""
+    ds = get_dataset(session, name)
+    if version is not None and as_of is not None:
+        raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
+    found = get_version_as_of(session, ds, as_of) if as_of is not None else get_version(session, ds, version)
+    return VersionRef.of(hub, ds, found)
+
+
 class QueryEngine:
     """One DuckDB database per process; each query runs on its own cursor."""
+
+    REFS_KEPT = 256
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -53,6 +68,29 @@ class QueryEngine:
             memory_limit_mb=hub.settings.duckdb_memory_limit_mb, threads=hub.settings.duckdb_threads
         )
         self._lock = threading.Lock()
+        self._refs: OrderedDict[tuple[str, int, str], VersionRef] = OrderedDict()
+
+    def version(self, name: str, number: int | None = None, as_of: datetime | None = None) -> VersionRef:
+        """``resolve_version`` for a request, with resolved versions kept by (name, number, content hash).
+
+        Versions never change, so a kept one stays right; the current number and hash are
+        looked up every time (one indexed query, ~10 µs embedded against ~1 ms for the full
+        resolution), so a newly published version is served at once.
+        """
+        identity = get_version_identity(self.hub.engine, name, number) if as_of is None else None
+        if identity is not None:
+            with self._lock:
+                ref = self._refs.get((name, *identity))
+                if ref is not None:
+                    self._refs.move_to_end((name, *identity))
+                    return ref
+        with self.hub.sessions() as session:
+            ref = resolve_version(self.hub, session, name, number, as_of)
+        with self._lock:
+            self._refs[(name, ref.number, ref.content_hash)] = ref
+            while len(self._refs) > self.REFS_KEPT:
+                self._refs.popitem(last=False)
+        return ref
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one query (DuckDB cursors are safe to use from one thread each)."""

@@ -20,8 +20,8 @@ from catalogue.changes import diff_as_csv, diff_versions
 from catalogue.errors import InvalidParameter
 from catalogue.exports import MEDIA_TYPES, ExportFile, check_format, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
-from catalogue.query import QueryEngine, VersionRef
+from catalogue.metadata import get_dataset, get_version, get_version_identity
+from catalogue.query import QueryEngine, VersionRef, resolve_version
 from catalogue.records import RecordsRequest, default_facets, facet_counts, plan_records, run_records
 from catalogue.result_cache import ResultCache
 
@@ -34,15 +34,6 @@ WHERE = Query(None, description="ODSQL filter, e.g. `lot_id = 'P01' and free > 1
 REFINE = Query([], description="Facet filter `field:value` (repeatable).")
 EXCLUDE = Query([], description="Negative facet filter `field:value` (repeatable).")
 IF_NONE_MATCH = Header(None, description="ETags of copies the client holds: 304 when one is current.")
-
-
-def resolve_version(hub: Hub, session: Session, name: str, version: int | None, as_of: datetime | None) -> VersionRef:
-    """The version a request asks for: ``version``, ``as_of``, or the current one."""
-    ds = get_dataset(session, name)
-    if version is not None and as_of is not None:
-        raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
-    found = get_version_as_of(session, ds, as_of) if as_of is not None else get_version(session, ds, version)
-    return VersionRef.of(hub, ds, found)
 
 
 @dataclass(frozen=True)
@@ -130,8 +121,7 @@ async def records(
     kept = await kept_result(hub, cache, name, version, as_of, params, CachedPage)
     if kept is None:
         def compute() -> tuple[VersionRef, CachedPage]:
-            with hub.sessions() as session:
-                ref = resolve_version(hub, session, name, version, as_of)
+            ref = engine.version(name, version, as_of)
             plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
             found = engine.run(lambda cur: run_records(
                 cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
@@ -177,8 +167,7 @@ async def facets(
     kept = await kept_result(hub, cache, name, version, as_of, params, bytes)
     if kept is None:
         def compute() -> tuple[VersionRef, bytes]:
-            with hub.sessions() as session:
-                ref = resolve_version(hub, session, name, version, as_of)
+            ref = engine.version(name, version, as_of)
             query = RecordsRequest(where=where, refine=refine, exclude=exclude)
             found = engine.run(lambda cur: facet_counts(
                 cur, ref.schema, list(ref.uris), query, facet or default_facets(ref.schema), size,

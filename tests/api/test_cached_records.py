@@ -189,3 +189,33 @@ async def test_answers_carry_an_etag_and_a_client_holding_the_body_gets_a_bodile
     assert (fresh.status_code, fresh.headers["x-dataset-version"]) == (200, "2") and fresh.headers["etag"] != held
     again = await client.get(f"{records}&version=1", headers={"If-None-Match": pinned.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_the_engine_keeps_resolved_versions_and_sees_a_new_one_at_once(harvested: Hub, feed_dir: Path) -> None:
+    from sqlalchemy import event
+
+    from catalogue.query import QueryEngine
+    from harvesters.runner import harvest_source
+
+    engine, statements = QueryEngine(harvested), []
+
+    def note(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(harvested.engine, "before_cursor_execute", note)
+    try:
+        first = engine.version("groundwater-levels")
+        resolving = len(statements)
+        assert engine.version("groundwater-levels") is first and engine.version("groundwater-levels", 1) is first
+        assert resolving > 0 and len(statements) == resolving  # kept: no ORM queries (the identity is one raw query)
+        feed = feed_dir / "feeds" / "groundwater-levels.json"
+        rows = json.loads(feed.read_text(encoding="utf-8"))
+        rows[0]["level_m_nn"] = 9.99
+        feed.write_text(json.dumps(rows), encoding="utf-8")
+        assert harvest_source(harvested, "groundwater-levels").version == 2
+        newer = engine.version("groundwater-levels")
+        assert (newer.number, engine.version("groundwater-levels", 1)) == (2, first)
+        assert newer.content_hash != first.content_hash and newer.uris != first.uris
+    finally:
+        event.remove(harvested.engine, "before_cursor_execute", note)
+        engine.close()
