@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -46,25 +48,57 @@ class CachedPage:
     keyed: bool  # the plan paged by position, so links.next is a cursor when there is one
 
 
-async def kept_result(hub: Hub, cache: ResultCache, name: str, version: int | None, as_of: datetime | None,
-                      params: tuple[object, ...], kind: type[T]) -> tuple[int, T] | None:
-    """(version number, result) kept for this request, or None: compute it.
+async def kept_or_computed(
+    hub: Hub, cache: ResultCache, name: str, version: int | None, as_of: datetime | None, params: tuple[object, ...],
+    kind: type[T], compute: Callable[[], tuple[VersionRef, T]], size: Callable[[T], int],
+) -> tuple[int, T, str]:
+    """(version number, result, X-Cache state) for a request: kept, or computed and kept.
 
     The version is looked up on every request (one indexed query), so a newly
     published one is served at once; its content hash is part of the key.
+    Identical requests arriving while one computes wait for that computation
+    instead of running their own (single flight: a crowd asking for the same
+    page right after a new version is published runs one query). With the
+    cache off, every request computes.
     """
-    if not cache.enabled or as_of is not None:
-        return None
-    if hub.engine.dialect.name == "sqlite":
-        # An embedded lookup takes less time than a hop to the threadpool and back (measured: ~40% more
-        # cached requests per second); a database server's round trip must not hold up the event loop.
-        identity = get_version_identity(hub.engine, name, version)
-    else:
-        identity = await run_in_threadpool(get_version_identity, hub.engine, name, version)
-    if identity is None:  # no such dataset or version: computing says which
-        return None
-    found = cache.get((name, *identity, params), kind)
-    return None if found is None else (identity[0], found)
+    identity = None
+    if cache.enabled and as_of is None:
+        if hub.engine.dialect.name == "sqlite":
+            # An embedded lookup takes less time than a hop to the threadpool and back (measured: ~40% more
+            # cached requests per second); a database server's round trip must not hold up the event loop.
+            identity = get_version_identity(hub.engine, name, version)
+        else:
+            identity = await run_in_threadpool(get_version_identity, hub.engine, name, version)
+    if identity is None:  # cache off, as_of, or no such dataset or version (computing says which)
+        ref, result = await run_in_threadpool(compute)
+        if cache.enabled:
+            cache.put((name, ref.number, ref.content_hash, params), result, size(result))
+        return ref.number, result, "miss"
+    key = (name, *identity, params)
+    found = cache.get(key, kind)
+    if found is not None:
+        return identity[0], found, "hit"
+    flight = (id(cache), key)
+    running = _flights.get(flight)
+    if running is not None:
+        number, shared = await asyncio.shield(running)
+        return number, cast(T, shared), "hit"
+    running = asyncio.get_running_loop().create_future()
+    _flights[flight] = running
+    try:
+        ref, result = await run_in_threadpool(compute)
+    except BaseException as exc:
+        running.set_exception(exc)
+        running.exception()  # retrieved here, so an unwaited failure is not logged twice
+        raise
+    finally:
+        del _flights[flight]
+    cache.put((name, ref.number, ref.content_hash, params), result, size(result))
+    running.set_result((ref.number, result))
+    return ref.number, result, "miss"
+
+
+_flights: dict[tuple[object, ...], asyncio.Future[tuple[int, object]]] = {}  # computations in progress
 
 
 def page_link(url: URL, number: int, **params: str | int) -> str:
@@ -118,21 +152,17 @@ async def records(
     # Refine and exclude filters are joined with AND, so their order does not change the rows.
     params = ("records", select, where, group_by, order_by, limit, offset, tuple(sorted(refine)),
               tuple(sorted(exclude)), cursor)
-    kept = await kept_result(hub, cache, name, version, as_of, params, CachedPage)
-    if kept is None:
-        def compute() -> tuple[VersionRef, CachedPage]:
-            ref = engine.version(name, version, as_of)
-            plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
-            found = engine.run(lambda cur: run_records(
-                cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
-            return ref, CachedPage(found["total_count"], found["results_json"].encode(), found["next_cursor"],
-                                   plan.keyed)
 
-        ref, page = await run_in_threadpool(compute)
-        cache.put((name, ref.number, ref.content_hash, params), page, len(page.results))
-        number, state = ref.number, "miss"
-    else:
-        (number, page), state = kept, "hit"
+    def compute() -> tuple[VersionRef, CachedPage]:
+        ref = engine.version(name, version, as_of)
+        plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
+        found = engine.run(lambda cur: run_records(
+            cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
+        return ref, CachedPage(found["total_count"], found["results_json"].encode(), found["next_cursor"],
+                               plan.keyed)
+
+    number, page, state = await kept_or_computed(hub, cache, name, version, as_of, params, CachedPage, compute,
+                                                 lambda p: len(p.results))
     links: dict[str, str] = {}
     if page.next_cursor:
         links["next"] = page_link(request.url, number, cursor=page.next_cursor, limit=limit)
@@ -164,22 +194,17 @@ async def facets(
     """Values and counts of categorical fields, under the same filters as records."""
     size = limit or hub.settings.default_facet_size
     params = ("facets", tuple(facet), where, tuple(sorted(refine)), tuple(sorted(exclude)), size)
-    kept = await kept_result(hub, cache, name, version, as_of, params, bytes)
-    if kept is None:
-        def compute() -> tuple[VersionRef, bytes]:
-            ref = engine.version(name, version, as_of)
-            query = RecordsRequest(where=where, refine=refine, exclude=exclude)
-            found = engine.run(lambda cur: facet_counts(
-                cur, ref.schema, list(ref.uris), query, facet or default_facets(ref.schema), size,
-                hub.settings.query_time_limit_ms))
-            result = {"dataset": name, "version": ref.number, "facets": found}
-            return ref, json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
 
-        ref, body = await run_in_threadpool(compute)
-        cache.put((name, ref.number, ref.content_hash, params), body, len(body))
-        number, state = ref.number, "miss"
-    else:
-        (number, body), state = kept, "hit"
+    def compute() -> tuple[VersionRef, bytes]:
+        ref = engine.version(name, version, as_of)
+        query = RecordsRequest(where=where, refine=refine, exclude=exclude)
+        found = engine.run(lambda cur: facet_counts(
+            cur, ref.schema, list(ref.uris), query, facet or default_facets(ref.schema), size,
+            hub.settings.query_time_limit_ms))
+        result = {"dataset": name, "version": ref.number, "facets": found}
+        return ref, json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
+
+    number, body, state = await kept_or_computed(hub, cache, name, version, as_of, params, bytes, compute, len)
     return validated_json(body, number, state, pinned=version is not None, if_none_match=if_none_match)
 
 

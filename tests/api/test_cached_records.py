@@ -219,3 +219,29 @@ def test_the_engine_keeps_resolved_versions_and_sees_a_new_one_at_once(harvested
     finally:
         event.remove(harvested.engine, "before_cursor_execute", note)
         engine.close()
+
+
+async def test_identical_requests_in_flight_share_one_computation(demo_hub: Hub, monkeypatch: Any) -> None:
+    import asyncio
+
+    from api.routes import data
+
+    runs = []
+    real = data.run_records
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "run_records", counted)
+    url = f"{PARKING}/records?limit=9&order_by=free desc"
+    async with serve(demo_hub) as (client, _), serve(demo_hub, result_cache_mb=0) as (uncached, _):
+        answers = await asyncio.gather(*(client.get(url) for _ in range(6)))
+        assert len(runs) == 1 and sorted(r.headers["x-cache"] for r in answers) == ["hit"] * 5 + ["miss"]
+        assert len({r.content for r in answers}) == 1 and answers[0].status_code == 200
+        failing = await asyncio.gather(*(client.get(f"{PARKING}/records?where=nope > 1") for _ in range(3)))
+        assert [r.status_code for r in failing] == [400] * 3
+        runs.clear()
+        await asyncio.gather(*(uncached.get(url) for _ in range(4)))  # the cache off: each request computes
+        assert len(runs) == 4
+    assert not data._flights
