@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from typing import Protocol
 
 
+REPEAT_SECONDS = 0.01  # between interrupts of a block past its deadline
+
+
 class Interruptible(Protocol):
     def interrupt(self) -> None: ...
 
@@ -66,9 +69,12 @@ class Watchdog:
                     self._wake.wait(timeout=due - now)
                     continue
                 heapq.heappop(self._heap)
-                cur, fired = self._live.pop(ticket)
+                cur, fired = self._live[ticket]
                 fired.set()
                 cur.interrupt()
+                # DuckDB drops an interrupt that comes between two statements of the block, so
+                # it is repeated until the block ends: a statement started late is stopped too.
+                heapq.heappush(self._heap, (now + REPEAT_SECONDS, ticket))
 
 
 WATCHDOG = Watchdog()
