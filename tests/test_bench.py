@@ -7,6 +7,7 @@ every section is reported and every ratio is a number.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -131,6 +132,30 @@ def test_search_matches_every_word_case_insensitively(big_catalogue: Any) -> Non
         page = search_datasets(session, "verkehr", 10, 10)
         assert len(page.datasets) == 10 and page.total > 20
         assert search_datasets(session, "100%_", 10, 0).total == 0  # LIKE wildcards are literal
+
+
+def test_search_totals_and_pages_match_a_brute_force_scan(big_catalogue: Any) -> None:
+    from catalogue.models import Dataset
+
+    with big_catalogue.sessions() as session:
+        every = session.query(Dataset).all()
+
+        def text(d: Dataset) -> list[str]:
+            return [(v or "").lower() for v in (d.title, d.title_en, d.description, d.description_en,
+                                                 json.dumps(d.keywords, ensure_ascii=False))]
+
+        for q in ("verkehr", "luftqualität hafen", "sonderauswertung", "zzzkeintreffer"):
+            expected = sorted(d.name for d in every if all(any(w in t for t in text(d)) for w in q.split()))
+            for limit, offset in ((20, 0), (7, 3), (10, len(expected) + 5), (0, 0)):
+                found = search_datasets(session, q, limit, offset)
+                assert found.total == len(expected), (q, limit, offset)
+                assert len(found.datasets) == max(0, min(limit, len(expected) - offset))
+                assert {d.name for d in found.datasets} <= set(expected)
+        # Columns are searched apart: the end of a title and the start of its description are no one word.
+        d = every[0]
+        assert d.title_en
+        joined = (d.title.split()[-1] + d.title_en.split()[0]).lower()  # (next to each other in the searched text)
+        assert not any(joined in t for t in text(d)) and search_datasets(session, joined, 5, 0).total == 0
 
 
 @pytest.mark.anyio
