@@ -6,9 +6,10 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Engine, and_, bindparam, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, func, select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import DatasetNotFound, InvalidParameter, PublisherNotFound, VersionNotFound
 from catalogue.licenses import license_info
@@ -104,6 +105,24 @@ def get_version_as_of(session: Session, dataset: Dataset, moment: datetime) -> V
 def list_datasets(session: Session) -> list[Dataset]:
     """Every dataset, by name."""
     return list(session.scalars(select(Dataset).order_by(Dataset.name).options(selectinload(Dataset.publisher))))
+
+
+def of_publisher(publisher: str) -> ColumnElement[bool]:
+    """A condition on datasets: published by the organisation named ``publisher`` (none if there is no such one)."""
+    return Dataset.publisher_id.in_(select(Organization.id).where(Organization.name == publisher).scalar_subquery())
+
+
+def page_datasets(session: Session, limit: int, offset: int, publisher: str | None = None) -> tuple[int, list[Dataset]]:
+    """How many datasets there are (of ``publisher``), and one page of them by name.
+
+    The page comes with its publishers and current versions loaded (two more
+    queries for the whole page, not two per dataset).
+    """
+    query = select(Dataset) if publisher is None else select(Dataset).where(of_publisher(publisher))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Dataset.name).limit(limit).offset(offset)
+                           .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))
+    return total, list(rows)
 
 
 def list_versions(session: Session, dataset: Dataset) -> list[Version]:

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import InvalidParameter
-from catalogue.models import Dataset, Organization
+from catalogue.metadata import of_publisher
+from catalogue.models import Dataset
 
 ESCAPE = "!"
 MAX_TERMS = 10
@@ -88,8 +89,7 @@ def search_datasets(
     text = _searched_text()
     condition = and_(*(_term_matches(t, text) for t in terms))
     if publisher is not None:
-        condition = and_(condition, Dataset.publisher_id.in_(
-            select(Organization.id).where(Organization.name == publisher).scalar_subquery()))
+        condition = and_(condition, of_publisher(publisher))
     in_title = or_(*(Dataset.title.ilike(_like_pattern(v), escape=ESCAPE) for v in _variants(terms[0])))
     # The total comes along with the page (a window over the matches): one pass over the
     # catalogue, where a separate count would make two. A page past the end counts apart.

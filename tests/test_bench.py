@@ -172,6 +172,41 @@ async def test_the_api_searches_with_q(big_catalogue: Any) -> None:
     assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid-parameter"
 
 
+@pytest.mark.anyio
+async def test_the_dataset_list_and_publishers_page_in_sql_like_a_listing_of_everything(big_catalogue: Any) -> None:
+    from sqlalchemy import event
+
+    from api.app import create_app
+    from catalogue.models import Dataset
+
+    with big_catalogue.sessions() as session:
+        every = sorted((d.name, d.publisher.name) for d in session.query(Dataset).all())
+    publisher = every[5][1]
+    statements: list[str] = []
+
+    def note(*args: Any) -> None:
+        statements.append(args[2])
+
+    app = create_app(big_catalogue.settings, big_catalogue)
+    event.listen(big_catalogue.engine, "before_cursor_execute", note)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+            pages = [(await client.get("/api/v1/datasets", params=p)).json() for p in (
+                {"limit": 50}, {"limit": 50, "offset": 1180}, {"limit": 4, "offset": 2, "publisher": publisher},
+                {"limit": 5, "publisher": "nobody"})]
+            one = (await client.get(f"/api/v1/publishers/{publisher}")).json()
+    finally:
+        event.remove(big_catalogue.engine, "before_cursor_execute", note)
+        app.state.query_engine.close()
+    names = [n for n, _ in every]
+    mine = [n for n, p in every if p == publisher]
+    assert [(b["total_count"], [d["name"] for d in b["results"]]) for b in pages] == [
+        (len(names), names[:50]), (len(names), names[1180:1230]), (len(mine), mine[2:6]), (0, [])]
+    assert pages[0]["results"][0]["publisher"]["name"] == every[0][1] and "current_version" in pages[0]["results"][0]
+    assert one["datasets"] == mine
+    assert len(statements) < 30  # a handful per request, not one per dataset
+
+
 def test_an_incremental_build_renders_only_what_one_change_touches(big_catalogue: Any) -> None:
     from sqlalchemy import update
 

@@ -14,17 +14,13 @@ from catalogue.errors import NotFound
 from catalogue.exporters import export_metadata, load_descriptor
 from catalogue.hub import Hub
 from catalogue.metadata import (
-    dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_datasets, list_jobs,
-    list_publishers, list_versions, publisher_dict, version_dict,
+    dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_jobs,
+    list_publishers, list_versions, page_datasets, publisher_dict, version_dict,
 )
 from catalogue.models import Dataset, HarvestJob
 from catalogue.search import search_datasets
 
 router = APIRouter()
-
-
-def _page(results: list[Any], limit: int, offset: int) -> dict[str, Any]:
-    return {"total_count": len(results), "limit": limit, "offset": offset, "results": results[offset: offset + limit]}
 
 
 @router.get("/datasets")
@@ -41,8 +37,8 @@ def datasets(
         hits = search_datasets(session, q, limit, offset, publisher=publisher)
         return {"total_count": hits.total, "limit": limit, "offset": offset,
                 "results": [dataset_dict(d) for d in hits.datasets]}
-    found = [dataset_dict(d) for d in list_datasets(session) if publisher is None or d.publisher.name == publisher]
-    return _page(found, limit, offset)
+    total, page = page_datasets(session, limit, offset, publisher)
+    return {"total_count": total, "limit": limit, "offset": offset, "results": [dataset_dict(d) for d in page]}
 
 
 @router.get("/datasets/{name}")
@@ -114,5 +110,5 @@ def publishers(session: Session = Depends(get_session)) -> dict[str, Any]:
 def publisher(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
     """One publisher and the names of its datasets."""
     org = get_publisher(session, name)
-    names = [d.name for d in list_datasets(session) if d.publisher_id == org.id]
+    names = list(session.scalars(select(Dataset.name).where(Dataset.publisher_id == org.id).order_by(Dataset.name)))
     return {**publisher_dict(org), "datasets": names}
