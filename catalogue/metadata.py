@@ -102,11 +102,6 @@ def get_version_as_of(session: Session, dataset: Dataset, moment: datetime) -> V
     return candidates[0]
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    """Every dataset, by name."""
-    return list(session.scalars(select(Dataset).order_by(Dataset.name).options(selectinload(Dataset.publisher))))
-
-
 def of_publisher(publisher: str) -> ColumnElement[bool]:
     """A condition on datasets: published by the organisation named ``publisher`` (none if there is no such one)."""
     return Dataset.publisher_id.in_(select(Organization.id).where(Organization.name == publisher).scalar_subquery())
