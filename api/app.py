@@ -77,9 +77,15 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
 
 
 class SiteFiles(StaticFiles):
-    """The built site; a missing page raises 404 so the error handler picks the page's language."""
+    """The built site; a missing page raises 404 so the error handler picks the page's language.
+
+    Hidden files (a path part starting with a dot, like the builder's ``.manifest.json``) are
+    the builder's bookkeeping, not pages: 404.
+    """
 
     async def get_response(self, path: str, scope: Scope) -> Response:
+        if any(part.startswith(".") and part not in (".", "..") for part in path.replace("\\", "/").split("/")):
+            raise StarletteHTTPException(404)
         response = await super().get_response(path, scope)
         if response.status_code == 404:
             raise StarletteHTTPException(404)

@@ -142,3 +142,12 @@ async def test_the_404_page_keeps_its_stylesheet_below_the_root(api: httpx.Async
     assert response.status_code == 404
     (stylesheet,) = [a["href"] for t, a in Tags(response.text).tags if t == "link" and a.get("rel") == "stylesheet"]
     assert (await api.get(urljoin(url, stylesheet))).status_code == 200
+
+
+async def test_the_builders_hidden_files_are_not_served(api: httpx.AsyncClient, demo_hub: Hub) -> None:
+    from catalogue.site_listings import MANIFEST
+
+    assert (demo_hub.settings.site_dir / MANIFEST).is_file()  # it is there, in the served directory
+    for path in (MANIFEST, f"en/../{MANIFEST}", "en/.hidden"):
+        assert (await api.get(f"{BASE}{path}")).status_code == 404, path
+    assert (await api.get(f"{BASE}index.html")).status_code == 200
