@@ -250,6 +250,13 @@ def _publish(
     new_uris = [storage.engine_uri(part_key(name, p["sha256"])) for p in parts]
     changes = summarize_changes(con, old_uris, new_uris, current.table_schema if current else schema, schema)
     changes["schema_changed"] = current is not None and schema_hash(current.table_schema) != schema_hash(schema)
+    if (current is not None and delivery.mode != "append" and not changes["schema_changed"]
+            and changes["added"] == changes["removed"] == changes["changed"] == 0):
+        # The same rows in other bytes (parts written by another release or with other settings):
+        # no new version; its parts stay unreferenced in the store.
+        _finish_job(hub, job_id, "unchanged", f"the same rows as version {current.number}", report_key,
+                    current.number, current.row_count)
+        return IngestResult("unchanged", name, current.number, current.row_count, report, report_key=report_key)
     provenance = dict(delivery.provenance, mode=delivery.mode, schema_hash=schema_hash(schema), harvest_job=job_id)
     with hub.sessions.begin() as session:
         dataset = session.scalar(select(Dataset).where(Dataset.name == name).with_for_update())

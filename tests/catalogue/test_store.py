@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from catalogue import duck
 from catalogue.csv_scan import ScanFailed, validate_csv
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset
+from catalogue.metadata import get_dataset, list_versions
 from catalogue.query import QueryEngine, VersionRef
 from catalogue.store import Delivery, IngestResult, ingest_delivery, part_key
 from catalogue.validation import discard_typed
@@ -163,3 +164,30 @@ def _timeless(report: dict[str, Any]) -> dict[str, Any]:
     for task in out.get("tasks", []):
         task["stats"].pop("seconds", None)
     return out
+
+
+def test_the_same_rows_in_other_bytes_make_no_new_version_and_a_change_still_does(
+    make_catalogue: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from catalogue import layout
+
+    content = _readings(400)
+    hub = make_catalogue("readings", READINGS, content, options={"delimiter": ";", "encoding": "cp1252"})
+    with hub.sessions() as session:
+        first = get_dataset(session, "readings").current_version
+        before = (first.content_hash, [p["sha256"] for p in first.parts])
+    # Parts written another way (as by an earlier release): other bytes, other hashes, the same rows.
+    monkeypatch.setattr(layout, "PART_COMPRESSION", "zstd")
+    same = _ingest(hub, "readings", content, "cp1252")
+    assert (same.status, same.version, same.rows) == ("unchanged", 1, 400)
+    changed = _ingest(hub, "readings", content.replace(b"S03;", b"S09;", 1), "cp1252")
+    assert (changed.status, changed.version) == ("published", 2)
+    assert changed.changes["added"] == changed.changes["removed"] == 1
+    with hub.sessions() as session:
+        versions = list_versions(session, get_dataset(session, "readings"))
+        assert [v.number for v in versions] == [2, 1]
+        assert (versions[1].content_hash, [p["sha256"] for p in versions[1].parts]) == before
+    back = _ingest(hub, "readings", content, "cp1252")  # version 1's rows again: a change from version 2
+    assert (back.status, back.version, back.changes["added"], back.changes["removed"]) == ("published", 3, 1, 1)
+    fewer = _ingest(hub, "readings", _readings(399), "cp1252")  # a row less is a change too
+    assert (fewer.status, fewer.version, fewer.changes["removed"]) == ("published", 4, 1)
