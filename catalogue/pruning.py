@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from catalogue.result_cache import ResultCache, params_key
 from catalogue.sql_text import ident, literal
 
 # Table Schema types whose Parquet statistics order like the values the engine compares.
@@ -100,14 +101,24 @@ def _range_test(name: str, kind: type, value: str) -> str:
     return tests[kind]
 
 
-@lru_cache(maxsize=8192)
 def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
     """(min, max, Arrow type) per top-level column of one part, from its footer (parts never change).
 
     A column is missing when any row group lacks statistics for it; non-local URIs have none.
     """
+    return _footer_facts(uri)[1]
+
+
+def part_rows(uri: str) -> int | None:
+    """Rows of one part, from its footer (None for a non-local part)."""
+    return _footer_facts(uri)[0]
+
+
+@lru_cache(maxsize=8192)
+def _footer_facts(uri: str) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
+    """(rows, column ranges) of one part: its footer is read once for both."""
     if "://" in uri:
-        return {}
+        return None, {}
     meta = pq.read_metadata(uri)
     arrow = meta.schema.to_arrow_schema()
     out: dict[str, tuple[Any, Any, pa.DataType]] = {}
@@ -130,15 +141,7 @@ def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
                 out[path] = (min(lows), max(highs), kind)
             except TypeError:
                 continue
-    return out
-
-
-@lru_cache(maxsize=8192)
-def part_rows(uri: str) -> int | None:
-    """Rows of one part, from its footer (None for a non-local part)."""
-    if "://" in uri:
-        return None
-    return int(pq.read_metadata(uri).num_rows)
+    return int(meta.num_rows), out
 
 
 EPOCH = datetime(1970, 1, 1)
@@ -173,27 +176,18 @@ def surviving_parts(
     where = " AND ".join(f"coalesce(({sql}), true)" for sql in usable)
     sql = f"SELECT __i FROM {table} WHERE {where}"
     used = {k: v for k, v in params.items() if f"${k}" in sql}
-    try:
-        key: tuple[Any, ...] | None = (sql, tuple(sorted(used.items())))
-        hash(key)
-    except TypeError:
-        key = None
-    kept = _kept.get(key) if key is not None else None
+    key = params_key(sql, used)
+    kept = _kept.get(key, frozenset) if key is not None else None
     if kept is None:
         kept = frozenset(i for (i,) in cur.execute(sql, used).fetchall())
         if key is not None:
-            _kept[key] = kept
-            if len(_kept) > 4096:
-                try:
-                    _kept.pop(next(iter(_kept)), None)
-                except (RuntimeError, StopIteration):  # another thread changed it meanwhile
-                    pass
+            _kept.put(key, kept, 8 * len(kept))
     return {uris[i] for i in kept}
 
 
 # (test SQL over one version's parts, parameter values) -> indexes of the parts kept; the
 # parts of a version never change, so the answer never does either.
-_kept: dict[tuple[Any, ...], frozenset[int]] = {}
+_kept = ResultCache(4 << 20)
 
 
 @lru_cache(maxsize=1024)

@@ -25,7 +25,7 @@ from catalogue.changes import parquet_scan
 from catalogue.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
 from catalogue.odsql import Compiler
-from catalogue.result_cache import ResultCache
+from catalogue.result_cache import ResultCache, params_key
 from catalogue.sql_text import ident, literal
 from catalogue.table_schema import STORED_TYPES, primary_key, schema_hash
 
@@ -324,7 +324,7 @@ def output_columns(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, A
 
     (``cursor.sql(query, params=...)`` would execute it: relations with parameters are eager.)
     """
-    key = _params_key(sql, params)
+    key = params_key(sql, params)
     known = _described.get(key, list) if key is not None else None
     if known is not None:
         return list(known)
@@ -351,7 +351,7 @@ def _total(cur: duckdb.DuckDBPyConnection, plan: Plan, rows: list[Any], limit: i
     if plan.count_from == "rows" and not cursor_page and len(rows) < limit and (rows or plan.offset == 0):
         return plan.offset + len(rows)  # a page that is not full ends the matches
     used = _used(plan.count_sql, plan.params)
-    key = _params_key(plan.count_sql, used)
+    key = params_key(plan.count_sql, used)
     known = _counts.get(key, int) if key is not None else None
     if known is not None:
         return known
@@ -366,16 +366,6 @@ def _total(cur: duckdb.DuckDBPyConnection, plan: Plan, rows: list[Any], limit: i
 # The next page of the same filter, or the same filter in another order, skips the scan
 # (Datasette keeps the counts of immutable databases likewise). An entry is its key's text.
 _counts = ResultCache(4 << 20)
-
-
-def _params_key(sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-    """A cache key of a query over content-addressed parts and its parameter values (None: unhashable)."""
-    key = (sql, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
-    try:
-        hash(key)
-    except TypeError:  # an unhashable parameter value: not cached
-        return None
-    return key
 
 
 def clear_count_cache() -> None:

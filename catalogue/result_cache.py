@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -71,6 +71,19 @@ class ResultCache:
                 _, (_, freed) = self._entries.popitem(last=False)
                 self._bytes -= freed
         return True
+
+
+def params_key(sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """A key for a query and its parameter values (lists as tuples); None when a value is unhashable.
+
+    For queries over content-addressed parts named in their parameters: their answers never change.
+    """
+    key = (sql, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def key_bytes(key: Hashable) -> int:
