@@ -70,14 +70,17 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._refs: OrderedDict[tuple[str, int, str], VersionRef] = OrderedDict()
 
-    def version(self, name: str, number: int | None = None, as_of: datetime | None = None) -> VersionRef:
+    def version(self, name: str, number: int | None = None, as_of: datetime | None = None, *,
+                identity: tuple[int, str] | None = None) -> VersionRef:
         """``resolve_version`` for a request, with resolved versions kept by (name, number, content hash).
 
         Versions never change, so a kept one stays right; the current number and hash are
         looked up every time (one indexed query, ~10 µs embedded against ~1 ms for the full
-        resolution), so a newly published version is served at once.
+        resolution), so a newly published version is served at once. ``identity``: that
+        (number, content hash), when the caller has just looked it up.
         """
-        identity = get_version_identity(self.hub.engine, name, number) if as_of is None else None
+        if identity is None and as_of is None:
+            identity = get_version_identity(self.hub.engine, name, number)
         if identity is not None:
             with self._lock:
                 ref = self._refs.get((name, *identity))

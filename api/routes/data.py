@@ -50,9 +50,11 @@ class CachedPage:
 
 async def kept_or_computed(
     hub: Hub, cache: ResultCache, name: str, version: int | None, as_of: datetime | None, params: tuple[object, ...],
-    kind: type[T], compute: Callable[[], tuple[VersionRef, T]], size: Callable[[T], int],
+    kind: type[T], compute: Callable[[tuple[int, str] | None], tuple[VersionRef, T]], size: Callable[[T], int],
 ) -> tuple[int, T, str]:
     """(version number, result, X-Cache state) for a request: kept, or computed and kept.
+
+    ``compute`` gets the version's (number, content hash) when it was looked up here.
 
     The version is looked up on every request (one indexed query), so a newly
     published one is served at once; its content hash is part of the key.
@@ -70,7 +72,7 @@ async def kept_or_computed(
         else:
             identity = await run_in_threadpool(get_version_identity, hub.engine, name, version)
     if identity is None:  # cache off, as_of, or no such dataset or version (computing says which)
-        ref, result = await run_in_threadpool(compute)
+        ref, result = await run_in_threadpool(compute, None)
         if cache.enabled:
             cache.put((name, ref.number, ref.content_hash, params), result, size(result))
         return ref.number, result, "miss"
@@ -86,7 +88,7 @@ async def kept_or_computed(
     running = asyncio.get_running_loop().create_future()
     _flights[flight] = running
     try:
-        ref, result = await run_in_threadpool(compute)
+        ref, result = await run_in_threadpool(compute, identity)
     except BaseException as exc:
         running.set_exception(exc)
         running.exception()  # retrieved here, so an unwaited failure is not logged twice
@@ -153,8 +155,8 @@ async def records(
     params = ("records", select, where, group_by, order_by, limit, offset, tuple(sorted(refine)),
               tuple(sorted(exclude)), cursor)
 
-    def compute() -> tuple[VersionRef, CachedPage]:
-        ref = engine.version(name, version, as_of)
+    def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, CachedPage]:
+        ref = engine.version(name, version, as_of, identity=identity)
         plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
         found = engine.run(lambda cur: run_records(
             cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
@@ -195,8 +197,8 @@ async def facets(
     size = limit or hub.settings.default_facet_size
     params = ("facets", tuple(facet), where, tuple(sorted(refine)), tuple(sorted(exclude)), size)
 
-    def compute() -> tuple[VersionRef, bytes]:
-        ref = engine.version(name, version, as_of)
+    def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, bytes]:
+        ref = engine.version(name, version, as_of, identity=identity)
         query = RecordsRequest(where=where, refine=refine, exclude=exclude)
         found = engine.run(lambda cur: facet_counts(
             cur, ref.schema, list(ref.uris), query, facet or default_facets(ref.schema), size,
