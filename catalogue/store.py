@@ -245,8 +245,7 @@ def _publish(
     report_key = f"datasets/{name}/reports/delivery-{job_id or utcnow().strftime('%Y%m%dT%H%M%S%f')}.json"
     storage.write_bytes(report_key, json.dumps(report, indent=1, ensure_ascii=False).encode())
     if current is not None and current.content_hash == content_hash:
-        _finish_job(hub, job_id, "unchanged", f"identical to version {current.number}", report_key, current.number, rows)
-        return IngestResult("unchanged", name, current.number, rows, report, report_key=report_key)
+        return _unchanged(hub, name, current, report, report_key, job_id, f"identical to version {current.number}")
     new_uris = [storage.engine_uri(part_key(name, p["sha256"])) for p in parts]
     changes = summarize_changes(con, old_uris, new_uris, current.table_schema if current else schema, schema)
     changes["schema_changed"] = current is not None and schema_hash(current.table_schema) != schema_hash(schema)
@@ -254,9 +253,7 @@ def _publish(
             and changes["added"] == changes["removed"] == changes["changed"] == 0):
         # The same rows in other bytes (parts written by another release or with other settings):
         # no new version; its parts stay unreferenced in the store.
-        _finish_job(hub, job_id, "unchanged", f"the same rows as version {current.number}", report_key,
-                    current.number, current.row_count)
-        return IngestResult("unchanged", name, current.number, current.row_count, report, report_key=report_key)
+        return _unchanged(hub, name, current, report, report_key, job_id, f"the same rows as version {current.number}")
     provenance = dict(delivery.provenance, mode=delivery.mode, schema_hash=schema_hash(schema), harvest_job=job_id)
     with hub.sessions.begin() as session:
         dataset = session.scalar(select(Dataset).where(Dataset.name == name).with_for_update())
@@ -280,6 +277,13 @@ def _publish(
             if job is not None:
                 _set_job(job, "published", f"version {number}", report_key, number, rows)
     return IngestResult("published", name, number, rows, report, changes=changes, report_key=report_key)
+
+
+def _unchanged(hub: Hub, name: str, current: Version, report: dict[str, Any], report_key: str, job_id: int | None,
+               why: str) -> IngestResult:
+    """The outcome of a delivery that leaves the current version as it is."""
+    _finish_job(hub, job_id, "unchanged", why, report_key, current.number, current.row_count)
+    return IngestResult("unchanged", name, current.number, current.row_count, report, report_key=report_key)
 
 
 def _only_new_rows(con: duckdb.DuckDBPyConnection, relation: str, old_uris: list[str], key: list[str]) -> str:
