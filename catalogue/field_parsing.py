@@ -17,6 +17,9 @@ from catalogue.sql_text import literal, literal_list
 INTEGER_RE = r"\s*[+-]?\d+\s*"
 NUMBER_RE = r"\s*([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(NaN|INF|Infinity))\s*"
 ISO_DATE_RE = r"\d{4}-\d{2}-\d{2}"
+# Frictionless' default datetime: date, time to the second, maybe a fraction and an offset.
+# Without it DuckDB would also read 'infinity', 'epoch', a bare date or a time without seconds.
+ISO_DATETIME_RE = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?"
 YEAR_RE = r"\s*\d{4}\s*"
 PAIR_RE = r"\s*[+-]?\d+(\.\d+)?\s*,\s*[+-]?\d+(\.\d+)?\s*"
 
@@ -97,11 +100,11 @@ def _datetime(text: str, field: dict[str, Any]) -> str:
     if _has_pattern(field):
         return f"try_strptime({text}, {literal(field['format'])})"
     # ISO 8601; an offset or Z is converted to UTC and stored without zone. Text shaped
-    # yyyy-mm-ddThh:mm:ss has ':' where an offset's sign would be, so it skips the regex.
-    iso = (
+    # yyyy-mm-ddThh:mm:ss has ':' where an offset's sign would be, so it skips the regexes.
+    iso = _guarded(text, ISO_DATETIME_RE, (
         f"CASE WHEN regexp_matches({text}, '([+-]\\d{{2}}:?\\d{{2}}|Z)$') "
         f"THEN timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ)) ELSE TRY_CAST({text} AS TIMESTAMP) END"
-    )
+    ))
     return (f"CASE WHEN {text} LIKE '____-__-__T__:__:__' AND NOT {text} LIKE '%Z' "
             f"THEN TRY_CAST({text} AS TIMESTAMP) ELSE {iso} END")
 

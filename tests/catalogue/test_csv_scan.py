@@ -16,7 +16,7 @@ import pytest
 from catalogue import duck
 from catalogue.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, plan_csv_scan, validate_csv
 from catalogue.errors import MalformedFeed
-from catalogue.field_parsing import INTEGER_RE, NUMBER_RE, parse_expression
+from catalogue.field_parsing import INTEGER_RE, ISO_DATETIME_RE, NUMBER_RE, parse_expression
 from catalogue.readers import read_delivery
 from catalogue.sql_text import literal
 from catalogue.validation import discard_typed, validate_delivery
@@ -228,7 +228,7 @@ def test_number_and_datetime_shortcuts_match_the_regular_expressions(con: duckdb
     rng = random.Random(7)
     alphabet = list("0123456789.eE+-_ ,nNaAiIfFtyZT:") + ["\t", "\v", "\f", "\n"]
     texts = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(20000)}
-    texts |= {"NaN", "nan", "INF", "-inf", "Infinity", "1_000", "+-1", "\v1", "0x1F", "0b11", "-0", "007",
+    texts |= {"infinity", "epoch", "2026-11-20", "2026-11-20 08:15:00.5", "NaN", "nan", "INF", "-inf", "Infinity", "1_000", "+-1", "\v1", "0x1F", "0b11", "-0", "007",
               "9223372036854775807", "9223372036854775808", "-9223372036854775808", "2026-11-20T08:15:00",
               "2026-11-20T08:15:00Z", "2026-11-20T08:15+01:00", "2026-11-20T09:15:00-0100", "2026-11-20T0815-01:00"}
     texts |= {f"2026-{m:02d}-{d:02d}T{h:02d}:{mi:02d}:{s}" for m in (1, 13) for d in (1, 32) for h in (0, 24)
@@ -236,8 +236,9 @@ def test_number_and_datetime_shortcuts_match_the_regular_expressions(con: duckdb
     con.execute("CREATE OR REPLACE TEMP TABLE texts AS SELECT unnest(?::VARCHAR[]) AS s", [sorted(texts)])
     number_re = f"CASE WHEN regexp_full_match(s, {literal(NUMBER_RE)}) THEN TRY_CAST(s AS DOUBLE) END"
     integer_re = f"CASE WHEN regexp_full_match(s, {literal(INTEGER_RE)}) THEN TRY_CAST(s AS BIGINT) END"
-    iso_re = ("CASE WHEN regexp_matches(s, '([+-]\\d{2}:?\\d{2}|Z)$') "
-              "THEN timezone('UTC', TRY_CAST(s AS TIMESTAMPTZ)) ELSE TRY_CAST(s AS TIMESTAMP) END")
+    iso_re = (f"CASE WHEN regexp_full_match(s, {literal(ISO_DATETIME_RE)}) THEN "
+              "CASE WHEN regexp_matches(s, '([+-]\\d{2}:?\\d{2}|Z)$') "
+              "THEN timezone('UTC', TRY_CAST(s AS TIMESTAMPTZ)) ELSE TRY_CAST(s AS TIMESTAMP) END END")
     for expression, reference in ((parse_expression("s", {"type": "number"}), number_re),
                                   (parse_expression("s", {"type": "integer"}), integer_re),
                                   (parse_expression("s", {"type": "datetime"}), iso_re)):

@@ -183,6 +183,21 @@ def test_geometry_and_json_types() -> None:
     assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15)]
 
 
+def test_default_datetime_is_frictionless_iso_form() -> None:
+    """Date, time to the second, maybe a fraction and an offset; not DuckDB's 'infinity', 'epoch' or a bare date."""
+    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "t", "type": "datetime"}]}
+    refused = ["infinity", "-infinity", "epoch", "2026-11-20", "2026-11-20T08:15", "2026-11-20T08:15+01:00",
+               " 2026-11-20T08:15:00"]
+    accepted = ["2026-11-20T08:15:00", "2026-11-20 08:15:00.25", "2026-11-20T08:15:00Z", "2026-11-20T09:15:00+0100"]
+    lines = [f'{i},"{text}"' for i, text in enumerate(refused + accepted)]
+    result = check(("id,t\n" + "\n".join(lines) + "\n").encode(), schema)
+    assert errors_of(result) == [("type-error", i + 2, "t", text) for i, text in enumerate(refused)]
+    ok = check(("id,t\n" + "\n".join(lines[len(refused):]) + "\n").encode(), schema)
+    assert ok.valid
+    assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15, 0, 250000),
+                                                 dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15)]
+
+
 def test_default_geopoint_is_lon_comma_lat() -> None:
     schema = {"fields": [{"name": "id", "type": "string"}, {"name": "p", "type": "geopoint"}]}
     result = check(b'id,p\na,"9.99, 53.55"\nb,"9.99 53.55"\n', schema)
