@@ -21,3 +21,13 @@ def literal(value: str) -> str:
 def literal_list(values: list[str]) -> str:
     """A parenthesised list of string literals."""
     return "(" + ", ".join(literal(v) for v in values) + ")"
+
+
+def iso_timestamp(sql: str, *, with_zone: bool = False) -> str:
+    """ISO 8601 text of a timestamp expression: 'T' between date and time, a fraction of a second where there is one.
+
+    Zoned values are written in UTC with 'Z'. (``strftime(..., '%S')`` would drop the fraction.)
+    """
+    if with_zone:
+        return f"replace(CAST(timezone('UTC', {sql}) AS VARCHAR), ' ', 'T') || 'Z'"
+    return f"replace(CAST({sql} AS VARCHAR), ' ', 'T')"

@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 
 from catalogue import duck
-from catalogue.sql_text import ident, literal
+from catalogue.sql_text import ident, iso_timestamp, literal
 
 RESULT_VIEW = "__result"  # never a user relation: the guard only lets names starting [a-z0-9] through
 TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"})
@@ -168,10 +168,8 @@ def _json_cell(position: int, type_id: str) -> str:
     ref = f"#{position}"
     if type_id == "geometry":
         return f"ST_AsGeoJSON({ref})::JSON"
-    if type_id in TIMESTAMP_TYPES:
-        return f"replace(CAST({ref} AS VARCHAR), ' ', 'T')"
-    if type_id == "timestamp with time zone":
-        return f"replace(CAST(timezone('UTC', {ref}) AS VARCHAR), ' ', 'T') || 'Z'"
+    if type_id in TIMESTAMP_TYPES or type_id == "timestamp with time zone":
+        return iso_timestamp(ref, with_zone=type_id == "timestamp with time zone")
     return ref
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import frictionless
 
 from catalogue.errors import SchemaError
-from catalogue.sql_text import ident
+from catalogue.sql_text import ident, iso_timestamp
 
 # Table Schema type -> DuckDB type of the stored column.
 STORED_TYPES = {
@@ -81,7 +81,7 @@ def json_columns(schema: dict[str, Any]) -> str:
         if kind in GEOMETRY_TYPES:
             out.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
         elif kind == "datetime":
-            out.append(f"strftime({col}, '%Y-%m-%dT%H:%M:%S') AS {col}")
+            out.append(f"{iso_timestamp(col)} AS {col}")
         else:
             out.append(col)
     return ", ".join(out)

@@ -26,7 +26,7 @@ from catalogue.hub import Hub
 from catalogue.metadata import get_dataset, get_version
 from catalogue.errors import QueryError
 from catalogue.query import QueryEngine, VersionRef
-from catalogue.records import RecordsRequest
+from catalogue.records import RecordsRequest, plan_records, run_records
 from catalogue.spreadsheet import csv_chunks, neutralise
 
 SCHEMA = {
@@ -41,7 +41,7 @@ SCHEMA = {
 FEED = b'''id,label,amount,active,day,seen,place
 1,=1+1,12345.67,true,2026-01-02,2026-01-02T03:04:05,"9.99712, 53.55324"
 2,+SUM(A1),-2.5,false,2026-01-03,2026-01-03T00:00:00,"10.0, 53.5"
-3,-2+3,0.1,true,2026-01-04,2026-01-04T12:30:00,"9.9, 53.6"
+3,-2+3,0.1,true,2026-01-04,2026-01-04T12:30:00.25,"9.9, 53.6"
 4,@cmd,1000000,false,2026-01-05,2026-01-05T23:59:59,"9.95, 53.55"
 5,normal text,,true,2026-01-06,2026-01-06T08:00:00,"9.9, 53.5"
 6,"\ttab, ""quoted""",7,false,2026-01-07,2026-01-07T08:00:00,"9.9, 53.5"
@@ -52,7 +52,7 @@ ROWS = [
      "place": {"type": "Point", "coordinates": [9.99712, 53.55324]}},
     {"id": 2, "label": "+SUM(A1)", "amount": -2.5, "active": False, "day": "2026-01-03", "seen": "2026-01-03T00:00:00",
      "place": {"type": "Point", "coordinates": [10.0, 53.5]}},
-    {"id": 3, "label": "-2+3", "amount": 0.1, "active": True, "day": "2026-01-04", "seen": "2026-01-04T12:30:00",
+    {"id": 3, "label": "-2+3", "amount": 0.1, "active": True, "day": "2026-01-04", "seen": "2026-01-04T12:30:00.25",
      "place": {"type": "Point", "coordinates": [9.9, 53.6]}},
     {"id": 4, "label": "@cmd", "amount": 1000000.0, "active": False, "day": "2026-01-05", "seen": "2026-01-05T23:59:59",
      "place": {"type": "Point", "coordinates": [9.95, 53.55]}},
@@ -168,6 +168,20 @@ def test_every_format_of_the_whole_version(formula_cells: tuple[Hub, QueryEngine
         assert "xl/sharedStrings.xml" not in archive.namelist()
         assert b't="inlineStr"' in archive.read("xl/worksheets/sheet1.xml")
     book.path.unlink()
+
+
+def test_records_keep_the_fraction_of_a_second(formula_cells: tuple[Hub, QueryEngine, VersionRef]) -> None:
+    """Records, as stored rows and as a selected column, write a timestamp's fraction (whole seconds get none)."""
+    hub, engine, ref = formula_cells
+    for select, name in ((None, "seen"), ("id, seen as later", "later")):
+        request = RecordsRequest(select=select, where="id = 2 or id = 3")
+        plan = plan_records(request, ref.schema, list(ref.uris), ref.number)
+        cur = engine.cursor()
+        try:
+            page = run_records(cur, plan, version=ref.number, limit=10, time_limit_ms=5000)
+        finally:
+            cur.close()
+        assert [row[name] for row in json.loads(page["results_json"])] == ["2026-01-03T00:00:00", "2026-01-04T12:30:00.25"]
 
 
 def test_filtered_exports_and_scratch_files(formula_cells: tuple[Hub, QueryEngine, VersionRef]) -> None:
