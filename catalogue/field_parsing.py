@@ -20,6 +20,9 @@ ISO_DATE_RE = r"\d{4}-\d{2}-\d{2}"
 # Frictionless' default datetime: date, time to the second, maybe a fraction and an offset.
 # Without it DuckDB would also read 'infinity', 'epoch', a bare date or a time without seconds.
 ISO_DATETIME_RE = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?"
+# Frictionless' default time, in UTC ('Z') or local: an offset cannot be kept in a TIME, and DuckDB
+# would drop it without a word (12:00:00+01:00 read as 12:00:00), as it would read 12:00 or 1:2:3.
+ISO_TIME_RE = r"\d{2}:\d{2}:\d{2}(\.\d+)?Z?"
 YEAR_RE = r"\s*\d{4}\s*"
 PAIR_RE = r"\s*[+-]?\d+(\.\d+)?\s*,\s*[+-]?\d+(\.\d+)?\s*"
 
@@ -112,7 +115,7 @@ def _datetime(text: str, field: dict[str, Any]) -> str:
 def _time(text: str, field: dict[str, Any]) -> str:
     if _has_pattern(field):
         return f"CAST(try_strptime({text}, {literal(field['format'])}) AS TIME)"
-    return f"TRY_CAST({text} AS TIME)"
+    return _guarded(text, ISO_TIME_RE, f"TRY_CAST({text} AS TIME)")
 
 
 def _year(text: str, field: dict[str, Any]) -> str:

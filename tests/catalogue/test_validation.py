@@ -198,6 +198,18 @@ def test_default_datetime_is_frictionless_iso_form() -> None:
                                                  dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15)]
 
 
+def test_default_time_is_to_the_second_without_an_offset() -> None:
+    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "t", "type": "time"}]}
+    refused = ["12:00", "1:2:3", " 12:00:00", "12:00:00+01:00", "allballs", "12:00:60"]
+    accepted = ["12:00:00", "08:15:00.5", "23:59:59Z"]
+    lines = [f"{i},{text}" for i, text in enumerate(refused + accepted)]
+    result = check(("id,t\n" + "\n".join(lines) + "\n").encode(), schema)
+    assert errors_of(result) == [("type-error", i + 2, "t", text) for i, text in enumerate(refused)]
+    ok = check(("id,t\n" + "\n".join(lines[len(refused):]) + "\n").encode(), schema)
+    assert ok.valid
+    assert ok.table.column("t").to_pylist() == [dt.time(12, 0), dt.time(8, 15, 0, 500000), dt.time(23, 59, 59)]
+
+
 def test_default_geopoint_is_lon_comma_lat() -> None:
     schema = {"fields": [{"name": "id", "type": "string"}, {"name": "p", "type": "geopoint"}]}
     result = check(b'id,p\na,"9.99, 53.55"\nb,"9.99 53.55"\n', schema)
