@@ -183,31 +183,25 @@ def test_geometry_and_json_types() -> None:
     assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15)]
 
 
-def test_default_datetime_is_frictionless_iso_form() -> None:
-    """Date, time to the second, maybe a fraction and an offset; not DuckDB's 'infinity', 'epoch' or a bare date."""
-    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "t", "type": "datetime"}]}
-    refused = ["infinity", "-infinity", "epoch", "2026-11-20", "2026-11-20T08:15", "2026-11-20T08:15+01:00",
-               " 2026-11-20T08:15:00"]
-    accepted = ["2026-11-20T08:15:00", "2026-11-20 08:15:00.25", "2026-11-20T08:15:00Z", "2026-11-20T09:15:00+0100"]
+@pytest.mark.parametrize(("kind", "refused", "accepted", "typed"), [
+    # Date, time to the second, maybe a fraction and an offset; not DuckDB's 'infinity', 'epoch' or a bare date.
+    ("datetime",
+     ["infinity", "-infinity", "epoch", "2026-11-20", "2026-11-20T08:15", "2026-11-20T08:15+01:00", " 2026-11-20T08:15:00"],
+     ["2026-11-20T08:15:00", "2026-11-20 08:15:00.25", "2026-11-20T08:15:00Z", "2026-11-20T09:15:00+0100"],
+     [dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15, 0, 250000), dt.datetime(2026, 11, 20, 8, 15),
+      dt.datetime(2026, 11, 20, 8, 15)]),
+    # To the second, maybe a fraction and Z; an offset would be dropped without a word.
+    ("time", ["12:00", "1:2:3", " 12:00:00", "12:00:00+01:00", "allballs", "12:00:60"],
+     ["12:00:00", "08:15:00.5", "23:59:59Z"], [dt.time(12, 0), dt.time(8, 15, 0, 500000), dt.time(23, 59, 59)]),
+])
+def test_default_date_time_forms(kind: str, refused: list[str], accepted: list[str], typed: list[Any]) -> None:
+    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "t", "type": kind}]}
     lines = [f'{i},"{text}"' for i, text in enumerate(refused + accepted)]
     result = check(("id,t\n" + "\n".join(lines) + "\n").encode(), schema)
     assert errors_of(result) == [("type-error", i + 2, "t", text) for i, text in enumerate(refused)]
     ok = check(("id,t\n" + "\n".join(lines[len(refused):]) + "\n").encode(), schema)
     assert ok.valid
-    assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15, 0, 250000),
-                                                 dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15)]
-
-
-def test_default_time_is_to_the_second_without_an_offset() -> None:
-    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "t", "type": "time"}]}
-    refused = ["12:00", "1:2:3", " 12:00:00", "12:00:00+01:00", "allballs", "12:00:60"]
-    accepted = ["12:00:00", "08:15:00.5", "23:59:59Z"]
-    lines = [f"{i},{text}" for i, text in enumerate(refused + accepted)]
-    result = check(("id,t\n" + "\n".join(lines) + "\n").encode(), schema)
-    assert errors_of(result) == [("type-error", i + 2, "t", text) for i, text in enumerate(refused)]
-    ok = check(("id,t\n" + "\n".join(lines[len(refused):]) + "\n").encode(), schema)
-    assert ok.valid
-    assert ok.table.column("t").to_pylist() == [dt.time(12, 0), dt.time(8, 15, 0, 500000), dt.time(23, 59, 59)]
+    assert ok.table.column("t").to_pylist() == typed
 
 
 def test_default_geopoint_is_lon_comma_lat() -> None:
