@@ -31,3 +31,14 @@ def iso_timestamp(sql: str, *, with_zone: bool = False) -> str:
     if with_zone:
         return f"replace(CAST(timezone('UTC', {sql}) AS VARCHAR), ' ', 'T') || 'Z'"
     return f"replace(CAST({sql} AS VARCHAR), ' ', 'T')"
+
+
+FLOATS = ("DOUBLE", "FLOAT")  # DuckDB types that hold NaN and infinity
+
+
+def json_number(sql: str) -> str:
+    """A floating-point expression for JSON: NaN and ±infinity, which JSON cannot hold, become null.
+
+    (DuckDB's to_json writes them bare, which JSON.parse refuses; JavaScript's JSON.stringify writes null.)
+    """
+    return f"CASE WHEN isfinite({sql}) THEN {sql} END"

@@ -9,7 +9,7 @@ from typing import Any
 import frictionless
 
 from catalogue.errors import SchemaError
-from catalogue.sql_text import ident, iso_timestamp
+from catalogue.sql_text import ident, iso_timestamp, json_number
 
 # Table Schema type -> DuckDB type of the stored column.
 STORED_TYPES = {
@@ -82,6 +82,8 @@ def json_columns(schema: dict[str, Any]) -> str:
             out.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
         elif kind == "datetime":
             out.append(f"{iso_timestamp(col)} AS {col}")
+        elif kind == "number":
+            out.append(f"{json_number(col)} AS {col}")
         else:
             out.append(col)
     return ", ".join(out)

@@ -184,6 +184,38 @@ def test_records_keep_the_fraction_of_a_second(formula_cells: tuple[Hub, QueryEn
         assert [row[name] for row in json.loads(page["results_json"])] == ["2026-01-03T00:00:00", "2026-01-04T12:30:00.25"]
 
 
+def _strict_json(text: str) -> Any:
+    """JSON as JavaScript's JSON.parse reads it: no bare NaN or Infinity."""
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_and_infinity_are_null_in_json(make_catalogue: Any) -> None:
+    """A number field may hold NaN and ±infinity (Frictionless reads them); JSON writes them as null."""
+    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "x", "type": "number"}], "primaryKey": ["id"]}
+    hub = make_catalogue("odd-numbers", schema, b"id,x\n1,NaN\n2,INF\n3,-Infinity\n4,1.5\n")
+    engine = QueryEngine(hub)
+    try:
+        with hub.sessions() as session:
+            ds = get_dataset(session, "odd-numbers")
+            ref = VersionRef.of(hub, ds, get_version(session, ds))
+        expected = [{"id": 1, "x": None}, {"id": 2, "x": None}, {"id": 3, "x": None}, {"id": 4, "x": 1.5}]
+        for select in (None, "id, x"):
+            plan = plan_records(RecordsRequest(select=select), ref.schema, list(ref.uris), ref.number)
+            cur = engine.cursor()
+            try:
+                page = run_records(cur, plan, version=ref.number, limit=10, time_limit_ms=5000)
+            finally:
+                cur.close()
+            assert _strict_json(page["results_json"]) == expected
+        assert _strict_json(_bytes(export_version(hub, engine, ref, "json", RecordsRequest())).decode()) == expected
+        ndjson = _bytes(export_version(hub, engine, ref, "ndjson", RecordsRequest())).decode()
+        assert [_strict_json(line) for line in ndjson.splitlines()] == expected
+    finally:
+        engine.close()
+
+
 def test_filtered_exports_and_scratch_files(formula_cells: tuple[Hub, QueryEngine, VersionRef]) -> None:
     hub, engine, ref = formula_cells
     query = RecordsRequest(select="id, label, amount * 2 as doubled, place", where="id >= 2 and id <= 4",
