@@ -143,7 +143,8 @@ def run(ctx: Context) -> None:
              "from the text path → DuckDB's parallel reader, every cell typed and checked in SQL (`catalogue.csv_scan`) "
              "→ cut into time windows and each sorted by primary key (`catalogue.layout`: the key is (sensor_id, "
              "timestamp), so each part is one time window sorted by sensor) → content-addressed Parquet parts "
-             "(snappy, like both plain conversions) → descriptor → DB commit), with the default settings "
+             "(one DuckDB `COPY` per window, snappy, like both plain conversions; the written key columns are read "
+             "back to check the primary key) → descriptor → DB commit), with the default settings "
              "(`ingest_memory_limit_mb`, `part_max_rows`, `row_group_rows`). Each repeat ingests into a new, empty "
              "catalogue, so every repeat publishes version 1.")
     res.note(SECTION, "Plain pyarrow: `pyarrow.csv.read_csv` with typed conversion (decimal comma and "

@@ -75,14 +75,18 @@ READINGS = {
 }
 
 
-def _readings(rows: int, *, start: int = 0) -> bytes:
+# The same readings without a geometry: their time windows are written by DuckDB's COPY.
+PLAIN_READINGS = {**READINGS, "fields": READINGS["fields"][:-1]}
+
+
+def _readings(rows: int, *, start: int = 0, place: bool = True) -> bytes:
     """Sensor readings in arrival order (by time, then sensor), German style, as cp1252 bytes."""
-    lines = ["sensor;at;level;count;place"]
+    lines = ["sensor;at;level;count" + (";place" if place else "")]
     for i in range(start, start + rows):
         sensor, tick = f"S{i % 7:02d}", i // 7
         level = "" if i % 11 == 0 else f"{(i * 37) % 1000},{i % 10}"
         lines.append(f'{sensor};2026-11-{1 + tick // 96:02d}T{tick % 96 // 4:02d}:{tick % 4 * 15:02d}:00;{level};'
-                     f'{i % 5};"9.9{i % 7}, 53.5{i % 3}"')
+                     f'{i % 5}' + (f';"9.9{i % 7}, 53.5{i % 3}"' if place else ""))
     return ("\r\n".join(lines) + "\r\n").encode("cp1252")
 
 
@@ -132,6 +136,53 @@ def test_repeated_key_found_by_the_writer_gets_the_text_paths_report(make_catalo
     assert (by_duckdb.status, by_duckdb.version) == ("quarantined", 1)
     assert _timeless(by_duckdb.report) == _timeless(by_pyarrow.report)
     assert [(e["type"], e["rowNumber"]) for e in by_duckdb.report["tasks"][0]["errors"]] == [("primary-key", 31)]
+
+
+def _part_files(hub: Hub, name: str) -> list[pq.ParquetFile]:
+    with hub.sessions() as session:
+        parts = get_dataset(session, name).current_version.parts
+    return [pq.ParquetFile(hub.storage.engine_uri(part_key(name, p["sha256"]))) for p in parts]
+
+
+@pytest.mark.parametrize("place", [False, True])
+def test_time_windows_are_written_by_duckdb_unless_geometry(make_catalogue: Any, place: bool) -> None:
+    """Windows without geometry: one part each by DuckDB's writer, sorted by the key, exact row groups."""
+    hub = make_catalogue("readings", READINGS if place else PLAIN_READINGS, _readings(700, place=place),
+                         options={"delimiter": ";", "encoding": "cp1252"}, part_max_rows=300, row_group_rows=64)
+    files = _part_files(hub, "readings")
+    assert len(files) >= 3
+    for part in files:
+        assert part.metadata.created_by.startswith("parquet-cpp" if place else "DuckDB")
+        assert part.metadata.num_rows <= 300
+        sizes = [part.metadata.row_group(i).num_rows for i in range(part.metadata.num_row_groups)]
+        assert all(size == 64 for size in sizes[:-1])
+        keys = list(zip(*(part.read(columns=["sensor", "at"]).column(c).to_pylist() for c in ("sensor", "at"))))
+        assert keys == sorted(keys)
+
+
+def test_a_window_too_big_for_one_part_goes_through_pyarrow(make_catalogue: Any) -> None:
+    # One early reading and 398 in the second of two windows: one part could not hold them.
+    lines = _readings(700, place=False).split(b"\r\n")
+    early = lines[1].replace(b"2026-11-01T00:00:00", b"2026-10-01T00:00:00")
+    content = b"\r\n".join([lines[0], early, *lines[2:400]]) + b"\r\n"
+    hub = make_catalogue("readings", PLAIN_READINGS, content, options={"delimiter": ";", "encoding": "cp1252"},
+                         part_max_rows=300, row_group_rows=64)
+    files = _part_files(hub, "readings")
+    assert [f.metadata.num_rows for f in files] == [1, 300, 98]
+    assert {f.metadata.created_by.split(" ")[0] for f in files} == {"parquet-cpp-arrow"}
+
+
+def test_repeated_key_in_a_window_written_by_duckdb_gets_the_text_paths_report(make_catalogue: Any) -> None:
+    options = {"delimiter": ";", "encoding": "cp1252"}
+    hub = make_catalogue("readings", PLAIN_READINGS, _readings(700, place=False), options=options,
+                         part_max_rows=300, row_group_rows=64)
+    lines = _readings(700, place=False).split(b"\r\n")
+    repeated = b"\r\n".join([*lines[:500], lines[450], *lines[500:]])  # row 501 repeats row 451
+    by_duckdb = _ingest(hub, "readings", repeated, "cp1252")
+    by_pyarrow = _ingest(hub, "readings", repeated, "iso8859-15")
+    assert (by_duckdb.status, by_duckdb.version) == ("quarantined", 1)
+    assert _timeless(by_duckdb.report) == _timeless(by_pyarrow.report)
+    assert [(e["type"], e["rowNumber"]) for e in by_duckdb.report["tasks"][0]["errors"]] == [("primary-key", 501)]
 
 
 def test_invalid_cells_get_the_text_paths_report(make_catalogue: Any) -> None:
