@@ -127,6 +127,9 @@ def throughput(ctx: Context, ours: Server, theirs: Server) -> None:
              "memory; the same loads on a server with the cache off are listed too.")
 
 
+DOWNLOAD_TURNS = 15  # downloads of each side for the Parquet download ratio
+
+
 def exports(ctx: Context, ours: Server, theirs: Server, settings: Settings) -> None:
     res = ctx.results
     url = f"{ours.url}/api/v1/datasets/{DATASET}/exports/parquet"
@@ -147,9 +150,12 @@ def exports(ctx: Context, ours: Server, theirs: Server, settings: Settings) -> N
     static.unlink(missing_ok=True)
     os.link(combined, static)
     speeds: dict[str, list[float]] = {"ours": [], "static": []}
-    for i in range(ctx.repeat):
-        ctx.step(f"Parquet download: ours vs static file, repeat {i + 1}/{ctx.repeat}")
-        for who, target in (("ours", url), ("static", f"{ours.url}/bench-static/parking.parquet")):
+    # A download takes a tenth of a second: many, in turns, each side first every other time.
+    turns = max(ctx.repeat, DOWNLOAD_TURNS)
+    ctx.step(f"Parquet download: ours vs static file, {turns} each, in turns")
+    sides = [("ours", url), ("static", f"{ours.url}/bench-static/parking.parquet")]
+    for i in range(turns):
+        for who, target in (sides if i % 2 == 0 else sides[::-1]):
             got, seconds = _download(target)
             if got != combined.stat().st_size:
                 raise RuntimeError(f"{who} sent {got} bytes, the file has {combined.stat().st_size}")
@@ -200,7 +206,9 @@ def csv_export_memory(ctx: Context, env: dict[str, str], log: Path) -> None:
                               max(growth), "<=", 256, unit="MiB"))
     res.note("exports", "Downloads are fetched by curl (a separate process) to /dev/null; MB/s = bytes / curl's "
              "total time. The static baseline is the very Parquet file our endpoint sends, hard-linked under "
-             "the site directory and served by the same uvicorn process through Starlette's StaticFiles. "
+             "the site directory and served by the same uvicorn process through Starlette's StaticFiles; "
+             f"{DOWNLOAD_TURNS} downloads of each (more with a larger --repeat), in turns, each side first every "
+             "other time (one takes about a tenth of a second, so a few would be noise). "
              "Datasette's CSV stream is cut after the stated time (its rate is steady; a full stream of a large "
              "table would take many minutes). Bytes per CSV row: ours "
              f"{res.texts.get('csv_row_bytes.ours')}, Datasette {res.texts.get('csv_row_bytes.datasette')} "
