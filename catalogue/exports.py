@@ -28,7 +28,7 @@ from catalogue.hub import Hub
 from catalogue.query import QueryEngine, VersionRef
 from catalogue.records import Plan, RecordsRequest, engine_error_message, output_columns, plan_records, prune
 from catalogue.spreadsheet import NUMBER_STYLES, XLSX_MAX_ROWS, csv_chunks, write_xlsx
-from catalogue.sql_text import FLOATS, ident, iso_timestamp, json_number, literal
+from catalogue.sql_text import ident, iso_timestamp, json_value, literal
 from catalogue.table_schema import geometry_fields
 
 EXPORT_FORMATS = ("csv", "json", "ndjson", "geojson", "parquet", "xlsx")
@@ -161,14 +161,14 @@ def _rendered(columns: list[tuple[str, str]], target: str) -> list[str]:
     out = []
     for name, kind in columns:
         col = f"q.{ident(name)}"
-        if kind.startswith("GEOMETRY"):
-            col = f"ST_AsGeoJSON({col})::JSON" if target == "json" else f"ST_AsText({col})"
+        if target == "json":
+            col = json_value(col, kind)  # as the records API writes it
+        elif kind.startswith("GEOMETRY"):
+            col = f"ST_AsText({col})"
         elif kind.startswith("TIMESTAMP") and target != "xlsx":
             # As the records API writes them (spreadsheets get real date-times).
             col = iso_timestamp(col, with_zone="WITH TIME ZONE" in kind)
-        elif target == "json" and kind in FLOATS:
-            col = json_number(col)
-        elif target != "json" and (kind.endswith("]") or kind.startswith(("STRUCT", "MAP", "UNION", "INTERVAL", "UUID"))):
+        elif kind.endswith("]") or kind.startswith(("STRUCT", "MAP", "UNION", "INTERVAL", "UUID")):
             col = f"{col}::VARCHAR"  # no spreadsheet cell holds a list or a struct
         elif target == "xlsx" and kind.startswith(("HUGEINT", "UHUGEINT", "DECIMAL")):
             col = f"{col}::DOUBLE"

@@ -26,7 +26,7 @@ from catalogue.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
 from catalogue.odsql import Compiler
 from catalogue.result_cache import ResultCache, params_key
-from catalogue.sql_text import FLOATS, ident, iso_timestamp, json_number, literal
+from catalogue.sql_text import ident, json_value, literal
 from catalogue.table_schema import STORED_TYPES, primary_key, schema_hash
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
@@ -263,14 +263,7 @@ def _json_struct(columns: list[tuple[str, str]]) -> str:
     """A struct literal of the output columns, rendered for JSON (GeoJSON, ISO 8601 times)."""
     out = []
     for name, kind in columns:
-        col = f"q.{ident(name)}"
-        if kind.startswith("GEOMETRY"):
-            col = f"ST_AsGeoJSON({col})::JSON"
-        elif kind.startswith("TIMESTAMP"):
-            col = iso_timestamp(col, with_zone="WITH TIME ZONE" in kind)
-        elif kind in FLOATS:
-            col = json_number(col)
-        out.append(f"{literal(name)}: {col}")
+        out.append(f"{literal(name)}: {json_value(f'q.{ident(name)}', kind)}")
     return "{" + ", ".join(out) + "}"
 
 

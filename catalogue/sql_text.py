@@ -42,3 +42,14 @@ def json_number(sql: str) -> str:
     (DuckDB's to_json writes them bare, which JSON.parse refuses; JavaScript's JSON.stringify writes null.)
     """
     return f"CASE WHEN isfinite({sql}) THEN {sql} END"
+
+
+def json_value(sql: str, kind: str) -> str:
+    """An expression of DuckDB type ``kind`` as JSON holds it: GeoJSON geometry, ISO 8601 times, finite numbers."""
+    if kind.startswith("GEOMETRY"):
+        return f"ST_AsGeoJSON({sql})::JSON"
+    if kind.startswith("TIMESTAMP"):
+        return iso_timestamp(sql, with_zone="WITH TIME ZONE" in kind)
+    if kind in FLOATS:
+        return json_number(sql)
+    return sql

@@ -9,7 +9,7 @@ from typing import Any
 import frictionless
 
 from catalogue.errors import SchemaError
-from catalogue.sql_text import ident, iso_timestamp, json_number
+from catalogue.sql_text import ident, json_value
 
 # Table Schema type -> DuckDB type of the stored column.
 STORED_TYPES = {
@@ -73,17 +73,6 @@ def schema_hash(descriptor: dict[str, Any]) -> str:
 
 
 def json_columns(schema: dict[str, Any]) -> str:
-    """Select list rendering each field for JSON: GeoJSON geometry, ISO 8601 timestamps."""
-    out = []
-    for field in schema["fields"]:
-        col = ident(field["name"])
-        kind = field.get("type", "string")
-        if kind in GEOMETRY_TYPES:
-            out.append(f"ST_AsGeoJSON({col})::JSON AS {col}")
-        elif kind == "datetime":
-            out.append(f"{iso_timestamp(col)} AS {col}")
-        elif kind == "number":
-            out.append(f"{json_number(col)} AS {col}")
-        else:
-            out.append(col)
-    return ", ".join(out)
+    """Select list rendering each field for JSON: GeoJSON geometry, ISO 8601 timestamps, finite numbers."""
+    return ", ".join(f"{json_value(ident(f['name']), STORED_TYPES[f.get('type', 'string')])} AS {ident(f['name'])}"
+                     for f in schema["fields"])
