@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from api.errors import install_error_handlers
 from api.routes import catalog, data, sql
 from catalogue.hub import Hub, open_hub
-from catalogue.models import Dataset
-from catalogue.query import QueryEngine
-from catalogue.result_cache import ResultCache
+from catalogue.meta.models import Dataset
+from catalogue.query.engine import QueryEngine
+from catalogue.query.result_cache import ResultCache
 from catalogue.settings import Settings
-from catalogue.sql_pool import SqlPool
+from catalogue.sql.pool import SqlPool
 
 
 def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:

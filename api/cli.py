@@ -12,12 +12,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from catalogue.definitions import load_definitions, sync_definitions
+from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import UrbandataError
 from catalogue.hub import Hub, open_hub
-from catalogue.metadata import get_dataset, list_versions
+from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import Settings
-from catalogue.site_builder import build_site
+from catalogue.sitegen.builder import build_site
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
 
 app = typer.Typer(

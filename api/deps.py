@@ -12,8 +12,8 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from catalogue.hub import Hub
-from catalogue.query import QueryEngine
-from catalogue.result_cache import ResultCache
+from catalogue.query.engine import QueryEngine
+from catalogue.query.result_cache import ResultCache
 
 
 async def get_hub(request: Request) -> Hub:

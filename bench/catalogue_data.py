@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import insert, select, update
 
 from catalogue.hub import Hub
-from catalogue.models import Dataset, Organization, Version
+from catalogue.meta.models import Dataset, Organization, Version
 
 TOPICS = ["Parkplatzbelegung", "Luftqualität", "Verkehrszählung", "Abfallbehälter", "Grundwasserstände",
           "Baumkataster", "Haltestellen", "Ladesäulen", "Radverkehr", "Lärmkarte", "Bebauungspläne",

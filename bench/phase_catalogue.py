@@ -11,10 +11,10 @@ from bench.catalogue_data import grow_catalogue
 from bench.context import Context
 from bench.measure import Figure, Target
 from catalogue.hub import Hub, open_hub
-from catalogue.models import Dataset
-from catalogue.search import search_datasets
+from catalogue.meta.models import Dataset
+from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
-from catalogue.site_builder import SiteBuilder
+from catalogue.sitegen.builder import SiteBuilder
 
 SECTION = "catalogue"
 SEARCHES = {

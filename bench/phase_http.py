@@ -16,9 +16,9 @@ from bench.loadgen import load
 from bench.measure import Figure, RssSampler, Target, mib
 from bench.phase_queries import version_ref
 from bench.servers import Server, datasette, our_api
-from catalogue.exports import parquet_file
+from catalogue.query.exports import parquet_file
 from catalogue.hub import open_hub
-from catalogue.query import QueryEngine
+from catalogue.query.engine import QueryEngine
 from catalogue.settings import Settings
 
 RECORDS = f"/api/v1/datasets/{DATASET}/records"

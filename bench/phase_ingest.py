@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.context import DATASET, DIALECTS, Context
 from bench.data import write_csv, write_definitions
 from bench.measure import Figure, Target, mib, run_worker
-from catalogue.definitions import load_definitions, sync_definitions
+from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.hub import open_hub
 from catalogue.settings import Settings
 

@@ -13,7 +13,7 @@ from bench.context import Context
 from bench.data import quiet_connect
 from bench.measure import Figure, Target, timed
 from bench.queries import QuerySet
-from catalogue.layout import PART_COMPRESSION
+from catalogue.store.layout import PART_COMPRESSION
 
 SECTION = "pruning"
 

@@ -17,9 +17,9 @@ from bench.measure import Figure, Target, timed, timed_alternately
 from bench.peers import CkanTable, add_sqlite_index, load_sqlite, sqlite_connection
 from bench.queries import QUERY_NAMES, QuerySet
 from catalogue.hub import Hub, open_hub
-from catalogue.metadata import get_dataset, get_version
-from catalogue.query import QueryEngine, VersionRef
-from catalogue.records import clear_count_cache, plan_records, run_records
+from catalogue.meta.metadata import get_dataset, get_version
+from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.query.records import clear_count_cache, plan_records, run_records
 from catalogue.settings import Settings
 
 SECTION = "queries"

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench.data import Shape
-from catalogue.records import RecordsRequest
+from catalogue.query.records import RecordsRequest
 
 QUERY_NAMES = {
     "point": "point lookup (one sensor, one day)",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import csv_options, quiet_connect, table_schema
-from catalogue.layout import PART_COMPRESSION
+from catalogue.store.layout import PART_COMPRESSION
 
 
 def _peak_rss() -> int:
@@ -28,7 +28,7 @@ def _peak_rss() -> int:
 def ingest(args: argparse.Namespace) -> dict[str, Any]:
     from catalogue.hub import open_hub
     from catalogue.settings import Settings
-    from catalogue.store import Delivery, ingest_delivery
+    from catalogue.ingest.pipeline import Delivery, ingest_delivery
 
     hub = open_hub(Settings(data_dir=Path(args.data_dir), definitions_dir=Path(args.defs)))
     baseline = _peak_rss()

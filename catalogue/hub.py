@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalogue.db import create_catalogue_engine, init_schema, session_factory
+from catalogue.meta.db import create_catalogue_engine, init_schema, session_factory
 from catalogue.registry import Registry, load_registry
 from catalogue.settings import Settings
-from catalogue.storage import Storage
+from catalogue.store.storage import Storage
 
 
 @dataclass

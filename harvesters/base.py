@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from catalogue.settings import Settings
-from catalogue.store import Delivery
+from catalogue.ingest.pipeline import Delivery
 
 
 @dataclass(frozen=True)

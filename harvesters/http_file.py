@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 
-from catalogue.definitions import expand_env
+from catalogue.meta.definitions import expand_env
 from catalogue.errors import FeedTooLarge, SourceUnreachable
-from catalogue.models import utcnow
+from catalogue.meta.models import utcnow
 from catalogue.settings import Settings
-from catalogue.store import Delivery
+from catalogue.ingest.pipeline import Delivery
 from harvesters.base import SourceSpec
 
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from catalogue.errors import SourceNotFound, UrbandataError
 from catalogue.hub import Hub
-from catalogue.models import HarvestJob, HarvestSource, utcnow
-from catalogue.store import ingest_delivery
+from catalogue.meta.models import HarvestJob, HarvestSource, utcnow
+from catalogue.ingest.pipeline import ingest_delivery
 from harvesters.base import SourceSpec
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from api.app import create_app
 from api.feed_server import FeedServer
-from catalogue.definitions import load_definitions, sync_definitions
+from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.hub import Hub, open_hub
 from catalogue.settings import PROJECT_ROOT, Settings
 
@@ -69,7 +69,7 @@ def harvested(hub: Hub) -> Hub:
 @pytest.fixture
 async def client(harvested: Hub) -> AsyncIterator[httpx.AsyncClient]:
     """The API app in process over httpx' ASGI transport, on the harvested demo catalogue."""
-    from catalogue.site_builder import build_site
+    from catalogue.sitegen.builder import build_site
 
     build_site(harvested)
     app = create_app(harvested.settings, harvested)
@@ -93,7 +93,7 @@ def make_catalogue(tmp_path: Path) -> Iterator[Any]:
     Each call adds one dataset (definition, Table Schema, feed file) to a
     definitions directory in tmp_path and ingests the feed through the store.
     """
-    from catalogue.store import Delivery, ingest_delivery
+    from catalogue.ingest.pipeline import Delivery, ingest_delivery
 
     root = tmp_path / "defs"
     (root / "definitions").mkdir(parents=True)
@@ -124,7 +124,7 @@ def make_catalogue(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def demo_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """The harvested demo city, built once per test session: for tests that only read."""
-    from catalogue.site_builder import build_site
+    from catalogue.sitegen.builder import build_site
     from harvesters.runner import harvest_source, list_sources
 
     root = tmp_path_factory.mktemp("demo")

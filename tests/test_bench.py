@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from catalogue.hub import open_hub
-from catalogue.search import search_datasets
+from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
-from catalogue.site_builder import SiteBuilder, build_site
+from catalogue.sitegen.builder import SiteBuilder, build_site
 
 BENCH_EXTRA = ("polars", "datasette", "sqlite_utils", "psycopg", "psutil")  # pip install -e ".[bench]"
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
@@ -135,7 +135,7 @@ def test_search_matches_every_word_case_insensitively(big_catalogue: Any) -> Non
 
 
 def test_search_totals_and_pages_match_a_brute_force_scan(big_catalogue: Any) -> None:
-    from catalogue.models import Dataset
+    from catalogue.meta.models import Dataset
 
     with big_catalogue.sessions() as session:
         every = session.query(Dataset).all()
@@ -177,7 +177,7 @@ async def test_the_dataset_list_and_publishers_page_in_sql_like_a_listing_of_eve
     from sqlalchemy import event
 
     from api.app import create_app
-    from catalogue.models import Dataset
+    from catalogue.meta.models import Dataset
 
     with big_catalogue.sessions() as session:
         every = sorted((d.name, d.publisher.name) for d in session.query(Dataset).all())
@@ -210,7 +210,7 @@ async def test_the_dataset_list_and_publishers_page_in_sql_like_a_listing_of_eve
 def test_an_incremental_build_renders_only_what_one_change_touches(big_catalogue: Any) -> None:
     from sqlalchemy import update
 
-    from catalogue.models import Dataset
+    from catalogue.meta.models import Dataset
 
     hub = big_catalogue
     full = SiteBuilder(hub).build()

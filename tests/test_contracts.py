@@ -8,12 +8,14 @@ import json
 import pkgutil
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from catalogue.definitions import load_definitions
+from catalogue.meta.definitions import load_definitions
 from catalogue.errors import DefinitionError, UnknownPlugin, UrbandataError
 from catalogue.registry import load_registry
 from catalogue.settings import PROJECT_ROOT, Settings
@@ -46,6 +48,49 @@ def test_imports_point_inwards() -> None:
             bad = imported_roots(path) & forbidden
             wrong += [f"{path.relative_to(PROJECT_ROOT)} imports {name}" for name in sorted(bad)]
     assert wrong == []
+
+
+# Rooms of the kernel that may not import others (ARCHITECTURE.md): reading never writes,
+# metadata knows neither the read nor the write path.
+ROOM_RULES = {
+    "query": {"catalogue.ingest", "catalogue.sitegen"},
+    "sql": {"catalogue.ingest", "catalogue.sitegen"},
+    "meta": {"catalogue.ingest", "catalogue.query", "catalogue.sql", "catalogue.sitegen"},
+    "schema": {"catalogue.ingest", "catalogue.query", "catalogue.sql", "catalogue.sitegen", "catalogue.meta"},
+    "store": {"catalogue.ingest", "catalogue.query", "catalogue.sql", "catalogue.sitegen"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of every absolute import in a module (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_kernel_rooms_import_only_downwards() -> None:
+    wrong = []
+    for room, forbidden in ROOM_RULES.items():
+        files = sorted((PROJECT_ROOT / "catalogue" / room).rglob("*.py"))
+        assert files, room
+        for path in files:
+            for name in sorted(imported_modules(path)):
+                if any(name == f or name.startswith(f + ".") for f in forbidden):
+                    wrong.append(f"{path.relative_to(PROJECT_ROOT)} imports {name}")
+    assert wrong == []
+
+
+def test_the_read_path_loads_no_write_path_module() -> None:
+    code = ("import sys, catalogue.query.engine, catalogue.query.records, catalogue.query.exports, "
+            "catalogue.sql.runner; print(sorted(m for m in sys.modules if m.startswith('catalogue.ingest') "
+            "or m.split('.')[0] == 'frictionless'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_import_walk_sees_imports_inside_functions(tmp_path: Path) -> None:
@@ -140,8 +185,8 @@ def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
     registry = load_registry()
     assert {seam: registry.names(seam) for seam in ("harvesters", "storage", "exporters")} == {
         "harvesters": ["http-file"], "storage": ["local"], "exporters": ["datapackage"]}
-    from catalogue.exporters import DataPackageExporter
-    from catalogue.storage import LocalStorage
+    from catalogue.query.exporters import DataPackageExporter
+    from catalogue.store.storage import LocalStorage
     from harvesters.http_file import HttpFileHarvester
 
     assert (registry.get("harvesters", "http-file"), registry.get("storage", "local"),

@@ -11,14 +11,14 @@ from sqlalchemy.orm import Session
 
 from api.deps import get_hub, get_session
 from catalogue.errors import NotFound
-from catalogue.exporters import export_metadata, load_descriptor
+from catalogue.query.exporters import export_metadata, load_descriptor
 from catalogue.hub import Hub
-from catalogue.metadata import (
+from catalogue.meta.metadata import (
     dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_jobs,
     list_publishers, list_versions, page_datasets, publisher_dict, version_dict,
 )
-from catalogue.models import Dataset, HarvestJob
-from catalogue.search import search_datasets
+from catalogue.meta.models import Dataset, HarvestJob
+from catalogue.meta.search import search_datasets
 
 router = APIRouter()
 

@@ -18,14 +18,14 @@ from starlette.datastructures import URL
 from sqlalchemy.orm import Session
 
 from api.deps import get_engine, get_hub, get_result_cache, get_session
-from catalogue.changes import diff_as_csv, diff_versions
+from catalogue.store.changes import diff_as_csv, diff_versions
 from catalogue.errors import InvalidParameter
-from catalogue.exports import MEDIA_TYPES, ExportFile, check_format, csv_options, export_tag, export_version, read_file
+from catalogue.query.exports import MEDIA_TYPES, ExportFile, check_format, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version, get_version_identity
-from catalogue.query import QueryEngine, VersionRef, resolve_version
-from catalogue.records import RecordsRequest, default_facets, facet_counts, plan_records, run_records
-from catalogue.result_cache import ResultCache
+from catalogue.meta.metadata import get_dataset, get_version, get_version_identity
+from catalogue.query.engine import QueryEngine, VersionRef, resolve_version
+from catalogue.query.records import RecordsRequest, default_facets, facet_counts, plan_records, run_records
+from catalogue.query.result_cache import ResultCache
 
 router = APIRouter()
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.errors import envelope
 from catalogue.errors import SqlBusy
-from catalogue.sql_runner import run_sql
+from catalogue.sql.runner import run_sql
 
 router = APIRouter()
 

@@ -13,7 +13,7 @@ import pytest
 
 from api.app import create_app
 from catalogue.hub import Hub
-from catalogue.result_cache import ResultCache
+from catalogue.query.result_cache import ResultCache
 
 pytestmark = pytest.mark.anyio
 API = "/api/v1/datasets"
@@ -194,7 +194,7 @@ async def test_answers_carry_an_etag_and_a_client_holding_the_body_gets_a_bodile
 def test_the_engine_keeps_resolved_versions_and_sees_a_new_one_at_once(harvested: Hub, feed_dir: Path) -> None:
     from sqlalchemy import event
 
-    from catalogue.query import QueryEngine
+    from catalogue.query.engine import QueryEngine
     from harvesters.runner import harvest_source
 
     engine, statements = QueryEngine(harvested), []

@@ -28,10 +28,10 @@ import uvicorn
 import yaml
 
 from api.app import create_app
-from catalogue.definitions import load_definitions, sync_definitions
+from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.hub import Hub, open_hub
 from catalogue.settings import Settings
-from catalogue.store import Delivery, ingest_delivery
+from catalogue.ingest.pipeline import Delivery, ingest_delivery
 
 API = "/api/v1"
 OCCUPANCY = {"select": "lot_id, timestamp, free, occupied + free as total, location",
@@ -172,7 +172,7 @@ async def test_whole_version_exports_have_no_row_limit(api: httpx.AsyncClient, d
             assert typed_rows(rows, expected) == expected, fmt
     # A whole version's Parquet is the stored part itself, byte for byte.
     with demo_hub.sessions() as session:
-        from catalogue.metadata import get_dataset, get_version
+        from catalogue.meta.metadata import get_dataset, get_version
 
         (part,) = get_version(session, get_dataset(session, "parking-occupancy"), 1).parts
     parquet = await api.get(f"{API}/datasets/parking-occupancy/exports/parquet?version=1")
@@ -263,7 +263,7 @@ async def test_nothing_published_changes(api: httpx.AsyncClient, demo_hub: Hub) 
 @pytest.mark.anyio
 async def test_etags_304_and_immutable_pinned_versions(api: httpx.AsyncClient, demo_hub: Hub) -> None:
     with demo_hub.sessions() as session:
-        from catalogue.metadata import get_dataset, get_version
+        from catalogue.meta.metadata import get_dataset, get_version
 
         content_hash = get_version(session, get_dataset(session, "car-parks"), 1).content_hash
     url = f"{API}/datasets/car-parks/exports"

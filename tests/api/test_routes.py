@@ -18,7 +18,7 @@ import yaml
 
 from api.app import create_app
 from api.feed_server import FeedServer
-from catalogue.exports import EXPORT_FORMATS
+from catalogue.query.exports import EXPORT_FORMATS
 from catalogue.hub import Hub
 from harvesters.runner import harvest_source
 

@@ -145,7 +145,7 @@ async def test_the_404_page_keeps_its_stylesheet_below_the_root(api: httpx.Async
 
 
 async def test_the_builders_hidden_files_are_not_served(api: httpx.AsyncClient, demo_hub: Hub) -> None:
-    from catalogue.site_listings import MANIFEST
+    from catalogue.sitegen.listings import MANIFEST
 
     assert (demo_hub.settings.site_dir / MANIFEST).is_file()  # it is there, in the served directory
     for path in (MANIFEST, f"en/../{MANIFEST}", "en/.hidden"):

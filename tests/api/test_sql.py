@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from catalogue.hub import Hub
-from catalogue.sql_runner import run_sql
+from catalogue.sql.runner import run_sql
 
 pytestmark = pytest.mark.anyio
 

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pytest
 
 from catalogue import duck
-from catalogue.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, plan_csv_scan, validate_csv
+from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, plan_csv_scan, validate_csv
 from catalogue.errors import MalformedFeed
-from catalogue.field_parsing import INTEGER_RE, ISO_DATETIME_RE, NUMBER_RE, parse_expression
-from catalogue.readers import read_delivery
-from catalogue.sql_text import literal
-from catalogue.validation import discard_typed, validate_delivery
+from catalogue.schema.field_parsing import INTEGER_RE, ISO_DATETIME_RE, NUMBER_RE, parse_expression
+from catalogue.ingest.readers import read_delivery
+from catalogue.schema.sql_text import literal
+from catalogue.ingest.validation import discard_typed, validate_delivery
 
 GERMAN = {
     "fields": [

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue import duck
-from catalogue.odsql import FIXED_UNITS_US, Compiler
-from catalogue.records import RecordsRequest, plan_records, run_records
+from catalogue.query.odsql import FIXED_UNITS_US, Compiler
+from catalogue.query.records import RecordsRequest, plan_records, run_records
 
 SCHEMA = {"fields": [{"name": "ts", "type": "datetime"}, {"name": "day", "type": "date"}]}
 MOMENTS = [

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from catalogue import duck
-from catalogue.deadlines import Watchdog
+from catalogue.query.deadlines import Watchdog
 
 
 class Recorder:

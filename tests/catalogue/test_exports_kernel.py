@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue.errors import InvalidParameter
-from catalogue.exports import CsvOptions, ExportFile, csv_options, export_tag, export_version, read_file
+from catalogue.query.exports import CsvOptions, ExportFile, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version
+from catalogue.meta.metadata import get_dataset, get_version
 from catalogue.errors import QueryError
-from catalogue.query import QueryEngine, VersionRef
-from catalogue.records import RecordsRequest, plan_records, run_records
-from catalogue.spreadsheet import csv_chunks, neutralise
+from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.query.records import RecordsRequest, plan_records, run_records
+from catalogue.query.spreadsheet import csv_chunks, neutralise
 
 SCHEMA = {
     "fields": [

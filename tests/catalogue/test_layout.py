@@ -8,9 +8,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset
-from catalogue.query import VersionRef
-from catalogue.store import Delivery, ingest_delivery, part_key
+from catalogue.meta.metadata import get_dataset
+from catalogue.query.engine import VersionRef
+from catalogue.ingest.pipeline import Delivery, ingest_delivery
+from catalogue.store.keys import part_key
 
 SCHEMA = {
     "fields": [
@@ -63,7 +64,7 @@ def test_the_same_delivery_again_makes_the_same_parts(make_catalogue: Any) -> No
 
 
 def test_a_time_filter_reads_one_window_and_a_key_filter_still_prunes(make_catalogue: Any) -> None:
-    from catalogue.records import RecordsRequest, plan_records, prune
+    from catalogue.query.records import RecordsRequest, plan_records, prune
 
     hub = make_catalogue("sensors", SCHEMA, history(), part_max_rows=300, row_group_rows=64)
     with hub.sessions() as session:

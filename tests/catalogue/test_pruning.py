@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue import duck
-from catalogue.records import RecordsRequest, plan_records, prune, run_records
+from catalogue.query.records import RecordsRequest, plan_records, prune, run_records
 
 SCHEMA = {
     "fields": [

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue import duck
-from catalogue.records import RecordsRequest, clear_count_cache, plan_records, run_records
+from catalogue.query.records import RecordsRequest, clear_count_cache, plan_records, run_records
 
 SCHEMA = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "zone", "type": "string"}, {"name": "n", "type": "integer"}],

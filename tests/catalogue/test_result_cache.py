@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from catalogue.result_cache import ENTRY_OVERHEAD_BYTES, ResultCache, key_bytes
+from catalogue.query.result_cache import ENTRY_OVERHEAD_BYTES, ResultCache, key_bytes
 
 
 def _held(cache: ResultCache, keys: list[str]) -> dict[str, bytes | None]:

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from catalogue.hub import Hub, open_hub
-from catalogue.models import Dataset, Organization, Version
+from catalogue.meta.models import Dataset, Organization, Version
 from catalogue.settings import Settings
-from catalogue.site_builder import SiteBuilder
+from catalogue.sitegen.builder import SiteBuilder
 
 LICENSE = "http://dcat-ap.de/def/licenses/dl-zero-de/2.0"
 SCHEMA = {"fields": [{"name": "id", "type": "integer"}], "primaryKey": ["id"]}

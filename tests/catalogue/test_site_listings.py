@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catalogue.site_listings import MANIFEST, Manifest, index_listing, publisher_listing
+from catalogue.sitegen.listings import MANIFEST, Manifest, index_listing, publisher_listing
 
 NAMES = [f"ds-{i:02d}" for i in range(1, 15)]  # 14 names, 3 to a page: pages of 3, 3, 3, 3, 2
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue.errors import SqlNotAllowed, SqlSyntaxError
-from catalogue.sql_guard import check_sql
-from catalogue.sql_worker import Sandboxes, SqlTask, WorkerConfig, run_task
+from catalogue.sql.guard import check_sql
+from catalogue.sql.worker import Sandboxes, SqlTask, WorkerConfig, run_task
 
 
 def relations(sql: str) -> list[str]:

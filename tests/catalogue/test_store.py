@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue import duck
-from catalogue.csv_scan import ScanFailed, validate_csv
+from catalogue.ingest.csv_scan import ScanFailed, validate_csv
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, list_versions
-from catalogue.query import QueryEngine, VersionRef
-from catalogue.store import Delivery, IngestResult, ingest_delivery, part_key
-from catalogue.validation import discard_typed
+from catalogue.meta.metadata import get_dataset, list_versions
+from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
+from catalogue.store.keys import part_key
+from catalogue.ingest.validation import discard_typed
 
 
 def _rows(hub: Hub, name: str) -> list[dict]:
@@ -220,7 +221,7 @@ def _timeless(report: dict[str, Any]) -> dict[str, Any]:
 def test_the_same_rows_in_other_bytes_make_no_new_version_and_a_change_still_does(
     make_catalogue: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from catalogue import layout
+    from catalogue.store import layout
 
     content = _readings(400)
     hub = make_catalogue("readings", READINGS, content, options={"delimiter": ";", "encoding": "cp1252"})

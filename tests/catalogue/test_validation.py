@@ -11,8 +11,8 @@ import pytest
 
 from catalogue import duck
 from catalogue.errors import MalformedFeed
-from catalogue.readers import read_delivery
-from catalogue.validation import discard_typed, validate_delivery
+from catalogue.ingest.readers import read_delivery
+from catalogue.ingest.validation import discard_typed, validate_delivery
 
 
 @dataclass

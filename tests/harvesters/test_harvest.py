@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, list_versions
-from catalogue.models import HarvestJob, HarvestSource
-from catalogue.query import QueryEngine, VersionRef
+from catalogue.meta.metadata import get_dataset, list_versions
+from catalogue.meta.models import HarvestJob, HarvestSource
+from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.settings import Settings
-from catalogue.store import part_key
+from catalogue.store.keys import part_key
 from harvesters.runner import harvest_source, list_sources
 
 DEMO_ROWS = {
@@ -208,7 +208,7 @@ def slow_server() -> Iterator[str]:
 
 
 def test_source_slower_than_timeout_fails(tmp_path: Path, slow_server: str) -> None:
-    from catalogue.definitions import load_definitions, sync_definitions
+    from catalogue.meta.definitions import load_definitions, sync_definitions
     from catalogue.hub import open_hub
 
     hub = open_hub(Settings(data_dir=tmp_path / "slow", harvest_timeout_s=0.3))
@@ -221,7 +221,7 @@ def test_source_slower_than_timeout_fails(tmp_path: Path, slow_server: str) -> N
 
 
 def test_feed_over_size_cap_is_refused(tmp_path: Path, feed_server) -> None:  # type: ignore[no-untyped-def]
-    from catalogue.definitions import load_definitions, sync_definitions
+    from catalogue.meta.definitions import load_definitions, sync_definitions
     from catalogue.hub import open_hub
 
     hub = open_hub(Settings(data_dir=tmp_path / "cap", harvest_max_bytes=1000, feed_base_url=feed_server.url))

@@ -22,14 +22,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalogue.changes import parquet_scan
+from catalogue.store.changes import parquet_scan
 from catalogue.errors import InvalidParameter, QueryError
 from catalogue.hub import Hub
-from catalogue.query import QueryEngine, VersionRef
-from catalogue.records import Plan, RecordsRequest, engine_error_message, output_columns, plan_records, prune
-from catalogue.spreadsheet import NUMBER_STYLES, XLSX_MAX_ROWS, csv_chunks, write_xlsx
-from catalogue.sql_text import ident, iso_timestamp, json_value, literal
-from catalogue.table_schema import geometry_fields
+from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.query.records import Plan, RecordsRequest, engine_error_message, output_columns, plan_records, prune
+from catalogue.query.spreadsheet import NUMBER_STYLES, XLSX_MAX_ROWS, csv_chunks, write_xlsx
+from catalogue.schema.sql_text import ident, iso_timestamp, json_value, literal
+from catalogue.schema.table_schema import geometry_fields
 
 EXPORT_FORMATS = ("csv", "json", "ndjson", "geojson", "parquet", "xlsx")
 MEDIA_TYPES = {

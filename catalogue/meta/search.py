@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import InvalidParameter
-from catalogue.metadata import of_publisher
-from catalogue.models import Dataset
+from catalogue.meta.metadata import of_publisher
+from catalogue.meta.models import Dataset
 
 ESCAPE = "!"
 MAX_TERMS = 10

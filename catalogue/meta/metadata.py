@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import DatasetNotFound, InvalidParameter, PublisherNotFound, VersionNotFound
-from catalogue.licenses import license_info
-from catalogue.models import Dataset, HarvestJob, Organization, Version
-from catalogue.table_schema import geometry_fields, primary_key
+from catalogue.meta.licenses import license_info
+from catalogue.meta.models import Dataset, HarvestJob, Organization, Version
+from catalogue.schema.table_schema import geometry_fields, primary_key
 
 
 def get_dataset(session: Session, name: str) -> Dataset:

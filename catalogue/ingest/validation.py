@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 from frictionless import Report, ReportTask, errors
 
-from catalogue.field_parsing import parse_expression, type_note
-from catalogue.sql_text import ident, literal, literal_list
-from catalogue.table_schema import STORED_TYPES, primary_key
+from catalogue.schema.field_parsing import parse_expression, type_note
+from catalogue.schema.sql_text import ident, literal, literal_list
+from catalogue.schema.table_schema import STORED_TYPES, primary_key
 
 ROW = "__row"  # 0-based position of the row in the delivery
 FIRST_DATA_ROW = 2  # Frictionless numbers the header as row 1

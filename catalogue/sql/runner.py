@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 
 from catalogue.errors import InvalidParameter, NotFound, SqlError, SqlResourceLimit, SqlUnknownTable
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version
-from catalogue.models import Dataset
-from catalogue.query import VersionRef
+from catalogue.meta.metadata import get_dataset, get_version
+from catalogue.meta.models import Dataset
+from catalogue.query.engine import VersionRef
 from catalogue.errors import QueryTimeout
-from catalogue.sql_guard import check_sql
-from catalogue.sql_pool import SqlPool
-from catalogue.sql_worker import SqlTask
+from catalogue.sql.guard import check_sql
+from catalogue.sql.pool import SqlPool
+from catalogue.sql.worker import SqlTask
 
 TABLE_HINT = (
     'Tables are datasets by name: "parking-occupancy" (quoted) or parking_occupancy, and "parking-occupancy@2" '

@@ -6,7 +6,7 @@ import json
 from typing import Protocol
 
 from catalogue.hub import Hub
-from catalogue.models import Dataset, Version
+from catalogue.meta.models import Dataset, Version
 
 
 class MetadataExporter(Protocol):

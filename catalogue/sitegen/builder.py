@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from catalogue.hub import Hub
-from catalogue.licenses import license_info
-from catalogue.metadata import list_publishers
-from catalogue.models import Dataset, Organization, Version
-from catalogue.site_listings import Listing, Manifest, index_listing, publisher_listing
-from catalogue.table_schema import geometry_fields, primary_key
-from catalogue.vocabularies import FREQUENCIES, THEMES, label
+from catalogue.meta.licenses import license_info
+from catalogue.meta.metadata import list_publishers
+from catalogue.meta.models import Dataset, Organization, Version
+from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
+from catalogue.schema.table_schema import geometry_fields, primary_key
+from catalogue.meta.vocabularies import FREQUENCIES, THEMES, label
 
 LANGS = ("de", "en")
 RECENT_CARDS = 6  # recently updated datasets on the front page

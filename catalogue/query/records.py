@@ -20,14 +20,14 @@ from typing import Any
 
 import duckdb
 
-from catalogue import pruning
-from catalogue.changes import parquet_scan
-from catalogue.deadlines import WATCHDOG
+from catalogue.query import pruning
+from catalogue.store.changes import parquet_scan
+from catalogue.query.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
-from catalogue.odsql import Compiler
-from catalogue.result_cache import ResultCache, params_key
-from catalogue.sql_text import ident, json_value, literal
-from catalogue.table_schema import STORED_TYPES, primary_key, schema_hash
+from catalogue.query.odsql import Compiler
+from catalogue.query.result_cache import ResultCache, params_key
+from catalogue.schema.sql_text import ident, json_value, literal
+from catalogue.schema.table_schema import STORED_TYPES, primary_key, schema_hash
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from catalogue.sql_text import literal, literal_list
+from catalogue.schema.sql_text import literal, literal_list
 
 INTEGER_RE = r"\s*[+-]?\d+\s*"
 NUMBER_RE = r"\s*([+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|[+-]?(NaN|INF|Infinity))\s*"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from catalogue.licenses import license_info
-from catalogue.models import Dataset, Version
+from catalogue.meta.licenses import license_info
+from catalogue.meta.models import Dataset, Version
 from catalogue.settings import Settings
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from catalogue.table_schema import primary_key
+from catalogue.schema.table_schema import primary_key
 
 # Parts are read far more often than written: DuckDB scans snappy pages in about 55 % of the
 # time it needs for zstd (a 1M-row part: top-10 at a timestamp 12.4 vs 22.4 ms, filtered

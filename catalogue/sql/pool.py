@@ -21,7 +21,7 @@ from typing import Any
 from catalogue.errors import SqlBusy, SqlResourceLimit, UrbandataError
 from catalogue.errors import QueryTimeout
 from catalogue.settings import Settings
-from catalogue.sql_worker import SqlTask, WorkerConfig, serve
+from catalogue.sql.worker import SqlTask, WorkerConfig, serve
 
 log = logging.getLogger("urbandata.sql")
 

@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from catalogue.errors import DefinitionError, SchemaError
 from catalogue.hub import Hub
-from catalogue.licenses import license_info
-from catalogue.models import Dataset, HarvestSource, Organization
-from catalogue.table_schema import check_schema
+from catalogue.meta.licenses import license_info
+from catalogue.meta.models import Dataset, HarvestSource, Organization
+from catalogue.schema.table_schema import check_schema
 
 PUBLISHER_KEYS = {"name", "title", "title_en", "description", "description_en", "homepage", "email"}
 ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")

@@ -6,10 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-import frictionless
-
 from catalogue.errors import SchemaError
-from catalogue.sql_text import ident, json_value
+from catalogue.schema.sql_text import ident, json_value
 
 # Table Schema type -> DuckDB type of the stored column.
 STORED_TYPES = {
@@ -32,6 +30,8 @@ def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
 
     Returns the descriptor unchanged; raises SchemaError saying what to fix.
     """
+    import frictionless  # here, not at import: the read path (queries) never loads it
+
     try:
         frictionless.Schema.from_descriptor(descriptor)
     except frictionless.FrictionlessException as exc:

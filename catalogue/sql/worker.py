@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 
 from catalogue import duck
-from catalogue.sql_text import ident, iso_timestamp, literal
+from catalogue.schema.sql_text import ident, iso_timestamp, literal
 
 RESULT_VIEW = "__result"  # never a user relation: the guard only lets names starting [a-z0-9] through
 TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"})

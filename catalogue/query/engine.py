@@ -19,13 +19,13 @@ import duckdb
 from sqlalchemy.orm import Session
 
 from catalogue import duck
-from catalogue.changes import parquet_scan
+from catalogue.store.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
-from catalogue.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
-from catalogue.models import Dataset, Version
-from catalogue.store import part_key
-from catalogue.table_schema import json_columns
+from catalogue.meta.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
+from catalogue.meta.models import Dataset, Version
+from catalogue.store.keys import part_key
+from catalogue.schema.table_schema import json_columns
 
 T = TypeVar("T")
 

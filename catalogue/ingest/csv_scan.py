@@ -38,11 +38,11 @@ import pyarrow.compute as pc
 from frictionless import Report, ReportTask
 
 from catalogue.errors import MalformedFeed
-from catalogue.field_parsing import parse_expression
-from catalogue.readers import csv_labels
-from catalogue.sql_text import ident, literal, literal_list
-from catalogue.table_schema import primary_key
-from catalogue.validation import Validated, constraint_checks
+from catalogue.schema.field_parsing import parse_expression
+from catalogue.ingest.readers import csv_labels
+from catalogue.schema.sql_text import ident, literal, literal_list
+from catalogue.schema.table_schema import primary_key
+from catalogue.ingest.validation import Validated, constraint_checks
 
 TABLE = "__typed"  # the same name as the text path's table: discard_typed drops either
 BAD = "__bad"  # per row: some cell breaks its type or a constraint, or the row is malformed

@@ -26,18 +26,21 @@ import pyarrow.parquet as pq
 from frictionless import Report, errors
 from sqlalchemy import func, select
 
-from catalogue import duck, layout
-from catalogue.changes import parquet_scan, summarize_changes
-from catalogue.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, repeats_key, validate_csv
-from catalogue.datapackage import build_descriptor
+from catalogue import duck
+
+from catalogue.store import layout
+from catalogue.store.changes import parquet_scan, summarize_changes
+from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, repeats_key, validate_csv
+from catalogue.store.datapackage import build_descriptor
 from catalogue.errors import DatasetNotFound, MalformedFeed
-from catalogue.geoparquet import geo_metadata
+from catalogue.store.geoparquet import geo_metadata
+from catalogue.store.keys import descriptor_key, part_key
 from catalogue.hub import Hub
-from catalogue.models import Dataset, HarvestJob, Version, utcnow
-from catalogue.readers import open_delivery
-from catalogue.sql_text import ident, literal
-from catalogue.table_schema import geometry_fields, primary_key, schema_hash
-from catalogue.validation import Validated, discard_typed, validate_delivery
+from catalogue.meta.models import Dataset, HarvestJob, Version, utcnow
+from catalogue.ingest.readers import open_delivery
+from catalogue.schema.sql_text import ident, literal
+from catalogue.schema.table_schema import geometry_fields, primary_key, schema_hash
+from catalogue.ingest.validation import Validated, discard_typed, validate_delivery
 
 MODES = ("replace", "append")
 
@@ -87,16 +90,6 @@ class IngestResult:
             return f"{self.dataset}: unchanged, version {self.version} stays current"
         count = self.report.get("stats", {}).get("errors", 0)
         return f"{self.dataset}: quarantined, {count} validation errors; version {self.version or '—'} stays current"
-
-
-def part_key(dataset: str, sha256: str) -> str:
-    """Storage key of a content-addressed part."""
-    return f"datasets/{dataset}/parts/{sha256}.parquet"
-
-
-def descriptor_key(dataset: str, number: int) -> str:
-    """Storage key of a version's Data Package descriptor."""
-    return f"datasets/{dataset}/v{number}.datapackage.json"
 
 
 def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int | None = None) -> IngestResult:

@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
-from catalogue.sql_text import ident
-from catalogue.table_schema import json_columns, primary_key
+from catalogue.schema.sql_text import ident
+from catalogue.schema.table_schema import json_columns, primary_key
 
 
 def parquet_scan(uris: list[str]) -> str:

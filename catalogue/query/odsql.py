@@ -24,9 +24,9 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
-from catalogue import pruning
+from catalogue.query import pruning
 from catalogue.errors import QueryError
-from catalogue.table_schema import GEOMETRY_TYPES
+from catalogue.schema.table_schema import GEOMETRY_TYPES
 
 DISTANCE_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
 TRUNC_UNITS = {"year", "quarter", "month", "week", "day", "hour", "minute", "second"}

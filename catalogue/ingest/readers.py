@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from catalogue.errors import MalformedFeed
-from catalogue.field_parsing import DEFAULT_FALSE, DEFAULT_TRUE
+from catalogue.schema.field_parsing import DEFAULT_FALSE, DEFAULT_TRUE
 
 FORMATS = ("csv", "json", "geojson")
 

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from catalogue.result_cache import ResultCache, params_key
-from catalogue.sql_text import ident, literal
+from catalogue.query.result_cache import ResultCache, params_key
+from catalogue.schema.sql_text import ident, literal
 
 # Table Schema types whose Parquet statistics order like the values the engine compares.
 PRUNABLE = {"string", "integer", "number", "date", "datetime", "time", "year", "boolean"}

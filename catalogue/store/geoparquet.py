@@ -6,7 +6,7 @@ from typing import Any
 
 import duckdb
 
-from catalogue.sql_text import ident
+from catalogue.schema.sql_text import ident
 
 # ST_GeometryType names -> GeoParquet geometry_types names.
 GEOMETRY_NAMES = {

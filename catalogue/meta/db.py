@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalogue.models import Base
+from catalogue.meta.models import Base
 from catalogue.settings import Settings
 
 

@@ -1,0 +1,1 @@
+"""The write path: a delivery read, validated and committed as a version, or quarantined."""

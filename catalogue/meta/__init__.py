@@ -1,0 +1,1 @@
+"""Catalogue metadata: models, database, definitions, search, licences, vocabularies."""

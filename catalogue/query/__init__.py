@@ -1,0 +1,1 @@
+"""The read path: versions resolved, ODSQL, records, facets, pruning, caches, exports."""

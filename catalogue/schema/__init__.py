@@ -1,0 +1,1 @@
+"""Table Schemas: typed fields parsed once, field parsing in DuckDB, SQL quoting."""

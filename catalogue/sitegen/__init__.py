@@ -1,0 +1,1 @@
+"""The static catalogue site: builder and paginated listings."""

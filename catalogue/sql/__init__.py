@@ -1,0 +1,1 @@
+"""The read-only SQL endpoint: statement guard, sandboxed worker processes, pool, runner."""

@@ -1,0 +1,1 @@
+"""The storage seam and what lies in it: parts, their layout, descriptors, GeoParquet, changes."""
