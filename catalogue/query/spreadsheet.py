@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ FORMULA_START = r"^([=+\-@\t\r])"
 XLSX_MAX_ROWS = 1_048_576  # rows of an Excel sheet, the header row included
 NUMBER_STYLES = ("international", "german")
 BOM = b"\xef\xbb\xbf"
+# The workbook's creation time (docProps/core.xml, and xlsxwriter stamps the zip entries with it):
+# fixed, so the same rows make the same bytes and a strong ETag holds (RFC 9110, 8.8.1).
+XLSX_CREATED = datetime(2000, 1, 1)
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -90,12 +94,15 @@ def csv_chunks(
         writer.close()
 
 
-def write_xlsx(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path, sheet: str) -> int:
+def write_xlsx(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path, sheet: str, *, created: datetime = XLSX_CREATED,
+) -> int:
     """Write a one-sheet workbook to ``path`` in constant memory; returns the rows written.
 
     Rows are written in order and flushed as they go (xlsxwriter's
     ``constant_memory``); the caller checks the row count against
-    ``XLSX_MAX_ROWS`` first.
+    ``XLSX_MAX_ROWS`` first. The bytes depend only on the rows, ``sheet`` and
+    ``created`` (never on the clock), so one export always has one ETag and one body.
     """
     workbook = xlsxwriter.Workbook(str(path), {
         "constant_memory": True, "tmpdir": str(path.parent),
@@ -104,6 +111,7 @@ def write_xlsx(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path,
         "nan_inf_to_errors": True, "remove_timezone": True,
     })
     try:
+        workbook.set_properties({"created": created})
         worksheet = workbook.add_worksheet(_sheet_name(sheet))
         bold = workbook.add_format({"bold": True})
         for col, name in enumerate(schema.names):
