@@ -7,7 +7,19 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The folder holding the catalogue package: the checkout in a development (editable) install,
+# site-packages in an installed one. Tests use it to find the checkout's files.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bundled_dir(name: str) -> Path:
+    """Where the shipped content folder ``name`` (``site`` or ``datasets``) lives.
+
+    A wheel carries both inside the package (``catalogue/bundled/``, copied there by setup.py);
+    a checkout keeps them at its top, beside ``catalogue/``.
+    """
+    packaged = Path(__file__).resolve().parent / "bundled" / name
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
 
 
 class Settings(BaseSettings):
@@ -28,11 +40,11 @@ class Settings(BaseSettings):
         description="Name of the storage backend for Parquet parts and descriptors (plugin name).",
     )
     definitions_dir: Path = Field(
-        default=PROJECT_ROOT / "datasets",
+        default=bundled_dir("datasets"),
         description="Directory holding publishers.yaml, definitions/*.yaml and Table Schemas.",
     )
     site_templates_dir: Path = Field(
-        default=PROJECT_ROOT / "site",
+        default=bundled_dir("site"),
         description="Directory holding the site's templates/, static/ and i18n/.",
     )
     feed_base_url: str | None = Field(

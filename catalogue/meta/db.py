@@ -1,12 +1,24 @@
-"""Engine and session creation for the catalogue database."""
+"""Engine and session creation for the catalogue database, and its schema migrations (Alembic)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event
+import sys
+import tempfile
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalogue.meta.models import Base
 from catalogue.settings import Settings
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The revision whose schema equals what create_all made before migrations existed.
+BASELINE = "0001"
 
 
 def create_catalogue_engine(settings: Settings) -> Engine:
@@ -27,11 +39,87 @@ def create_catalogue_engine(settings: Settings) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def catalogue_exists(settings: Settings) -> bool:
+    """Whether the configured database already holds a catalogue (creates nothing to find out)."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if not Path(url.database).is_file():
+            return False  # connecting would create the file
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return inspect(connection).has_table("datasets")
+    finally:
+        engine.dispose()
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this release."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "catalogue/meta/migrations/versions holds no migration"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None for a database without a catalogue.
+
+    A catalogue made before migrations existed (tables, no ``alembic_version``) is at the baseline.
+    """
+    with engine.connect() as connection:
+        found = MigrationContext.configure(connection).get_current_revision()
+        if found is None and inspect(connection).has_table("datasets"):
+            return BASELINE
+        return found
+
+
+def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
+    """Bring the catalogue schema to the newest migration; returns (revision before, revision after).
+
+    An empty database gets every migration; a catalogue made before migrations existed is
+    stamped at the baseline first (its tables are the baseline's), then upgraded. Nothing runs
+    when the database is already at the head.
+    """
+    head = head_revision()
+    with engine.begin() as connection:
+        context = MigrationContext.configure(connection)
+        stamped = context.get_current_revision()
+        before = stamped
+        if stamped is None and inspect(connection).has_table("datasets"):
+            command.stamp(_alembic_config(connection), BASELINE)
+            before = BASELINE
+        if before != head:
+            command.upgrade(_alembic_config(connection), "head")
+    return before, head
+
+
 def init_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent)."""
-    Base.metadata.create_all(engine)
+    """Create the catalogue, or upgrade it to this release's schema (idempotent)."""
+    upgrade_schema(engine)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def write_revision(message: str) -> None:
+    """Write the next migration from what autogenerate finds between the head and models.py (a draft to read)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = create_engine(f"sqlite:///{tmp}/draft.sqlite")
+        upgrade_schema(engine)
+        with engine.begin() as connection:
+            command.revision(_alembic_config(connection), message=message, autogenerate=True)
+        engine.dispose()
+
+
+if __name__ == "__main__":  # python -m catalogue.meta.db revision "message"
+    if len(sys.argv) != 3 or sys.argv[1] != "revision":
+        sys.exit('usage: python -m catalogue.meta.db revision "what changes"')
+    write_revision(sys.argv[2])

@@ -1,0 +1,125 @@
+"""Catalogue schema migrations: from empty, from a catalogue made before migrations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy.orm import Session
+
+from catalogue.meta.db import BASELINE, catalogue_exists, current_revision, head_revision, upgrade_schema
+from catalogue.meta.models import Base, Dataset, HarvestJob, Organization, Version
+from catalogue.settings import Settings
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TABLES = {"alembic_version", "datasets", "harvest_jobs", "harvest_sources", "organizations", "versions"}
+
+
+def _pg_engine() -> Iterator[Engine]:
+    """An engine on a throwaway schema of the machine's PostgreSQL; skips when it is not reachable."""
+    pytest.importorskip("psycopg")
+    admin = create_engine(PG_URL)
+    schema = f"migrations_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means: no PostgreSQL here
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
+    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty catalogue database of each kind."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
+        yield engine
+        engine.dispose()
+    else:
+        yield from _pg_engine()
+
+
+def _differences(engine: Engine) -> list[object]:
+    """What autogenerate would change to make the database match models.py (nothing, when they agree)."""
+    with engine.connect() as connection:
+        return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+
+def _fill(engine: Engine) -> None:
+    """One publisher, one dataset with a current version, one job: every table and the cyclic key used."""
+    at = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
+    with Session(engine) as session, session.begin():
+        publisher = Organization(name="stadtwerke", title="Stadtwerke", homepage="", email="")
+        dataset = Dataset(name="car-parks", title="Parkhäuser", license="dl-zero-de/2.0", publisher=publisher,
+                          keywords=["Parken"], table_schema={"fields": [{"name": "id", "type": "integer"}]},
+                          created_at=at, modified_at=at)
+        job = HarvestJob(dataset=dataset, status="published", message="ok", started_at=at, rows=6)
+        session.add_all([publisher, dataset, job])
+        session.flush()
+        version = Version(dataset_id=dataset.id, number=1, row_count=6, bytes=1234, content_hash="ab" * 32,
+                          descriptor_key="datasets/car-parks/v1.datapackage.json", parts=["p1"], created_at=at,
+                          harvest_job_id=job.id)
+        session.add(version)
+        session.flush()
+        dataset.current_version = version
+
+
+def _read(engine: Engine) -> tuple[object, ...]:
+    with Session(engine) as session:
+        dataset = session.scalars(select(Dataset)).one()
+        version = dataset.current_version
+        job = session.scalars(select(HarvestJob)).one()
+        assert version is not None
+        return (dataset.name, dataset.publisher.name, dataset.keywords, dataset.table_schema, dataset.created_at,
+                version.number, version.row_count, version.parts, version.content_hash, version.harvest_job_id == job.id,
+                job.status, job.rows)
+
+
+EXPECTED = ("car-parks", "stadtwerke", ["Parken"], {"fields": [{"name": "id", "type": "integer"}]},
+            datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc), 1, 6, ["p1"], "ab" * 32, True, "published", 6)
+
+
+def test_upgrade_from_empty_makes_the_schema_of_models_py(engine: Engine) -> None:
+    assert current_revision(engine) is None
+    assert upgrade_schema(engine) == (None, head_revision())
+    assert set(inspect(engine).get_table_names()) == TABLES
+    assert _differences(engine) == []
+    assert (current_revision(engine), upgrade_schema(engine)) == (head_revision(), (head_revision(), head_revision()))
+    _fill(engine)
+    assert _read(engine) == EXPECTED
+
+
+def test_a_catalogue_made_before_migrations_is_stamped_and_keeps_its_data(engine: Engine) -> None:
+    Base.metadata.create_all(engine)  # how every release before migrations made its catalogue
+    _fill(engine)
+    assert "alembic_version" not in inspect(engine).get_table_names()
+    assert current_revision(engine) == BASELINE
+    assert upgrade_schema(engine) == (BASELINE, head_revision())
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
+    assert _read(engine) == EXPECTED
+    assert _differences(engine) == []
+
+
+def test_catalogue_exists_creates_nothing(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "typo")
+    assert catalogue_exists(settings) is False
+    assert not (tmp_path / "typo").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "catalogue.sqlite").touch()
+    assert catalogue_exists(Settings(data_dir=empty)) is False
