@@ -157,16 +157,37 @@ def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:
     for number, feature in enumerate(features, start=1):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise MalformedFeed(f"GeoJSON feature {number} is not a Feature object.")
-        record = dict(feature.get("properties") or {})
+        properties = feature.get("properties") or {}
+        if isinstance(properties, _RepeatedKeys):
+            raise MalformedFeed(f"GeoJSON feature {number} names the property '{properties.repeated[0]}' more "
+                                "than once; each property may appear once per feature.")
+        record = dict(properties)
         record["geometry"] = feature.get("geometry")
         records.append(record)
     return _records_table(records, "GeoJSON")
 
 
+class _RepeatedKeys(dict[str, Any]):
+    """A JSON object that named a key more than once (json.loads would keep the last value silently)."""
+
+    repeated: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object from its key/value pairs, marked when a key repeats."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _RepeatedKeys(pairs[::-1])  # the first value wins, as the first CSV column does
+    seen: set[str] = set()
+    marked.repeated = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+    return marked
+
+
 def _load_json(content: bytes, options: dict[str, Any], want_list: bool = True) -> Any:
     encoding = options.get("encoding", "utf-8")
     try:
-        doc = json.loads(content.decode(encoding))
+        doc = json.loads(content.decode(encoding), object_pairs_hook=_object)
     except (UnicodeDecodeError, LookupError) as exc:
         raise MalformedFeed(f"The feed is not valid {encoding} text: {exc}.") from exc
     except json.JSONDecodeError as exc:
@@ -186,6 +207,9 @@ def _records_table(records: list[Any], kind: str) -> pa.Table:
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise MalformedFeed(f"{kind} row {index + 1} is not an object.")
+        if isinstance(record, _RepeatedKeys):
+            raise MalformedFeed(f"{kind} row {index + 1} names the key '{record.repeated[0]}' more than once; "
+                                "each key may appear once per object.")
         for key in record:
             if key not in columns:
                 columns[key] = [None] * index

@@ -107,34 +107,28 @@ def validate_delivery(
     missing_values = [str(v) for v in schema.get("missingValues", [""])]
     key = primary_key(schema)
     names = [f["name"] for f in fields]
-    found: list[errors.Error] = []
-    total = 0
-
-    # Header: every field must be present; unknown columns are reported, not dropped silently.
-    absent = [f["name"] for f in fields if f["name"] not in labels]
-    for number, field in enumerate(fields, start=1):
-        if field["name"] in absent:
-            total += 1
-            found.append(errors.MissingLabelError(
-                note="", labels=labels, row_numbers=[1], label="", field_name=field["name"], field_number=number))
-    for number, label in enumerate(labels, start=1):
-        if label not in names:
-            total += 1
-            found.append(errors.ExtraLabelError(
-                note="", labels=labels, row_numbers=[1], label=label, field_name="", field_number=number))
+    found, delivered = _header_errors(fields, labels)
+    total = len(found)
+    absent = [i for i, source in enumerate(delivered) if source is None]
+    columns = [_column(j) for j in range(len(labels))] + [_absent(i) for i in absent]
+    sources = [_absent(i) if source is None else source for i, source in enumerate(delivered)]
 
     rows = 0
     notes: dict[str, str] = {}
     error_columns = [ident(f"e{i}") for i in range(len(fields))]
     try:
         for batch in _with_empty_fallback(raw, labels):
-            for column in absent:
-                batch = batch.append_column(column, pa.nulls(batch.num_rows, pa.string()))
-            batch = batch.append_column(ROW, pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64)))
+            # Columns are named by position: delivered labels may repeat, be blank or clash
+            # with our own names, and none of them is ever written into SQL.
+            arrays = [*batch.columns, *[pa.nulls(batch.num_rows, pa.string()) for _ in absent],
+                      pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))]
+            batch = pa.RecordBatch.from_arrays(arrays, names=[*columns, ROW])
             con.register("__raw", batch)
             try:
-                typed_sql, notes = _typing_sql(fields, key, missing_values, batch.schema)
-                kept_columns = ", ".join([ident(ROW)] + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in labels])
+                typed_sql, notes = _typing_sql(fields, sources, key, missing_values, batch.schema)
+                kept_columns = ", ".join(
+                    [ident(ROW)] + [f"CAST({ident(_column(j))} AS VARCHAR) AS {ident(_column(j))}"
+                                    for j in range(len(labels))])
                 if rows == 0:
                     con.execute(f"CREATE OR REPLACE TABLE __typed AS {typed_sql}")
                     con.execute(f"CREATE OR REPLACE TABLE __errraw AS SELECT {kept_columns} FROM __raw WHERE false")
@@ -209,6 +203,50 @@ def validate_delivery(
                      select=select, columns=columns, key_order=key_order)
 
 
+def _column(position: int) -> str:
+    """The name validation gives the delivered column at ``position`` (0-based)."""
+    return f"__c{position}"
+
+
+def _absent(index: int) -> str:
+    """The name of the all-NULL column standing in for field ``index``, which the delivery lacks."""
+    return f"__a{index}"
+
+
+def _header_errors(fields: list[dict[str, Any]], labels: list[str]) -> tuple[list[errors.Error], list[str | None]]:
+    """Label errors of the header, and the column each field is read from (None: not delivered).
+
+    Every field must be present; unknown columns are reported, not dropped
+    silently. A blank label or one repeating an earlier label is an error of
+    its own (which column would the field be?); the field is read from the
+    label's first column, so its cells are still checked for the report.
+    """
+    names = [f["name"] for f in fields]
+    first: dict[str, int] = {}
+    for position, label in enumerate(labels):
+        first.setdefault(label, position)
+    found: list[errors.Error] = []
+    sources: list[str | None] = []
+    for number, name in enumerate(names, start=1):
+        if name in first:
+            sources.append(_column(first[name]))
+        else:
+            sources.append(None)
+            found.append(errors.MissingLabelError(
+                note="", labels=labels, row_numbers=[1], label="", field_name=name, field_number=number))
+    for number, label in enumerate(labels, start=1):
+        common = {"labels": labels, "row_numbers": [1], "label": label, "field_number": number}
+        if not label.strip():
+            found.append(errors.BlankLabelError(
+                note="give the column a name from the schema or remove it", field_name="", **common))
+        elif first[label] != number - 1:
+            found.append(errors.DuplicateLabelError(
+                note=f'at position "{first[label] + 1}"; each label may appear once', field_name=label, **common))
+        elif label not in names:
+            found.append(errors.ExtraLabelError(note="", field_name="", **common))
+    return found, sources
+
+
 def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -> Iterator[pa.RecordBatch]:
     """The batches, or one empty text batch when the delivery has a header and no rows."""
     seen = False
@@ -220,14 +258,16 @@ def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -
 
 
 def _typing_sql(
-    fields: list[dict[str, Any]], key: list[str], missing_values: list[str], raw_schema: pa.Schema
+    fields: list[dict[str, Any]], sources: list[str], key: list[str], missing_values: list[str],
+    raw_schema: pa.Schema,
 ) -> tuple[str, dict[str, str]]:
-    """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>)."""
-    typed_columns = {f.name for f in raw_schema if not pa.types.is_string(f.type) and f.name != ROW}
+    """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>); field i is read from sources[i]."""
+    typed_columns = {fields[i]["name"] for i, source in enumerate(sources)
+                     if not pa.types.is_string(raw_schema.field(source).type)}
     inner, outer = [ident(ROW)], [ident(ROW)]
     notes: dict[str, str] = {}
     for i, field in enumerate(fields):
-        column = ident(field["name"])
+        column = ident(sources[i])
         raw_i, typed_i = f"__r{i}", f"__t{i}"
         if field["name"] in typed_columns:  # parsed exactly by the reader; missing values are already NULL
             inner.append(f"CAST({column} AS VARCHAR) AS {raw_i}")

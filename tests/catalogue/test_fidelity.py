@@ -1,0 +1,160 @@
+"""Data fidelity on ingest: what a careless feed delivers is either published exactly or quarantined with a report.
+
+Classes covered (issue 13): header labels that repeat, are blank, or do not
+match the schema; JSON objects that repeat a key; datetime offsets (instants
+versus local times); date and datetime patterns matched over the whole value
+with their declared widths; UTF-8 bytes in a feed declared in a single-byte
+encoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from catalogue import duck
+from catalogue.errors import MalformedFeed
+from catalogue.hub import Hub
+from catalogue.ingest.csv_scan import ScanFailed, plan_csv_scan, validate_csv
+from catalogue.ingest.pipeline import Delivery, ingest_delivery
+from catalogue.ingest.readers import read_delivery
+from catalogue.ingest.validation import discard_typed, validate_delivery
+from catalogue.meta.models import Dataset, HarvestJob
+
+AMOUNTS = {
+    "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "number"}],
+    "primaryKey": ["id"],
+}
+
+
+def text_verdict(content: bytes, schema: dict[str, Any], fmt: str = "csv", **options: Any) -> list[tuple[Any, ...]]:
+    """The text path's errors (type, row, field, label or cell), with exact types and as text: both must agree."""
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    verdicts = []
+    try:
+        for exact in (True, False):
+            try:
+                raw = read_delivery(content, fmt, options, schema, exact_types=exact)
+            except MalformedFeed:
+                assert exact, "only the typed fast path may fail to read a well-formed file"
+                continue
+            checked = validate_delivery(con, raw, schema, name="t", place="test")
+            discard_typed(con)
+            verdicts.append([(e["type"], e.get("rowNumber"), e.get("fieldName"), e.get("cell", e.get("label")))
+                             for e in checked.report["tasks"][0]["errors"]])
+            assert checked.valid is not verdicts[-1]
+    finally:
+        con.close()
+    assert verdicts[0] == verdicts[-1]
+    return verdicts[-1]
+
+
+def scan_declines(tmp_path: Path, content: bytes, schema: dict[str, Any], **options: Any) -> bool:
+    """Whether DuckDB's CSV path leaves the delivery to the text path (declined, or not plainly valid)."""
+    path = tmp_path / "delivery.csv"
+    path.write_bytes(content)
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    try:
+        return validate_csv(con, path, options, schema, tmp_path, name="t", place="t") is None
+    except ScanFailed:
+        return True
+    finally:
+        discard_typed(con)
+        con.close()
+
+
+def ingest_as_job(hub: Hub, name: str, content: bytes, fmt: str = "csv", **options: Any) -> tuple[HarvestJob, dict]:
+    """Ingest ``content`` under a harvest job as the harvester does; the finished job and its stored report."""
+    with hub.sessions.begin() as session:
+        dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+        job = HarvestJob(dataset_id=dataset.id, status="running")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    ingest_delivery(hub, name, Delivery(content, fmt, options, "replace", {"source_url": "test"}), job_id)
+    with hub.sessions() as session:
+        job = session.get(HarvestJob, job_id)
+        session.expunge(job)
+    assert job.report_key, "every finished job has a report"
+    return job, json.loads(hub.storage.read_bytes(job.report_key))
+
+
+def error_types(report: dict[str, Any]) -> list[str]:
+    """The types of a report's errors: the delivery's (unreadable) and its table's."""
+    return [e["type"] for e in report["errors"] + [e for task in report["tasks"] for e in task["errors"]]]
+
+
+# -- header labels ----------------------------------------------------------
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("id;id;amount", [("duplicate-label", None, "id", "id")]),
+    ("id;amount;amount", [("duplicate-label", None, "amount", "amount")]),
+    ("id;;amount", [("blank-label", None, "", "")]),
+    ("id; ;amount", [("blank-label", None, "", " ")]),
+    ("id;amount;id", [("duplicate-label", None, "id", "id")]),
+    ("id", [("missing-label", None, "amount", "")]),  # shorter than the schema
+    ("id;amount;x", [("extra-label", None, "", "x")]),  # longer
+    ("__row;id;amount", [("extra-label", None, "", "__row")]),  # our own column names are not special
+    ("__c0;id;amount", [("extra-label", None, "", "__c0")]),
+    ('"id;amount";id;amount', [("extra-label", None, "", "id;amount")]),
+])
+def test_header_labels_that_break_the_schema_are_reported_on_both_paths(
+    tmp_path: Path, header: str, expected: list[tuple[Any, ...]]
+) -> None:
+    width = len(next(csv.reader([header], delimiter=";")))
+    cells = ";".join(str(n) for n in range(1, width + 1))
+    content = f"{header}\n{cells}\n".encode()
+    assert text_verdict(content, AMOUNTS, delimiter=";") == expected
+    assert scan_declines(tmp_path, content, AMOUNTS, delimiter=";")
+
+
+def test_a_repeated_label_still_has_its_first_columns_cells_checked() -> None:
+    content = b"id;amount;id\n1;x;2\n"
+    assert text_verdict(content, AMOUNTS, delimiter=";") == [
+        ("duplicate-label", None, "id", "id"), ("type-error", 2, "amount", "x")]
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    (b'[{"id": 1, "id": 2, "amount": 3}]', "JSON row 1 names the key 'id' more than once"),
+    (b'[{"id": 1, "amount": 3}, {"amount": 1, "id": 2, "amount": 3}]', "JSON row 2 names the key 'amount'"),
+    (b'{"records": [{"id": 1, "amount": 3, "id": 1}]}', "JSON row 1 names the key 'id'"),
+])
+def test_json_objects_that_repeat_a_key_are_malformed(doc: bytes, problem: str) -> None:
+    with pytest.raises(MalformedFeed, match=problem):
+        read_delivery(doc, "json", {}, AMOUNTS)
+
+
+def test_geojson_properties_that_repeat_a_key_are_malformed() -> None:
+    doc = (b'{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": null, '
+           b'"properties": {"id": 1, "id": 2}}]}')
+    with pytest.raises(MalformedFeed, match="GeoJSON feature 1 names the property 'id' more than once"):
+        read_delivery(doc, "geojson", {}, AMOUNTS)
+
+
+def test_json_blank_and_missing_keys_are_label_errors() -> None:
+    doc = b'[{"id": 1, "": 2}]'
+    assert text_verdict(doc, AMOUNTS, fmt="json") == [
+        ("missing-label", None, "amount", ""), ("blank-label", None, "", "")]
+
+
+@pytest.mark.parametrize(("content", "fmt", "options", "error"), [
+    (b"id;id;amount\n1;2;3.5\n", "csv", {"delimiter": ";"}, "duplicate-label"),
+    (b"id;;amount\n1;2;3.5\n", "csv", {"delimiter": ";"}, "blank-label"),
+    (b"id;amount;x\n1;2;3\n", "csv", {"delimiter": ";"}, "extra-label"),
+    (b"id\n1\n", "csv", {"delimiter": ";"}, "missing-label"),
+    (b"id;amount\n1;2;3\n", "csv", {"delimiter": ";"}, "format-error"),  # a row longer than the header
+    (b'[{"id": 1, "id": 2, "amount": 3}]', "json", {}, "format-error"),
+])
+def test_a_bad_header_quarantines_the_delivery_and_ends_the_job_with_a_report(
+    make_catalogue: Any, content: bytes, fmt: str, options: dict[str, Any], error: str
+) -> None:
+    hub = make_catalogue("amounts", AMOUNTS, b"id,amount\n1,2.5\n")
+    job, report = ingest_as_job(hub, "amounts", content, fmt, **options)
+    assert (job.status, job.version_number) == ("quarantined", 1)
+    assert report["valid"] is False
+    assert error_types(report) == [error]
