@@ -21,12 +21,22 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"
 
 
+# A request that finds every pooled connection taken waits this long, then answers 503 database-busy with
+# Retry-After (api/errors.py), instead of holding its worker thread for SQLAlchemy's default 30 s.
+POOL_TIMEOUT_S = 2
+# An SQLite connection is a file handle: the pool holds one per worker thread (anyio's default limiter is 40),
+# so under any load a request thread finds one. A database server's connections cost it memory: 5 + 10.
+SQLITE_POOL = {"pool_size": 10, "max_overflow": 30}
+SERVER_POOL = {"pool_size": 5, "max_overflow": 10}
+
+
 def create_catalogue_engine(settings: Settings) -> Engine:
     """An engine for the configured database; SQLite gets WAL and foreign keys."""
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_timeout=POOL_TIMEOUT_S, **SQLITE_POOL)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -36,7 +46,7 @@ def create_catalogue_engine(settings: Settings) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S, **SERVER_POOL)
 
 
 def catalogue_exists(settings: Settings) -> bool:
@@ -79,14 +89,15 @@ def current_revision(engine: Engine) -> str | None:
         return found
 
 
-def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
+def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     """Bring the catalogue schema to the newest migration; returns (revision before, revision after).
 
     An empty database gets every migration; a catalogue made before migrations existed is
     stamped at the baseline first (its tables are the baseline's), then upgraded. Nothing runs
-    when the database is already at the head.
+    when the database is already there. ``target`` names an older revision (tests build
+    catalogues as an earlier release left them).
     """
-    head = head_revision()
+    head = head_revision() if target == "head" else target
     with engine.begin() as connection:
         context = MigrationContext.configure(connection)
         stamped = context.get_current_revision()
@@ -95,7 +106,7 @@ def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
             command.stamp(_alembic_config(connection), BASELINE)
             before = BASELINE
         if before != head:
-            command.upgrade(_alembic_config(connection), "head")
+            command.upgrade(_alembic_config(connection), head)
     return before, head
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy import Engine, MetaData, create_engine, insert, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from catalogue.meta.db import BASELINE, catalogue_exists, current_revision, head_revision, upgrade_schema
-from catalogue.meta.models import Base, Dataset, HarvestJob, Organization, Version
+from catalogue.meta.models import Base, Dataset, HarvestJob
 from catalogue.settings import Settings
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -59,23 +59,31 @@ def _differences(engine: Engine) -> list[object]:
         return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
 
 
+AT = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
+
+
 def _fill(engine: Engine) -> None:
-    """One publisher, one dataset with a current version, one job: every table and the cyclic key used."""
-    at = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
-    with Session(engine) as session, session.begin():
-        publisher = Organization(name="stadtwerke", title="Stadtwerke", homepage="", email="")
-        dataset = Dataset(name="car-parks", title="Parkhäuser", license="dl-zero-de/2.0", publisher=publisher,
-                          keywords=["Parken"], table_schema={"fields": [{"name": "id", "type": "integer"}]},
-                          created_at=at, modified_at=at)
-        job = HarvestJob(dataset=dataset, status="published", message="ok", started_at=at, rows=6)
-        session.add_all([publisher, dataset, job])
-        session.flush()
-        version = Version(dataset_id=dataset.id, number=1, row_count=6, bytes=1234, content_hash="ab" * 32,
-                          descriptor_key="datasets/car-parks/v1.datapackage.json", parts=["p1"], created_at=at,
-                          harvest_job_id=job.id)
-        session.add(version)
-        session.flush()
-        dataset.current_version = version
+    """One publisher, one dataset with a current version, one job: every table and the cyclic key used.
+
+    Written through the tables as the database has them (not models.py), so it fills a
+    catalogue at any earlier migration.
+    """
+    tables = MetaData()
+    tables.reflect(engine)
+    described = {"title_en": "", "description": "", "description_en": ""}
+    with engine.begin() as connection:
+        def add(table: str, **values: object) -> None:
+            connection.execute(insert(tables.tables[table]).values(**values))
+
+        add("organizations", id=1, name="stadtwerke", title="Stadtwerke", homepage="", email="", **described)
+        add("datasets", id=1, name="car-parks", title="Parkhäuser", license="dl-zero-de/2.0", publisher_id=1,
+            keywords=["Parken"], themes=[], contact={}, update_frequency="IRREG", spatial={},
+            schema={"fields": [{"name": "id", "type": "integer"}]}, created_at=AT, modified_at=AT, **described)
+        add("harvest_jobs", id=1, dataset_id=1, status="published", message="ok", started_at=AT, rows=6)
+        add("versions", id=1, dataset_id=1, number=1, row_count=6, bytes=1234, content_hash="ab" * 32,
+            schema={}, descriptor_key="datasets/car-parks/v1.datapackage.json", parts=["p1"], changes={},
+            provenance={}, created_at=AT, harvest_job_id=1)
+        connection.execute(update(tables.tables["datasets"]).values(current_version_id=1))
 
 
 def _read(engine: Engine) -> tuple[object, ...]:
@@ -104,14 +112,36 @@ def test_upgrade_from_empty_makes_the_schema_of_models_py(engine: Engine) -> Non
 
 
 def test_a_catalogue_made_before_migrations_is_stamped_and_keeps_its_data(engine: Engine) -> None:
-    Base.metadata.create_all(engine)  # how every release before migrations made its catalogue
+    # Releases before migrations made the baseline's tables with create_all and kept no alembic_version.
+    upgrade_schema(engine, BASELINE)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
     _fill(engine)
-    assert "alembic_version" not in inspect(engine).get_table_names()
     assert current_revision(engine) == BASELINE
     assert upgrade_schema(engine) == (BASELINE, head_revision())
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head_revision()]
     assert _read(engine) == EXPECTED
+    assert _differences(engine) == []
+
+
+def test_the_baseline_equals_what_create_all_made_before_migrations(engine: Engine) -> None:
+    upgrade_schema(engine, BASELINE)
+    baseline = {t: sorted(c["name"] for c in inspect(engine).get_columns(t)) for t in TABLES - {"alembic_version"}}
+    assert baseline["organizations"] == sorted(["id", "name", "title", "title_en", "description", "description_en",
+                                                "homepage", "email"])
+    assert "pid" not in baseline["harvest_jobs"]
+
+
+@pytest.mark.parametrize("previous", ["0001"])
+def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: Engine, previous: str) -> None:
+    assert upgrade_schema(engine, previous) == (None, previous)
+    _fill(engine)
+    assert upgrade_schema(engine) == (previous, head_revision())
+    assert _read(engine) == EXPECTED
+    with Session(engine) as session:
+        job = session.scalars(select(HarvestJob)).one()
+        assert (job.pid, job.host) == (None, None)  # 0002: unknown for jobs recorded before it
     assert _differences(engine) == []
 
 
