@@ -39,7 +39,7 @@ from frictionless import Report, ReportTask
 
 from catalogue.errors import MalformedFeed
 from catalogue.schema.field_parsing import parse_expression
-from catalogue.ingest.readers import csv_labels
+from catalogue.ingest.readers import check_declared_encoding, csv_labels
 from catalogue.schema.sql_text import ident, literal, literal_list
 from catalogue.schema.table_schema import primary_key
 from catalogue.ingest.validation import Validated, constraint_checks
@@ -134,6 +134,7 @@ def plan_csv_scan(path: Path, options: dict[str, Any], schema: dict[str, Any]) -
         return None
     try:
         labels = csv_labels(path, options)
+        check_declared_encoding(path, encoding)  # (a lie goes to the text path, which reports it)
     except MalformedFeed:
         return None
     names = [f["name"] for f in schema["fields"]]

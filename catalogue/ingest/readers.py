@@ -8,6 +8,7 @@ it (plain integers and numbers, booleans). Typing happens in ``validation``.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from catalogue.errors import MalformedFeed
 from catalogue.schema.field_parsing import DEFAULT_FALSE, DEFAULT_TRUE
 
 FORMATS = ("csv", "json", "geojson")
+BLOCK_BYTES = 8 << 20
 
 
 @dataclass
@@ -44,6 +46,7 @@ def open_delivery(
     if fmt == "csv":
         return open_csv(source, options, schema, exact_types=exact_types)
     content = source.read_bytes() if isinstance(source, Path) else source
+    check_declared_encoding(content, options.get("encoding", "utf-8"))
     if fmt == "json":
         table = _records_table(_load_json(content, options), "JSON")
     elif fmt == "geojson":
@@ -93,13 +96,15 @@ def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[s
 
 def open_csv(
     source: bytes | Path, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True,
-    block_bytes: int = 8 << 20,
+    block_bytes: int = 8 << 20, whole_file: bool = True,
 ) -> RawDelivery:
     """Stream CSV with the declared delimiter and encoding, in blocks of ``block_bytes``.
 
     With ``exact_types``, columns pyarrow parses exactly as the schema means
     them arrive typed (fast, and most deliveries are valid); everything else
     arrives as text, so validation can report each bad cell as delivered.
+    ``whole_file=False`` skips the checks that read the whole file first (the
+    declared encoding), for a look at the header only.
     """
     field_names = [f["name"] for f in schema["fields"]]
     types, extra = _exact_types(schema) if exact_types else ({}, {})
@@ -111,6 +116,8 @@ def open_csv(
         "".encode(encoding)
     except LookupError:
         raise MalformedFeed(f"Unknown encoding '{encoding}' in the source options; use e.g. utf-8 or cp1252.")
+    if whole_file:
+        check_declared_encoding(source, encoding)
     read = pacsv.ReadOptions(encoding=encoding, block_size=block_bytes)
     parse = pacsv.ParseOptions(
         delimiter=options.get("delimiter", ","),
@@ -142,7 +149,58 @@ def open_csv(
 
 def csv_labels(source: Path, options: dict[str, Any]) -> list[str]:
     """The header labels of a CSV file exactly as ``open_csv`` reads them (only its first block is read)."""
-    return open_csv(source, options, {"fields": []}, exact_types=False, block_bytes=1 << 20).labels
+    return open_csv(source, options, {"fields": []}, exact_types=False, block_bytes=1 << 20, whole_file=False).labels
+
+
+def single_byte(encoding: str) -> bool:
+    """Whether ``encoding`` reads every byte as one character (cp1252, latin-1, iso-8859-15, ...).
+
+    Asked of the codec itself: fed a lone byte above 0x7F, a single-byte
+    decoder answers a character where a multi-byte one waits for more.
+    """
+    try:
+        factory = codecs.getincrementaldecoder(encoding)
+    except LookupError:
+        return False
+    return all(factory(errors="replace").decode(bytes([b])) for b in range(0x80, 0x100))
+
+
+def check_declared_encoding(source: bytes | Path, encoding: str) -> None:
+    """Raise MalformedFeed when a feed declared in a single-byte encoding is UTF-8 text.
+
+    Valid UTF-8 holding multi-byte sequences is, in practice, never text in
+    cp1252 or latin-1 (that would take runs like 'Ã¼' in the real text), and
+    reading it as declared publishes mojibake ('MÃ¼ller'). Bytes that are not
+    valid UTF-8 (an honest cp1252 'ü' is one byte, 0xFC) end the look early.
+    """
+    if not single_byte(encoding):
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    sample = ""
+    try:
+        for block in _blocks(source):
+            if block.isascii() and not decoder.getstate()[0]:
+                continue  # (most blocks of most feeds: no need to decode them)
+            text = decoder.decode(block)
+            sample = sample or next((c for c in text if not c.isascii()), "")
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return
+    if sample:
+        shown = sample.encode("utf-8").decode(encoding, errors="replace")
+        raise MalformedFeed(
+            f"The feed is declared as {encoding} but its bytes are UTF-8 text ({sample!r} would be published as "
+            f"{shown!r}). Declare 'encoding: utf-8' for the source.")
+
+
+def _blocks(source: bytes | Path) -> Iterator[bytes]:
+    """The bytes of ``source`` in blocks (a file is never read whole)."""
+    if isinstance(source, bytes):
+        for start in range(0, len(source), BLOCK_BYTES):
+            yield source[start:start + BLOCK_BYTES]
+        return
+    with open(source, "rb") as handle:
+        yield from iter(lambda: handle.read(BLOCK_BYTES), b"")
 
 
 def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:

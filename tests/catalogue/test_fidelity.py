@@ -21,10 +21,10 @@ from catalogue import duck
 from catalogue.errors import MalformedFeed
 from catalogue.hub import Hub
 from catalogue.ingest.csv_scan import ScanFailed, plan_csv_scan, validate_csv
-from catalogue.ingest.pipeline import Delivery, ingest_delivery
+from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from catalogue.ingest.readers import read_delivery
 from catalogue.ingest.validation import discard_typed, validate_delivery
-from catalogue.meta.models import Dataset, HarvestJob
+from catalogue.meta.models import Dataset
 
 AMOUNTS = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "number"}],
@@ -68,20 +68,11 @@ def scan_declines(tmp_path: Path, content: bytes, schema: dict[str, Any], **opti
         con.close()
 
 
-def ingest_as_job(hub: Hub, name: str, content: bytes, fmt: str = "csv", **options: Any) -> tuple[HarvestJob, dict]:
-    """Ingest ``content`` under a harvest job as the harvester does; the finished job and its stored report."""
-    with hub.sessions.begin() as session:
-        dataset = session.scalar(select(Dataset).where(Dataset.name == name))
-        job = HarvestJob(dataset_id=dataset.id, status="running")
-        session.add(job)
-        session.flush()
-        job_id = job.id
-    ingest_delivery(hub, name, Delivery(content, fmt, options, "replace", {"source_url": "test"}), job_id)
-    with hub.sessions() as session:
-        job = session.get(HarvestJob, job_id)
-        session.expunge(job)
-    assert job.report_key, "every finished job has a report"
-    return job, json.loads(hub.storage.read_bytes(job.report_key))
+def ingest(hub: Hub, name: str, content: bytes, fmt: str = "csv", **options: Any) -> tuple[IngestResult, dict]:
+    """Ingest ``content`` as the harvester does; the outcome and the report stored with it."""
+    result = ingest_delivery(hub, name, Delivery(content, fmt, options, "replace", {"source_url": "test"}))
+    assert result.report_key, "every outcome keeps its report"
+    return result, json.loads(hub.storage.read_bytes(result.report_key))
 
 
 def error_types(report: dict[str, Any]) -> list[str]:
@@ -150,11 +141,63 @@ def test_json_blank_and_missing_keys_are_label_errors() -> None:
     (b"id;amount\n1;2;3\n", "csv", {"delimiter": ";"}, "format-error"),  # a row longer than the header
     (b'[{"id": 1, "id": 2, "amount": 3}]', "json", {}, "format-error"),
 ])
-def test_a_bad_header_quarantines_the_delivery_and_ends_the_job_with_a_report(
+def test_a_bad_header_quarantines_the_delivery_with_a_report(
     make_catalogue: Any, content: bytes, fmt: str, options: dict[str, Any], error: str
 ) -> None:
     hub = make_catalogue("amounts", AMOUNTS, b"id,amount\n1,2.5\n")
-    job, report = ingest_as_job(hub, "amounts", content, fmt, **options)
-    assert (job.status, job.version_number) == ("quarantined", 1)
+    result, report = ingest(hub, "amounts", content, fmt, **options)
+    assert (result.status, result.version) == ("quarantined", 1)
     assert report["valid"] is False
     assert error_types(report) == [error]
+
+
+# -- declared encoding --------------------------------------------------------
+
+STREETS = {"fields": [{"name": "id", "type": "integer"}, {"name": "street", "type": "string"}], "primaryKey": ["id"]}
+STREETS_TEXT = "id;street\n1;Müller „Straße“\n2;Königstraße\n"
+
+
+@pytest.mark.parametrize("declared", ["cp1252", "latin-1", "iso-8859-15", "ISO8859_15", "windows-1252"])
+def test_utf8_bytes_in_a_feed_declared_single_byte_are_quarantined(
+    make_catalogue: Any, tmp_path: Path, declared: str
+) -> None:
+    content = STREETS_TEXT.encode("utf-8")
+    with pytest.raises(MalformedFeed, match="Declare 'encoding: utf-8'"):
+        read_delivery(content, "csv", {"delimiter": ";", "encoding": declared}, STREETS, exact_types=False)
+    assert scan_declines(tmp_path, content, STREETS, delimiter=";", encoding=declared)
+    hub = make_catalogue("streets", STREETS, b"id;street\n1;Markt\n", options={"delimiter": ";"})
+    result, report = ingest(hub, "streets", content, delimiter=";", encoding=declared)
+    assert (result.status, result.version) == ("quarantined", 1)
+    assert error_types(report) == ["format-error"]
+    mojibake = "ü".encode().decode(declared)  # 'Ã¼' in cp1252 and latin-1, 'ÃŒ' in iso-8859-15
+    assert f"'ü' would be published as '{mojibake}'" in report["errors"][0]["note"]
+    assert "encoding: utf-8" in report["errors"][0]["note"]
+
+
+@pytest.mark.parametrize("declared", ["cp1252", "latin-1", "iso-8859-15"])
+def test_a_feed_honestly_in_its_single_byte_encoding_is_published_as_delivered(
+    make_catalogue: Any, declared: str
+) -> None:
+    text = STREETS_TEXT if declared == "cp1252" else STREETS_TEXT.replace("„", '"').replace("“", '"')
+    hub = make_catalogue("streets", STREETS, text.encode(declared), options={"delimiter": ";", "encoding": declared})
+    with hub.sessions() as session:
+        dataset = session.scalar(select(Dataset).where(Dataset.name == "streets"))
+        assert dataset.current_version.row_count == 2
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    table = read_delivery(text.encode(declared), "csv", {"delimiter": ";", "encoding": declared}, STREETS)
+    con.close()
+    assert table.column("street").to_pylist() == ["Müller „Straße“" if declared == "cp1252" else 'Müller "Straße"',
+                                                   "Königstraße"]
+
+
+def test_ascii_and_utf8_declarations_are_not_second_guessed() -> None:
+    assert read_delivery(b"id;street\n1;Markt\n", "csv", {"delimiter": ";", "encoding": "cp1252"}, STREETS).num_rows == 1
+    utf8 = read_delivery(STREETS_TEXT.encode(), "csv", {"delimiter": ";", "encoding": "utf-8"}, STREETS)
+    assert utf8.column("street").to_pylist()[0] == "Müller „Straße“"
+
+
+def test_utf8_json_declared_cp1252_is_malformed() -> None:
+    doc = json.dumps([{"id": 1, "street": "Müller"}], ensure_ascii=False).encode()
+    with pytest.raises(MalformedFeed, match="declared as cp1252 but its bytes are UTF-8"):
+        read_delivery(doc, "json", {"encoding": "cp1252"}, STREETS)
+    assert read_delivery(doc.decode().encode("cp1252"), "json", {"encoding": "cp1252"}, STREETS).num_rows == 1
