@@ -155,3 +155,42 @@ class QueryTimeout(UrbandataError):
 
     code = "query-timeout"
     status = 400
+
+class DatabaseBusy(UrbandataError):
+    """Every connection to the catalogue database is in use; ``retry_after_s`` says when to try again."""
+
+    code = "database-busy"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class InsufficientStorage(UrbandataError):
+    """The server's disk (or its file-size limit) is full, so a file it needed to write could not be written."""
+
+    code = "insufficient-storage"
+    status = 507
+
+
+class CommitConflict(UrbandataError):
+    """Other versions of the dataset kept landing while a delivery was being committed."""
+
+    code = "commit-conflict"
+    status = 409
+
+
+class IngestFailed(UrbandataError):
+    """An ingest stopped on an error that is not the delivery's fault (a bug, the database); nothing was published."""
+
+    code = "ingest-failed"
+    status = 500
+
+
+class JobInterrupted(UrbandataError):
+    """A harvest job's process ended (killed, machine restarted) before the job finished."""
+
+    code = "job-interrupted"
+    status = 500
+

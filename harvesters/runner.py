@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from catalogue.errors import SourceNotFound, UrbandataError
 from catalogue.hub import Hub
-from catalogue.meta.models import HarvestJob, HarvestSource, utcnow
+from catalogue.ingest import jobs
+from catalogue.meta.models import HarvestSource
 from catalogue.ingest.pipeline import ingest_delivery
 from harvesters.base import SourceSpec
 
@@ -47,43 +48,43 @@ def resolve_url(hub: Hub, url: str) -> str:
 
 
 def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
-    """Harvest one source now; never raises for a source's fault, the outcome says it."""
-    with hub.sessions.begin() as session:
+    """Harvest one source now; never raises for a source's fault or a failed ingest, the outcome says it.
+
+    Every exception after the job started, ours included (a full disk, a busy
+    database, a bug), ends the job as ``failed`` with a clear message.
+    """
+    with hub.sessions() as session:
         source = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
         if source is None:
             known = ", ".join(session.scalars(select(HarvestSource.name).order_by(HarvestSource.name))) or "none"
             raise SourceNotFound(f"There is no harvest source named '{name}'. Known sources: {known}.")
-        job = HarvestJob(source_id=source.id, dataset_id=source.dataset_id, status="running")
-        session.add(job)
-        session.flush()
-        job_id, dataset = job.id, source.dataset.name
-        raw_spec = (source.url, source.type, source.format, source.mode, dict(source.options), source.etag)
-    url, kind, fmt, mode, options, etag = raw_spec
+        source_id, dataset_id, dataset = source.id, source.dataset_id, source.dataset.name
+        url, kind, fmt, mode, options, etag = (source.url, source.type, source.format, source.mode,
+                                               dict(source.options), source.etag)
+    job_id = jobs.start(hub, source_id, dataset_id)
     try:
         spec = SourceSpec(name=name, dataset=dataset, url=resolve_url(hub, url), format=fmt, mode=mode,
                           options=options, etag=etag)
         harvester = hub.registry.get("harvesters", kind)(hub.settings)
         delivery = harvester.fetch(spec)
         if delivery is None:
-            _close_job(hub, job_id, "unchanged", "source reports no change (HTTP 304)")
+            jobs.finish(hub, job_id, None, note="source reports no change (HTTP 304)")
             return HarvestOutcome(name, dataset, "unchanged", f"{dataset}: source unchanged (HTTP 304)", job_id=job_id)
         result = ingest_delivery(hub, dataset, delivery, job_id=job_id)
-    except UrbandataError as exc:
-        _close_job(hub, job_id, "failed", exc.message, exc.code)
-        return HarvestOutcome(name, dataset, "failed", f"{dataset}: {exc.message}", job_id=job_id, error_code=exc.code)
-    with hub.sessions.begin() as session:
-        finished = session.get(HarvestJob, job_id)
-        if finished is not None:
-            finished.bytes_received = delivery.provenance.get("delivery_bytes") or len(delivery.content)
+        jobs.finish(hub, job_id, result,
+                    bytes_received=delivery.provenance.get("delivery_bytes") or len(delivery.content))
         # Remember the ETag only for accepted deliveries: a quarantined one must be fetched again.
-        stored = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
-        if stored is not None and result.status != "quarantined":
-            stored.etag = delivery.provenance.get("etag")
+        if result.status != "quarantined":
+            _remember_etag(hub, source_id, delivery.provenance.get("etag"))
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job; jobs.fail describes it
+        error = jobs.fail(hub, job_id, exc)
+        return HarvestOutcome(name, dataset, "failed", f"{dataset}: {error.message}", job_id=job_id,
+                              error_code=error.code)
     return HarvestOutcome(name, dataset, result.status, result.message, version=result.version, job_id=job_id)
 
 
-def _close_job(hub: Hub, job_id: int, status: str, message: str, code: str | None = None) -> None:
+def _remember_etag(hub: Hub, source_id: int, etag: str | None) -> None:
     with hub.sessions.begin() as session:
-        job = session.get(HarvestJob, job_id)
-        if job is not None:
-            job.status, job.message, job.error_code, job.finished_at = status, message, code, utcnow()
+        source = session.get(HarvestSource, source_id)
+        if source is not None:
+            source.etag = etag

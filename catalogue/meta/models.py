@@ -149,5 +149,8 @@ class HarvestJob(Base):
     version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     bytes_received: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The process running the job: the collector ends a job left running by a process that is gone.
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     dataset: Mapped[Dataset] = relationship()

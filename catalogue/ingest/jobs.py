@@ -1,0 +1,161 @@
+"""Harvest jobs: the one module that writes a job's row, from start to its end.
+
+A job is started (``start``, status ``running``, with the process id and
+host that run it), then ends exactly once: ``finish`` with what became of
+the delivery, or ``fail`` with any exception, ours included, turned into a
+clear message and an error code (``describe``). A job whose process died
+before either (``kill -9``, a power cut) is ended by the collector
+(``interrupt_orphans``) as ``failed`` with the code ``job-interrupted``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from catalogue.errors import DatabaseBusy, IngestFailed, InsufficientStorage, JobInterrupted, UrbandataError
+from catalogue.hub import Hub
+from catalogue.ingest.delivery import IngestResult
+from catalogue.meta.models import HarvestJob, Version, utcnow
+
+log = logging.getLogger(__name__)
+
+# How the operating system, SQLite, DuckDB and Arrow say that a disk (or a file-size limit) is full.
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "file too large", "disk quota exceeded")
+# A job on another host cannot be checked for a live process: ended only when older than this.
+FOREIGN_JOB_LIMIT = timedelta(hours=24)
+
+
+def start(hub: Hub, source_id: int | None, dataset_id: int) -> int:
+    """A new ``running`` job for a source's dataset, owned by this process; its id."""
+    with hub.sessions.begin() as session:
+        job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="running",
+                         pid=os.getpid(), host=socket.gethostname())
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def finish(hub: Hub, job_id: int, result: IngestResult | None, *, note: str = "",
+           bytes_received: int | None = None) -> None:
+    """End the job with what became of its delivery (``result``; None: the source had nothing new, ``note`` says why)."""
+    with hub.sessions.begin() as session:
+        job = session.get(HarvestJob, job_id)
+        if job is None:
+            return
+        if result is None:
+            job.status, job.message = "unchanged", note
+        else:
+            job.status, job.message, job.report_key = result.status, result.note or note, result.report_key
+            job.version_number, job.rows = result.version, result.rows
+        job.bytes_received = bytes_received
+        job.finished_at = utcnow()
+
+
+def fail(hub: Hub, job_id: int, exc: BaseException) -> UrbandataError:
+    """End the job as ``failed`` with ``exc`` described for people; the error it recorded.
+
+    Never raises: when even this write fails (the database is full or gone),
+    the job stays ``running`` until the collector ends it as interrupted.
+    """
+    error = describe(exc, hub)
+    try:
+        with hub.sessions.begin() as session:
+            job = session.get(HarvestJob, job_id)
+            if job is not None:
+                job.status, job.message, job.error_code, job.finished_at = "failed", error.message, error.code, utcnow()
+    except (SQLAlchemyError, OSError) as second:
+        log.warning("job %s could not be marked failed (%s); the collector will end it", job_id, second)
+    return error
+
+
+def describe(exc: BaseException, hub: Hub | None = None) -> UrbandataError:
+    """``exc`` as one of our errors with a message that says what happened and what to do.
+
+    Our own errors pass unchanged; a full disk, a busy or full database and
+    anything unexpected (a bug) get a message without a stack trace, which
+    goes to the debug log instead.
+    """
+    if isinstance(exc, UrbandataError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if hub is not None:  # messages never carry the server's paths
+        text = text.replace(str(hub.settings.data_dir.resolve()), "<data dir>")
+    text = text if len(text) <= 300 else text[:297] + "..."
+    if (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS) or any(w in text.lower() for w in DISK_FULL_WORDS):
+        return InsufficientStorage(
+            f"The disk ran full while ingesting ({text}). Nothing was published and the current version stays. "
+            "Free space in the data directory (`urbandata gc` removes leftovers), then harvest again.")
+    if isinstance(exc, OperationalError) and "locked" in text.lower():
+        return DatabaseBusy(
+            "The catalogue database stayed locked by another writer for too long. Nothing was published; "
+            "harvest again when the other commit is done.", retry_after_s=5)
+    if isinstance(exc, IntegrityError):
+        return IngestFailed(
+            f"The catalogue database refused the new version ({text}). Nothing was published and the current "
+            "version stays; harvest again, and report this if it repeats.")
+    log.debug("ingest failed", exc_info=exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {os.path.basename(where.filename)}:{where.lineno}" if where else ""
+    return IngestFailed(
+        f"The ingest stopped on an internal error ({text}{at}). Nothing was published and the current version "
+        "stays. Please report this with the delivery; its job keeps this message.")
+
+
+@dataclass
+class Interrupted:
+    """A job the collector ended: its id and what it was set to."""
+
+    job_id: int
+    status: str
+    message: str
+
+
+def interrupt_orphans(hub: Hub, grace: timedelta) -> list[Interrupted]:
+    """End jobs left ``running`` by a process that is gone (started more than ``grace`` ago).
+
+    A job whose version was committed before its process died is ended as
+    ``published``; any other as ``failed`` with the code ``job-interrupted``.
+    A job of another host is ended only after FOREIGN_JOB_LIMIT, since its
+    process cannot be checked from here.
+    """
+    now, host = utcnow(), socket.gethostname()
+    ended: list[Interrupted] = []
+    with hub.sessions.begin() as session:
+        running = session.scalars(select(HarvestJob).where(HarvestJob.status == "running",
+                                                          HarvestJob.started_at < now - grace)).all()
+        for job in running:
+            if job.host == host and job.pid is not None and _alive(job.pid):
+                continue
+            if job.host not in (None, host) and job.started_at > now - FOREIGN_JOB_LIMIT:
+                continue
+            version = session.scalar(select(Version).where(Version.harvest_job_id == job.id))
+            if version is not None:
+                job.status, job.version_number, job.rows = "published", version.number, version.row_count
+                job.message = f"version {version.number} (its process ended before it recorded this)"
+            else:
+                job.status, job.error_code = "failed", JobInterrupted.code
+                job.message = ("interrupted: the harvest's process ended before the job finished (killed or "
+                               "restarted). Nothing was published by it; harvest again.")
+            job.finished_at = now
+            ended.append(Interrupted(job.id, job.status, job.message))
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
