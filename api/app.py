@@ -11,12 +11,12 @@ from starlette.routing import Match, Mount
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from sqlalchemy import func, select
 
 from api.errors import install_error_handlers
 from api.routes import catalog, data, sql
 from catalogue.hub import Hub, open_hub
-from catalogue.meta.models import Dataset
+from catalogue.meta.loop_reads import LoopReads
+from catalogue.query.cached import KeptResults
 from catalogue.query.engine import QueryEngine
 from catalogue.query.result_cache import ResultCache
 from catalogue.settings import Settings
@@ -28,12 +28,14 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     hub = hub or open_hub(settings)
     engine = QueryEngine(hub)
     sql_pool = SqlPool(settings)  # worker processes start on the first SQL query
+    reads = LoopReads(hub.engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         engine.close()
         sql_pool.close()
+        reads.close()
 
     app = FastAPI(
         title="urbandata API",
@@ -47,6 +49,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.query_engine = engine
     app.state.result_cache = ResultCache(settings.result_cache_mb * 1024 * 1024)
+    app.state.kept_results = KeptResults(reads, app.state.result_cache)
     app.state.sql_pool = sql_pool
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
@@ -54,11 +57,9 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])
 
     @app.get("/health", tags=["service"])
-    def health() -> dict[str, Any]:
-        """Liveness and a count of datasets (touches the database)."""
-        with hub.sessions() as session:
-            count = session.scalar(select(func.count()).select_from(Dataset))
-        return {"status": "ok", "datasets": count}
+    async def health() -> dict[str, Any]:
+        """Liveness and a count of datasets (touches the database, never waits for the request pool)."""
+        return {"status": "ok", "datasets": await reads.dataset_count()}
 
     @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                    include_in_schema=False)

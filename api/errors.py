@@ -12,9 +12,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from catalogue.errors import UrbandataError
+from catalogue.errors import DatabaseBusy, UrbandataError
 
 log = logging.getLogger("urbandata.api")
 
@@ -42,7 +43,17 @@ def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> Non
     async def _ours(request: Request, exc: UrbandataError) -> Response:
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return envelope(exc.code, exc.status, exc.message, exc.details)
+        response = envelope(exc.code, exc.status, exc.message, exc.details)
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> Response:
+        # Every pooled database connection stayed taken for the pool's (short) timeout: a moment's overload.
+        return await _ours(request, DatabaseBusy(
+            "The catalogue database is busy with other requests; try again in a moment.", retry_after_s=1))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -235,7 +235,10 @@ async def test_identical_requests_in_flight_share_one_computation(demo_hub: Hub,
 
     monkeypatch.setattr(data, "run_records", counted)
     url = f"{PARKING}/records?limit=9&order_by=free desc"
-    async with serve(demo_hub) as (client, _), serve(demo_hub, result_cache_mb=0) as (uncached, _):
+    app = create_app(demo_hub.settings, demo_hub)
+    kept = app.state.kept_results
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client, \
+            serve(demo_hub, result_cache_mb=0) as (uncached, _):
         answers = await asyncio.gather(*(client.get(url) for _ in range(6)))
         assert len(runs) == 1 and sorted(r.headers["x-cache"] for r in answers) == ["hit"] * 5 + ["miss"]
         assert len({r.content for r in answers}) == 1 and answers[0].status_code == 200
@@ -244,4 +247,6 @@ async def test_identical_requests_in_flight_share_one_computation(demo_hub: Hub,
         runs.clear()
         await asyncio.gather(*(uncached.get(url) for _ in range(4)))  # the cache off: each request computes
         assert len(runs) == 4
-    assert not data._flights
+    app.state.query_engine.close()
+    app.state.sql_pool.close()
+    assert not kept.in_flight
