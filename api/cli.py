@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Column, Table
 
 from catalogue.meta.definitions import load_definitions, sync_definitions
-from catalogue.errors import UrbandataError
+from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
 from catalogue.hub import Hub, open_hub
+from catalogue.meta.db import catalogue_exists, create_catalogue_engine, current_revision, head_revision, upgrade_schema
+from catalogue.meta.models import HarvestJob
 from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import build_site
@@ -28,8 +34,34 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+db_app = typer.Typer(help="The catalogue database: its schema version and migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
 DataDir = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var, or URBANDATA_DATA_DIR).")
 STYLES = {"published": "green", "unchanged": "cyan", "quarantined": "yellow", "failed": "red"}
+SHOWN_ERRORS = 5  # validation errors printed for a quarantined delivery; the report holds them all
+
+
+def _version_text() -> str:
+    try:
+        return f"urbandata {package_version('urbandata')}"
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "urbandata (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(_version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """urbandata: an open urban-data hub. Harvest, validate, version, query and publish a city's open data."""
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
@@ -43,7 +75,59 @@ def _fail(exc: UrbandataError) -> None:
     raise typer.Exit(1)
 
 
+def _where(settings: Settings) -> str:
+    """The catalogue's place in words, without a database password."""
+    if settings.database_url:
+        return "the database of URBANDATA_DATABASE_URL"
+    return str(settings.data_dir.resolve())
+
+
+def _open_existing(settings: Settings) -> Hub:
+    """The hub of an existing catalogue; a mistyped --data-dir must not quietly make a new, empty one."""
+    if not catalogue_exists(settings):
+        raise CatalogueNotFound(
+            f"There is no catalogue in {_where(settings)}. Create one with `urbandata init` "
+            f"(or run `urbandata demo` for the demo city), or give the right --data-dir."
+        )
+    return open_hub(settings)
+
+
+def _upgrade(settings: Settings) -> None:
+    """Bring the catalogue schema to this release, saying so when it changed anything."""
+    engine = create_catalogue_engine(settings)
+    try:
+        before, after = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    if before is not None and before != after:
+        console.print(f"Catalogue schema upgraded from {before} to {after}.")
+
+
+def _public_url(settings: Settings, host: str, port: int) -> Settings:
+    """Settings whose public URL follows the server's port, unless one was configured."""
+    if "public_url" in settings.model_fields_set:
+        return settings
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before any work when the port is taken, naming the option that changes it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"Port {port} on {host} is not free ({exc.strerror}); another program listens there. "
+                f"Choose another with --port, e.g. --port {port + 1 if port else 8001}."
+            ) from exc
+
+
 def _init(settings: Settings) -> Hub:
+    _upgrade(settings)
     hub = open_hub(settings)
     definitions = load_definitions(settings.definitions_dir)
     sync_definitions(hub, definitions)
@@ -67,8 +151,39 @@ def _harvest(hub: Hub, names: list[str]) -> list[HarvestOutcome]:
             outcomes.append(outcome)
             style = STYLES.get(outcome.status, "white")
             progress.console.print(f"  [{style}]{outcome.status:>11}[/{style}]  {outcome.message}")
+            if outcome.status == "quarantined" and outcome.job_id is not None:
+                _print_quarantine(hub, outcome, progress.console)
             progress.advance(task)
     return outcomes
+
+
+def _report_errors(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every error of a Frictionless report: the report's own, then each task's."""
+    found = list(report.get("errors", []))
+    for task in report.get("tasks", []):
+        found += task.get("errors", [])
+    return found
+
+
+def _print_quarantine(hub: Hub, outcome: HarvestOutcome, out: Console) -> None:
+    """The first few errors of a quarantined delivery, and where its full report is."""
+    with hub.sessions() as session:
+        job = session.get(HarvestJob, outcome.job_id)
+        report_key = job.report_key if job else None
+    if report_key is None:
+        return
+    errors = _report_errors(json.loads(hub.storage.read_bytes(report_key)))
+    for error in errors[:SHOWN_ERRORS]:
+        row = f"row {error['rowNumber']}" if "rowNumber" in error else "file"
+        field = f", field {error['fieldName']}" if error.get("fieldName") else ""
+        out.print(f"               {escape(row + field)}: {escape(str(error.get('message') or error.get('note', '')))}", soft_wrap=True)
+    if len(errors) > SHOWN_ERRORS:
+        out.print(f"               … and {len(errors) - SHOWN_ERRORS} more in the report.", soft_wrap=True)
+    settings = hub.settings
+    url = (f"{settings.public_url.rstrip('/')}{settings.api_prefix}/datasets/{outcome.dataset}"
+           f"/deliveries/{outcome.job_id}/report")
+    out.print(f"               report: {escape(hub.storage.engine_uri(report_key))}", soft_wrap=True)
+    out.print(f"               served at: {escape(url)}", soft_wrap=True)
 
 
 def _build_site(hub: Hub) -> Path:
@@ -90,10 +205,13 @@ def init(data_dir: Path | None = DataDir) -> None:
 
 @app.command()
 def validate(
-    definitions: Path | None = typer.Option(None, help="Definitions directory (default: the bundled datasets/)."),
+    definitions: Path | None = typer.Option(
+        None, help="Definitions directory (default: URBANDATA_DEFINITIONS_DIR, or the bundled datasets/)."
+    ),
+    data_dir: Path | None = DataDir,
 ) -> None:
-    """Check every dataset definition, publisher and Table Schema in datasets/."""
-    root = definitions or Settings().definitions_dir
+    """Check every dataset definition, publisher and Table Schema in datasets/, reporting every problem at once."""
+    root = definitions or _settings(data_dir).definitions_dir
     try:
         found = load_definitions(root)
     except UrbandataError as exc:
@@ -108,7 +226,11 @@ def validate(
 def harvest(
     name: str | None = typer.Argument(None, help="Harvest source (dataset) name."),
     all_sources: bool = typer.Option(False, "--all", help="Harvest every source."),
-    feed_base_url: str | None = typer.Option(None, help="Base URL for relative source URLs."),
+    feed_base_url: str | None = typer.Option(
+        None,
+        help="Root URL of the feed server that relative source URLs (like feeds/car-parks.geojson) resolve against: "
+        "http://127.0.0.1:8001/, not the feeds/ folder under it.",
+    ),
     data_dir: Path | None = DataDir,
 ) -> None:
     """Harvest one source, or all with --all; exits 1 if any delivery failed or was quarantined."""
@@ -117,7 +239,7 @@ def harvest(
         raise typer.Exit(2)
     overrides = {"feed_base_url": feed_base_url} if feed_base_url else {}
     try:
-        hub = open_hub(_settings(data_dir, **overrides))
+        hub = _open_existing(_settings(data_dir, **overrides))
         outcomes = _harvest(hub, list_sources(hub) if all_sources else [name])  # type: ignore[list-item]
     except UrbandataError as exc:
         _fail(exc)
@@ -130,7 +252,11 @@ def harvest(
 @app.command("build-site")
 def build_site_command(data_dir: Path | None = DataDir) -> None:
     """Build the static catalogue site into the data directory."""
-    hub = open_hub(_settings(data_dir))
+    try:
+        hub = _open_existing(_settings(data_dir))
+    except UrbandataError as exc:
+        _fail(exc)
+        return
     _build_site(hub)
     hub.close()
 
@@ -138,8 +264,8 @@ def build_site_command(data_dir: Path | None = DataDir) -> None:
 @app.command()
 def versions(name: str, data_dir: Path | None = DataDir) -> None:
     """List the published versions of a dataset."""
-    hub = open_hub(_settings(data_dir))
     try:
+        hub = _open_existing(_settings(data_dir))
         with hub.sessions() as session:
             found = list_versions(session, get_dataset(session, name))
     except UrbandataError as exc:
@@ -151,16 +277,18 @@ def versions(name: str, data_dir: Path | None = DataDir) -> None:
         table.add_row(str(v.number), v.created_at.strftime("%Y-%m-%d %H:%M:%S"), str(v.row_count), str(v.bytes),
                       str(c.get("added", "")), str(c.get("removed", "")), str(c.get("changed", "")), v.content_hash[:12])
     console.print(table if found else f"{name}: no version published yet.")
+    hub.close()
 
 
 @app.command("settings")
-def settings_command() -> None:
-    """List every setting: environment variable, default and meaning (generated from the code)."""
+def settings_command(data_dir: Path | None = DataDir) -> None:
+    """List every setting: environment variable, value in effect and meaning (generated from the code)."""
+    current = _settings(data_dir)
     longest = max(len(f"URBANDATA_{n}") for n in Settings.model_fields)
-    table = Table("default", "meaning")
+    table = Table("value", "meaning")
     table.columns.insert(0, Column("environment variable", no_wrap=True, min_width=longest))
     for name, field in Settings.model_fields.items():
-        table.add_row(f"URBANDATA_{name.upper()}", str(field.default), field.description or "")
+        table.add_row(f"URBANDATA_{name.upper()}", str(getattr(current, name)), field.description or "")
     console.print(table)
 
 
@@ -188,9 +316,18 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     data_dir: Path | None = DataDir,
 ) -> None:
-    """Serve the site and the API."""
-    settings = _settings(data_dir)
-    _serve(settings, open_hub(settings), host, port)
+    """Serve the site and the API (upgrading the catalogue schema first when this release needs it)."""
+    try:
+        settings = _public_url(_settings(data_dir), host, port)
+        _check_port(host, port)
+        if not catalogue_exists(settings):
+            _open_existing(settings)  # raises CatalogueNotFound
+        _upgrade(settings)
+        hub = open_hub(settings)
+    except UrbandataError as exc:
+        _fail(exc)
+        return
+    _serve(settings, hub, host, port)
 
 
 @app.command()
@@ -206,9 +343,11 @@ def demo(
     base = _settings(data_dir)
     feeds = base.definitions_dir
     try:
+        if serve_after:
+            _check_port(host, port)
         with FeedServer(feeds) as server:
-            console.print(f"Demo feeds served from {server.url}feeds/")
-            settings = _settings(data_dir, feed_base_url=server.url)
+            console.print(f"Demo feeds served from {server.url}feeds/ (feed base URL {server.url})")
+            settings = _public_url(_settings(data_dir, feed_base_url=server.url), host, port)
             hub = _init(settings)
             outcomes = _harvest(hub, list_sources(hub))
             _build_site(hub)
@@ -224,6 +363,44 @@ def demo(
         _fail(exc)
     if not serve_after and bad:
         raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: Path | None = DataDir) -> None:
+    """Upgrade the catalogue schema to this release's newest migration (init, demo and serve do it when needed)."""
+    settings = _settings(data_dir)
+    try:
+        if not catalogue_exists(settings):
+            _open_existing(settings)  # raises CatalogueNotFound
+    except UrbandataError as exc:
+        _fail(exc)
+    engine = create_catalogue_engine(settings)
+    try:
+        before, after = upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        console.print(f"The catalogue schema is at {after}, the newest migration: nothing to do.")
+    else:
+        console.print(f"Catalogue schema upgraded from {before} to {after}.")
+
+
+@db_app.command("current")
+def db_current(data_dir: Path | None = DataDir) -> None:
+    """Show the catalogue schema's migration and this release's newest."""
+    settings = _settings(data_dir)
+    try:
+        if not catalogue_exists(settings):
+            _open_existing(settings)  # raises CatalogueNotFound
+    except UrbandataError as exc:
+        _fail(exc)
+    engine = create_catalogue_engine(settings)
+    try:
+        found, head = current_revision(engine), head_revision()
+    finally:
+        engine.dispose()
+    state = "up to date" if found == head else "run `urbandata db upgrade`"
+    console.print(f"catalogue schema: {found}; newest migration: {head} ({state})")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -49,6 +49,12 @@ class SourceNotFound(NotFound):
     code = "source-not-found"
 
 
+class CatalogueNotFound(NotFound):
+    """A command that reads or changes a catalogue was pointed at a place that holds none."""
+
+    code = "catalogue-not-found"
+
+
 class BadRequest(UrbandataError):
     code = "bad-request"
     status = 400
@@ -156,6 +162,7 @@ class QueryTimeout(UrbandataError):
     code = "query-timeout"
     status = 400
 
+
 class DatabaseBusy(UrbandataError):
     """Every connection to the catalogue database is in use; ``retry_after_s`` says when to try again."""
 
@@ -194,3 +201,9 @@ class JobInterrupted(UrbandataError):
     code = "job-interrupted"
     status = 500
 
+
+class PortInUse(UrbandataError):
+    """The port the server should listen on is taken by another program."""
+
+    code = "port-in-use"
+    status = 409

@@ -39,11 +39,13 @@ def definition_json_schema() -> dict[str, Any]:
     return json.loads((Path(__file__).parent / "definition.schema.json").read_text())
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(path: Path, where: str, problems: list[str]) -> Any:
+    """The YAML document at ``path``, or None with the problem noted (so every file is still checked)."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise DefinitionError(f"{path.name} is not valid YAML: {exc}") from exc
+        problems.append(f"{where} is not valid YAML: {exc}")
+        return None
 
 
 def load_definitions(root: Path) -> Definitions:
@@ -51,11 +53,21 @@ def load_definitions(root: Path) -> Definitions:
 
     Collects every problem and raises one DefinitionError listing them all.
     """
+    if not root.is_dir():
+        raise DefinitionError(
+            f"The definitions directory {root} does not exist; give the folder holding publishers.yaml and definitions/."
+        )
     problems: list[str] = []
-    publishers_doc = _load_yaml(root / "publishers.yaml") if (root / "publishers.yaml").is_file() else None
-    publishers = (publishers_doc or {}).get("publishers", [])
-    if not publishers:
-        problems.append("publishers.yaml: no publishers; list them under 'publishers:'.")
+    publishers_doc = None
+    if not (root / "publishers.yaml").is_file():
+        problems.append(f"publishers.yaml is missing in {root}; list the publishers there under 'publishers:'.")
+    else:
+        publishers_doc = _load_yaml(root / "publishers.yaml", "publishers.yaml", problems)
+        if not problems and not (isinstance(publishers_doc, dict) and publishers_doc.get("publishers")):
+            problems.append("publishers.yaml: no publishers; list them under 'publishers:'.")
+    publishers = publishers_doc.get("publishers", []) if isinstance(publishers_doc, dict) else []
+    if not (root / "definitions").is_dir():
+        problems.append(f"the folder definitions/ is missing in {root}; put one <name>.yaml per dataset there.")
     for number, pub in enumerate(publishers, start=1):
         missing = {"name", "title"} - set(pub)
         unknown = set(pub) - PUBLISHER_KEYS
@@ -65,27 +77,34 @@ def load_definitions(root: Path) -> Definitions:
     validator = jsonschema.Draft202012Validator(definition_json_schema(), format_checker=jsonschema.FormatChecker())
     datasets = []
     for path in sorted((root / "definitions").glob("*.yaml")):
-        doc = _load_yaml(path)
         where = f"definitions/{path.name}"
+        before = len(problems)
+        doc = _load_yaml(path, where, problems)
+        if len(problems) > before:
+            continue
         found = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
         for error in found:
             at = "/".join(str(p) for p in error.path) or "(top level)"
             problems.append(f"{where}, at {at}: {error.message}")
-        if found:
+        if not isinstance(doc, dict):
             continue
-        if doc["name"] != path.stem:
+        # Every check that can run on what is there runs now, so one round of fixes is enough.
+        if isinstance(doc.get("name"), str) and doc["name"] != path.stem:
             problems.append(f"{where}: name '{doc['name']}' must equal the file name '{path.stem}'.")
-        if doc["publisher"] not in publisher_names:
+        if isinstance(doc.get("publisher"), str) and doc["publisher"] not in publisher_names:
             problems.append(f"{where}: publisher '{doc['publisher']}' is not in publishers.yaml.")
-        try:
-            license_info(doc["license"])
-        except DefinitionError as exc:
-            problems.append(f"{where}: {exc.message}")
-        try:
-            doc["schema"] = _load_schema(root, doc["schema"])
-        except (DefinitionError, SchemaError) as exc:
-            problems.append(f"{where}: {exc.message}")
-        datasets.append(doc)
+        if isinstance(doc.get("license"), str):
+            try:
+                license_info(doc["license"])
+            except DefinitionError as exc:
+                problems.append(f"{where}: {exc.message}")
+        if isinstance(doc.get("schema"), (str, dict)):
+            try:
+                doc["schema"] = _load_schema(root, doc["schema"])
+            except (DefinitionError, SchemaError) as exc:
+                problems.append(f"{where}: {exc.message}")
+        if not found:
+            datasets.append(doc)
     if problems:
         raise DefinitionError(
             f"{len(problems)} problem(s) in the dataset definitions:\n- " + "\n- ".join(problems),

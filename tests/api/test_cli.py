@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,16 +10,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import httpx
 import pytest
 import typer
+from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
 from api.cli import app
 from api.feed_server import FeedServer
+from catalogue.meta.db import BASELINE, create_catalogue_engine, head_revision, upgrade_schema
 from catalogue.settings import Settings
 
 DATASETS = ["car-parks", "city-districts", "egovernment-services", "groundwater-levels", "parking-occupancy",
@@ -95,12 +100,14 @@ def test_harvest_exits_1_when_a_source_fails(tmp_path: Path, feed_dir: Path, fee
 
 
 def test_versions_of_an_unknown_dataset(tmp_path: Path) -> None:
+    assert run("init", "-d", str(tmp_path)).exit_code == 0
     result = run("versions", "unknown", "-d", str(tmp_path))
     assert (result.exit_code, result.stdout) == (1, "")
     assert "There is no dataset named 'unknown'. The list of datasets is at /api/v1/datasets." in flat(result.stderr)
 
 
 def test_error_output_keeps_the_error_code(tmp_path: Path) -> None:
+    assert run("init", "-d", str(tmp_path)).exit_code == 0
     assert "[dataset-not-found]" in run("versions", "unknown", "-d", str(tmp_path)).stderr
 
 
@@ -126,6 +133,158 @@ def test_settings_lists_every_environment_variable_in_full() -> None:
     result = run("settings")
     assert result.exit_code == 0
     assert [n for n in Settings.model_fields if f"URBANDATA_{n.upper()}" not in result.stdout] == []
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert (result.exit_code, result.stdout) == (0, f"urbandata {package_version('urbandata')}\n")
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["demo", "serve"])
+def test_a_taken_port_fails_first_and_names_the_option(tmp_path: Path, taken_port: int, command: str) -> None:
+    if command == "serve":
+        assert run("init", "-d", str(tmp_path)).exit_code == 0
+    result = run(command, "--port", str(taken_port), "-d", str(tmp_path / "var" if command == "demo" else tmp_path))
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert flat(result.stderr).startswith(f"error [port-in-use] Port {taken_port} on 127.0.0.1 is not free")
+    assert f"Choose another with --port, e.g. --port {taken_port + 1}." in flat(result.stderr)
+    assert not (tmp_path / "var").exists()  # nothing harvested, nothing built
+
+
+@pytest.mark.parametrize("args", [["harvest", "--all"], ["versions", "car-parks"], ["build-site"], ["serve"],
+                                  ["db", "upgrade"], ["db", "current"]])
+def test_commands_that_need_a_catalogue_do_not_make_an_empty_one(tmp_path: Path, args: list[str]) -> None:
+    typo = tmp_path / "vra"
+    result = run(*args, "-d", str(typo))
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert flat(result.stderr) == (
+        f"error [catalogue-not-found] There is no catalogue in {typo.resolve()}. Create one with `urbandata init` "
+        "(or run `urbandata demo` for the demo city), or give the right --data-dir.")
+    assert not typo.exists()
+
+
+def test_validate_names_a_missing_definitions_directory(tmp_path: Path) -> None:
+    result = run("validate", "--definitions", str(tmp_path / "no" / "such"))
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert flat(result.stderr) == (
+        f"error [invalid-definition] The definitions directory {tmp_path / 'no' / 'such'} does not exist; "
+        "give the folder holding publishers.yaml and definitions/.")
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "publishers.yaml").write_text("publishers: [{name: amt, title: Amt}]\n", encoding="utf-8")
+    (tmp_path / "definitions" / "broken.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    (tmp_path / "definitions" / "lots.yaml").write_text(
+        "name: other\ntitle: Lots\ndescription: x\npublisher: nobody\n"
+        "license: http://dcat-ap.de/def/licenses/dl-zero-de/2.0\nschema: schemas/missing.json\n", encoding="utf-8")
+    result = run("validate", "--definitions", str(tmp_path))
+    assert (result.exit_code, result.stdout) == (1, "")
+    problems = flat(result.stderr).split(" - ")
+    assert problems[0] == "error [invalid-definition] 4 problem(s) in the dataset definitions:"
+    assert problems[1].startswith("definitions/broken.yaml is not valid YAML: ")
+    assert problems[2:] == [
+        "definitions/lots.yaml: name 'other' must equal the file name 'lots'.",
+        "definitions/lots.yaml: publisher 'nobody' is not in publishers.yaml.",
+        "definitions/lots.yaml: schema file 'schemas/missing.json' does not exist inside the definitions directory.",
+    ]
+
+
+def test_feed_base_url_help_says_it_wants_the_server_root() -> None:
+    result = run("harvest", "--help")
+    assert "Root URL of the feed server that relative source URLs (like feeds/car-parks.geojson) resolve against: " \
+           "http://127.0.0.1:8001/, not the feeds/ folder under it." in flat(result.stdout).replace("│ ", "").replace(" │", "")
+
+
+def test_validate_and_settings_take_data_dir(tmp_path: Path) -> None:
+    result = run("validate", "-d", str(tmp_path))
+    assert (result.exit_code, result.stdout.splitlines()[-1]) == (0, "6 dataset definitions and 4 publishers are valid.")
+    shown = run("settings", "-d", "elsewhere-var")
+    assert shown.exit_code == 0
+    assert re.search(r"│ URBANDATA_DATA_DIR +│ elsewhere-var +│", shown.stdout), shown.stdout
+    assert not Path("elsewhere-var").exists()
+
+
+def test_the_public_url_follows_the_demo_port_unless_set(tmp_path: Path) -> None:
+    result = run("demo", "--no-serve", "--port", "8765", "-d", str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    descriptor = json.loads((tmp_path / "a" / "store" / "datasets" / "car-parks" / "v1.datapackage.json").read_text())
+    assert descriptor["id"].startswith("http://127.0.0.1:8765/api/v1/datasets/car-parks")
+    assert "http://127.0.0.1:8765/api/v1/datasets/car-parks/versions/1" in (
+        tmp_path / "a" / "site" / "datasets" / "car-parks.html").read_text(encoding="utf-8")
+
+    kept = CliRunner().invoke(app, ["demo", "--no-serve", "--port", "8765", "-d", str(tmp_path / "b")],
+                              env={"URBANDATA_PUBLIC_URL": "https://daten.musterstadt.de"})
+    assert kept.exit_code == 0, kept.output
+    descriptor = json.loads((tmp_path / "b" / "store" / "datasets" / "car-parks" / "v1.datapackage.json").read_text())
+    assert descriptor["id"].startswith("https://daten.musterstadt.de/api/v1/datasets/car-parks")
+
+
+def test_a_quarantined_harvest_prints_its_first_errors_and_where_the_report_is(
+    tmp_path: Path, feed_dir: Path, feed_server: FeedServer
+) -> None:
+    feed = feed_dir / "feeds" / "egovernment-services.csv"
+    lines = feed.read_bytes().split(b"\r\n")
+    for number in (2, 3):
+        cells = lines[number].split(b";")
+        cells[4] = b"zwanzig Euro"  # fee_eur is a number
+        lines[number] = b";".join(cells)
+    feed.write_bytes(b"\r\n".join(lines))
+    assert run("init", "-d", str(tmp_path)).exit_code == 0
+    result = run("harvest", "egovernment-services", "--feed-base-url", feed_server.url, "-d", str(tmp_path))
+    assert result.exit_code == 1
+    out = [line.strip() for line in result.stdout.splitlines()]  # error lines are not wrapped (soft_wrap)
+    report = tmp_path / "store" / "quarantine" / "egovernment-services" / "job-1" / "report.json"
+    assert [line for line in out if line.startswith(("row ", "report:", "served at:", "…"))] == [
+        'row 3, field fee_eur: Type error in the cell "zwanzig Euro" in row "3" and field "fee_eur" at position "5": '
+        'type is "number/default"',
+        'row 4, field fee_eur: Type error in the cell "zwanzig Euro" in row "4" and field "fee_eur" at position "5": '
+        'type is "number/default"',
+        f"report: {report.resolve()}",
+        "served at: http://127.0.0.1:8000/api/v1/datasets/egovernment-services/deliveries/1/report",
+    ]
+    assert flat(result.stdout).startswith("quarantined egovernment-services: quarantined, 2 validation errors")
+    assert json.loads(report.read_text(encoding="utf-8"))["valid"] is False
+
+
+def _catalogue_before_migrations(data_dir: Path) -> None:
+    """A catalogue as releases before migrations left it: the baseline's tables, no alembic_version."""
+    settings = Settings(data_dir=data_dir)
+    engine = create_catalogue_engine(settings)
+    upgrade_schema(engine, BASELINE)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
+
+
+def test_db_upgrade_and_current_on_a_catalogue_from_before_migrations(tmp_path: Path) -> None:
+    _catalogue_before_migrations(tmp_path)
+    before = run("db", "current", "-d", str(tmp_path))
+    assert (before.exit_code, flat(before.stdout)) == (
+        0, f"catalogue schema: {BASELINE}; newest migration: {head_revision()} (run `urbandata db upgrade`)")
+    upgraded = run("db", "upgrade", "-d", str(tmp_path))
+    assert (upgraded.exit_code, upgraded.stdout) == (0, f"Catalogue schema upgraded from {BASELINE} to {head_revision()}.\n")
+    again = run("db", "upgrade", "-d", str(tmp_path))
+    assert flat(again.stdout) == f"The catalogue schema is at {head_revision()}, the newest migration: nothing to do."
+    after = run("db", "current", "-d", str(tmp_path))
+    assert flat(after.stdout) == f"catalogue schema: {head_revision()}; newest migration: {head_revision()} (up to date)"
+
+
+def test_init_upgrades_an_old_catalogue_and_keeps_it(tmp_path: Path) -> None:
+    _catalogue_before_migrations(tmp_path)
+    result = run("init", "-d", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"Catalogue schema upgraded from {BASELINE} to {head_revision()}."
+    assert run("versions", "car-parks", "-d", str(tmp_path)).stdout == "car-parks: no version published yet.\n"
 
 
 def free_port() -> int:
