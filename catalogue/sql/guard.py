@@ -1,8 +1,9 @@
 """The gate in front of user SQL: one read-only SELECT over our dataset views, checked on DuckDB's own AST.
 
-DuckDB parses the text (``extract_statements`` for the statement count and
-type, ``json_serialize_sql`` for the tree) in a throwaway connection; we
-never look at the raw text with patterns. The tree is then walked with
+The tokens are checked first (one statement, starting like a query, nested
+at most 100 deep: :mod:`catalogue.sql.tokens`), then DuckDB's parser
+(``json_serialize_sql``, which reads no file) builds the tree in a throwaway
+connection; we never look at the raw text with patterns. The tree is then walked with
 allow-lists:
 
 - query nodes: SELECT, set operations (UNION...), CTEs, recursive CTEs;
@@ -34,6 +35,7 @@ import duckdb
 
 from catalogue import duck
 from catalogue.errors import SqlNotAllowed, SqlSyntaxError
+from catalogue.sql.tokens import check_tokens
 
 QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "CTE_NODE", "RECURSIVE_CTE_NODE"})
 TABLE_REFS = frozenset({"BASE_TABLE", "JOIN", "SUBQUERY", "TABLE_FUNCTION", "EMPTY", "EXPRESSION_LIST", "PIVOT", "SHOW_REF"})
@@ -84,11 +86,17 @@ def known_functions() -> frozenset[str]:
 
 
 def check_sql(sql: str, *, max_chars: int) -> CheckedSql:
-    """Refuse anything but one read-only SELECT over dataset views; SqlSyntaxError / SqlNotAllowed say why."""
+    """Refuse anything but one read-only SELECT over dataset views; SqlSyntaxError / SqlNotAllowed say why.
+
+    Nothing here touches a file: the tokens are checked first (:mod:`catalogue.sql.tokens`), then
+    DuckDB's bare parser (``json_serialize_sql``; never ``extract_statements``, which runs
+    ``IMPORT DATABASE``'s files and PRAGMAs) builds the tree that is walked.
+    """
     if not sql.strip():
         raise SqlSyntaxError("The sql parameter is empty. Give one SELECT statement.")
     if len(sql) > max_chars:
         raise SqlNotAllowed(f"The statement is {len(sql)} characters long; at most {max_chars} are accepted.")
+    check_tokens(sql)
     con = duckdb.connect(config={"enable_external_access": False})  # throwaway: only the parser runs
     try:
         tree = _parse(con, sql)
@@ -99,34 +107,29 @@ def check_sql(sql: str, *, max_chars: int) -> CheckedSql:
     return CheckedSql(sql, frozenset(walker.relations))
 
 
+TOO_DEEP = ("The statement is nested too deeply for the parser (a chain of operators counts one level per "
+            "operator, up to 1000). Name parts of it in a WITH clause, or split it up.")
+
+
 def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.ParserException:
-        statements = None  # json_serialize_sql below reports the position
-    if statements is not None:
-        if len(statements) != 1:
-            raise SqlNotAllowed(
-                f"Found {len(statements)} statements; send exactly one SELECT statement per request."
-            )
-        kind = statements[0].type
-        if kind != duckdb.StatementType.SELECT:
-            raise SqlNotAllowed(
-                f"{kind.name} statements are not allowed: this endpoint only reads, so it runs one SELECT "
-                "(or WITH ... SELECT) statement; no COPY, ATTACH, SET, PRAGMA, INSTALL, LOAD, CREATE or other changes."
-            )
     (raw,) = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()  # type: ignore[misc]
     try:
         tree: dict[str, Any] = json.loads(raw)
     except RecursionError:
-        raise SqlNotAllowed("The statement is nested too deeply.") from None
+        raise SqlNotAllowed(TOO_DEEP) from None
     if tree.get("error"):
+        message = str(tree.get("error_message", "invalid SQL"))
+        if "max_expression_depth" in message or "memory exhausted" in message:
+            raise SqlNotAllowed(TOO_DEEP)  # DuckDB's own text suggests a SET, which is refused
         if tree.get("error_type") == "parser":
             position = int(tree.get("position", 0))
-            raise SqlSyntaxError(
-                f"Syntax error at character {position}: {tree.get('error_message', 'invalid SQL')}.",
-                details={"position": position},
-            )
+            raise SqlSyntaxError(f"Syntax error at character {position}: {message}.", details={"position": position})
+        if sql.lstrip(" \t\r\n(").upper().startswith(("PIVOT", "UNPIVOT")):
+            # Without IN (...) DuckDB runs a first statement to find the values that become columns.
+            raise SqlNotAllowed(
+                "A PIVOT statement must list the values that become columns, as it may run only one statement: "
+                "PIVOT t ON col IN ('a', 'b') USING count(*), or SELECT * FROM t PIVOT (count(*) FOR col IN "
+                "('a', 'b')).")
         raise SqlNotAllowed("Only SELECT statements are allowed (PRAGMA and other commands are refused).")
     if len(tree.get("statements", [])) != 1:
         raise SqlNotAllowed("Send exactly one SELECT statement per request.")

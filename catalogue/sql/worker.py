@@ -29,6 +29,7 @@ Kept light on imports: it is what every spawned worker imports.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -121,7 +122,7 @@ def run_task(task: SqlTask, sandboxes: Sandboxes) -> dict[str, Any]:
         sandboxes.discard()  # and one that holds no memory from this query
         return {"ok": False, "kind": "memory", "message": ""}
     except duckdb.Error as exc:  # the user's mistake (unknown column...): the sandbox stays good
-        return {"ok": False, "kind": "error", "message": _scrub(str(exc), task.hidden_prefix)}
+        return {"ok": False, "kind": "error", "message": user_message(_scrub(str(exc), task.hidden_prefix), task.sql)}
 
 
 def sandbox(views: dict[str, tuple[str, ...]], config: WorkerConfig) -> duckdb.DuckDBPyConnection:
@@ -167,7 +168,8 @@ def _json_cell(position: int, type_id: str) -> str:
     """One output column as JSON: geometry as GeoJSON, timestamps in ISO 8601, the rest as DuckDB's to_json."""
     ref = f"#{position}"
     if type_id == "geometry":
-        return f"ST_AsGeoJSON({ref})::JSON"
+        # A geometry with no GeoJSON form (infinite coordinates: ST_AsGeoJSON gives '') is null, like NaN.
+        return f"nullif(ST_AsGeoJSON({ref})::VARCHAR, '')::JSON"
     if type_id in TIMESTAMP_TYPES or type_id == "timestamp with time zone":
         return iso_timestamp(ref, with_zone=type_id == "timestamp with time zone")
     return ref
@@ -176,6 +178,30 @@ def _json_cell(position: int, type_id: str) -> str:
 def _no_number(constant: str) -> None:
     """NaN and ±Infinity have no JSON form: they become null, as in JavaScript's JSON.stringify."""
     return None
+
+
+CONTEXT = re.compile(r"\n\nLINE (\d+): (.*?)(\.\.\.)?\n *\^", re.DOTALL)
+SETTING_HINT = re.compile(r"\s*(Use|Set|Try) \"?(SET|RESET|PRAGMA)\b[^\n]*", re.IGNORECASE)
+POSITION_REF = re.compile(r"#(\d+)")
+
+
+def user_message(message: str, sql: str) -> str:
+    """DuckDB's message about the user's statement only.
+
+    Rows are fetched through a wrapper query (:func:`_execute`), so an error raised while they
+    are computed quotes the wrapper's text (``SELECT json_array(#1)::VARCHAR FROM __result``)
+    as its LINE context: that context is dropped unless it is the user's own text, output
+    columns by position (``#3``) become "column 3", and hints to change a setting (which the
+    sandbox refuses) are left out.
+    """
+    def context(match: re.Match[str]) -> str:
+        return match.group(0) if match.group(2).strip() and match.group(2).strip() in sql else ""
+
+    message = CONTEXT.sub(context, message)
+    message = SETTING_HINT.sub("", message)
+    if RESULT_VIEW in message or "json_array(" in message:  # any wrapper text left: say what failed, not how
+        message = message.split("\n", 1)[0].replace(RESULT_VIEW, "the result")
+    return POSITION_REF.sub(lambda m: f"column {m.group(1)}", message).strip()
 
 
 def _scrub(message: str, prefix: str) -> str:

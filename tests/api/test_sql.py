@@ -229,3 +229,40 @@ async def test_a_full_pool_answers_503_and_stops_with_the_app(demo_hub: Hub) -> 
     assert len(processes) == 1
     assert [p.is_alive() for p in processes] == [False]
     assert app.state.sql_pool.processes == []
+
+
+async def test_file_statements_get_one_answer_whatever_the_disk_holds(
+    api_sql: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Issue 13, item 1: IMPORT DATABASE of an existing and a missing directory answer alike (no oracle)."""
+    present, missing = tmp_path / "present", tmp_path / "missing"
+    present.mkdir()
+    (present / "schema.sql").write_text("SELECT 1;")
+    (present / "load.sql").write_text("")
+    for template in ("IMPORT DATABASE '{}'", "EXPORT DATABASE '{}'", "PRAGMA import_database('{}')",
+                     "ATTACH '{}/schema.sql'", "SELECT * FROM '{}/schema.sql'"):
+        answers = []
+        for directory in (present, missing):
+            response = await api_sql.get(SQL, params={"sql": template.format(directory)})
+            assert response.status_code == 400, response.text
+            answers.append(json.dumps(response.json()).replace(str(directory), "<dir>"))
+        assert answers[0] == answers[1]
+        assert json.loads(answers[0])["error"]["code"] == "sql-not-allowed"
+
+
+@pytest.mark.parametrize(("sql", "absent"), [
+    ("SELECT lot_id::INT FROM car_parks", ("__result", "json_array", "#1", "LINE")),
+    ("SELECT lot_id, 'x'::GEOMETRY FROM car_parks", ("__result", "ST_AsGeoJSON", "#2", "LINE")),
+    ("SELECT (SELECT unnest([1, 2]))", ("SET", "scalar_subquery_error_on_multiple_rows")),
+    ("SELECT " + " + ".join(["1"] * 1500), ("SET", "max_expression_depth")),
+    ("SELECT " + "(" * 500 + "1" + ")" * 500, ("SET", "max_expression_depth")),
+    ('PIVOT "car-parks" ON open_24h', ("statements",)),
+])
+async def test_errors_speak_of_the_users_statement_only(
+    api_sql: httpx.AsyncClient, sql: str, absent: tuple[str, ...]
+) -> None:
+    """Issue 13, item 9: no wrapper SQL, no advice to run a SET the endpoint refuses, no hidden statements."""
+    response = await api_sql.post(SQL, json={"sql": sql})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert message and [word for word in absent if word in message] == [], message

@@ -190,3 +190,154 @@ def test_results_are_json_ready_lists(store: dict[str, Path]) -> None:
     assert answer["rows"] == [[1, 2, {"type": "Point", "coordinates": [1.5, 2.0]}, "2026-11-20T08:15:00",
                                "2026-11-20T07:15:00.5Z", "2026-11-20", None, 1.25, [1, 2], None]]
     assert [c["name"] for c in answer["columns"]] == ["a", "a", "g", "t", "tz", "d", "f", "m", "l", "n"]
+
+
+# -- nothing a user sends makes the API process touch a file (issue 13, item 1) --
+
+# Statements that name a directory or file DuckDB would read while parsing or running them.
+FILE_STATEMENTS = [
+    "IMPORT DATABASE '{dir}'",
+    "import database '{dir}'",
+    "  /* comment */ IMPORT DATABASE '{dir}';",
+    "IMPORT DATABASE '{dir}'; SELECT 1",
+    "SELECT 1; IMPORT DATABASE '{dir}'",
+    "EXPORT DATABASE '{dir}'",
+    "PRAGMA import_database('{dir}')",
+    "CALL pragma_import_database('{dir}')",
+    "ATTACH '{dir}/schema.sql' AS x",
+    "COPY t FROM '{dir}/schema.sql'",
+    "LOAD '{dir}/schema.sql'",
+    "INSTALL '{dir}/schema.sql'",
+    "SELECT * FROM '{dir}/schema.sql'",
+    "SELECT * FROM read_text('{dir}/schema.sql')",
+    "(IMPORT DATABASE '{dir}')",
+]
+# What a directory may hold: each would change what DuckDB's statement extraction answered.
+DIRECTORY_CONTENTS = [
+    None,  # the directory does not exist
+    {},  # it exists, empty
+    {"schema.sql": "SELECT 1;", "load.sql": ""},
+    {"schema.sql": "SELECT 1; SELECT 2;", "load.sql": "SELECT 3;"},
+    {"schema.sql": "CREATE TABLE t(i INT);", "load.sql": "INSERT INTO t VALUES (1);"},
+    {"schema.sql": "this is no sql", "load.sql": "neither"},
+]
+
+
+def refusal(sql: str) -> tuple[str, int, str, dict[str, object]]:
+    with pytest.raises((SqlNotAllowed, SqlSyntaxError)) as caught:
+        check_sql(sql, max_chars=100_000)
+    error = caught.value
+    return error.code, error.status, error.message, error.details
+
+
+@pytest.mark.parametrize("template", FILE_STATEMENTS)
+def test_the_answer_does_not_depend_on_what_the_file_system_holds(tmp_path: Path, template: str) -> None:
+    answers = set()
+    for number, files in enumerate(DIRECTORY_CONTENTS):
+        # Names of equal length, so that positions in messages agree.
+        directory = tmp_path / f"dir{number}"
+        if files is not None:
+            directory.mkdir()
+            for name, text in files.items():
+                (directory / name).write_text(text)
+        code, status, message, details = refusal(template.format(dir=directory))
+        answers.add((code, status, message.replace(str(directory), "<dir>"), str(details)))
+        assert status == 400
+    assert len(answers) == 1, answers
+
+
+def test_the_first_word_names_what_is_refused() -> None:
+    assert refusal("IMPORT DATABASE '/nowhere'")[:3] == (
+        "sql-not-allowed", 400,
+        "IMPORT statements are not allowed: this endpoint only reads, so it runs one SELECT (or WITH ... SELECT) "
+        "statement; no COPY, ATTACH, IMPORT, EXPORT, SET, PRAGMA, INSTALL, LOAD, CREATE or other changes.")
+    assert refusal("SELECT 1; IMPORT DATABASE '/nowhere'")[2] == (
+        "Found 2 statements; send exactly one SELECT statement per request.")
+    assert refusal(";;")[:2] == ("sql-syntax-error", 400)
+
+
+# -- nesting is bounded before DuckDB's parser and Python's JSON reader see it (issue 13, item 2) --
+
+NESTED = {
+    "parentheses": lambda n: "SELECT " + "(" * n + "1" + ")" * n,
+    "function calls": lambda n: "SELECT " + "abs(" * n + "1" + ")" * n,
+    "lists": lambda n: "SELECT " + "[" * n + "1" + "]" * n,
+    "structs": lambda n: "SELECT " + "{'a': " * n + "1" + "}" * n,
+    "nots": lambda n: "SELECT " + "NOT " * n + "true",
+    "not and parentheses": lambda n: "SELECT " + "NOT (" * (n // 2) + "NOT " * (n % 2) + "true" + ")" * (n // 2),
+    "subqueries": lambda n: "SELECT " + "(SELECT " * n + "1" + ")" * n,
+    "where": lambda n: "SELECT 1 FROM range(1) t(x) WHERE " + "(" * n + "x = 1" + ")" * n,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(NESTED))
+@pytest.mark.parametrize("depth", [5, 100, 101, 150, 1000, 4000])
+def test_deep_nesting_is_refused_with_the_limit(shape: str, depth: int) -> None:
+    sql = NESTED[shape](depth)
+    if depth <= 100:
+        check_sql(sql, max_chars=50_000)  # passes the guard
+        return
+    code, status, message, details = refusal(sql)
+    assert (code, status, details["limit"]) == ("sql-not-allowed", 400, 100)
+    assert "at most 100 are accepted" in message and "SET" not in message
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT " + " + ".join(["1"] * 1500),
+    "SELECT " + " || ".join(["'a'"] * 1500),
+])
+def test_long_operator_chains_are_refused_without_suggesting_a_setting(sql: str) -> None:
+    code, status, message, _ = refusal(sql)
+    assert (code, status) == ("sql-not-allowed", 400)
+    assert "nested too deeply" in message and "SET" not in message and "max_expression_depth" not in message
+
+
+def test_flat_chains_pass() -> None:
+    # DuckDB flattens AND/OR chains and folds unary minus on constants: no depth to bound.
+    check_sql("SELECT 1 FROM range(1) t(x) WHERE " + " AND ".join(["x = 1"] * 1500), max_chars=100_000)
+    check_sql("SELECT " + "- " * 3000 + "1", max_chars=100_000)
+
+
+def test_a_pivot_statement_without_its_values_says_so() -> None:
+    code, _, message, _ = refusal('PIVOT "car-parks" ON open_24h')
+    assert code == "sql-not-allowed" and "IN (" in message and "statements" not in message
+    assert relations('PIVOT "car-parks" ON open_24h IN (true, false) USING count(*)') == ["car-parks"]
+
+
+# -- errors speak of the user's statement, never of the wrapper that fetches its rows (issue 13, item 9) --
+
+WRAPPER_WORDS = ("__result", "json_array", "#1", "#2", "ST_AsGeoJSON", "::VARCHAR", "LIMIT 11", "SET ", "PRAGMA")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT x::INT FROM (VALUES ('a')) v(x)",
+    "SELECT 'a'::INT",
+    "SELECT 1, 'x'::GEOMETRY",
+    "SELECT id, (SELECT unnest([1, 2])) FROM things",
+    "SELECT id, ST_GeomFromText('nonsense') FROM things",
+    "SELECT no_such_column FROM things",
+    "SELECT 1 +",
+    "SELECT id::DATE FROM things",
+    "SELECT timestamp '294247-01-10 04:00:54' + interval 1 day",
+])
+def test_engine_errors_quote_only_the_users_statement(store: dict[str, Path], sql: str) -> None:
+    sandboxes = Sandboxes(WorkerConfig(memory_limit_mb=256, threads=1, address_space_mb=1024))
+    try:
+        answer = run_unchecked(sql, store, sandboxes)
+    finally:
+        sandboxes.discard()
+    assert answer["ok"] is False and answer["kind"] == "error"
+    message = str(answer["message"])
+    assert message and not [w for w in WRAPPER_WORDS if w in message and w not in sql], message
+    for line in message.splitlines():  # any quoted context is a line of the user's text
+        if line.startswith("LINE "):
+            assert line.split(": ", 1)[1].rstrip(".") in sql
+
+
+def test_a_geometry_without_a_geojson_form_is_null(store: dict[str, Path]) -> None:
+    sandboxes = Sandboxes(WorkerConfig(memory_limit_mb=256, threads=1, address_space_mb=1024))
+    try:
+        answer = run_unchecked("SELECT ST_Point(1e400, 1) AS bad, ST_Point(1, 2) AS good", store, sandboxes)
+    finally:
+        sandboxes.discard()
+    assert answer["rows"] == [[None, {"type": "Point", "coordinates": [1.0, 2.0]}]]
