@@ -168,8 +168,7 @@ def _reader_types(fields: list[dict[str, Any]], delimiter: str, found: _Bytes) -
 
     Numbers (one decimal mark for all, no group mark) where the file holds
     nothing DuckDB reads more loosely than NUMBER_RE but NaN and infinity,
-    which validation sends to the text path; datetimes with one strptime
-    format (the parser try_strptime uses). Fields whose constraints look at
+    which validation sends to the text path. Fields whose constraints look at
     the text (length, pattern) stay text.
     """
     plain = [f for f in fields if not {"minLength", "maxLength", "pattern"} & set(f.get("constraints", {}))]
@@ -180,12 +179,8 @@ def _reader_types(fields: list[dict[str, Any]], delimiter: str, found: _Bytes) -
     if len(marks) == 1 and (mark := marks.pop()) in ".," and mark != delimiter and not found.loose_number:
         types |= {f["name"]: "DOUBLE" for f in numbers}
         options += f", decimal_separator = {literal(mark)}"
-    stamps = [f for f in plain if f.get("type") == "datetime" and f.get("format", "default") not in ("default", "any")]
-    formats = {f["format"] for f in stamps}
-    fmt = formats.pop() if len(formats) == 1 else ""
-    if fmt and "%z" not in fmt and "%Z" not in fmt:  # (with a zone, try_strptime gives TIMESTAMPTZ)
-        types |= {f["name"]: "TIMESTAMP" for f in stamps}
-        options += f", timestampformat = {literal(fmt)}"
+    # Datetimes stay text: the reader's timestampformat reads '01.01.26' as the year 26 where
+    # %Y wants four digits; field_parsing checks the whole value's widths first.
     return types, options
 
 

@@ -26,6 +26,57 @@ ISO_TIME_RE = r"\d{2}:\d{2}:\d{2}(\.\d+)?Z?"
 YEAR_RE = r"\s*\d{4}\s*"
 PAIR_RE = r"\s*[+-]?\d+(\.\d+)?\s*,\s*[+-]?\d+(\.\d+)?\s*"
 
+# What each strptime directive of a date, datetime or time pattern matches: the widths of
+# Python's strptime (``_strptime.TimeRE``: %Y four digits, %y two, %d, %m, %H, %M and %S one
+# or two, %f one to six), the English names DuckDB's strptime reads. DuckDB's own strptime is
+# looser (%Y reads '26' as the year 26, blanks around the value are skipped), so the whole
+# value must match the pattern built from these before it is parsed; the ranges (no 13th
+# month) are left to the parser. Digits without alternatives keep the guard cheap: 3M values
+# parse in 0.50 s with it, 0.49 s without (with Python's range alternatives: 1.08 s).
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DIRECTIVES = {
+    "Y": r"\d{4}",
+    "y": r"\d{2}",
+    "m": r"\d{1,2}",
+    "d": r"\d{1,2}",
+    "j": r"\d{1,3}",
+    "H": r"\d{1,2}",
+    "I": r"\d{1,2}",
+    "M": r"\d{1,2}",
+    "S": r"\d{1,2}",
+    "f": r"\d{1,6}",
+    "p": r"(?i:am|pm)",
+    "b": "(?i:" + "|".join(m[:3] for m in _MONTHS) + ")",
+    "h": "(?i:" + "|".join(m[:3] for m in _MONTHS) + ")",
+    "B": "(?i:" + "|".join(_MONTHS) + ")",
+    "a": "(?i:" + "|".join(d[:3] for d in _DAYS) + ")",
+    "A": "(?i:" + "|".join(_DAYS) + ")",
+    "z": r"[+-]\d{2}:?[0-5]\d",
+    "%": "%",
+}
+
+
+def pattern_regex(pattern: str) -> str:
+    """The regular expression a value must match in whole to be read with the strptime ``pattern``.
+
+    Raises ValueError naming a directive the hub does not support.
+    """
+    out, rest = [], pattern
+    while rest:
+        head, percent, rest = rest.partition("%")
+        out.append(re.escape(head))
+        if not percent:
+            break
+        directive, rest = rest[:1], rest[1:]
+        if directive not in DIRECTIVES:
+            raise ValueError(f"'%{directive}' is not a supported directive; use "
+                             + ", ".join(f"%{d}" for d in DIRECTIVES) + ".")
+        out.append(f"(?:{DIRECTIVES[directive]})")
+    return "".join(out)
+
+
 DEFAULT_TRUE = ["true", "True", "TRUE", "1"]
 DEFAULT_FALSE = ["false", "False", "FALSE", "0"]
 
@@ -93,15 +144,20 @@ def _has_pattern(field: dict[str, Any]) -> bool:
     return field.get("format", "default") not in ("default", "any")
 
 
+def _strptime(text: str, field: dict[str, Any]) -> str:
+    """The text read with the field's strptime pattern, where all of it matches the pattern's widths."""
+    return _guarded(text, pattern_regex(field["format"]), f"try_strptime({text}, {literal(field['format'])})")
+
+
 def _date(text: str, field: dict[str, Any]) -> str:
     if _has_pattern(field):
-        return f"CAST(try_strptime({text}, {literal(field['format'])}) AS DATE)"
+        return f"CAST({_strptime(text, field)} AS DATE)"
     return _guarded(text, ISO_DATE_RE, f"TRY_CAST({text} AS DATE)")
 
 
 def _datetime(text: str, field: dict[str, Any]) -> str:
     if _has_pattern(field):
-        return f"try_strptime({text}, {literal(field['format'])})"
+        return _strptime(text, field)
     # ISO 8601; an offset or Z is converted to UTC and stored without zone. Text shaped
     # yyyy-mm-ddThh:mm:ss has ':' where an offset's sign would be, so it skips the regexes.
     iso = _guarded(text, ISO_DATETIME_RE, (
@@ -114,7 +170,7 @@ def _datetime(text: str, field: dict[str, Any]) -> str:
 
 def _time(text: str, field: dict[str, Any]) -> str:
     if _has_pattern(field):
-        return f"CAST(try_strptime({text}, {literal(field['format'])}) AS TIME)"
+        return f"CAST({_strptime(text, field)} AS TIME)"
     return _guarded(text, ISO_TIME_RE, f"TRY_CAST({text} AS TIME)")
 
 

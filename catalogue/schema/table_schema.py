@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from catalogue.errors import SchemaError
+from catalogue.schema.field_parsing import pattern_regex
 from catalogue.schema.sql_text import ident, json_value
 
 # Table Schema type -> DuckDB type of the stored column.
@@ -23,6 +24,7 @@ STORED_TYPES = {
     "geojson": "GEOMETRY",
 }
 GEOMETRY_TYPES = frozenset({"geopoint", "geojson"})
+PATTERN_TYPES = frozenset({"date", "datetime", "time"})  # whose format may be a strptime pattern
 
 
 def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +52,12 @@ def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
                 f"Field '{field['name']}' has type '{kind}', which the hub cannot store yet. "
                 f"Use one of: {', '.join(sorted(STORED_TYPES))}."
             )
+        pattern = field.get("format", "default")
+        if kind in PATTERN_TYPES and pattern not in ("default", "any"):
+            try:
+                pattern_regex(pattern)
+            except ValueError as exc:
+                raise SchemaError(f"Field '{field['name']}' has the format '{pattern}': {exc}") from exc
     for key in primary_key(descriptor):
         if key not in names:
             raise SchemaError(f"primaryKey names '{key}', which is not a field of the schema.")

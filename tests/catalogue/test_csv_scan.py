@@ -136,7 +136,7 @@ def test_cp1252_without_euro_sign_reads_as_latin1(con: duckdb.DuckDBPyConnection
     assert isinstance(agree(con, tmp_path, content, GERMAN, delimiter=";", encoding="cp1252"), pa.Table)
     scan = plan_csv_scan(tmp_path / "delivery.csv", {"delimiter": ";", "encoding": "cp1252"}, GERMAN)
     assert scan is not None and scan.latin1
-    assert scan.typed == {"betrag": "DOUBLE", "zeit": "TIMESTAMP"}
+    assert scan.typed == {"betrag": "DOUBLE"}  # (datetimes are read as text: field_parsing checks their widths)
 
 
 def test_a_byte_cp1252_does_not_define_is_left_to_the_text_path(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:

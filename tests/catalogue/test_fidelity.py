@@ -10,21 +10,26 @@ encoding.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from sqlalchemy import select
 
 from catalogue import duck
-from catalogue.errors import MalformedFeed
+from catalogue.errors import MalformedFeed, SchemaError
 from catalogue.hub import Hub
 from catalogue.ingest.csv_scan import ScanFailed, plan_csv_scan, validate_csv
 from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from catalogue.ingest.readers import read_delivery
 from catalogue.ingest.validation import discard_typed, validate_delivery
 from catalogue.meta.models import Dataset
+from catalogue.schema.field_parsing import DIRECTIVES
+from catalogue.schema.table_schema import check_schema
 
 AMOUNTS = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "number"}],
@@ -63,6 +68,20 @@ def scan_declines(tmp_path: Path, content: bytes, schema: dict[str, Any], **opti
         return validate_csv(con, path, options, schema, tmp_path, name="t", place="t") is None
     except ScanFailed:
         return True
+    finally:
+        discard_typed(con)
+        con.close()
+
+
+def scan_table(tmp_path: Path, content: bytes, schema: dict[str, Any], **options: Any) -> pa.Table:
+    """The rows DuckDB's CSV path reads from a valid delivery, in delivery order."""
+    path = tmp_path / "delivery.csv"
+    path.write_bytes(content)
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    try:
+        checked = validate_csv(con, path, options, schema, tmp_path, name="t", place="t")
+        assert checked is not None and checked.relation is not None
+        return con.execute(checked.relation).arrow().read_all()
     finally:
         discard_typed(con)
         con.close()
@@ -201,3 +220,62 @@ def test_utf8_json_declared_cp1252_is_malformed() -> None:
     with pytest.raises(MalformedFeed, match="declared as cp1252 but its bytes are UTF-8"):
         read_delivery(doc, "json", {"encoding": "cp1252"}, STREETS)
     assert read_delivery(doc.decode().encode("cp1252"), "json", {"encoding": "cp1252"}, STREETS).num_rows == 1
+
+
+# -- date and datetime patterns -----------------------------------------------
+
+PATTERNS = [
+    # (type, pattern, {accepted value: typed}, [refused values])
+    ("date", "%d.%m.%Y", {"01.02.2026": dt.date(2026, 2, 1), "1.2.2026": dt.date(2026, 2, 1)},
+     ["01.01.26", "01.01.202", "01.01.02026", "001.01.2026", "01.001.2026", "01.01.2026x", " 01.01.2026",
+      "01.01.2026 ", "01-01-2026", "01.01.", "30.02.2026"]),
+    ("date", "%y%m%d", {"260201": dt.date(2026, 2, 1)}, ["20260201", "2602011", "2602"]),
+    ("date", "%Y-%j", {"2026-324": dt.date(2026, 11, 20), "2026-1": dt.date(2026, 1, 1)}, ["2026-3240", "26-324"]),
+    ("date", "%d %b %Y", {"20 Nov 2026": dt.date(2026, 11, 20), "20 nov 2026": dt.date(2026, 11, 20)},
+     ["20 Novem 2026", "20 Nov 26", "20 Nov. 2026"]),
+    ("date", "%d %h %Y", {"20 Nov 2026": dt.date(2026, 11, 20)}, ["20 Nov 20266"]),
+    ("date", "%d %B %Y", {"20 November 2026": dt.date(2026, 11, 20)}, ["20 Nov 2026", "20 Novembers 2026"]),
+    ("date", "%a %d.%m.%Y", {"Fri 20.11.2026": dt.date(2026, 11, 20)}, ["Fr 20.11.2026", "Friday 20.11.2026"]),
+    ("date", "%A %d.%m.%Y", {"Friday 20.11.2026": dt.date(2026, 11, 20)}, ["Fri 20.11.2026"]),
+    ("date", "%Y-%m-%d%%", {"2026-11-20%": dt.date(2026, 11, 20)}, ["2026-11-20", "2026-11-20%%"]),
+    ("datetime", "%d.%m.%Y %H:%M:%S",
+     {"20.11.2026 08:15:30": dt.datetime(2026, 11, 20, 8, 15, 30), "20.11.2026 8:5:3": dt.datetime(2026, 11, 20, 8, 5, 3)},
+     ["20.11.26 08:15:30", "20.11.2026 08:15:300", "20.11.2026 008:15:30", "20.11.2026 08:015:30",
+      "20.11.2026  08:15:30", "20.11.2026 08:15", "20.11.2026T08:15:30", "20.11.2026 24:00:00"]),
+    ("datetime", "%Y-%m-%d %H:%M:%S.%f",
+     {"2026-11-20 08:15:30.5": dt.datetime(2026, 11, 20, 8, 15, 30, 500000),
+      "2026-11-20 08:15:30.123456": dt.datetime(2026, 11, 20, 8, 15, 30, 123456)},
+     ["2026-11-20 08:15:30.1234567", "2026-11-20 08:15:30.", "2026-11-20 08:15:30"]),
+    ("datetime", "%I:%M %p %d.%m.%Y",
+     {"08:05 PM 20.11.2026": dt.datetime(2026, 11, 20, 20, 5), "8:05 am 20.11.2026": dt.datetime(2026, 11, 20, 8, 5)},
+     ["08:05 P 20.11.2026", "08:05 PMx 20.11.2026", "008:05 PM 20.11.2026"]),
+    ("time", "%H:%M", {"08:15": dt.time(8, 15), "8:15": dt.time(8, 15)}, ["08:15:00", "8:155", "108:15", "08:15 "]),
+    ("time", "%H.%M.%S", {"23.59.59": dt.time(23, 59, 59)}, ["23.59.5999", "23.59"]),
+]
+
+
+@pytest.mark.parametrize(("kind", "pattern", "accepted", "refused"), PATTERNS,
+                         ids=[f"{kind}:{pattern}" for kind, pattern, *_ in PATTERNS])
+def test_a_pattern_must_match_the_whole_value_with_its_widths_on_both_paths(
+    tmp_path: Path, kind: str, pattern: str, accepted: dict[str, Any], refused: list[str]
+) -> None:
+    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "v", "type": kind, "format": pattern}]}
+    values = [*accepted, *refused]
+    content = ("id;v\n" + "".join(f"{i};{v}\n" for i, v in enumerate(values))).encode()
+    assert text_verdict(content, schema, delimiter=";") == [
+        ("type-error", len(accepted) + i + 2, "v", v) for i, v in enumerate(refused)]
+    assert scan_declines(tmp_path, content, schema, delimiter=";")
+    good = ("id;v\n" + "".join(f"{i};{v}\n" for i, v in enumerate(accepted))).encode()
+    assert text_verdict(good, schema, delimiter=";") == []
+    assert scan_table(tmp_path, good, schema, delimiter=";").column("v").to_pylist() == list(accepted.values())
+
+
+def test_every_supported_directive_is_tested() -> None:
+    used = {d for _, pattern, *_ in PATTERNS for d in re.findall(r"%(.)", pattern.replace("%%", "%!"))}
+    assert used | {"z", "%"} >= set(DIRECTIVES) - {"%"}, "each directive needs a row in PATTERNS (%z: offsets below)"
+
+
+@pytest.mark.parametrize("pattern", ["%d.%m.%Y %Q", "%-d.%m.%Y", "%d.%m.%Y %Z", "%s"])
+def test_a_schema_with_an_unsupported_directive_is_refused(pattern: str) -> None:
+    with pytest.raises(SchemaError, match="is not a supported directive"):
+        check_schema({"fields": [{"name": "v", "type": "date", "format": pattern}]})
