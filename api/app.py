@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from starlette.routing import Match, Mount
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import install_error_handlers
+from api.middleware import install_http_rules
+from api.params import reject_unknown_params
 from api.routes import catalog, data, sql
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -45,6 +47,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
         docs_url=None,  # FastAPI's docs page loads assets from a CDN; no request may leave the machine
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_params)],  # an unknown query parameter is a 400 on every route
     )
     app.state.hub = hub
     app.state.query_engine = engine
@@ -52,6 +55,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.state.kept_results = KeptResults(reads, app.state.result_cache)
     app.state.sql_pool = sql_pool
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
+    install_http_rules(app, settings)
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])
     app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import get_hub, get_session
+from api.params import int_path, int_query
 from catalogue.errors import NotFound
 from catalogue.query.exporters import export_metadata, load_descriptor
 from catalogue.hub import Hub
@@ -26,8 +27,8 @@ router = APIRouter()
 @router.get("/datasets")
 def datasets(
     session: Session = Depends(get_session),
-    limit: int = Query(100, ge=1, le=1000, description="Datasets per page."),
-    offset: int = Query(0, ge=0, description="Datasets to skip."),
+    limit: int = int_query(100, ge=1, le=1000, description="Datasets per page."),
+    offset: int = int_query(0, ge=0, description="Datasets to skip."),
     publisher: str | None = Query(None, description="Only datasets of this publisher."),
     q: str | None = Query(None, description="Search: datasets whose title, description or keywords contain "
                           "every word (case-insensitive); title matches first."),
@@ -57,7 +58,7 @@ def versions(name: str, session: Session = Depends(get_session)) -> dict[str, An
 
 @router.get("/datasets/{name}/versions/{number}")
 def version(
-    name: str, number: int, session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
+    name: str, number: int = int_path(description="Version number."), session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
 ) -> dict[str, Any]:
     """One version with its Frictionless Data Package descriptor."""
     ds = get_dataset(session, name)
@@ -67,7 +68,7 @@ def version(
 
 @router.get("/datasets/{name}/versions/{number}/datapackage.json")
 def datapackage(
-    name: str, number: int, session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
+    name: str, number: int = int_path(description="Version number."), session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
 ) -> Response:
     """The version's datapackage.json exactly as committed."""
     ds = get_dataset(session, name)
@@ -78,7 +79,8 @@ def datapackage(
 
 @router.get("/datasets/{name}/deliveries")
 def deliveries(
-    name: str, session: Session = Depends(get_session), limit: int = Query(50, ge=1, le=500)
+    name: str, session: Session = Depends(get_session),
+    limit: int = int_query(50, ge=1, le=500, description="Deliveries listed, newest first."),
 ) -> dict[str, Any]:
     """The latest deliveries (harvests) of a dataset with their outcome."""
     ds = get_dataset(session, name)
@@ -88,7 +90,7 @@ def deliveries(
 
 @router.get("/datasets/{name}/deliveries/{job_id}/report")
 def delivery_report(
-    name: str, job_id: int, session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
+    name: str, job_id: int = int_path(description="The delivery's number, as listed under deliveries."), session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
 ) -> dict[str, Any]:
     """The Frictionless validation report of one delivery."""
     ds = get_dataset(session, name)

@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import envelope
+from api.params import INT64_MAX, int_query
 from catalogue.errors import SqlBusy
 from catalogue.sql.runner import run_sql
 
@@ -23,19 +24,21 @@ MAX_ROWS_DESCRIPTION = "Most rows to return, at most the configured maximum (def
 
 
 class SqlRequest(BaseModel):
-    """The JSON body of ``POST /sql``."""
+    """The JSON body of ``POST /sql``; an unknown member is refused like an unknown query parameter."""
+
+    model_config = ConfigDict(extra="forbid")
 
     sql: str = Field(description=SQL_DESCRIPTION)
-    timeout_ms: int | None = Field(default=None, gt=0, description=TIMEOUT_DESCRIPTION)
-    max_rows: int | None = Field(default=None, gt=0, description=MAX_ROWS_DESCRIPTION)
+    timeout_ms: int | None = Field(default=None, gt=0, le=INT64_MAX, description=TIMEOUT_DESCRIPTION)
+    max_rows: int | None = Field(default=None, gt=0, le=INT64_MAX, description=MAX_ROWS_DESCRIPTION)
 
 
 @router.get("/sql", response_model=None, summary="Run one read-only SELECT")
 async def sql_get(
     request: Request,
     sql: str = Query(..., description=SQL_DESCRIPTION),
-    timeout_ms: int | None = Query(None, gt=0, description=TIMEOUT_DESCRIPTION),
-    max_rows: int | None = Query(None, gt=0, description=MAX_ROWS_DESCRIPTION),
+    timeout_ms: int | None = int_query(None, ge=1, description=TIMEOUT_DESCRIPTION),
+    max_rows: int | None = int_query(None, ge=1, description=MAX_ROWS_DESCRIPTION),
 ) -> Response | dict[str, Any]:
     """Run one read-only SELECT over the published datasets (columns, rows, truncated)."""
     return await _answer(request, sql, timeout_ms, max_rows)

@@ -13,9 +13,9 @@ import binascii
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import astuple, dataclass, field, fields, replace
 from typing import Any
 
 import duckdb
@@ -45,6 +45,18 @@ class RecordsRequest:
     refine: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     cursor: str | None = None
+
+    def cache_key(self, kind: str, **extra: Hashable) -> tuple[Hashable, ...]:
+        """The result-cache key of this request answered as ``kind`` (records, facets), with ``extra`` inputs.
+
+        Derived from every field, so a field added here is never left out of the key (a key missing
+        one would serve another request's page). Refine and exclude filters are joined with AND, so
+        their order does not change the rows: they are sorted.
+        """
+        values = tuple(
+            (f.name, tuple(sorted(v)) if f.name in ("refine", "exclude") else tuple(v) if isinstance(v, list) else v)
+            for f in fields(self) for v in (getattr(self, f.name),))
+        return (kind, values, tuple(sorted(extra.items())))
 
 
 @dataclass

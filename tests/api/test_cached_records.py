@@ -81,14 +81,17 @@ async def test_only_parameters_that_change_the_body_make_another_entry(api: http
     assert states == asked
 
 
-async def test_links_echo_each_request_even_on_a_hit(api: httpx.AsyncClient) -> None:
+async def test_links_echo_each_request_even_on_a_hit(api: httpx.AsyncClient, demo_hub: Hub) -> None:
     first = (await api.get(f"{WASTE}/records", params=[("refine", "district:Altstadt"), ("limit", 2)])).json()
     swapped = await api.get(f"{WASTE}/records", params=[("limit", 2), ("refine", "district:Altstadt")],
                             headers={"Host": "other.test"})
     assert swapped.headers["x-cache"] == "hit"
     assert swapped.json()["results"] == first["results"]
+    # Links start from the configured public URL, whatever Host the client sent (issue 13, item 13).
+    public = demo_hub.settings.public_url
     assert (first["links"]["next"].split("?")[0], swapped.json()["links"]["next"].split("?")[0]) == (
-        f"http://hub.test{WASTE}/records", f"http://other.test{WASTE}/records")
+        f"{public}{WASTE}/records", f"{public}{WASTE}/records")
+    assert [httpx.URL(r["links"]["next"]).params["refine"] for r in (first, swapped.json())] == ["district:Altstadt"] * 2
 
 
 async def test_a_new_version_is_served_at_once_and_the_old_one_stays_pinned(

@@ -1,0 +1,154 @@
+"""Rules for every HTTP exchange, checked before any route and applied to every answer.
+
+* Query parameters (and the path) must be valid UTF-8 once percent-decoded: Starlette would
+  silently replace a stray ``%FF`` by U+FFFD and answer a different question with 200.
+* A query parameter value has at most ``MAX_PARAM_CHARS`` characters.
+* A ``Range`` header that is not a valid ``bytes`` ranges-specifier is ignored (RFC 9110
+  §14.2: a full 200), and an unsatisfiable one is a 416 with ``Content-Range: bytes */size``
+  in the JSON error envelope (Starlette answers both with bare text).
+* Security headers: every answer carries ``X-Content-Type-Options: nosniff``, a framing ban
+  and a referrer policy; site pages a strict Content-Security-Policy (the templates use no
+  inline script or style and load nothing from elsewhere), API answers one that allows nothing.
+
+A pure ASGI middleware rather than Starlette's ``BaseHTTPMiddleware``: that one wraps every
+response body in a stream and costs a task per request on the cached records path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import unquote_to_bytes
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from catalogue.settings import Settings
+
+MAX_PARAM_CHARS = 65_536  # far above any real filter; SQL longer than this goes by POST /sql
+
+SITE_CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+            "form-action 'self'; frame-ancestors 'none'")
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+# RFC 9110 §14.1.2: bytes=first-last, first-, or -suffix, comma-separated (with optional spaces).
+_RANGE_SPEC = r"[ \t]*(?:\d+-\d*|-\d+)[ \t]*"
+_BYTE_RANGES = re.compile(rf"bytes=(?:{_RANGE_SPEC},)*{_RANGE_SPEC}", re.IGNORECASE)
+
+
+def valid_byte_ranges(value: str) -> bool:
+    """Whether ``value`` is a syntactically valid ``bytes`` Range (each first-pos at most its last-pos)."""
+    if not _BYTE_RANGES.fullmatch(value.strip()):
+        return False
+    for spec in value.strip()[len("bytes="):].split(","):
+        first, _, last = spec.strip().partition("-")
+        if first and last and int(last) < int(first):
+            return False
+    return True
+
+
+def query_problem(query_string: bytes) -> tuple[str, str] | None:
+    """(parameter, problem) for the first parameter that is not valid UTF-8 or is too long, else None."""
+    for pair in query_string.split(b"&"):
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return (unquote_to_bytes(raw_name).decode("utf-8", "backslashreplace"),
+                    "its name is not valid UTF-8 once percent-decoded")
+        try:
+            value = unquote_to_bytes(raw_value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (name, f"its value is not valid UTF-8 once percent-decoded (byte {exc.object[exc.start]:#04x} "
+                    f"at position {exc.start}); send text as UTF-8 and percent-encode each byte")
+        if len(value) > MAX_PARAM_CHARS:
+            return (name, f"its value has {len(value)} characters, more than the {MAX_PARAM_CHARS} allowed")
+    return None
+
+
+def error_body(code: str, status: int, message: str, details: dict[str, object] | None = None) -> bytes:
+    """The JSON error envelope as bytes (the same shape as ``api.errors.envelope``)."""
+    error: dict[str, object] = {"code": code, "status": status, "message": message}
+    if details:
+        error["details"] = details
+    return json.dumps({"error": error}, ensure_ascii=False).encode()
+
+
+class HttpRules:
+    """The ASGI middleware applying the rules above."""
+
+    def __init__(self, app: ASGIApp, api_prefix: str) -> None:
+        self.app = app
+        self.api_prefixes = (api_prefix, "/api/", "/openapi.json", "/health")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_api = scope["path"].startswith(self.api_prefixes)
+        extra = [*COMMON_HEADERS, (b"content-security-policy", (API_CSP if is_api else SITE_CSP).encode())]
+        problem = query_problem(scope.get("query_string", b""))
+        if problem is None and not _utf8(unquote_to_bytes(scope.get("raw_path") or b"")):
+            problem = ("path", "it is not valid UTF-8 once percent-decoded")
+        if problem is not None:
+            name, why = problem
+            body = error_body("invalid-parameter", 400, f"Invalid value for {name}: {why}.", {"parameter": name})
+            await _send_json(send, 400, body, extra)
+            return
+        scope = _without_invalid_range(scope)
+        answered_416 = False
+
+        async def send_with_rules(message: Message) -> None:
+            nonlocal answered_416
+            if answered_416:
+                return  # the JSON 416 replaced the body Starlette meant to send
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if message["status"] == 416:
+                    answered_416 = True
+                    size = dict(headers).get(b"content-range", b"bytes */?").decode("latin-1")
+                    body = error_body("range-not-satisfiable", 416,
+                                      f"The requested range lies outside the file ({size}); ask for bytes "
+                                      "between 0 and the size less one, or send no Range for the whole file.")
+                    await _send_json(send, 416, body, [*extra, (b"content-range", size.encode("latin-1"))])
+                    return
+                present = {name.lower() for name, _ in headers}
+                message = {**message, "headers": headers + [h for h in extra if h[0] not in present]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_rules)
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _without_invalid_range(scope: Scope) -> Scope:
+    """``scope`` without a Range header that is not a valid bytes range (RFC 9110: such a Range is ignored)."""
+    headers = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"range" and not valid_byte_ranges(value.decode("latin-1")):
+            return {**scope, "headers": [(n, v) for n, v in headers if n != b"range"]}
+    return scope
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_http_rules(app: FastAPI, settings: Settings) -> None:
+    """Add the middleware to ``app``."""
+    app.add_middleware(HttpRules, api_prefix=settings.api_prefix)

@@ -1,0 +1,157 @@
+"""HTTP parameters: declared once, range-checked, and no parameter the route does not know.
+
+* ``int_query`` / ``int_path``: every integer a client sends is bounded to what SQLite and
+  DuckDB hold (a signed 64-bit integer), so an oversized number is a 400, never an overflow
+  deep in a query.
+* ``DATA_PARAMETERS``: the one declaration of the records, facets and export parameters.
+  ``records_params``, ``facets_params`` and ``export_params`` are FastAPI dependencies made
+  from it; each gives a ``DataParams`` from which the ``RecordsRequest`` (and through it the
+  result-cache key) is derived. Adding a parameter is one entry here (and the field of the
+  request it feeds), never an edit of every route and cache key.
+* ``reject_unknown_params``: a dependency of the whole app; a query parameter the route does
+  not declare is a 400 naming it and the known ones, rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from fastapi import Header, Path, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from catalogue.errors import InvalidParameter
+from catalogue.query.records import RecordsRequest
+
+INT64_MAX = 2**63 - 1  # SQLite INTEGER and DuckDB BIGINT
+INT64_MIN = -(2**63)
+
+
+def int_query(default: Any, *, ge: int = 0, le: int = INT64_MAX, **kwargs: Any) -> Any:
+    """A query parameter holding an integer in [ge, le]; ``le`` never above a 64-bit integer."""
+    return Query(default, ge=max(ge, INT64_MIN), le=min(le, INT64_MAX), **kwargs)
+
+
+def int_path(*, ge: int = INT64_MIN, le: int = INT64_MAX, **kwargs: Any) -> Any:
+    """A path segment holding an integer in [ge, le], within a 64-bit integer.
+
+    By default only the 64-bit range is checked: a number in range that names nothing is the
+    route's 404 (or its own 400, as for version 0), as it was before the range check.
+    """
+    return Path(ge=max(ge, INT64_MIN), le=min(le, INT64_MAX), **kwargs)
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# The records, facets and export parameters, each declared once (name -> its OpenAPI declaration).
+DATA_PARAMETERS: dict[str, inspect.Parameter] = {p.name: p for p in (
+    _param("select", str | None, Query(
+        None, description="Fields, expressions and aggregates, e.g. `lot_id, avg(free) as f`.")),
+    _param("where", str | None, Query(None, description="ODSQL filter, e.g. `lot_id = 'P01' and free > 10`.")),
+    _param("group_by", str | None, Query(
+        None, description="Group by fields or expressions, e.g. `date_trunc('hour', timestamp) as h`.")),
+    _param("order_by", str | None, Query(None, description="Sort, e.g. `free desc, lot_id`.")),
+    _param("limit", int | None, int_query(
+        None, description="Rows per page (default 100, at most the configured maximum).")),
+    _param("offset", int, int_query(0, description="Rows to skip (offset+limit at most 10,000; then use cursor).")),
+    _param("refine", list[str], Query([], description="Facet filter `field:value` (repeatable).")),
+    _param("exclude", list[str], Query([], description="Negative facet filter `field:value` (repeatable).")),
+    _param("cursor", str | None, Query(
+        None, description="Keyset cursor from links.next, to page past the offset wall.")),
+    _param("facet", list[str], Query(
+        [], description="Field to count values of (repeatable); default: text and boolean fields.")),
+    _param("facet_limit", int | None, int_query(
+        None, ge=1, le=1000, alias="limit", description="Values per facet (default 30).")),
+    _param("delimiter", str | None, Query(
+        None, description="csv: one character between cells; default `,` (`;` for number_style=german).")),
+    _param("with_bom", bool | None, Query(
+        None, description="csv: start with a UTF-8 byte order mark (helps Excel); default false.")),
+    _param("number_style", str | None, Query(
+        None, description="csv: `international` (12345.67, default) or `german` (12345,67).")),
+    _param("version", int | None, int_query(
+        None, ge=1, description="Version number to read; default: the current version.")),
+    _param("as_of", datetime | None, Query(
+        None, description="Read the version that was current at this ISO 8601 time.")),
+    _param("if_none_match", str | None, Header(
+        None, description="ETags of copies the client holds: 304 when one is current.")),
+)}
+
+
+class DataParams:
+    """The parameters one records, facets or export request was given (undeclared ones: None)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DATA_PARAMETERS:
+            raise AttributeError(name)
+        return self.values.get(name)
+
+    def request(self, **overrides: Any) -> RecordsRequest:
+        """The ``RecordsRequest`` of these parameters: every field of it the route declares, then ``overrides``."""
+        given = {f.name: self.values[f.name] for f in fields(RecordsRequest) if f.name in self.values}
+        return RecordsRequest(**{**given, **overrides})
+
+
+def data_params(*names: str) -> Callable[..., Awaitable[DataParams]]:
+    """A dependency declaring the named ``DATA_PARAMETERS`` and giving them as one ``DataParams``.
+
+    ``async``: a plain function would run in the threadpool, a thread hop per request.
+    """
+    async def dependency(**values: Any) -> DataParams:
+        return DataParams(values)
+
+    dependency.__signature__ = inspect.Signature([DATA_PARAMETERS[n] for n in names])  # type: ignore[attr-defined]
+    return dependency
+
+
+FILTERS = ("where", "refine", "exclude", "version", "as_of", "if_none_match")
+SHAPE = ("select", "group_by", "order_by")
+records_params = data_params(*SHAPE, *FILTERS, "limit", "offset", "cursor")
+facets_params = data_params(*FILTERS, "facet", "facet_limit")
+export_params = data_params(*SHAPE, *FILTERS, "delimiter", "with_bom", "number_style")
+
+
+def _query_names(dependant: Dependant) -> Iterator[str]:
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+_known: dict[int, tuple[APIRoute, frozenset[str]]] = {}  # id(route) -> the query parameters it declares
+
+
+def known_query_params(route: APIRoute) -> frozenset[str]:
+    """The query parameter names ``route`` declares, through its dependencies too (worked out once)."""
+    held = _known.get(id(route))
+    if held is None or held[0] is not route:
+        held = (route, frozenset(_query_names(route.dependant)))
+        _known[id(route)] = held
+    return held[1]
+
+
+async def reject_unknown_params(request: Request) -> None:
+    """InvalidParameter (400) for a query parameter the route does not declare: naming it and the known ones.
+
+    A mistyped name (``wehre=``) would otherwise be ignored and answer as if no filter had been given.
+    Routes left out of the API description (the catch-all for unknown paths) are not checked.
+    """
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not route.include_in_schema:
+        return
+    known = known_query_params(route)
+    unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in known]
+    if unknown:
+        listed = ", ".join(sorted(known)) or "none"
+        raise InvalidParameter(
+            f"Unknown query parameter '{unknown[0]}' for {request.url.path}; known parameters: {listed}.",
+            details={"parameter": unknown[0], "unknown": unknown, "known": sorted(known)},
+        )
