@@ -157,7 +157,8 @@ def _validate(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, delivery
         except MalformedFeed as exc:
             if exact:
                 continue
-            return Report.from_validation(errors=[errors.FormatError(note=exc.message)]).to_descriptor()
+            unreadable: dict[str, Any] = Report.from_validation(errors=[errors.FormatError(note=exc.message)]).to_descriptor()
+            return unreadable
         if checked.valid:
             break
     assert checked is not None

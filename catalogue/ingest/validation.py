@@ -180,11 +180,12 @@ def validate_delivery(
         discard_typed(con)
         raise
     valid = total == 0
-    relation, select, columns, key_order = None, "", {}, []
+    relation: str | None = None
+    select, stored, key_order = "", dict[str, str](), list[str]()
     if valid:
-        columns = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
-        select = ", ".join(f"{columns[f['name']]} AS {ident(f['name'])}" for f in fields)
-        key_order = [columns[k] for k in key] + [ident(ROW)]
+        stored = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
+        select = ", ".join(f"{stored[f['name']]} AS {ident(f['name'])}" for f in fields)
+        key_order = [stored[k] for k in key] + [ident(ROW)]
         relation = f"SELECT {select} FROM __typed ORDER BY {', '.join(key_order)}"
     else:
         discard_typed(con)
@@ -200,7 +201,7 @@ def validate_delivery(
     report = Report.from_validation(time=round(time.perf_counter() - started, 3), tasks=[task]).to_descriptor()
     report["stats"]["errors"] = total
     return Validated(valid=valid, report=report, error_count=total, rows=rows, relation=relation,
-                     select=select, columns=columns, key_order=key_order)
+                     select=select, columns=stored, key_order=key_order)
 
 
 def _column(position: int) -> str:
@@ -235,7 +236,7 @@ def _header_errors(fields: list[dict[str, Any]], labels: list[str]) -> tuple[lis
             found.append(errors.MissingLabelError(
                 note="", labels=labels, row_numbers=[1], label="", field_name=name, field_number=number))
     for number, label in enumerate(labels, start=1):
-        common = {"labels": labels, "row_numbers": [1], "label": label, "field_number": number}
+        common: dict[str, Any] = {"labels": labels, "row_numbers": [1], "label": label, "field_number": number}
         if not label.strip():
             found.append(errors.BlankLabelError(
                 note="give the column a name from the schema or remove it", field_name="", **common))

@@ -36,7 +36,8 @@ class Definitions:
 @cache
 def definition_json_schema() -> dict[str, Any]:
     """The JSON Schema every dataset definition must satisfy."""
-    return json.loads((Path(__file__).parent / "definition.schema.json").read_text())
+    schema: dict[str, Any] = json.loads((Path(__file__).parent / "definition.schema.json").read_text())
+    return schema
 
 
 def _load_yaml(path: Path, where: str, problems: list[str]) -> Any:

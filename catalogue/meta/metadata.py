@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Dialect, Engine, and_, bindparam, func, select
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -64,7 +64,7 @@ _NUMBERED_IDENTITY = (
 
 @lru_cache(maxsize=8)
 def _compiled(dialect: Dialect, numbered: bool) -> SQLCompiler:
-    return cast(SQLCompiler, (_NUMBERED_IDENTITY if numbered else _CURRENT_IDENTITY).compile(dialect=dialect))
+    return (_NUMBERED_IDENTITY if numbered else _CURRENT_IDENTITY).compile(dialect=dialect)
 
 
 def get_version_identity(engine: Engine, name: str, number: int | None = None) -> tuple[int, str] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import Any, Protocol
 
 from catalogue.hub import Hub
 from catalogue.meta.models import Dataset, Version
@@ -33,6 +33,7 @@ def export_metadata(hub: Hub, name: str, dataset: Dataset, version: Version) -> 
     return exporter.export(hub, dataset, version), exporter.media_type
 
 
-def load_descriptor(hub: Hub, version: Version) -> dict:  # type: ignore[type-arg]
+def load_descriptor(hub: Hub, version: Version) -> dict[str, Any]:
     """A version's Data Package descriptor as a dict."""
-    return json.loads(hub.storage.read_bytes(version.descriptor_key))
+    descriptor: dict[str, Any] = json.loads(hub.storage.read_bytes(version.descriptor_key))
+    return descriptor

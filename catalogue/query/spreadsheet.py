@@ -31,7 +31,7 @@ XLSX_CREATED = datetime(2000, 1, 1)
 
 
 def _is_text(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
 
 
 def neutralise(column: pa.Array) -> pa.Array:

@@ -217,7 +217,7 @@ class SiteBuilder:
         texts = self.texts[lang]
 
         def t(key: str) -> str:
-            return texts[key]
+            return str(texts[key])
 
         def txt(obj: dict[str, Any], field: str) -> Any:
             english = obj.get(f"{field}_en")

@@ -7,6 +7,8 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -16,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 
-def _described() -> list[sa.Column]:  # type: ignore[type-arg]
+def _described() -> list[sa.Column[Any]]:
     """The columns every published thing has (models.Described)."""
     return [
         sa.Column("id", sa.Integer(), nullable=False),
