@@ -11,9 +11,12 @@ every workbook, is written to a scratch file that is deleted once sent.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalogue.store.changes import parquet_scan
-from catalogue.errors import InvalidParameter, QueryError
+from catalogue.errors import InsufficientStorage, InvalidParameter, QueryError
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.records import Plan, RecordsRequest, engine_error_message, output_columns, plan_records, prune
@@ -256,32 +259,71 @@ def _xlsx(hub: Hub, cur: duckdb.DuckDBPyConnection, plan: Plan, columns: list[tu
             "Narrow it with where, or use csv or parquet.", details={"parameter": "format", "rows": rows})
     select = ", ".join(f"{sql} AS {ident(name)}" for (name, _), sql in zip(columns, _rendered(columns, "xlsx")))
     reader = _reader(cur, plan, select)
-    scratch = hub.storage.new_scratch_file(".xlsx")
-    try:
+    with _scratch_file(hub, ".xlsx", "xlsx") as scratch:
         write_xlsx(_drain(cur, reader), reader.schema, scratch, sheet)
-    except BaseException:
-        scratch.unlink(missing_ok=True)
-        raise
     return ExportFile(scratch, temporary=True)
 
 
 def _filtered_parquet(hub: Hub, cur: duckdb.DuckDBPyConnection, plan: Plan) -> ExportFile:
     """The plan's rows written by DuckDB into a scratch Parquet file (GeoParquet for geometry)."""
-    scratch = hub.storage.new_scratch_file(".parquet")
-    sql = (f"COPY ({plan.sql}) TO {literal(str(scratch))} "
-           f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {hub.settings.row_group_rows}, "
-           # The scratch file is already ours to remove on failure; DuckDB's own tmp_ file would not be.
-           "USE_TMP_FILE false)")
     try:
-        cur.execute(sql, _params(sql, plan))
-    except BaseException as exc:
-        scratch.unlink(missing_ok=True)
-        if isinstance(exc, duckdb.Error):
-            raise QueryError(engine_error_message(exc)) from exc
-        raise
+        with _scratch_file(hub, ".parquet", "parquet") as scratch:
+            sql = (f"COPY ({plan.sql}) TO {literal(str(scratch))} "
+                   f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {hub.settings.row_group_rows}, "
+                   # The scratch file is already ours to remove on failure; DuckDB's own tmp_ file would not be.
+                   "USE_TMP_FILE false)")
+            try:
+                cur.execute(sql, _params(sql, plan))
+            except duckdb.Error as exc:
+                if _disk_full(exc):
+                    raise  # _scratch_file says so
+                raise QueryError(engine_error_message(exc)) from exc
     finally:
         cur.close()
     return ExportFile(scratch, temporary=True)
+
+
+# What the OS says when a file cannot grow: a full disk, a file-size limit (RLIMIT_FSIZE), a full quota.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_FULL_MESSAGES = tuple(os.strerror(code) for code in _FULL_ERRNOS)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a file could not be written for lack of space.
+
+    DuckDB and pyarrow give only text; xlsxwriter wraps the OSError in its own error, so the chain is followed.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(seen, (OSError, duckdb.Error)) and any(m in str(seen) for m in _FULL_MESSAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def _scratch_file(hub: Hub, suffix: str, fmt: str) -> Iterator[Path]:
+    """A scratch file to write an export into, removed if writing fails; a full disk is InsufficientStorage."""
+    full = InsufficientStorage(
+        f"The server's disk is full, so the {fmt} export could not be written. Try again later, or download "
+        "csv, json or ndjson, which stream without writing a file.", details={"format": fmt})
+    try:
+        scratch = hub.storage.new_scratch_file(suffix)
+    except OSError as exc:
+        if _disk_full(exc):
+            raise full from exc
+        raise
+    try:
+        yield scratch
+    except BaseException as exc:
+        scratch.unlink(missing_ok=True)
+        if _disk_full(exc):
+            raise full from exc
+        raise
 
 
 def read_file(path: Path, *, delete: bool) -> Iterator[bytes]:
@@ -305,14 +347,15 @@ def parquet_file(hub: Hub, engine: QueryEngine, ref: VersionRef) -> str:
         return ref.uris[0]
     key = f"exports/{ref.dataset}/{ref.content_hash}.parquet"
     if not hub.storage.exists(key):
-        scratch = hub.storage.new_scratch_file(".parquet")
-        cur = engine.cursor()
-        try:
-            cur.execute(
-                f"COPY (SELECT * FROM {parquet_scan(list(ref.uris))}) TO {literal(str(scratch))} "
-                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {hub.settings.row_group_rows})"
-            )
-        finally:
-            cur.close()
-        hub.storage.publish_file(key, scratch)
+        with _scratch_file(hub, ".parquet", "parquet") as scratch:
+            cur = engine.cursor()
+            try:
+                cur.execute(
+                    f"COPY (SELECT * FROM {parquet_scan(list(ref.uris))}) TO {literal(str(scratch))} "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {hub.settings.row_group_rows}, "
+                    "USE_TMP_FILE false)"  # a failed COPY leaves no tmp_ file of DuckDB's beside the scratch file
+                )
+            finally:
+                cur.close()
+            hub.storage.publish_file(key, scratch)
     return hub.storage.engine_uri(key)

@@ -11,6 +11,8 @@ that is the only way into a workbook.
 from __future__ import annotations
 
 import io
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -104,8 +106,11 @@ def write_xlsx(
     ``XLSX_MAX_ROWS`` first. The bytes depend only on the rows, ``sheet`` and
     ``created`` (never on the clock), so one export always has one ETag and one body.
     """
+    # xlsxwriter's own temporary files go to a directory of this call's, removed even when writing fails
+    # (on a full disk they were left in the scratch directory).
+    tmpdir = tempfile.mkdtemp(prefix=".xlsx-", dir=path.parent)
     workbook = xlsxwriter.Workbook(str(path), {
-        "constant_memory": True, "tmpdir": str(path.parent),
+        "constant_memory": True, "tmpdir": tmpdir,
         # Text stays text: never turned into formulas, links or numbers.
         "strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False,
         "nan_inf_to_errors": True, "remove_timezone": True,
@@ -127,7 +132,10 @@ def write_xlsx(
                     if value is not None:
                         write(row, col, value)
     finally:
-        workbook.close()
+        try:
+            workbook.close()
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     return row
 
 
