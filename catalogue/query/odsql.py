@@ -14,9 +14,11 @@ predicates ``search()``, ``within_distance()``, ``in_bbox()``, ``intersects()``.
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlglot
 from sqlglot import exp
@@ -28,6 +30,18 @@ from catalogue.query import pruning
 from catalogue.errors import QueryError
 from catalogue.schema.table_schema import GEOMETRY_TYPES
 
+MAX_CHARS = 4000  # per clause
+MAX_NESTING = 20  # levels per clause; see check_nesting
+OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+UNARY = frozenset({TokenType.DASH, TokenType.PLUS})
+# Tokens after which - or + is binary (a - 1), not a sign (- 1).
+OPERAND_END = frozenset({
+    TokenType.VAR, TokenType.NUMBER, TokenType.STRING, TokenType.IDENTIFIER, TokenType.R_PAREN,
+    TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.NULL, TokenType.TRUE, TokenType.FALSE, TokenType.STAR,
+    TokenType.END,
+})
+T = TypeVar("T")
 DISTANCE_UNITS = {"m": 1.0, "km": 1000.0, "mi": 1609.344}
 TRUNC_UNITS = {"year", "quarter", "month", "week", "day", "hour", "minute", "second"}
 FIXED_UNITS_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000, "day": 86_400_000_000}
@@ -73,6 +87,21 @@ LITERAL_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataTy
 AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Median)
 
 
+def _bounded(method: Callable[..., T]) -> Callable[..., T]:
+    """A clause method whose RecursionError (past check_nesting, should sqlglot ever recurse deeper) is a 400."""
+
+    @functools.wraps(method)
+    def bounded(self: Compiler, text: str, *args: Any) -> T:
+        try:
+            return method(self, text, *args)
+        except RecursionError:
+            clause = args[0] if args else {"where": "where", "select_list": "select"}.get(method.__name__, "order_by")
+            raise QueryError(f"{clause} is nested too deeply to be read; write it with fewer levels.",
+                             details={"parameter": clause, "limit": MAX_NESTING}) from None
+
+    return bounded
+
+
 @dataclass
 class Rendered:
     """SQL text with named parameters ($p1...) and their values."""
@@ -98,10 +127,13 @@ class Compiler:
 
     # -- parsing ---------------------------------------------------------
     def _parse(self, text: str, clause: str, wrap: str = "{}") -> exp.Expression:
-        if len(text) > 4000:
-            raise QueryError(f"{clause} is longer than 4000 characters.", details={"parameter": clause})
+        if len(text) > MAX_CHARS:
+            raise QueryError(f"{clause} is {len(text)} characters long; at most {MAX_CHARS} are accepted.",
+                             details={"parameter": clause, "limit": MAX_CHARS})
+        tokens = _tokens(text, clause)
+        check_nesting(tokens, clause)
         try:
-            trees = sqlglot.parse(wrap.format(_rewrite_literals(text, clause)), read=ODSQL)
+            trees = sqlglot.parse(wrap.format(_rewrite_literals(text, tokens)), read=ODSQL)
         except (ParseError, TokenError) as exc:
             raise QueryError(_parse_message(exc, clause, text), details={"parameter": clause}) from exc
         if len(trees) != 1 or trees[0] is None:
@@ -296,6 +328,7 @@ class Compiler:
         return self._buckets.get(rendered, rendered)
 
     # -- clauses ---------------------------------------------------------
+    @_bounded
     def where(self, text: str, clause: str = "where") -> str:
         """A boolean filter."""
         tree = self._parse(text, clause)
@@ -304,6 +337,7 @@ class Compiler:
         self.part_tests += pruning.conditions(rendered, self.fields)
         return self._sql(rendered)
 
+    @_bounded
     def select_list(self, text: str, clause: str = "select") -> list[tuple[str, str, bool]]:
         """(sql, output name, is aggregate) per selected expression."""
         tree = self._parse(text, clause, "SELECT {}")
@@ -323,6 +357,7 @@ class Compiler:
             self.aliases.setdefault(name, rendered)
         return out
 
+    @_bounded
     def order_list(self, text: str) -> list[str]:
         """ORDER BY items (fields, aliases or expressions, with ASC/DESC)."""
         tree = self._parse(text, "order_by", "SELECT 1 ORDER BY {}")
@@ -346,12 +381,50 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _rewrite_literals(text: str, clause: str) -> str:
-    """geom'…' becomes geom('…'); 500m / 2km / 1mi become metres."""
+def _tokens(text: str, clause: str) -> list[Token]:
+    """sqlglot's tokens of one clause (its tokenizer is a loop, safe at any depth)."""
     try:
-        tokens: list[Token] = ODSQL().tokenize(text)
+        return ODSQL().tokenize(text)  # type: ignore[no-any-return]
     except TokenError as exc:
         raise QueryError(f"Cannot read {clause}: {exc}", details={"parameter": clause}) from exc
+
+
+def check_nesting(tokens: list[Token], clause: str) -> None:
+    """Refuse a clause nested deeper than :data:`MAX_NESTING` before sqlglot's recursive parser sees it.
+
+    A level is an open parenthesis, bracket or brace (function calls included), a CASE, or one
+    prefix operator (NOT, unary minus or plus) in a run of them. sqlglot spends about 25 Python
+    frames on a parenthesis level, 10 on a NOT and 3 on a unary minus (parse, check, render),
+    so 20 levels stay far inside the interpreter's 1000 frames, wherever the request runs.
+    """
+    levels: list[int] = []  # per open bracket or CASE: the levels it adds (itself, the prefix run before it)
+    run = total = deepest = 0
+    previous: Token | None = None
+    for token in tokens:
+        kind = token.token_type
+        if kind == TokenType.NOT or kind in UNARY and (previous is None or previous.token_type not in OPERAND_END):
+            run += 1
+        elif kind in OPENERS:
+            levels.append(run + 1)
+            total += run + 1
+            run = 0
+        else:
+            if kind in CLOSERS and levels:
+                total -= levels.pop()
+            run = 0
+        if total + run > deepest:
+            deepest = total + run
+            if deepest > MAX_NESTING:
+                raise QueryError(
+                    f"{clause} is nested more than {MAX_NESTING} levels deep at character {token.start + 1} "
+                    f"(parentheses, function calls, CASE, NOT and signs each add one); at most {MAX_NESTING} are "
+                    "accepted. Write it with fewer levels.",
+                    details={"parameter": clause, "limit": MAX_NESTING, "position": token.start + 1})
+        previous = token
+
+
+def _rewrite_literals(text: str, tokens: list[Token]) -> str:
+    """geom'…' becomes geom('…'); 500m / 2km / 1mi become metres."""
     pieces, last = [], 0
     for current, following in zip(tokens, tokens[1:]):
         adjacent = following.start == current.end + 1
