@@ -293,20 +293,15 @@ def settings_command(data_dir: Path | None = DataDir) -> None:
 
 
 def _serve(settings: Settings, hub: Hub, host: str, port: int) -> None:
-    import uvicorn
-
     from api.app import create_app
+    from api.server import make_server, run_server
 
-    config = uvicorn.Config(create_app(settings, hub), host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = make_server(create_app(settings, hub), host, port)
     console.print(
         f"Serving site and API on [bold]http://{host}:{port}/[/bold]  (API: /api/v1/datasets, "
         f"OpenAPI: /openapi.json). Stop with Ctrl-C."
     )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the Ctrl-C it already handled by shutting down cleanly
+    run_server(server)
     console.print("Stopped.")
 
 

@@ -181,6 +181,17 @@ class InsufficientStorage(UrbandataError):
     status = 507
 
 
+class ServerBusy(UrbandataError):
+    """The server holds as many connections as it may; ``retry_after_s`` says when to try again."""
+
+    code = "server-busy"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
 class CommitConflict(UrbandataError):
     """Other versions of the dataset kept landing while a delivery was being committed."""
 
