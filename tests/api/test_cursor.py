@@ -9,7 +9,8 @@ import pytest
 
 from api.app import create_app
 
-pytestmark = pytest.mark.anyio
+# slow: building the million-row dataset takes half a minute; CI runs it, `-m "not slow"` skips it locally.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 ROWS = 1_000_000
 
 

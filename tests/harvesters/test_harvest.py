@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -167,10 +168,12 @@ def test_missing_feed_fails_with_http_status_and_keeps_current(harvested: Hub, f
     assert _versions(harvested, "car-parks") == [(1, 6)]
 
 
-def _free_port() -> int:
+@contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A loopback port held bound but not listening: connecting is refused, and no other program can take it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 def _point_source_at(hub: Hub, name: str, url: str) -> None:
@@ -179,8 +182,9 @@ def _point_source_at(hub: Hub, name: str, url: str) -> None:
 
 
 def test_unreachable_source_fails_cleanly(harvested: Hub) -> None:
-    _point_source_at(harvested, "car-parks", f"http://127.0.0.1:{_free_port()}/feeds/car-parks.geojson")
-    outcome = harvest_source(harvested, "car-parks")
+    with _refusing_port() as port:
+        _point_source_at(harvested, "car-parks", f"http://127.0.0.1:{port}/feeds/car-parks.geojson")
+        outcome = harvest_source(harvested, "car-parks")
     assert (outcome.status, outcome.error_code) == ("failed", "source-unreachable")
     assert "cannot be reached" in outcome.message
     assert _versions(harvested, "car-parks") == [(1, 6)]
