@@ -112,18 +112,24 @@ def _public_url(settings: Settings, host: str, port: int) -> Settings:
     return settings.model_copy(update={"public_url": f"http://{shown}:{port}"})
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail before any work when the port is taken, naming the option that changes it."""
+def _bind(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before any work: a taken port fails first, naming the option that changes it.
+
+    The bound socket is handed to the server, so no other program can take the port in between;
+    port 0 binds any free port.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise PortInUse(
-                f"Port {port} on {host} is not free ({exc.strerror}); another program listens there. "
-                f"Choose another with --port, e.g. --port {port + 1 if port else 8001}."
-            ) from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(
+            f"Port {port} on {host} is not free ({exc.strerror}); another program listens there. "
+            f"Choose another with --port, e.g. --port {port + 1}."
+        ) from exc
+    return sock
 
 
 def _init(settings: Settings) -> Hub:
@@ -292,42 +298,50 @@ def settings_command(data_dir: Path | None = DataDir) -> None:
     console.print(table)
 
 
-def _serve(settings: Settings, hub: Hub, host: str, port: int) -> None:
+def _serve(settings: Settings, hub: Hub, sock: socket.socket) -> None:
     from api.app import create_app
     from api.server import make_server, run_server
 
+    host, port = sock.getsockname()[:2]
     server = make_server(create_app(settings, hub), host, port)
+    shown = f"[{host}]" if ":" in host else host
     console.print(
-        f"Serving site and API on [bold]http://{host}:{port}/[/bold]  (API: /api/v1/datasets, "
-        f"OpenAPI: /openapi.json). Stop with Ctrl-C."
+        f"Serving site and API on [bold]http://{shown}:{port}/[/bold]  (API: /api/v1/datasets, "
+        f"OpenAPI: /openapi.json). Stop with Ctrl-C.",
+        soft_wrap=True,  # the URL stays on one line, for a terminal click or a script reading it
     )
-    run_server(server)
+    run_server(server, sock)
     console.print("Stopped.")
 
 
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
     data_dir: Path | None = DataDir,
 ) -> None:
     """Serve the site and the API (upgrading the catalogue schema first when this release needs it)."""
     try:
-        settings = _public_url(_settings(data_dir), host, port)
-        _check_port(host, port)
+        sock = _bind(host, port)
+    except UrbandataError as exc:
+        _fail(exc)
+        return
+    try:
+        settings = _public_url(_settings(data_dir), host, sock.getsockname()[1])
         if not catalogue_exists(settings):
             _open_existing(settings)  # raises CatalogueNotFound
         _upgrade(settings)
         hub = open_hub(settings)
     except UrbandataError as exc:
+        sock.close()
         _fail(exc)
         return
-    _serve(settings, hub, host, port)
+    _serve(settings, hub, sock)
 
 
 @app.command()
 def demo(
-    port: int = typer.Option(8000, help="Port for the site and API."),
+    port: int = typer.Option(8000, help="Port for the site and API (0: any free port)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     data_dir: Path | None = DataDir,
     serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve site and API after harvesting."),
@@ -337,9 +351,11 @@ def demo(
 
     base = _settings(data_dir)
     feeds = base.definitions_dir
+    sock: socket.socket | None = None
     try:
-        if serve_after:
-            _check_port(host, port)
+        sock = _bind(host, port) if serve_after else None
+        if sock is not None:
+            port = sock.getsockname()[1]
         with FeedServer(feeds) as server:
             console.print(f"Demo feeds served from {server.url}feeds/ (feed base URL {server.url})")
             settings = _public_url(_settings(data_dir, feed_base_url=server.url), host, port)
@@ -351,10 +367,12 @@ def demo(
                 f"{len(outcomes) - len(bad)} of {len(outcomes)} sources harvested without problems. "
                 f"Try: urbandata versions parking-occupancy"
             )
-            if serve_after:
-                _serve(settings, hub, host, port)
+            if sock is not None:
+                _serve(settings, hub, sock)
             hub.close()
     except UrbandataError as exc:
+        if sock is not None:
+            sock.close()
         _fail(exc)
     if not serve_after and bad:
         raise typer.Exit(1)

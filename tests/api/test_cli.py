@@ -287,16 +287,11 @@ def test_init_upgrades_an_old_catalogue_and_keeps_it(tmp_path: Path) -> None:
     assert run("versions", "car-parks", "-d", str(tmp_path)).stdout == "car-parks: no version published yet.\n"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class DemoRun:
     """What one real ``urbandata demo`` process served and how it ended after Ctrl-C."""
 
+    url: str
     responses: dict[str, httpx.Response]
     returncode: int
     out: str
@@ -305,15 +300,22 @@ class DemoRun:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """Start the demo on a free port, fetch a few pages once it answers, then send SIGINT."""
-    tmp, port = tmp_path_factory.mktemp("demo"), free_port()
+    """Start the demo on a port it binds itself (--port 0), fetch a few pages once it answers, then send SIGINT."""
+    tmp = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("URBANDATA_")} | {"PYTHONUNBUFFERED": "1"}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "demo", "--port", str(port), "--data-dir", str(tmp / "var")],
+        [sys.executable, "-m", "api.cli", "demo", "--port", "0", "--data-dir", str(tmp / "var")],
         cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False) as http:
+        assert demo.stdout is not None
+        seen: list[str] = []
+        for line in demo.stdout:  # ends when the demo exits; the test's timeout guards a hang
+            seen.append(line)
+            if found := re.search(r"Serving site and API on (http://127\.0\.0\.1:\d+/)", line):
+                break
+        assert found, "".join(seen)
+        with httpx.Client(base_url=found.group(1), timeout=10, trust_env=False) as http:
             deadline = time.monotonic() + 90
             while True:
                 assert demo.poll() is None, demo.communicate()
@@ -324,10 +326,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
                     assert time.monotonic() < deadline, "the demo did not answer /health within 90 s"
                     time.sleep(0.2)
             responses = {"health": health, "home": http.get("/"), "datasets": http.get("/api/v1/datasets"),
-                         "records": http.get("/api/v1/datasets/parking-occupancy/records", params={"limit": 5})}
+                         "records": http.get("/api/v1/datasets/parking-occupancy/records", params={"limit": 5}),
+                         "descriptor": http.get("/api/v1/datasets/car-parks/versions/1/datapackage.json")}
         demo.send_signal(signal.SIGINT)
         out, err = demo.communicate(timeout=30)  # raises TimeoutExpired if it does not stop
-        return DemoRun(responses, demo.returncode, out, err)
+        return DemoRun(found.group(1), responses, demo.returncode, "".join(seen) + out, err)
     finally:
         if demo.poll() is None:
             demo.kill()
@@ -336,13 +339,17 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 
 @pytest.mark.timeout(180)
 def test_demo_serves_site_and_api(demo_run: DemoRun) -> None:
-    health, home, datasets, records = demo_run.responses.values()
+    health, home, datasets, records = (demo_run.responses[k] for k in ("health", "home", "datasets", "records"))
     assert (health.status_code, health.json()) == (200, {"status": "ok", "datasets": 6})
     assert (home.status_code, '<html lang="de">' in home.text) == (200, True)
     assert [(d["name"], d["current_version"]) for d in datasets.json()["results"]] == [(n, 1) for n in DATASETS]
     assert (records.status_code, records.headers["x-dataset-version"]) == (200, "1")
     assert [r["lot_id"] for r in records.json()["results"]] == ["P01"] * 5
     assert "6 of 6 sources harvested without problems." in flat(demo_run.out)
+    # The public URL followed the port the demo bound: Data Package ids point at this very server.
+    descriptor = demo_run.responses["descriptor"]
+    assert descriptor.status_code == 200
+    assert descriptor.json()["id"].startswith(f"{demo_run.url}api/v1/datasets/car-parks"), descriptor.json()["id"]
 
 
 @pytest.mark.timeout(180)
