@@ -126,7 +126,9 @@ def write_revision(message: str) -> None:
         engine = create_engine(f"sqlite:///{tmp}/draft.sqlite")
         upgrade_schema(engine)
         with engine.begin() as connection:
-            command.revision(_alembic_config(connection), message=message, autogenerate=True)
+            # Numbered revisions (0001, 0002, ...) read in order, unlike alembic's random ids.
+            command.revision(_alembic_config(connection), message=message, autogenerate=True,
+                             rev_id=f"{int(head_revision()) + 1:04d}")
         engine.dispose()
 
 
