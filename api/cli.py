@@ -18,6 +18,7 @@ from rich.table import Column, Table
 
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
+from catalogue.ingest.jobs import describe
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.db import catalogue_exists, create_catalogue_engine, current_revision, head_revision, upgrade_schema
 from catalogue.meta.models import HarvestJob
@@ -249,6 +250,9 @@ def harvest(
         outcomes = _harvest(hub, list_sources(hub) if all_sources else [name])  # type: ignore[list-item]
     except UrbandataError as exc:
         _fail(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - e.g. the catalogue cannot be opened (disk full): a message, no traceback
+        _fail(describe(exc))
         return
     hub.close()
     if any(o.status in ("failed", "quarantined") for o in outcomes):

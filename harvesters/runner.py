@@ -61,7 +61,11 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
         source_id, dataset_id, dataset = source.id, source.dataset_id, source.dataset.name
         url, kind, fmt, mode, options, etag = (source.url, source.type, source.format, source.mode,
                                                dict(source.options), source.etag)
-    job_id = jobs.start(hub, source_id, dataset_id)
+    try:
+        job_id = jobs.start(hub, source_id, dataset_id)
+    except Exception as exc:  # noqa: BLE001 - the database cannot take the job (full, gone): say so, no job
+        error = jobs.describe(exc, hub)
+        return HarvestOutcome(name, dataset, "failed", f"{dataset}: {error.message}", error_code=error.code)
     try:
         spec = SourceSpec(name=name, dataset=dataset, url=resolve_url(hub, url), format=fmt, mode=mode,
                           options=options, etag=etag)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from catalogue.errors import DatabaseBusy, IngestFailed, InsufficientStorage, JobInterrupted, UrbandataError
 from catalogue.hub import Hub
@@ -87,18 +87,25 @@ def describe(exc: BaseException, hub: Hub | None = None) -> UrbandataError:
     """
     if isinstance(exc, UrbandataError):
         return exc
-    text = f"{type(exc).__name__}: {exc}"
+    # A database error's own text, without SQLAlchemy's statement and link lines.
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = f"{type(cause).__name__}: {cause}"
     if hub is not None:  # messages never carry the server's paths
         text = text.replace(str(hub.settings.data_dir.resolve()), "<data dir>")
     text = text if len(text) <= 300 else text[:297] + "..."
     if (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS) or any(w in text.lower() for w in DISK_FULL_WORDS):
+        what = "The catalogue database's disk is full" if isinstance(exc, DBAPIError) else "The disk ran full"
         return InsufficientStorage(
-            f"The disk ran full while ingesting ({text}). Nothing was published and the current version stays. "
+            f"{what} while ingesting ({text}). Nothing was published and the current version stays. "
             "Free space in the data directory (`urbandata gc` removes leftovers), then harvest again.")
     if isinstance(exc, OperationalError) and "locked" in text.lower():
         return DatabaseBusy(
             "The catalogue database stayed locked by another writer for too long. Nothing was published; "
             "harvest again when the other commit is done.", retry_after_s=5)
+    if isinstance(exc, OperationalError):
+        return IngestFailed(
+            f"The catalogue database failed ({text}). Nothing was published and the current version stays; "
+            "check that the disk holding the database has room and is writable, then harvest again.")
     if isinstance(exc, IntegrityError):
         return IngestFailed(
             f"The catalogue database refused the new version ({text}). Nothing was published and the current "
