@@ -355,3 +355,36 @@ def test_demo_serves_site_and_api(demo_run: DemoRun) -> None:
 @pytest.mark.timeout(180)
 def test_demo_stops_cleanly_on_ctrl_c(demo_run: DemoRun) -> None:
     assert (demo_run.returncode, demo_run.out.rstrip().endswith("Stopped.")) == (0, True), demo_run.err
+
+
+@pytest.mark.timeout(120)
+def test_serve_upgrades_an_old_catalogue_and_serves_on_the_port_it_bound(tmp_path: Path) -> None:
+    _catalogue_before_migrations(tmp_path / "var")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("URBANDATA_")} | {"PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", "0", "-d", str(tmp_path / "var")],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        upgraded = server.stdout.readline()
+        serving = re.search(r"Serving site and API on (http://127\.0\.0\.1:(\d+)/)", server.stdout.readline())
+        assert upgraded == f"Catalogue schema upgraded from {BASELINE} to {head_revision()}.\n"
+        assert serving and int(serving.group(2)) > 0
+        with httpx.Client(base_url=serving.group(1), timeout=10, trust_env=False) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    health = http.get("/health")
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None and time.monotonic() < deadline, server.stderr
+                    time.sleep(0.1)
+        assert (health.status_code, health.json()) == (200, {"status": "ok", "datasets": 0})
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=30)
+        assert (server.returncode, out.strip()) == (0, "Stopped.")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    current = run("db", "current", "-d", str(tmp_path / "var"))
+    assert flat(current.stdout).endswith("(up to date)")
