@@ -21,6 +21,7 @@ from catalogue.hub import Hub
 from catalogue.query.cached import KeptResults
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.paging import next_page, page_limit
+from catalogue.query.cursors import installation_secret
 from catalogue.query.records import default_facets, facet_counts, plan_records, run_records
 
 router = APIRouter()
@@ -67,9 +68,12 @@ async def records(
 
     def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, CachedPage]:
         ref = engine.version(name, version, as_of, identity=identity)
-        plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
+        secret = installation_secret(settings.data_dir)
+        plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count,
+                            cursor_secret=secret)
         found = engine.run(lambda cur: run_records(
-            cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms))
+            cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms,
+            cursor_secret=secret))
         return ref, CachedPage(found["total_count"], found["results_json"].encode(), found["next_cursor"],
                                plan.keyed)
 

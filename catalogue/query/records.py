@@ -3,14 +3,13 @@
 Paging: ``offset`` + ``limit`` up to a wall (10,000 rows by default, as in
 Opendatasoft); beyond it a keyset cursor (``next``) walks any dataset to the
 end: it holds the version and the position (part, row in part) of the last
-row served, so each page reads only from there on.
+row served, so each page reads only from there on. Cursors are signed
+(:mod:`catalogue.query.cursors`): only one we issued is accepted.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import duckdb
 
 from catalogue.query import pruning
+from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, decode_cursor, encode_cursor
 from catalogue.store.changes import parquet_scan
 from catalogue.query.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
@@ -28,8 +28,6 @@ from catalogue.query.odsql import Compiler
 from catalogue.query.result_cache import ResultCache, params_key
 from catalogue.schema.sql_text import ident, json_value, literal
 from catalogue.schema.table_schema import STORED_TYPES, primary_key, schema_hash
-
-PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
 
 
 @dataclass
@@ -76,6 +74,7 @@ class Plan:
     count_from: str = "query"
     total: int | None = None
     offset: int = 0
+    cursor_scope: bytes = b""  # what the next cursor is bound to (catalogue.query.cursors)
 
 
 @contextmanager
@@ -87,22 +86,6 @@ def deadline(cur: duckdb.DuckDBPyConnection, time_limit_ms: int) -> Iterator[Non
     except duckdb.InterruptException as exc:
         raise QueryTimeout(f"The query took longer than {time_limit_ms} ms and was stopped. "
                            "Narrow it with where, or use the exports for whole datasets.") from exc
-
-
-def encode_cursor(version: int, key: int) -> str:
-    """An opaque token for the position after ``key`` in ``version``."""
-    raw = json.dumps({"v": version, "k": key}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> tuple[int, int]:
-    """(version, key) from a cursor token; InvalidParameter if it is not one of ours."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return int(data["v"]), int(data["k"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidParameter("The cursor is not valid; start again without 'cursor' and follow links.next.",
-                               details={"parameter": "cursor"}) from exc
 
 
 def _filters(compiler: Compiler, request: RecordsRequest, schema: dict[str, Any]) -> list[str]:
@@ -136,23 +119,25 @@ _plans_lock = threading.Lock()
 
 
 def plan_records(
-    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, *, row_count: int | None = None
+    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, *, row_count: int | None = None,
+    cursor_secret: bytes = PROCESS_SECRET,
 ) -> Plan:
     """Check every parameter and render the rows and count queries.
 
     ``row_count`` (the version's rows, from the catalogue) spares the count query of
-    an unfiltered page. Plans are kept in a small LRU keyed by everything they are made
+    an unfiltered page. ``cursor_secret`` checks the request's cursor (the installation's,
+    :func:`catalogue.query.cursors.installation_secret`; give ``run_records`` the same). Plans are kept in a small LRU keyed by everything they are made
     of (parsing ODSQL with sqlglot costs about a millisecond); a returned plan is shared,
     so callers never change it (``dataclasses.replace`` makes a variant).
     """
     key = (tuple(tuple(v) if isinstance(v, list) else v for v in astuple(request)), schema_hash(schema),
-           tuple(uris), version, row_count)
+           tuple(uris), version, row_count, hashlib.sha256(cursor_secret).digest())
     with _plans_lock:
         plan = _plans.get(key)
         if plan is not None:
             _plans.move_to_end(key)
             return plan
-    plan = _plan(request, schema, uris, version, row_count)
+    plan = _plan(request, schema, uris, version, row_count, cursor_secret)
     with _plans_lock:
         _plans[key] = plan
         while len(_plans) > PLAN_CACHE_SIZE:
@@ -161,7 +146,8 @@ def plan_records(
 
 
 def _plan(
-    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, row_count: int | None
+    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, row_count: int | None,
+    cursor_secret: bytes,
 ) -> Plan:
     times = [f["name"] for f in schema["fields"] if f.get("type") == "datetime"]
     compiler = Compiler(schema, after_epoch=pruning.after_epoch(uris, times) if times else frozenset())
@@ -177,15 +163,13 @@ def _plan(
     scan_uris = list(uris)
     unfiltered = not filters
     start = request.offset
+    scope = cursor_scope(list(uris), request.where, request.refine, request.exclude) if keyed else b""
     if keyed and request.cursor:
-        cursor_version, key = decode_cursor(request.cursor)
-        if cursor_version != version:
-            raise InvalidParameter(f"This cursor belongs to version {cursor_version}; pass version={cursor_version}.",
-                                   details={"parameter": "cursor"})
+        key = decode_cursor(request.cursor, version=version, parts=len(uris), scope=scope, secret=cursor_secret)
         # Parts before the cursor's part are not read at all.
         scan_uris = uris[key // PART_STRIDE:]
         compiler.params["cursor_row"] = key % PART_STRIDE
-        compiler.params["cursor_file"] = uris[key // PART_STRIDE] if key // PART_STRIDE < len(uris) else ""
+        compiler.params["cursor_file"] = uris[key // PART_STRIDE]
         filters.append(CURSOR_FILTER)
         start = compiler.params["cursor_row"] + 1
     if keyed and unfiltered:
@@ -230,7 +214,7 @@ def _plan(
         count_sql = f"SELECT count(*) FROM read_parquet($parts){_without_cursor(where)}"
     return Plan(sql=sql, count_sql=count_sql, params=compiler.params, keyed=keyed, parts=list(uris),
                 columns=None if (selected or grouped) else known, count_from=count_from, part_tests=compiler.part_tests,
-                total=1 if only_aggregates else row_count, offset=request.offset)
+                total=1 if only_aggregates else row_count, offset=request.offset, cursor_scope=scope)
 
 
 def _leading_parts(uris: list[str], rows: int) -> list[str]:
@@ -284,9 +268,10 @@ def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_records(
-    cur: duckdb.DuckDBPyConnection, plan: Plan, *, version: int, limit: int, time_limit_ms: int
+    cur: duckdb.DuckDBPyConnection, plan: Plan, *, version: int, limit: int, time_limit_ms: int,
+    cursor_secret: bytes = PROCESS_SECRET,
 ) -> dict[str, Any]:
-    """Execute ``plan``: ``{total_count, results_json, next_cursor}``.
+    """Execute ``plan``: ``{total_count, results_json, next_cursor}`` (signed with ``cursor_secret``).
 
     Rows are rendered to JSON text inside DuckDB and joined, never parsed in Python.
     """
@@ -309,7 +294,8 @@ def run_records(
     next_token = None
     if plan.keyed and len(rows) == limit and rows:
         last = rows[-1]
-        next_token = encode_cursor(version, plan.parts.index(last[1]) * PART_STRIDE + last[2])
+        next_token = encode_cursor(version, plan.parts.index(last[1]) * PART_STRIDE + last[2],
+                                   scope=plan.cursor_scope, secret=cursor_secret)
     return {"total_count": total, "results_json": "[" + ",".join(r[0] for r in rows) + "]", "next_cursor": next_token}
 
 
