@@ -15,15 +15,18 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.middleware import API_CSP, COMMON_HEADERS
 from catalogue.errors import DatabaseBusy, UrbandataError
 
 log = logging.getLogger("urbandata.api")
 
+API_SECURITY_POLICY = (b"content-security-policy", API_CSP.encode())
 HTTP_CODES = {
     404: "not-found",
     405: "method-not-allowed",
     406: "not-acceptable",
     413: "payload-too-large",
+    416: "range-not-satisfiable",
     429: "too-many-requests",
 }
 
@@ -86,4 +89,7 @@ def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> Non
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return envelope("internal-error", 500, "An unexpected error occurred; it has been logged.")
+        response = envelope("internal-error", 500, "An unexpected error occurred; it has been logged.")
+        # Starlette sends this answer from outside every middleware: the security headers are added here.
+        response.headers.update({k.decode(): v.decode() for k, v in (*COMMON_HEADERS, API_SECURITY_POLICY)})
+        return response

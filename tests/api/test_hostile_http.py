@@ -243,3 +243,31 @@ async def test_site_links_in_the_built_pages_stay_local(demo_hub: Hub) -> None:
     offending = [p.name for p in demo_hub.settings.site_dir.rglob("*.html")
                  if re.search(r"<script|\sstyle=|<(?:img|link)[^>]+(?:src|href)=\"https?://", p.read_text("utf-8"))]
     assert offending == []
+
+
+async def test_an_unexpected_error_still_carries_the_security_headers(demo_hub: Hub) -> None:
+    from api.app import create_app
+
+    app = create_app(demo_hub.settings, demo_hub)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug of ours")
+
+    app.add_api_route("/boom", boom)
+    app.router.routes.insert(0, app.router.routes.pop())  # before the site, which would answer its 404 page
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+        response = await client.get("/boom")
+    app.state.query_engine.close()
+    app.state.sql_pool.close()
+    assert (response.status_code, response.json()["error"]["code"], response.headers["x-content-type-options"],
+            response.headers["x-frame-options"]) == (500, "internal-error", "nosniff", "DENY")
+
+
+async def test_range_rules_hold_for_site_files_too(api: httpx.AsyncClient) -> None:
+    whole = await api.get("/static/style.css")
+    ignored = await api.get("/static/style.css", headers={"Range": "bytes=9-2"})
+    outside = await api.get("/static/style.css", headers={"Range": f"bytes={len(whole.content)}-"})
+    assert (ignored.status_code, ignored.content) == (200, whole.content)
+    assert (outside.status_code, outside.headers["content-range"], outside.json()["error"]["status"]) == (
+        416, f"bytes */{len(whole.content)}", 416)
