@@ -38,11 +38,11 @@ import pyarrow.compute as pc
 from frictionless import Report, ReportTask
 
 from catalogue.errors import MalformedFeed
-from catalogue.schema.field_parsing import parse_expression
+from catalogue.schema.field_parsing import offset_expression, parse_expression
 from catalogue.ingest.readers import check_declared_encoding, csv_labels
 from catalogue.schema.sql_text import ident, literal, literal_list
 from catalogue.schema.table_schema import primary_key
-from catalogue.ingest.validation import Validated, constraint_checks
+from catalogue.ingest.validation import Validated, constraint_checks, output_select
 
 TABLE = "__typed"  # the same name as the text path's table: discard_typed drops either
 BAD = "__bad"  # per row: some cell breaks its type or a constraint, or the row is malformed
@@ -215,15 +215,20 @@ def validate_scan(
         con.execute(f"SET preserve_insertion_order = {str(bool(keep_order)).lower()}")
     unique = [ident(f"f{i}") for i, f in enumerate(fields)
               if f.get("constraints", {}).get("unique") and [f["name"]] != key]
+    offsets = _offset_fields(fields)
     rows, bad, *counts = con.execute(
         f"SELECT count(*), coalesce(bool_or({BAD}), false)"
-        + "".join(f", count({c}) - count(DISTINCT {c})" for c in unique) + f" FROM {TABLE}"
+        + "".join(f", count({c}) - count(DISTINCT {c})" for c in unique)
+        + "".join(f", bool_or(z{i}), bool_and(z{i})" for i in offsets) + f" FROM {TABLE}"
     ).fetchone()  # type: ignore[misc]
-    if bad or any(counts):
+    counts, zones = counts[:len(unique)], counts[len(unique):]
+    if bad or any(counts) or any(some and not every for some, every in zip(zones[::2], zones[1::2])):
+        # (offsets on some values of a datetime field only: the text path names the rows)
         con.execute(f"DROP TABLE IF EXISTS {TABLE}")
         return None
     columns = {f["name"]: ident(f"f{i}") for i, f in enumerate(fields)}
-    select = ", ".join(f"{columns[f['name']]} AS {ident(f['name'])}" for f in fields)
+    instants = {fields[i]["name"] for i, some in zip(offsets, zones[::2]) if some}
+    select = output_select(fields, columns, instants)
     key_order = [columns[k] for k in key] or ["rowid"]
     seconds = round(time.perf_counter() - started, 3)
     task = ReportTask(
@@ -295,10 +300,17 @@ def _typing_sql(scan: CsvScan, fields: list[dict[str, Any]], key: list[str], sch
             checks.append(f"NOT isfinite(__t{i})")
         checks += conditions.values()
     out = [f"__t{i} AS {ident(f'f{i}')}" for i in range(len(fields))]
+    out += [f"CASE WHEN __t{i} IS NOT NULL THEN {offset_expression(f'__r{i}', fields[i])} END AS z{i}"
+            for i in _offset_fields(fields)]
     # A condition on a NULL cell is NULL, which counts as met: TRUE wins an OR over NULL.
     return (f"SELECT {', '.join(out)}, coalesce({' OR '.join(checks) or 'false'}, false) AS {BAD} FROM "
             f"(SELECT *, {', '.join(typed)} FROM "
             f"(SELECT {', '.join(raw)}, {scan.complete} AS __complete FROM {scan.source()}))")
+
+
+def _offset_fields(fields: list[dict[str, Any]]) -> list[int]:
+    """The ISO datetime fields, whose values may or may not carry offsets (z<i>: whether each does)."""
+    return [i for i, f in enumerate(fields) if offset_expression("x", f) is not None]
 
 
 def _breaks_line(label: str) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from frictionless import Report, ReportTask, errors
 
-from catalogue.schema.field_parsing import parse_expression, type_note
+from catalogue.schema.field_parsing import offset_expression, parse_expression, type_note, zoned_pattern
 from catalogue.schema.sql_text import ident, literal, literal_list
 from catalogue.schema.table_schema import STORED_TYPES, primary_key
 
@@ -64,6 +64,8 @@ def constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool)
     for name, op in (("minimum", "<"), ("maximum", ">")):
         if name in constraints and kind != "GEOMETRY":
             bound = f"CAST({literal(str(constraints[name]))} AS {kind})"
+            if kind == "TIMESTAMP":  # an offset in the bound counts, as it does in the values (held in UTC)
+                bound = parse_expression(literal(str(constraints[name])), {"type": "datetime"})
             checks.append((name, f"{typed} {op} {bound}", f'constraint "{name}" is "{constraints[name]}"'))
     for name, op in (("minLength", "<"), ("maxLength", ">")):
         if name in constraints:
@@ -116,6 +118,9 @@ def validate_delivery(
     rows = 0
     notes: dict[str, str] = {}
     error_columns = [ident(f"e{i}") for i in range(len(fields))]
+    # Per ISO datetime field, whether its first readable value carries an offset, and its row:
+    # the delivery holds the whole field to that (README, data rules).
+    zones: dict[int, tuple[bool, int]] = {}
     try:
         for batch in _with_empty_fallback(raw, labels):
             # Columns are named by position: delivered labels may repeat, be blank or clash
@@ -125,7 +130,8 @@ def validate_delivery(
             batch = pa.RecordBatch.from_arrays(arrays, names=[*columns, ROW])
             con.register("__raw", batch)
             try:
-                typed_sql, notes = _typing_sql(fields, sources, key, missing_values, batch.schema)
+                zones |= _first_zones(con, fields, sources, missing_values, zones)
+                typed_sql, notes = _typing_sql(fields, sources, key, missing_values, batch.schema, zones)
                 kept_columns = ", ".join(
                     [ident(ROW)] + [f"CAST({ident(_column(j))} AS VARCHAR) AS {ident(_column(j))}"
                                     for j in range(len(labels))])
@@ -159,7 +165,7 @@ def validate_delivery(
         cells = _raw_rows(con, labels, names, wanted)
         for row, i, tag in cell_errors:
             field = fields[i]
-            error_class = errors.TypeError if tag == "type" else errors.ConstraintError
+            error_class = errors.TypeError if tag in ("type", "zone") else errors.ConstraintError
             found.append(error_class(
                 note=notes[f"{i}:{tag}"], cells=cells[row], row_number=row + FIRST_DATA_ROW,
                 cell=cells[row][labels.index(field["name"])] if field["name"] in labels else "",
@@ -184,7 +190,8 @@ def validate_delivery(
     select, stored, key_order = "", dict[str, str](), list[str]()
     if valid:
         stored = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
-        select = ", ".join(f"{stored[f['name']]} AS {ident(f['name'])}" for f in fields)
+        instants = {fields[i]["name"] for i, (zoned, _) in zones.items() if zoned}
+        select = output_select(fields, stored, instants)
         key_order = [stored[k] for k in key] + [ident(ROW)]
         relation = f"SELECT {select} FROM __typed ORDER BY {', '.join(key_order)}"
     else:
@@ -202,6 +209,49 @@ def validate_delivery(
     report["stats"]["errors"] = total
     return Validated(valid=valid, report=report, error_count=total, rows=rows, relation=relation,
                      select=select, columns=stored, key_order=key_order)
+
+
+def output_select(fields: list[dict[str, Any]], stored: dict[str, str], instants: set[str]) -> str:
+    """The select list giving each field its published type from the typed columns ``stored``.
+
+    Datetimes are held in UTC while validating; a field of instants (its
+    values carry offsets, or its pattern reads one) is published as
+    TIMESTAMP WITH TIME ZONE, which Parquet keeps as a timestamp adjusted to
+    UTC; a field of local times stays TIMESTAMP.
+    """
+    out = []
+    for field in fields:
+        column = stored[field["name"]]
+        if field["name"] in instants or zoned_pattern(field):
+            column = f"timezone('UTC', {column})"
+        out.append(f"{column} AS {ident(field['name'])}")
+    return ", ".join(out)
+
+
+def _first_zones(
+    con: duckdb.DuckDBPyConnection, fields: list[dict[str, Any]], sources: list[str], missing_values: list[str],
+    known: dict[int, tuple[bool, int]],
+) -> dict[int, tuple[bool, int]]:
+    """For ISO datetime fields whose kind is not ``known`` yet: whether their first readable value in __raw has an offset."""
+    pending = [i for i, f in enumerate(fields) if i not in known and offset_expression("x", f) is not None]
+    if not pending:
+        return {}
+    picks = []
+    for i in pending:
+        raw = f"CASE WHEN {ident(sources[i])} IN {literal_list(missing_values)} THEN NULL ELSE {ident(sources[i])} END"
+        readable = f"({parse_expression(raw, fields[i])}) IS NOT NULL"
+        picks.append(f"arg_min(struct_pack(z := {offset_expression(raw, fields[i])}, r := {ident(ROW)}), "
+                     f"{ident(ROW)}) FILTER (WHERE {readable})")
+    first = con.execute(f"SELECT {', '.join(picks)} FROM __raw").fetchone() or ()
+    return {i: (bool(pick["z"]), int(pick["r"])) for i, pick in zip(pending, first) if pick is not None}
+
+
+def _zone_note(first_zoned: bool, first_row: int) -> str:
+    """The report's note for a datetime whose offset (or lack of one) differs from the field's first value."""
+    value, first = ("has no offset", "has one") if first_zoned else ("has an offset", "has none")
+    return (f'type is "datetime/default": the value {value} where the field\'s first value (row '
+            f"{first_row + FIRST_DATA_ROW}) {first}; a datetime field holds either instants (every value with "
+            "an offset or Z) or local times (none)")
 
 
 def _column(position: int) -> str:
@@ -260,9 +310,12 @@ def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -
 
 def _typing_sql(
     fields: list[dict[str, Any]], sources: list[str], key: list[str], missing_values: list[str],
-    raw_schema: pa.Schema,
+    raw_schema: pa.Schema, zones: dict[int, tuple[bool, int]],
 ) -> tuple[str, dict[str, str]]:
-    """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>); field i is read from sources[i]."""
+    """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>); field i is read from sources[i].
+
+    A datetime field with a kind in ``zones`` tags the values of the other kind ('zone').
+    """
     typed_columns = {fields[i]["name"] for i, source in enumerate(sources)
                      if not pa.types.is_string(raw_schema.field(source).type)}
     inner, outer = [ident(ROW)], [ident(ROW)]
@@ -276,6 +329,10 @@ def _typing_sql(
         else:
             inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
         checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
+        if i in zones:
+            zoned, first = zones[i]
+            offset = offset_expression(raw_i, field)
+            checks.append(("zone", f"{'NOT ' if zoned else ''}({offset})", _zone_note(zoned, first)))
         checks += constraint_checks(field, raw_i, typed_i, field["name"] in key)
         cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
         notes.update({f"{i}:{tag}": note for tag, _, note in checks})

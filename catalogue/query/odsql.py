@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -84,6 +85,7 @@ ALLOWED_FUNCS: dict[type[exp.Expression], str] = {
     exp.Cast: "date literal",
 }
 LITERAL_TYPES = {exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ}
+INSTANT_TEXT = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)\s*$")  # a timestamp literal's offset (or Z)
 AGGREGATES = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max, exp.Median)
 
 
@@ -281,6 +283,12 @@ class Compiler:
                     # select may name a group_by alias: use the grouped expression itself.
                     return exp.Paren(this=sqlglot.parse_one(self.aliases[node.name], read="duckdb"))
                 return exp.column(node.name, quoted=True)
+            if isinstance(node, exp.Cast) and node.to.this != exp.DataType.Type.DATE and \
+                    isinstance(node.this, exp.Literal) and INSTANT_TEXT.search(node.this.this):
+                # timestamp'…+01:00' is an instant and compares as one (README, data rules); changed in
+                # place, so its text below still becomes a parameter.
+                node.set("to", exp.DataType.build("TIMESTAMPTZ"))
+                return node
             if isinstance(node, exp.Literal) and not isinstance(node.parent, (exp.TimestampTrunc, exp.DateTrunc)):
                 return self._param(node.this if node.is_string else _number(node.this))
             return node

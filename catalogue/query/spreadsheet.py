@@ -14,7 +14,7 @@ import io
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,12 @@ def _cell_writer(workbook: Any, worksheet: Any, kind: pa.DataType) -> Callable[[
         return worksheet.write_number  # type: ignore[no-any-return]
     if pa.types.is_decimal(kind):
         return lambda row, col, value: worksheet.write_number(row, col, float(value))
+    if pa.types.is_timestamp(kind) and kind.tz:
+        # An instant: Excel has no zones, so the cell holds the UTC date-time and its format says 'Z',
+        # as the other formats write it.
+        zoned = workbook.add_format({"num_format": 'yyyy-mm-dd hh:mm:ss"Z"'})
+        return lambda row, col, value: worksheet.write_datetime(
+            row, col, value.astimezone(timezone.utc).replace(tzinfo=None), zoned)
     pattern = ("yyyy-mm-dd hh:mm:ss" if pa.types.is_timestamp(kind) else "yyyy-mm-dd" if pa.types.is_date(kind)
                else "hh:mm:ss" if pa.types.is_time(kind) else None)
     if pattern:

@@ -155,11 +155,32 @@ def _date(text: str, field: dict[str, Any]) -> str:
     return _guarded(text, ISO_DATE_RE, f"TRY_CAST({text} AS DATE)")
 
 
+def zoned_pattern(field: dict[str, Any]) -> bool:
+    """Whether the field's strptime pattern reads an offset (%z): its every value is an instant."""
+    return _has_pattern(field) and "%z" in field["format"].replace("%%", "")
+
+
+def offset_expression(text: str, field: dict[str, Any]) -> str | None:
+    """SQL: whether the datetime text carries an offset or Z; None where the field's format decides it.
+
+    A ``datetime`` field with the default (ISO 8601) format holds instants when
+    its values carry offsets and local times when they do not (README, data
+    rules); validation holds each delivery to one of the two.
+    """
+    if field.get("type") != "datetime" or _has_pattern(field):
+        return None
+    # Text shaped yyyy-mm-ddThh:mm:ss (most local values) has no room for an offset.
+    return (f"CASE WHEN {text} LIKE '____-__-__T__:__:__' THEN false "
+            f"ELSE regexp_matches({text}, '(Z|[+-]\\d{{2}}:?\\d{{2}})$') END")
+
+
 def _datetime(text: str, field: dict[str, Any]) -> str:
+    if zoned_pattern(field):  # the instant, in UTC, as every datetime is held while validating
+        return f"timezone('UTC', {_strptime(text, field)})"
     if _has_pattern(field):
         return _strptime(text, field)
-    # ISO 8601; an offset or Z is converted to UTC and stored without zone. Text shaped
-    # yyyy-mm-ddThh:mm:ss has ':' where an offset's sign would be, so it skips the regexes.
+    # ISO 8601; an offset or Z is converted to UTC (validation then keeps the field as instants).
+    # Text shaped yyyy-mm-ddThh:mm:ss has ':' where an offset's sign would be, so it skips the regexes.
     iso = _guarded(text, ISO_DATETIME_RE, (
         f"CASE WHEN regexp_matches({text}, '([+-]\\d{{2}}:?\\d{{2}}|Z)$') "
         f"THEN timezone('UTC', TRY_CAST({text} AS TIMESTAMPTZ)) ELSE TRY_CAST({text} AS TIMESTAMP) END"

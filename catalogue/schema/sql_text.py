@@ -23,14 +23,21 @@ def literal_list(values: list[str]) -> str:
     return "(" + ", ".join(literal(v) for v in values) + ")"
 
 
-def iso_timestamp(sql: str, *, with_zone: bool = False) -> str:
+def iso_timestamp(sql: str, *, with_zone: bool | None = None) -> str:
     """ISO 8601 text of a timestamp expression: 'T' between date and time, a fraction of a second where there is one.
 
-    Zoned values are written in UTC with 'Z'. (``strftime(..., '%S')`` would drop the fraction.)
+    Instants (TIMESTAMP WITH TIME ZONE) are written in UTC with 'Z'; local
+    times without. ``with_zone=None`` leaves it to the expression's type, for
+    callers that know a field but not how this version stores it (a datetime
+    field holds instants or local times, README's data rules): DuckDB folds
+    the type test into the one branch at planning, so it costs nothing.
+    (``strftime(..., '%S')`` would drop the fraction.)
     """
-    if with_zone:
-        return f"replace(CAST(timezone('UTC', {sql}) AS VARCHAR), ' ', 'T') || 'Z'"
-    return f"replace(CAST({sql} AS VARCHAR), ' ', 'T')"
+    zoned = f"replace(CAST(timezone('UTC', {sql}) AS VARCHAR), ' ', 'T') || 'Z'"
+    local = f"replace(CAST({sql} AS VARCHAR), ' ', 'T')"
+    if with_zone is None:
+        return f"CASE WHEN typeof({sql}) = 'TIMESTAMP WITH TIME ZONE' THEN {zoned} ELSE {local} END"
+    return zoned if with_zone else local
 
 
 FLOATS = ("DOUBLE", "FLOAT")  # DuckDB types that hold NaN and infinity
@@ -49,7 +56,8 @@ def json_value(sql: str, kind: str) -> str:
     if kind.startswith("GEOMETRY"):
         return f"ST_AsGeoJSON({sql})::JSON"
     if kind.startswith("TIMESTAMP"):
-        return iso_timestamp(sql, with_zone="WITH TIME ZONE" in kind)
+        # (a plain TIMESTAMP may be the schema's word for a field this version holds as instants)
+        return iso_timestamp(sql, with_zone=True if "WITH TIME ZONE" in kind else None)
     if kind in FLOATS:
         return json_number(sql)
     return sql

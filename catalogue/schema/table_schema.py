@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from catalogue.errors import SchemaError
-from catalogue.schema.field_parsing import pattern_regex
+from catalogue.schema.field_parsing import pattern_regex, zoned_pattern
 from catalogue.schema.sql_text import ident, json_value
 
 # Table Schema type -> DuckDB type of the stored column.
@@ -58,6 +58,9 @@ def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
                 pattern_regex(pattern)
             except ValueError as exc:
                 raise SchemaError(f"Field '{field['name']}' has the format '{pattern}': {exc}") from exc
+            if kind != "datetime" and zoned_pattern({**field, "type": "datetime"}):
+                raise SchemaError(f"Field '{field['name']}' has the format '{pattern}': an offset (%z) can only "
+                                  "be kept by a datetime field.")
     for key in primary_key(descriptor):
         if key not in names:
             raise SchemaError(f"primaryKey names '{key}', which is not a field of the schema.")

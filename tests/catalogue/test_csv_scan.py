@@ -168,16 +168,20 @@ def test_german_values_that_are_not_quite_right_never_pass(
 
 def test_numbers_nan_and_offsets_agree_with_the_text_path(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     content = (b"id,at,n,x,kind\n"
-               b"a,2026-11-20T08:15:00,1,NaN,a\n"
+               b"a,2026-11-20T08:15:00-0000,1,NaN,a\n"
                b"b,2026-11-20T09:15:00+01:00,2,1e2,b\n"
                b"c,2026-11-20 08:15:00Z,-3,.5,\n"
-               b"d,2026-11-20T08:15:00,+4,INF,a\n")
+               b"d,2026-11-20T08:15:00Z,+4,INF,a\n")
     schema = {**INTERNATIONAL, "fields": [{k: v for k, v in f.items() if k != "constraints"}
                                           for f in INTERNATIONAL["fields"]]}
     assert isinstance(text_path(con, content, schema), pa.Table)
     agree(con, tmp_path, content, schema)
     assert text_path(con, content, INTERNATIONAL) == "invalid"  # NaN and INF are over the maximum
     agree(con, tmp_path, content, INTERNATIONAL)
+    # Offsets on some values of a field and not on others: invalid on both paths (test_fidelity).
+    mixed = content.replace(b"2026-11-20T08:15:00-0000", b"2026-11-20T08:15:00")
+    assert text_path(con, mixed, schema) == "invalid"
+    agree(con, tmp_path, mixed, schema)
 
 
 @pytest.mark.parametrize(

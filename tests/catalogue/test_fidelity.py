@@ -87,6 +87,19 @@ def scan_table(tmp_path: Path, content: bytes, schema: dict[str, Any], **options
         con.close()
 
 
+def text_table(content: bytes, schema: dict[str, Any], **options: Any) -> pa.Table:
+    """The rows the text path reads from a valid delivery, in key (else delivery) order."""
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    try:
+        checked = validate_delivery(con, read_delivery(content, "csv", options, schema, exact_types=False), schema,
+                                    name="t", place="test")
+        assert checked.relation is not None, checked.report
+        return con.execute(checked.relation).arrow().read_all()
+    finally:
+        discard_typed(con)
+        con.close()
+
+
 def ingest(hub: Hub, name: str, content: bytes, fmt: str = "csv", **options: Any) -> tuple[IngestResult, dict]:
     """Ingest ``content`` as the harvester does; the outcome and the report stored with it."""
     result = ingest_delivery(hub, name, Delivery(content, fmt, options, "replace", {"source_url": "test"}))
@@ -279,3 +292,82 @@ def test_every_supported_directive_is_tested() -> None:
 def test_a_schema_with_an_unsupported_directive_is_refused(pattern: str) -> None:
     with pytest.raises(SchemaError, match="is not a supported directive"):
         check_schema({"fields": [{"name": "v", "type": "date", "format": pattern}]})
+
+
+# -- datetime offsets: instants or local times, never both in one field ------
+
+TIMES = {"fields": [{"name": "id", "type": "integer"}, {"name": "ts", "type": "datetime"}], "primaryKey": ["id"]}
+MIXED_NOTE = ('type is "datetime/default": the value has an offset where the field\'s first value (row 3) has none; '
+              "a datetime field holds either instants (every value with an offset or Z) or local times (none)")
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    # the first readable value decides; the others of the other kind are errors naming row and field
+    (["2026-11-20T08:15:30.123+01:00", "2026-11-20T08:15:30", "2026-11-20T08:15:30Z"], [(3, "2026-11-20T08:15:30")]),
+    (["2026-11-20T08:15:30", "2026-11-20T08:15:30Z", "2026-11-20 08:15:30-02:00", "2026-11-20 08:15:30"],
+     [(3, "2026-11-20T08:15:30Z"), (4, "2026-11-20 08:15:30-02:00")]),
+    (["", "yesterday", "2026-11-20T08:15:30+0100", "2026-11-20T08:15:30.5"], [(3, "yesterday"), (5, "2026-11-20T08:15:30.5")]),
+])
+def test_offsets_on_some_values_of_a_field_only_are_errors_on_both_paths(
+    tmp_path: Path, values: list[str], expected: list[tuple[int, str]]
+) -> None:
+    content = ("id;ts\n" + "".join(f"{i};{v}\n" for i, v in enumerate(values))).encode()
+    assert text_verdict(content, TIMES, delimiter=";") == [("type-error", row, "ts", cell) for row, cell in expected]
+    assert scan_declines(tmp_path, content, TIMES, delimiter=";")
+    doc = json.dumps([{"id": i, "ts": v or None} for i, v in enumerate(values)]).encode()
+    assert text_verdict(doc, TIMES, fmt="json") == [("type-error", row, "ts", cell) for row, cell in expected]
+
+
+def test_the_report_says_which_value_decided_and_why() -> None:
+    content = b"id;ts\n0;\n1;2026-11-20T08:15:30\n2;2026-11-20T08:15:30+01:00\n"
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    try:
+        checked = validate_delivery(con, read_delivery(content, "csv", {"delimiter": ";"}, TIMES), TIMES,
+                                    name="t", place="test")
+    finally:
+        discard_typed(con)
+        con.close()
+    (error,) = checked.report["tasks"][0]["errors"]
+    assert (error["rowNumber"], error["fieldName"], error["cell"], error["note"]) == (
+        4, "ts", "2026-11-20T08:15:30+01:00", MIXED_NOTE)
+
+
+@pytest.mark.parametrize(("values", "typed"), [
+    (["2026-11-20T08:15:30.123+01:00", "2026-11-20 07:00:00Z", "2026-11-20T01:00:00-0530"],
+     [dt.datetime(2026, 11, 20, 7, 15, 30, 123000, tzinfo=dt.timezone.utc),
+      dt.datetime(2026, 11, 20, 7, tzinfo=dt.timezone.utc), dt.datetime(2026, 11, 20, 6, 30, tzinfo=dt.timezone.utc)]),
+    (["2026-11-20T08:15:30.123", "2026-11-20 07:00:00"],
+     [dt.datetime(2026, 11, 20, 8, 15, 30, 123000), dt.datetime(2026, 11, 20, 7)]),
+])
+def test_a_field_of_instants_is_stored_as_instants_and_one_of_local_times_stays_local(
+    tmp_path: Path, values: list[str], typed: list[dt.datetime]
+) -> None:
+    content = ("id;ts\n" + "".join(f"{i};{v}\n" for i, v in enumerate(values))).encode()
+    for table in (scan_table(tmp_path, content, TIMES, delimiter=";"), text_table(content, TIMES, delimiter=";")):
+        kind = table.schema.field("ts").type
+        assert (kind.tz is not None) == (typed[0].tzinfo is not None)
+        assert kind.tz in (None, "UTC")  # the same zone name (and part bytes) on every machine
+        assert table.column("ts").to_pylist() == typed
+
+
+def test_a_pattern_reading_an_offset_makes_instants() -> None:
+    schema = {"fields": [{"name": "ts", "type": "datetime", "format": "%d.%m.%Y %H:%M %z"}]}
+    table = text_table(b"ts\n20.11.2026 08:15 +01:00\n20.11.2026 08:15 -0200\n", schema)
+    assert table.column("ts").to_pylist() == [dt.datetime(2026, 11, 20, 7, 15, tzinfo=dt.timezone.utc),
+                                              dt.datetime(2026, 11, 20, 10, 15, tzinfo=dt.timezone.utc)]
+    assert text_verdict(b"ts\n20.11.2026 08:15\n20.11.2026 08:15 +1\n", schema) == [
+        ("type-error", 2, "ts", "20.11.2026 08:15"), ("type-error", 3, "ts", "20.11.2026 08:15 +1")]
+
+
+@pytest.mark.parametrize("kind", ["date", "time"])
+def test_an_offset_pattern_is_refused_where_no_offset_can_be_kept(kind: str) -> None:
+    with pytest.raises(SchemaError, match="an offset"):
+        check_schema({"fields": [{"name": "v", "type": kind, "format": "%d.%m.%Y %z"}]})
+
+
+def test_datetime_bounds_with_an_offset_compare_as_instants() -> None:
+    schema = {"fields": [{"name": "ts", "type": "datetime",
+                          "constraints": {"minimum": "2026-11-20T08:00:00+01:00"}}]}
+    # 07:00Z is the bound itself; 06:59:59Z is before it (a bound read without its offset would refuse both)
+    assert text_verdict(b"ts\n2026-11-20T07:00:00Z\n2026-11-20T06:59:59Z\n", schema) == [
+        ("constraint-error", 3, "ts", "2026-11-20T06:59:59Z")]

@@ -180,16 +180,21 @@ def test_geometry_and_json_types() -> None:
     ok = check(b'[{"p": [9.9, 53.5], "g": {"type": "Point", "coordinates": [1, 2]}, "t": "2026-11-20T09:15:00+01:00"}]',
                schema, fmt="json")
     assert ok.valid
-    assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15)]
+    assert ok.table.column("t").to_pylist() == [dt.datetime(2026, 11, 20, 8, 15, tzinfo=dt.timezone.utc)]
 
 
 @pytest.mark.parametrize(("kind", "refused", "accepted", "typed"), [
     # Date, time to the second, maybe a fraction and an offset; not DuckDB's 'infinity', 'epoch' or a bare date.
     ("datetime",
      ["infinity", "-infinity", "epoch", "2026-11-20", "2026-11-20T08:15", "2026-11-20T08:15+01:00", " 2026-11-20T08:15:00"],
-     ["2026-11-20T08:15:00", "2026-11-20 08:15:00.25", "2026-11-20T08:15:00Z", "2026-11-20T09:15:00+0100"],
-     [dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15, 0, 250000), dt.datetime(2026, 11, 20, 8, 15),
-      dt.datetime(2026, 11, 20, 8, 15)]),
+     ["2026-11-20T08:15:00", "2026-11-20 08:15:00.25"],
+     [dt.datetime(2026, 11, 20, 8, 15), dt.datetime(2026, 11, 20, 8, 15, 0, 250000)]),
+    # Instants: every value with an offset or Z (mixing them with local times: test_fidelity).
+    ("datetime",
+     ["infinity", "2026-11-20T08:15+01:00", "2026-11-20T08:15:00+1"],
+     ["2026-11-20T08:15:00Z", "2026-11-20T09:15:00+0100", "2026-11-20 10:15:00.5+02:00"],
+     [dt.datetime(2026, 11, 20, 8, 15, tzinfo=dt.timezone.utc)] * 2
+     + [dt.datetime(2026, 11, 20, 8, 15, 0, 500000, tzinfo=dt.timezone.utc)]),
     # To the second, maybe a fraction and Z; an offset would be dropped without a word.
     ("time", ["12:00", "1:2:3", " 12:00:00", "12:00:00+01:00", "allballs", "12:00:60"],
      ["12:00:00", "08:15:00.5", "23:59:59Z"], [dt.time(12, 0), dt.time(8, 15, 0, 500000), dt.time(23, 59, 59)]),
