@@ -218,3 +218,10 @@ class PortInUse(UrbandataError):
 
     code = "port-in-use"
     status = 409
+
+
+class DatabaseUnreachable(UrbandataError):
+    """The catalogue database does not answer (server down, wrong host or port in the URL)."""
+
+    code = "database-unreachable"
+    status = 503

@@ -11,8 +11,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from catalogue.errors import DatabaseUnreachable
 from catalogue.meta.models import Base
 from catalogue.settings import Settings
 
@@ -59,6 +61,12 @@ def catalogue_exists(settings: Settings) -> bool:
     try:
         with engine.connect() as connection:
             return inspect(connection).has_table("datasets")
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise DatabaseUnreachable(
+            f"The catalogue database cannot be reached ({reason}). Check that its server runs and that "
+            f"URBANDATA_DATABASE_URL names the right host, port and database."
+        ) from exc
     finally:
         engine.dispose()
 

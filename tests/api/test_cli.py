@@ -388,3 +388,17 @@ def test_serve_upgrades_an_old_catalogue_and_serves_on_the_port_it_bound(tmp_pat
             server.communicate()
     current = run("db", "current", "-d", str(tmp_path / "var"))
     assert flat(current.stdout).endswith("(up to date)")
+
+
+def test_an_unreachable_database_is_named_not_a_traceback(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    with socket.socket() as refusing:  # bound, not listening: connections are refused
+        refusing.bind(("127.0.0.1", 0))
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{refusing.getsockname()[1]}/test"
+        result = CliRunner().invoke(app, ["versions", "car-parks", "-d", str(tmp_path)],
+                                    env={"URBANDATA_DATABASE_URL": url})
+    assert (result.exit_code, result.stdout) == (1, "")
+    message = flat(result.stderr)
+    assert message.startswith("error [database-unreachable] The catalogue database cannot be reached (")
+    assert message.endswith("Check that its server runs and that URBANDATA_DATABASE_URL names the right host, port "
+                            "and database.")
