@@ -64,21 +64,32 @@ def check_tokens(sql: str) -> None:
 
 
 def tokenize(sql: str) -> list[Token]:
-    """The tokens of ``sql`` (comments dropped), each bracket and ';' a token of its own."""
+    """The tokens of ``sql`` (comments dropped), each bracket and ';' a token of its own.
+
+    DuckDB counts positions in UTF-8 bytes; they are turned into characters here.
+    """
     try:
         found = duckdb.tokenize(sql)
-    except (duckdb.Error, RuntimeError):
+    except (duckdb.Error, RuntimeError, UnicodeError):
         return []
-    ends = [position for position, _ in found[1:]] + [len(sql)]
+    character: dict[int, int] = {}  # byte offset -> character offset
+    offset = 0
+    for index, char in enumerate(sql):
+        character[offset] = index
+        offset += len(char.encode("utf-8", "surrogatepass"))
+    character[offset] = len(sql)
+    starts = [character.get(position, -1) for position, _ in found]
+    if -1 in starts:  # not on a character boundary: leave it to the parser
+        return []
     out: list[Token] = []
-    for (position, kind), end in zip(found, ends):
-        if kind == duckdb.token_type.operator and sql[position] in BRACKETS + ";":
-            text = sql[position]
-        elif kind == duckdb.token_type.keyword and (word := KEYWORD.match(sql, position)):
+    for (position, kind), start, end in zip(found, starts, starts[1:] + [len(sql)]):
+        if kind == duckdb.token_type.operator and sql[start] in BRACKETS + ";":
+            text = sql[start]
+        elif kind == duckdb.token_type.keyword and (word := KEYWORD.match(sql, start)):
             text = word.group(0)
         else:
-            text = sql[position:end].strip()
-        out.append((position, kind.name, text))
+            text = sql[start:end].strip()
+        out.append((start, kind.name, text))
     return out
 
 

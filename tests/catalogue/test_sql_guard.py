@@ -7,6 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from catalogue.errors import SqlNotAllowed, SqlSyntaxError
 from catalogue.sql.guard import check_sql
@@ -254,6 +256,9 @@ def test_the_first_word_names_what_is_refused() -> None:
     assert refusal("SELECT 1; IMPORT DATABASE '/nowhere'")[2] == (
         "Found 2 statements; send exactly one SELECT statement per request.")
     assert refusal(";;")[:2] == ("sql-syntax-error", 400)
+    # Positions count characters, not UTF-8 bytes.
+    assert refusal("SELECT 'é🙂'; SELECT 2")[3] == {"position": 13}
+    assert refusal("SELECT 'é🙂' FROM t WHERE " + "(" * 101 + "1" + ")" * 101)[3]["position"] == 125
 
 
 # -- nesting is bounded before DuckDB's parser and Python's JSON reader see it (issue 13, item 2) --
@@ -341,3 +346,23 @@ def test_a_geometry_without_a_geojson_form_is_null(store: dict[str, Path]) -> No
     finally:
         sandboxes.discard()
     assert answer["rows"] == [[None, {"type": "Point", "coordinates": [1.0, 2.0]}]]
+
+
+# -- any text: the guard answers with a 4xx of ours or lets a statement through, nothing else --
+
+SQL_FRAGMENTS = st.sampled_from([
+    "SELECT ", "FROM ", "WITH ", "IMPORT DATABASE ", "PRAGMA ", "COPY ", "ATTACH ", "PIVOT ", "(", ")", "[", "]",
+    "{", "}", "NOT ", "-", "+", " || ", "abs(", "1", "'x'", "'/tmp'", '"car-parks"', "car_parks", ", ", ";",
+    "--", "/*", "*/", "$$", "$1", "?", " AND ", " OR ", "CASE WHEN ", " THEN ", " END", "::INT", " ", "\n", "\x00",
+    "é", "🙂", "E'\\'", "read_csv(", "getenv(", "unnest(", "lambda x: ",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=st.lists(SQL_FRAGMENTS, max_size=200), repeat=st.integers(min_value=1, max_value=60))
+def test_any_text_gets_an_answer_of_ours(pieces: list[str], repeat: int) -> None:
+    sql = "".join(pieces) * repeat
+    try:
+        check_sql(sql, max_chars=20_000)
+    except (SqlNotAllowed, SqlSyntaxError) as exc:
+        assert exc.status == 400 and exc.message
