@@ -16,6 +16,7 @@ from api.errors import install_error_handlers
 from api.middleware import install_http_rules
 from api.params import reject_unknown_params
 from api.routes import catalog, data, sql
+from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
 from catalogue.query.cached import KeptResults
@@ -34,7 +35,9 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        collector = Collector(hub).start()  # collects leftovers at start-up, then every hour
         yield
+        collector.stop()
         engine.close()
         sql_pool.close()
         reads.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -18,6 +19,7 @@ from rich.table import Column, Table
 
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
+from catalogue.ingest.gc import collect
 from catalogue.ingest.jobs import describe
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.db import catalogue_exists, create_catalogue_engine, current_revision, head_revision, upgrade_schema
@@ -288,6 +290,26 @@ def versions(name: str, data_dir: Path | None = DataDir) -> None:
                       str(c.get("added", "")), str(c.get("removed", "")), str(c.get("changed", "")), v.content_hash[:12])
     console.print(table if found else f"{name}: no version published yet.")
     hub.close()
+
+
+@app.command("gc")
+def gc_command(
+    grace_hours: float = typer.Option(6.0, min=0, help="Keep anything written within this many hours."),
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Remove leftovers (downloads, scratch and export files, unreferenced parts) and end jobs whose process is gone."""
+    try:
+        hub = _open_existing(_settings(data_dir))
+    except UrbandataError as exc:
+        _fail(exc)
+        return
+    done = collect(hub, grace=timedelta(hours=grace_hours))
+    hub.close()
+    for name, size in done.files:
+        console.print(f"  removed  {escape(name)}  ({size:,} bytes)")
+    for job in done.jobs:
+        console.print(f"  job {job.job_id}  {job.status}: {escape(job.message)}")
+    console.print(done.summary())
 
 
 @app.command("settings")

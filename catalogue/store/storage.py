@@ -44,6 +44,12 @@ class Storage(Protocol):
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix``."""
 
+    def remove_stale(self, key: str, older_than: float) -> int:
+        """Remove ``key`` if it was last written before ``older_than`` (epoch seconds); bytes freed (0: kept)."""
+
+    def sweep_scratch(self, older_than: float) -> list[tuple[str, int]]:
+        """Remove scratch files and directories untouched since ``older_than``; (name, bytes) of each removed."""
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_DIRECTORY)
@@ -114,3 +120,40 @@ class LocalStorage:
         for path in sorted(base.rglob("*")):
             if path.is_file() and self.scratch not in path.parents:
                 yield path.relative_to(self.root).as_posix()
+
+    def remove_stale(self, key: str, older_than: float) -> int:
+        path = self._path(key)
+        try:
+            if path.stat().st_mtime >= older_than:
+                return 0
+            # Moved aside first, then checked again: a writer that published the same key between the
+            # check and the move (a fresh file) gets it back; one publishing after the move is untouched.
+            aside = path.with_name(f".{path.name}.gc-{os.getpid()}")
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return 0
+        stat = aside.stat()
+        if stat.st_mtime >= older_than:
+            os.rename(aside, path)
+            return 0
+        aside.unlink()
+        return stat.st_size
+
+    def sweep_scratch(self, older_than: float) -> list[tuple[str, int]]:
+        removed = []
+        for entry in sorted(self.scratch.iterdir()):
+            try:
+                files = [entry] + (list(entry.rglob("*")) if entry.is_dir() else [])
+                stats = [f.stat() for f in files]
+            except FileNotFoundError:  # its owner removed it meanwhile
+                continue
+            # A directory is in use while anything in it is written (an ingest's DuckDB files).
+            if max(st.st_mtime for st in stats) >= older_than:
+                continue
+            size = sum(st.st_size for f, st in zip(files, stats) if not f.is_dir())
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append((entry.name, size))
+        return removed

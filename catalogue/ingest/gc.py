@@ -1,0 +1,137 @@
+"""The collector: removes what failed or killed ingests and exports left behind, and ends orphaned jobs.
+
+Leftovers: downloaded feeds in ``incoming/``, scratch files and ingest
+directories, export temp files, parts and descriptors no version references.
+Nothing is removed that was written within the grace period (a live ingest
+or a slow download may still use it); a part any version references is never
+removed; parts and descriptors are removed under the dataset's commit lock,
+so no commit can start referencing one meanwhile (a part an ingest is about
+to reference was published moments ago: it is within the grace period).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import PurePosixPath
+
+from sqlalchemy import select
+
+from catalogue.hub import Hub
+from catalogue.ingest.commit import dataset_lock
+from catalogue.ingest.jobs import Interrupted, interrupt_orphans
+from catalogue.meta.models import Dataset, Version
+from catalogue.store.keys import descriptor_key, part_key
+
+log = logging.getLogger(__name__)
+
+GRACE = timedelta(hours=6)  # an ingest of 10M rows takes minutes; a download or export stream less
+JOB_GRACE = timedelta(minutes=1)  # a job of this host is ended only once its process is gone as well
+INTERVAL_S = 3600.0  # how often a running server collects
+
+
+@dataclass
+class Collected:
+    """What one collection removed: file names (relative to the data directory) with sizes, and jobs ended."""
+
+    files: list[tuple[str, int]] = field(default_factory=list)
+    jobs: list[Interrupted] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+    def summary(self) -> str:
+        """One line for people."""
+        return (f"Removed {len(self.files)} leftover files ({self.bytes / 1e6:.1f} MB); "
+                f"ended {len(self.jobs)} interrupted jobs.")
+
+
+def collect(hub: Hub, grace: timedelta = GRACE) -> Collected:
+    """Remove leftovers older than ``grace`` and end jobs whose process is gone; what was done.
+
+    Jobs get the shorter of ``grace`` and JOB_GRACE: whether their process is gone is known.
+    """
+    older_than = time.time() - grace.total_seconds()
+    done = Collected()
+    done.files += _incoming(hub, older_than)
+    done.files += [(f"store/.scratch/{name}", size) for name, size in hub.storage.sweep_scratch(older_than)]
+    with hub.sessions() as session:
+        names = list(session.scalars(select(Dataset.name).order_by(Dataset.name)))
+    for name in names:
+        done.files += _unreferenced(hub, name, older_than)
+    done.jobs = interrupt_orphans(hub, min(grace, JOB_GRACE))
+    return done
+
+
+def _incoming(hub: Hub, older_than: float) -> list[tuple[str, int]]:
+    """Downloaded feeds (``harvesters.http_file``) that no ingest took away."""
+    incoming = hub.settings.data_dir / "incoming"
+    removed = []
+    for path in sorted(incoming.glob("*")) if incoming.is_dir() else []:
+        try:
+            stat = path.stat()
+            if path.is_file() and stat.st_mtime < older_than:
+                path.unlink()
+                removed.append((f"incoming/{path.name}", stat.st_size))
+        except FileNotFoundError:  # taken by its ingest meanwhile
+            continue
+    return removed
+
+
+def _unreferenced(hub: Hub, name: str, older_than: float) -> list[tuple[str, int]]:
+    """The dataset's parts and descriptors that no version references, and files left half-moved."""
+    storage = hub.storage
+    removed = []
+    with dataset_lock(hub, name) as session:
+        dataset_id = session.scalar(select(Dataset.id).where(Dataset.name == name))
+        rows = session.execute(select(Version.number, Version.parts, Version.descriptor_key)
+                               .where(Version.dataset_id == dataset_id)).all()
+        keep = {part_key(name, p["sha256"]) for _, parts, _ in rows for p in parts}
+        keep |= {key for _, _, key in rows} | {descriptor_key(name, number) for number, _, _ in rows}
+        for key in storage.list_keys(f"datasets/{name}"):
+            if key in keep or not _collectable(PurePosixPath(key), name):
+                continue
+            size = storage.remove_stale(key, older_than)
+            if size:
+                removed.append((f"store/{key}", size))
+    return removed
+
+
+def _collectable(key: PurePosixPath, name: str) -> bool:
+    """Parts, descriptors and half-moved files (a staged copy, a file set aside by the collector)."""
+    if key.name.startswith("."):
+        return key.name.endswith(".incoming") or ".gc-" in key.name
+    if key.parent == PurePosixPath("datasets", name, "parts"):
+        return key.suffix == ".parquet"
+    return key.parent == PurePosixPath("datasets", name) and key.name.endswith(".datapackage.json")
+
+
+class Collector:
+    """A background thread that collects now and then every ``interval_s`` seconds, until stopped."""
+
+    def __init__(self, hub: Hub, interval_s: float = INTERVAL_S) -> None:
+        self.hub, self.interval_s = hub, interval_s
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="collector", daemon=True)
+
+    def start(self) -> Collector:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                done = collect(self.hub)
+                if done.files or done.jobs:
+                    log.info("collector: %s", done.summary())
+            except Exception:  # noqa: BLE001 - a failed round is logged; the next one tries again
+                log.warning("collector: a round failed", exc_info=True)
+            self.stopped.wait(self.interval_s)
