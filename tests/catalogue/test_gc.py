@@ -16,6 +16,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -218,3 +219,18 @@ def test_gc_refuses_a_directory_without_a_catalogue(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["gc", "-d", str(tmp_path / "typo")])
     assert result.exit_code == 1
     assert "catalogue-not-found" in result.output
+
+
+@pytest.mark.anyio
+async def test_the_server_collects_at_start_up(counters: Hub) -> None:
+    from api.app import create_app
+
+    leftover = _file(counters.settings.data_dir / "incoming" / "left-behind.csv")
+    fresh = _file(counters.settings.data_dir / "incoming" / "arriving.csv", old=False)
+    server = create_app(counters.settings, counters)
+    async with server.router.lifespan_context(server):
+        for _ in range(600):  # the collector runs in a thread of its own, once right away
+            if not leftover.exists():
+                break
+            await anyio.sleep(0.05)
+    assert (leftover.exists(), fresh.exists()) == (False, True)
