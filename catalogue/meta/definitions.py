@@ -103,7 +103,7 @@ def load_definitions(root: Path) -> Definitions:
             try:
                 doc["schema"] = _load_schema(root, doc["schema"])
             except (DefinitionError, SchemaError) as exc:
-                problems.append(f"{where}: {exc.message}")
+                problems += [f"{where}: {message}" for message in exc.details.get("problems", [exc.message])]
         if not found:
             datasets.append(doc)
     if problems:

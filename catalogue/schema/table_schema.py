@@ -37,33 +37,41 @@ def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
     try:
         frictionless.Schema.from_descriptor(descriptor)
     except frictionless.FrictionlessException as exc:
-        raise SchemaError(f"The Table Schema is invalid: {exc.error.message}") from exc
+        # The summary says only "descriptor is not valid"; the reasons say what to fix.
+        invalid = [f"The Table Schema is invalid: {m}" for m in [r.message for r in exc.reasons] or [exc.error.message]]
+        raise SchemaError(" ".join(invalid), details={"problems": invalid}) from exc
     fields = descriptor.get("fields") or []
     if not fields:
         raise SchemaError("The Table Schema has no fields; list at least one under 'fields'.")
+    # Every problem at once: a publisher fixes the schema in one round, not one error per round.
+    problems: list[str] = []
     names = [f["name"] for f in fields]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SchemaError(f"Field names must be unique; repeated: {', '.join(duplicates)}.")
+        problems.append(f"Field names must be unique; repeated: {', '.join(duplicates)}.")
     for field in fields:
         kind = field.get("type", "any")
         if kind not in STORED_TYPES:
-            raise SchemaError(
+            problems.append(
                 f"Field '{field['name']}' has type '{kind}', which the hub cannot store yet. "
                 f"Use one of: {', '.join(sorted(STORED_TYPES))}."
             )
+            continue
         pattern = field.get("format", "default")
         if kind in PATTERN_TYPES and pattern not in ("default", "any"):
             try:
                 pattern_regex(pattern)
             except ValueError as exc:
-                raise SchemaError(f"Field '{field['name']}' has the format '{pattern}': {exc}") from exc
+                problems.append(f"Field '{field['name']}' has the format '{pattern}': {exc}")
+                continue
             if kind != "datetime" and zoned_pattern({**field, "type": "datetime"}):
-                raise SchemaError(f"Field '{field['name']}' has the format '{pattern}': an offset (%z) can only "
-                                  "be kept by a datetime field.")
+                problems.append(f"Field '{field['name']}' has the format '{pattern}': an offset (%z) can only "
+                                "be kept by a datetime field.")
     for key in primary_key(descriptor):
         if key not in names:
-            raise SchemaError(f"primaryKey names '{key}', which is not a field of the schema.")
+            problems.append(f"primaryKey names '{key}', which is not a field of the schema.")
+    if problems:
+        raise SchemaError(" ".join(problems), details={"problems": problems})
     return descriptor
 
 

@@ -187,15 +187,34 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path) -> None:
     (tmp_path / "definitions" / "lots.yaml").write_text(
         "name: other\ntitle: Lots\ndescription: x\npublisher: nobody\n"
         "license: http://dcat-ap.de/def/licenses/dl-zero-de/2.0\nschema: schemas/missing.json\n", encoding="utf-8")
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "odd.json").write_text(json.dumps({"fields": [
+        {"name": "span", "type": "duration"}, {"name": "at", "type": "date", "format": "%Q"},
+        {"name": "where", "type": "array"}]}), encoding="utf-8")
+    (tmp_path / "schemas" / "frictionless-says.json").write_text(json.dumps({
+        "fields": [{"name": "at", "type": "date"}], "primaryKey": ["id"]}), encoding="utf-8")
+    (tmp_path / "definitions" / "frictionless-says.yaml").write_text(
+        "name: frictionless-says\ntitle: F\ndescription: x\npublisher: amt\n"
+        "license: http://dcat-ap.de/def/licenses/dl-zero-de/2.0\nschema: schemas/frictionless-says.json\n",
+        encoding="utf-8")
+    (tmp_path / "definitions" / "odd.yaml").write_text(
+        "name: odd\ntitle: Odd\ndescription: x\npublisher: amt\n"
+        "license: http://dcat-ap.de/def/licenses/dl-zero-de/2.0\nschema: schemas/odd.json\n", encoding="utf-8")
     result = run("validate", "--definitions", str(tmp_path))
     assert (result.exit_code, result.stdout) == (1, "")
     problems = flat(result.stderr).split(" - ")
-    assert problems[0] == "error [invalid-definition] 4 problem(s) in the dataset definitions:"
+    stored = "Use one of: boolean, date, datetime, geojson, geopoint, integer, number, string, time, year."
+    assert problems[0] == "error [invalid-definition] 8 problem(s) in the dataset definitions:"
     assert problems[1].startswith("definitions/broken.yaml is not valid YAML: ")
-    assert problems[2:] == [
+    assert problems[7].startswith("definitions/odd.yaml: Field 'at' has the format '%Q': ")
+    assert problems[2:7] + problems[8:] == [
+        "definitions/frictionless-says.yaml: The Table Schema is invalid: Schema is not valid: "
+        "primary key \"['id']\" does not match the fields \"['at']\"",
         "definitions/lots.yaml: name 'other' must equal the file name 'lots'.",
         "definitions/lots.yaml: publisher 'nobody' is not in publishers.yaml.",
         "definitions/lots.yaml: schema file 'schemas/missing.json' does not exist inside the definitions directory.",
+        f"definitions/odd.yaml: Field 'span' has type 'duration', which the hub cannot store yet. {stored}",
+        f"definitions/odd.yaml: Field 'where' has type 'array', which the hub cannot store yet. {stored}",
     ]
 
 
