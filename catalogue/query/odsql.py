@@ -115,10 +115,13 @@ class Rendered:
 class Compiler:
     """Renders checked ODSQL clauses for one dataset; parameters are numbered across clauses."""
 
-    def __init__(self, schema: dict[str, Any], *, after_epoch: frozenset[str] = frozenset()) -> None:
+    def __init__(self, schema: dict[str, Any], *, after_epoch: frozenset[str] = frozenset(),
+                 instants: frozenset[str] = frozenset()) -> None:
         self.fields = {f["name"]: f for f in schema["fields"]}
         # datetime fields known to hold no value before 1970 (catalogue.pruning.after_epoch)
         self.after_epoch = after_epoch
+        # datetime fields the version stores as instants (catalogue.pruning.instants)
+        self.instants = instants
         self.params: dict[str, Any] = {}
         self._counter = itertools.count(1)
         self._values: dict[tuple[type, Any], str] = {}  # (type, value) -> its placeholder's name
@@ -310,8 +313,8 @@ class Compiler:
         width = FIXED_UNITS_US.get(unit.name.lower()) if unit is not None else None
         column = node.this
         if width is None or not isinstance(column, exp.Column) or \
-                self.fields.get(column.name, {}).get("type") != "datetime":
-            return node
+                self.fields.get(column.name, {}).get("type") != "datetime" or column.name in self.instants:
+            return node  # (DuckDB's date_trunc keeps an instant an instant; make_timestamp would not)
         us = f"epoch_us({column.sql(dialect='duckdb')})"
         if column.name in self.after_epoch:
             # No epoch below zero: DuckDB's // (truncating) is the floor here, and cheaper (an hourly
@@ -392,7 +395,7 @@ def _escape_like(text: str) -> str:
 def _tokens(text: str, clause: str) -> list[Token]:
     """sqlglot's tokens of one clause (its tokenizer is a loop, safe at any depth)."""
     try:
-        return ODSQL().tokenize(text)  # type: ignore[no-any-return]
+        return ODSQL().tokenize(text)
     except TokenError as exc:
         raise QueryError(f"Cannot read {clause}: {exc}", details={"parameter": clause}) from exc
 

@@ -10,6 +10,7 @@ Each parser returns NULL for a value it cannot read, never a guess: with
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from catalogue.schema.sql_text import literal, literal_list
@@ -227,7 +228,7 @@ def _geojson(text: str, field: dict[str, Any]) -> str:
     return f"CASE WHEN json_valid({text}) THEN try(ST_GeomFromGeoJSON({text})) END"
 
 
-PARSERS = {
+PARSERS: dict[str, Callable[[str, dict[str, Any]], str]] = {
     "string": lambda text, field: text,
     "integer": _integer,
     "number": _number,
