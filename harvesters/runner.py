@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -11,8 +12,10 @@ from catalogue.errors import SourceNotFound, UrbandataError
 from catalogue.hub import Hub
 from catalogue.ingest import jobs
 from catalogue.meta.models import HarvestSource
-from catalogue.ingest.pipeline import ingest_delivery
+from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from harvesters.base import SourceSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,22 +72,35 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
     try:
         spec = SourceSpec(name=name, dataset=dataset, url=resolve_url(hub, url), format=fmt, mode=mode,
                           options=options, etag=etag)
-        harvester = hub.registry.get("harvesters", kind)(hub.settings)
-        delivery = harvester.fetch(spec)
-        if delivery is None:
-            jobs.finish(hub, job_id, None, note="source reports no change (HTTP 304)")
-            return HarvestOutcome(name, dataset, "unchanged", f"{dataset}: source unchanged (HTTP 304)", job_id=job_id)
-        result = ingest_delivery(hub, dataset, delivery, job_id=job_id)
-        jobs.finish(hub, job_id, result,
-                    bytes_received=delivery.provenance.get("delivery_bytes") or len(delivery.content))
-        # Remember the ETag only for accepted deliveries: a quarantined one must be fetched again.
-        if result.status != "quarantined":
-            _remember_etag(hub, source_id, delivery.provenance.get("etag"))
+        delivery = hub.registry.get("harvesters", kind)(hub.settings).fetch(spec)
+        result = None if delivery is None else ingest_delivery(hub, dataset, delivery, job_id=job_id)
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; jobs.fail describes it
         error = jobs.fail(hub, job_id, exc)
         return HarvestOutcome(name, dataset, "failed", f"{dataset}: {error.message}", job_id=job_id,
                               error_code=error.code)
+    _record(hub, job_id, source_id, delivery, result)
+    if result is None:
+        return HarvestOutcome(name, dataset, "unchanged", f"{dataset}: source unchanged (HTTP 304)", job_id=job_id)
     return HarvestOutcome(name, dataset, result.status, result.message, version=result.version, job_id=job_id)
+
+
+def _record(hub: Hub, job_id: int, source_id: int, delivery: Delivery | None, result: IngestResult | None) -> None:
+    """Keep what became of the delivery on its job, and the source's ETag.
+
+    The delivery's fate is settled by now: if this write fails (the database
+    is full), the job stays ``running`` until the collector settles it from
+    the versions (``catalogue.ingest.jobs.interrupt_orphans``).
+    """
+    try:
+        if delivery is None or result is None:
+            jobs.finish(hub, job_id, None, note="source reports no change (HTTP 304)")
+            return
+        jobs.finish(hub, job_id, result, bytes_received=delivery.provenance.get("delivery_bytes") or len(delivery.content))
+        # Remember the ETag only for accepted deliveries: a quarantined one must be fetched again.
+        if result.status != "quarantined":
+            _remember_etag(hub, source_id, delivery.provenance.get("etag"))
+    except Exception as exc:  # noqa: BLE001 - said once, without a traceback; nothing published changes
+        log.warning("harvest job %s: its outcome could not be recorded: %s", job_id, jobs.describe(exc, hub).message)
 
 
 def _remember_etag(hub: Hub, source_id: int, etag: str | None) -> None:
