@@ -197,3 +197,29 @@ def test_concurrent_ingests_in_separate_processes(hub: Hub, contenders: int) -> 
         assert sorted(r["version"] for r in results) == list(range(before + 1, before + contenders + 1))
         assert {r["status"] for r in results} == {"published"}
         assert len(versions) == before + contenders
+
+
+@pytest.mark.parametrize("contenders", [2, 4])
+def test_concurrent_appends_lose_no_rows(hub: Hub, contenders: int) -> None:
+    """Each append is compared again with the version that landed meanwhile: the last version has every row."""
+    def rows(first: int) -> bytes:
+        return ("id,value\n" + "".join(f"{i},{i}\n" for i in range(first, first + 10))).encode()
+
+    results = []
+    with write_lock_held(hub, 1.0):
+        start = threading.Barrier(contenders)
+
+        def run(i: int) -> None:
+            start.wait()
+            results.append(ingest_delivery(hub, NAME, Delivery(rows(1000 + 100 * i), "csv", {}, "append",
+                                                               {"source_url": f"a{i}"})))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(contenders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(r.status for r in results) == ["published"] * contenders
+    versions = check_versions(hub)
+    assert [v.row_count for v in versions] == [40 + 10 * n for n in range(contenders + 1)]
+    assert versions[-1].changes["added"] == 10 and versions[-1].changes["removed"] == 0
