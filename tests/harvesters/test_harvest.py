@@ -6,7 +6,6 @@ import hashlib
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -190,9 +189,16 @@ def test_unreachable_source_fails_cleanly(harvested: Hub) -> None:
     assert _versions(harvested, "car-parks") == [(1, 6)]
 
 
+class _SlowServer(ThreadingHTTPServer):
+    released = threading.Event()  # replaced per server; set when the test is over
+
+
 class _SlowHandler(BaseHTTPRequestHandler):
+    server: _SlowServer
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        time.sleep(1.5)
+        # Answers only once the test is over, so any harvest timeout fires first (no race with a fixed sleep).
+        self.server.released.wait(60)
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"[]")
@@ -203,10 +209,12 @@ class _SlowHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    httpd = _SlowServer(("127.0.0.1", 0), _SlowHandler)
+    httpd.released = threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/slow.json"
+    httpd.released.set()
     httpd.shutdown()
     httpd.server_close()
 
