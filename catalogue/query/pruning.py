@@ -162,6 +162,12 @@ def after_epoch(uris: list[str] | tuple[str, ...], names: list[str]) -> frozense
     return frozenset(out)
 
 
+def instants(uris: list[str] | tuple[str, ...], names: list[str]) -> frozenset[str]:
+    """The datetime fields among ``names`` that a part stores as instants (a timestamp with a zone), from the footers."""
+    return frozenset(name for name in names for uri in uris
+                     if (facts := part_ranges(uri).get(name)) and pa.types.is_timestamp(facts[2]) and facts[2].tz)
+
+
 def surviving_parts(
     cur: duckdb.DuckDBPyConnection, uris: list[str], tests: list[tuple[str, str]], params: dict[str, Any]
 ) -> set[str]:

@@ -24,7 +24,7 @@ from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, d
 from catalogue.store.changes import parquet_scan
 from catalogue.query.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
-from catalogue.query.odsql import Compiler
+from catalogue.query.odsql import INSTANT_TEXT, Compiler
 from catalogue.query.result_cache import ResultCache, params_key
 from catalogue.schema.sql_text import ident, json_value, literal
 from catalogue.schema.table_schema import STORED_TYPES, primary_key, schema_hash
@@ -100,6 +100,8 @@ def _filters(compiler: Compiler, request: RecordsRequest, schema: dict[str, Any]
                 raise QueryError(f"{kind} takes field:value with a field of the dataset; got '{item}'.",
                                  details={"parameter": kind})
             stored = STORED_TYPES[fields[name].get("type", "string")]
+            if stored == "TIMESTAMP" and INSTANT_TEXT.search(value):  # an offset names an instant (README, data rules)
+                stored = "TIMESTAMPTZ"
             if stored == "GEOMETRY":
                 raise QueryError(f"{kind} cannot filter the geometry field '{name}'.", details={"parameter": kind})
             param = f"f{len(compiler.params) + 1}"
@@ -150,7 +152,8 @@ def _plan(
     cursor_secret: bytes,
 ) -> Plan:
     times = [f["name"] for f in schema["fields"] if f.get("type") == "datetime"]
-    compiler = Compiler(schema, after_epoch=pruning.after_epoch(uris, times) if times else frozenset())
+    compiler = Compiler(schema, after_epoch=pruning.after_epoch(uris, times) if times else frozenset(),
+                        instants=pruning.instants(uris, times) if times else frozenset())
     filters = _filters(compiler, request, schema)
     grouped = bool(request.group_by)
     groups = compiler.select_list(request.group_by, "group_by") if request.group_by else []

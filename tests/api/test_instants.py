@@ -132,3 +132,29 @@ async def test_a_timestamp_literal_with_an_offset_compares_as_an_instant(
     assert sorted(int(v["value"]) for f in facets["facets"] for v in f["facets"]) == ids
     exported = (await ok(client, f"{API}/datasets/{name}/exports/json", where=where)).json()
     assert sorted(r["id"] for r in exported) == ids
+
+
+@pytest.mark.parametrize(("name", "hours"), [
+    ("instants", ["2026-11-20T06:00:00Z", "2026-11-20T07:00:00Z"]),
+    ("locals", [None, "2026-11-20T07:00:00", "2026-11-20T08:00:00"]),
+])
+async def test_date_trunc_keeps_instants_instants(api: tuple[httpx.AsyncClient, Hub], name: str, hours: list) -> None:
+    client, _ = api
+    grouped = (await ok(client, f"{API}/datasets/{name}/records", group_by="date_trunc('hour', ts) as hour",
+                        select="hour, count(*) as n", order_by="hour")).json()["results"]
+    assert {r["hour"] for r in grouped} == set(hours)
+    selected = (await ok(client, f"{API}/datasets/{name}/records", select="date_trunc('hour', ts) as hour",
+                         order_by="id")).json()["results"]
+    assert {r["hour"] for r in selected} == set(hours)
+
+
+@pytest.mark.parametrize(("value", "ids"), [
+    ("2026-11-20T08:15:30.123+01:00", [1]), ("2026-11-20T07:15:30.123Z", [1]), ("2026-11-20T07:00:00", [2])])
+async def test_refine_with_an_offset_compares_as_an_instant(
+    api: tuple[httpx.AsyncClient, Hub], value: str, ids: list[int]
+) -> None:
+    client, _ = api
+    records = (await ok(client, f"{API}/datasets/instants/records", refine=f"ts:{value}")).json()["results"]
+    assert [r["id"] for r in records] == ids
+    excluded = (await ok(client, f"{API}/datasets/instants/records", exclude=f"ts:{value}")).json()["results"]
+    assert sorted(r["id"] for r in excluded) == sorted({1, 2, 3} - set(ids))
