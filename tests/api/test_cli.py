@@ -160,7 +160,7 @@ def test_a_taken_port_fails_first_and_names_the_option(tmp_path: Path, taken_por
     assert not (tmp_path / "var").exists()  # nothing harvested, nothing built
 
 
-@pytest.mark.parametrize("args", [["harvest", "--all"], ["versions", "car-parks"], ["build-site"], ["serve"],
+@pytest.mark.parametrize("args", [["harvest", "--all"], ["versions", "car-parks"], ["build-site"], ["gc"], ["serve"],
                                   ["db", "upgrade"], ["db", "current"]])
 def test_commands_that_need_a_catalogue_do_not_make_an_empty_one(tmp_path: Path, args: list[str]) -> None:
     typo = tmp_path / "vra"
