@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -28,6 +29,7 @@ from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version, utcnow
 from catalogue.settings import PROJECT_ROOT
 from catalogue.store.keys import part_key
+from tests.catalogue.test_concurrent_commits import backend  # noqa: F401 - the SQLite/PostgreSQL fixture
 
 NAME = "counters"
 SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "value", "type": "integer"}], "primaryKey": ["id"]}
@@ -47,9 +49,9 @@ def _file(path: Path, data: bytes = b"x" * 100, *, old: bool = True) -> Path:
 
 
 @pytest.fixture
-def counters(make_catalogue: Callable[..., Hub]) -> Hub:
-    """A catalogue with one dataset in two versions."""
-    hub = make_catalogue(NAME, SCHEMA, _csv(1))
+def counters(make_catalogue: Callable[..., Hub], backend: dict[str, Any]) -> Hub:
+    """A catalogue with one dataset in two versions, on SQLite and on PostgreSQL."""
+    hub = make_catalogue(NAME, SCHEMA, _csv(1), **backend)
     result = ingest_delivery(hub, NAME, Delivery(_csv(2), "csv", {}, "replace", {"source_url": "t"}))
     assert (result.status, result.version) == ("published", 2)
     return hub
