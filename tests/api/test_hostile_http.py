@@ -9,12 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from starlette.responses import FileResponse, RangeNotSatisfiable
 
-from api.middleware import MAX_PARAM_CHARS, valid_byte_ranges
+from api.middleware import MAX_PARAM_CHARS, query_problem, valid_byte_ranges
 from api.params import INT64_MAX
 from catalogue.hub import Hub
 from catalogue.settings import PROJECT_ROOT
@@ -269,3 +273,33 @@ async def test_range_rules_hold_for_site_files_too(api: httpx.AsyncClient) -> No
     assert (ignored.status_code, ignored.content) == (200, whole.content)
     assert (outside.status_code, outside.headers["content-range"], outside.json()["error"]["status"]) == (
         416, f"bytes */{len(whole.content)}", 416)
+
+
+# -- properties of the checks themselves, on any input ---------------------------------
+
+RANGE_LIKE = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"\A(bytes|BYTES|items|bytes )=[ 0-9,\-a]{0,24}\Z"),
+)
+
+
+@given(header=RANGE_LIKE, size=st.integers(min_value=1, max_value=10_000))
+@hyp_settings(max_examples=300, deadline=None)
+def test_a_range_we_pass_on_is_never_malformed_for_starlette(header: str, size: int) -> None:
+    """Whatever we let through, Starlette parses: it answers 206 or 416, never its bare-text 400."""
+    if valid_byte_ranges(header):
+        try:
+            FileResponse._parse_range_header(header, size)
+        except RangeNotSatisfiable:
+            pass
+
+
+@given(query=st.binary(max_size=60).map(lambda b: b.replace(b"%", b"")) | st.from_regex(
+    rb"\A([a-z%0-9A-F+]{0,6}=[a-z%0-9A-F+]{0,9}&?){0,4}\Z"))
+@hyp_settings(max_examples=300, deadline=None)
+def test_a_query_we_pass_on_decodes_without_replacement(query: bytes) -> None:
+    """No query string that passes the check reaches a route with a byte replaced by U+FFFD."""
+    if query_problem(query) is None:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="strict",
+                                     encoding="utf-8"):
+            assert "\ufffd" not in name + value or "\ufffd".encode() in unquote_to_bytes(query)
