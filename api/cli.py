@@ -22,7 +22,14 @@ from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
 from catalogue.ingest.gc import collect
 from catalogue.ingest.jobs import describe
 from catalogue.hub import Hub, open_hub
-from catalogue.meta.db import catalogue_exists, create_catalogue_engine, current_revision, head_revision, upgrade_schema
+from catalogue.meta.db import (
+    catalogue_exists,
+    create_catalogue_engine,
+    current_revision,
+    head_revision,
+    known_revisions,
+    upgrade_schema,
+)
 from catalogue.meta.models import HarvestJob
 from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import Settings
@@ -85,13 +92,18 @@ def _where(settings: Settings) -> str:
     return str(settings.data_dir.resolve())
 
 
-def _open_existing(settings: Settings) -> Hub:
-    """The hub of an existing catalogue; a mistyped --data-dir must not quietly make a new, empty one."""
+def _require_catalogue(settings: Settings) -> None:
+    """Fail unless the settings point at a catalogue; a mistyped --data-dir must not quietly make a new, empty one."""
     if not catalogue_exists(settings):
         raise CatalogueNotFound(
             f"There is no catalogue in {_where(settings)}. Create one with `urbandata init` "
             f"(or run `urbandata demo` for the demo city), or give the right --data-dir."
         )
+
+
+def _open_existing(settings: Settings) -> Hub:
+    """The hub of an existing catalogue (upgraded to this release's schema when needed)."""
+    _require_catalogue(settings)
     return open_hub(settings)
 
 
@@ -354,8 +366,7 @@ def serve(
         return
     try:
         settings = _public_url(_settings(data_dir), host, sock.getsockname()[1])
-        if not catalogue_exists(settings):
-            _open_existing(settings)  # raises CatalogueNotFound
+        _require_catalogue(settings)
         _upgrade(settings)
         hub = open_hub(settings)
     except UrbandataError as exc:
@@ -409,15 +420,15 @@ def db_upgrade(data_dir: Path | None = DataDir) -> None:
     """Upgrade the catalogue schema to this release's newest migration (init, demo and serve do it when needed)."""
     settings = _settings(data_dir)
     try:
-        if not catalogue_exists(settings):
-            _open_existing(settings)  # raises CatalogueNotFound
+        _require_catalogue(settings)
+        engine = create_catalogue_engine(settings)
+        try:
+            before, after = upgrade_schema(engine)
+        finally:
+            engine.dispose()
     except UrbandataError as exc:
         _fail(exc)
-    engine = create_catalogue_engine(settings)
-    try:
-        before, after = upgrade_schema(engine)
-    finally:
-        engine.dispose()
+        return
     if before == after:
         console.print(f"The catalogue schema is at {after}, the newest migration: nothing to do.")
     else:
@@ -429,16 +440,21 @@ def db_current(data_dir: Path | None = DataDir) -> None:
     """Show the catalogue schema's migration and this release's newest."""
     settings = _settings(data_dir)
     try:
-        if not catalogue_exists(settings):
-            _open_existing(settings)  # raises CatalogueNotFound
+        _require_catalogue(settings)
     except UrbandataError as exc:
         _fail(exc)
+        return
     engine = create_catalogue_engine(settings)
     try:
         found, head = current_revision(engine), head_revision()
     finally:
         engine.dispose()
-    state = "up to date" if found == head else "run `urbandata db upgrade`"
+    if found == head:
+        state = "up to date"
+    elif found in known_revisions():
+        state = "run `urbandata db upgrade`"
+    else:
+        state = "made by a newer release of urbandata"
     console.print(f"catalogue schema: {found}; newest migration: {head} ({state})")
 
 

@@ -225,3 +225,10 @@ class DatabaseUnreachable(UrbandataError):
 
     code = "database-unreachable"
     status = 503
+
+
+class CatalogueTooNew(UrbandataError):
+    """The catalogue's schema comes from a newer release than the one running."""
+
+    code = "catalogue-too-new"
+    status = 409

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_u
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalogue.errors import DatabaseUnreachable
+from catalogue.errors import CatalogueTooNew, DatabaseUnreachable
 from catalogue.meta.models import Base
 from catalogue.settings import Settings
 
@@ -85,6 +85,11 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> set[str]:
+    """Every migration this release ships."""
+    return {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
 def current_revision(engine: Engine) -> str | None:
     """The migration the database is at; None for a database without a catalogue.
 
@@ -113,6 +118,12 @@ def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, st
         if stamped is None and inspect(connection).has_table("datasets"):
             command.stamp(_alembic_config(connection), BASELINE)
             before = BASELINE
+        if before is not None and before not in known_revisions():
+            raise CatalogueTooNew(
+                f"The catalogue's schema is at migration {before}, which this release of urbandata does not know "
+                f"(its newest is {head_revision()}): a newer release made or upgraded it. Run that release, "
+                f"or upgrade urbandata."
+            )
         if before != head:
             command.upgrade(_alembic_config(connection), head)
     return before, head

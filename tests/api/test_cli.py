@@ -421,3 +421,18 @@ def test_an_unreachable_database_is_named_not_a_traceback(tmp_path: Path) -> Non
     assert message.startswith("error [database-unreachable] The catalogue database cannot be reached (")
     assert message.endswith("Check that its server runs and that URBANDATA_DATABASE_URL names the right host, port "
                             "and database.")
+
+
+def test_a_catalogue_from_a_newer_release_is_named_and_left_alone(tmp_path: Path) -> None:
+    assert run("init", "-d", str(tmp_path)).exit_code == 0
+    engine = create_catalogue_engine(Settings(data_dir=tmp_path))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    current = run("db", "current", "-d", str(tmp_path))
+    assert flat(current.stdout) == (
+        f"catalogue schema: 9999; newest migration: {head_revision()} (made by a newer release of urbandata)")
+    for args in (["db", "upgrade"], ["init"], ["versions", "car-parks"]):
+        result = run(*args, "-d", str(tmp_path))
+        assert (result.exit_code, result.stdout) == (1, ""), args
+        assert flat(result.stderr).startswith("error [catalogue-too-new] The catalogue's schema is at migration 9999"), args

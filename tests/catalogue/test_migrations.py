@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, create_engine, insert, inspect, select, text, update
 from sqlalchemy.orm import Session
 
+from catalogue.errors import CatalogueTooNew
 from catalogue.meta.db import BASELINE, catalogue_exists, current_revision, head_revision, upgrade_schema
 from catalogue.meta.models import Base, Dataset, HarvestJob
 from catalogue.settings import Settings
@@ -153,3 +154,17 @@ def test_catalogue_exists_creates_nothing(tmp_path: Path) -> None:
     empty.mkdir()
     (empty / "catalogue.sqlite").touch()
     assert catalogue_exists(Settings(data_dir=empty)) is False
+
+
+def test_a_catalogue_from_a_newer_release_is_refused_untouched(engine: Engine) -> None:
+    upgrade_schema(engine)
+    _fill(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(CatalogueTooNew) as raised:
+        upgrade_schema(engine)
+    assert raised.value.message == (
+        f"The catalogue's schema is at migration 9999, which this release of urbandata does not know "
+        f"(its newest is {head_revision()}): a newer release made or upgraded it. Run that release, or upgrade urbandata.")
+    assert _read(engine) == EXPECTED
+    assert current_revision(engine) == "9999"
