@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,9 @@ from catalogue.settings import Settings
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The revision whose schema equals what create_all made before migrations existed.
 BASELINE = "0001"
+# PostgreSQL advisory-lock key of schema migrations (a fixed bigint: "urbandata-migrate" in ASCII, cut to 8 bytes).
+MIGRATION_LOCK_KEY = int.from_bytes(b"urbandata-migrate"[:8], "big", signed=True)
+_IN_PROCESS = threading.Lock()
 
 
 # A request that finds every pooled connection taken waits this long, then answers 503 database-busy with
@@ -108,12 +112,17 @@ def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, st
     An empty database gets every migration; a catalogue made before migrations existed is
     stamped at the baseline first (its tables are the baseline's), then upgraded. Nothing runs
     when the database is already there. ``target`` names an older revision (tests build
-    catalogues as an earlier release left them).
+    catalogues as an earlier release left them). A catalogue a newer release made raises
+    CatalogueTooNew and stays as it is.
     """
     head = head_revision() if target == "head" else target
-    with engine.begin() as connection:
-        context = MigrationContext.configure(connection)
-        stamped = context.get_current_revision()
+    if current_revision(engine) == head:
+        return head, head  # the usual case, decided without taking any lock
+    # alembic's context and op are module-level proxies: one migration at a time in this process.
+    with _IN_PROCESS, engine.begin() as connection:
+        _lock_for_migration(connection)
+        # Read again under the lock: another process may have migrated while this one waited.
+        stamped = MigrationContext.configure(connection).get_current_revision()
         before = stamped
         if stamped is None and inspect(connection).has_table("datasets"):
             command.stamp(_alembic_config(connection), BASELINE)
@@ -127,6 +136,16 @@ def upgrade_schema(engine: Engine, target: str = "head") -> tuple[str | None, st
         if before != head:
             command.upgrade(_alembic_config(connection), head)
     return before, head
+
+
+def _lock_for_migration(connection: Connection) -> None:
+    """Hold the database's migration lock until the transaction ends: one process migrates, others wait."""
+    if connection.dialect.name == "sqlite":
+        # pysqlite opens transactions lazily and deferred; this takes the write lock now,
+        # waiting up to the connection's busy timeout for another writer.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def init_schema(engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -33,7 +34,7 @@ def _pg_engine() -> Iterator[Engine]:
     except Exception as exc:  # noqa: BLE001 - any failure to reach the server means: no PostgreSQL here
         admin.dispose()
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
-    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")  # in the URL: copies of the engine share it
     try:
         yield engine
     finally:
@@ -168,3 +169,29 @@ def test_a_catalogue_from_a_newer_release_is_refused_untouched(engine: Engine) -
         f"(its newest is {head_revision()}): a newer release made or upgraded it. Run that release, or upgrade urbandata.")
     assert _read(engine) == EXPECTED
     assert current_revision(engine) == "9999"
+
+
+def test_processes_starting_together_migrate_once(engine: Engine) -> None:
+    """Several hubs opening one empty catalogue at once (a server and a cron harvest): one migrates, the rest wait."""
+    url = engine.url.render_as_string(hide_password=False)
+    starting = threading.Barrier(4)
+    outcomes: list[object] = []
+
+    def open_one() -> None:
+        own = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+        try:
+            starting.wait()
+            outcomes.append(upgrade_schema(own))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            outcomes.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    head = head_revision()
+    assert sorted(outcomes, key=str) == sorted([(None, head)] + [(head, head)] * 3, key=str)
+    assert _differences(engine) == []
