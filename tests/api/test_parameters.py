@@ -167,3 +167,14 @@ async def test_links_come_from_the_public_url_never_the_host_header(api: httpx.A
     assert len(set(answers)) == 1
     assert httpx.URL(answers[0]).copy_with(query=None) == httpx.URL(f"{public}{API}/datasets/car-parks/records")
     assert dict(httpx.URL(answers[0]).params) == {"limit": "2", "order_by": "lot_id", "version": "1", "offset": "2"}
+
+
+@pytest.mark.parametrize("as_of", [
+    "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+    "99999999999999999999", "-99999999999999999999", "1e400", "nan", "2026-02-30T00:00:00",
+])
+@pytest.mark.parametrize("route", ["records", "facets", "exports/csv"])
+async def test_an_impossible_instant_is_a_4xx(api: httpx.AsyncClient, route: str, as_of: str) -> None:
+    response = await api.get(f"{API}/datasets/car-parks/{route}", params={"as_of": as_of})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["status"] == response.status_code
