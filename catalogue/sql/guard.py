@@ -107,8 +107,8 @@ def check_sql(sql: str, *, max_chars: int) -> CheckedSql:
     return CheckedSql(sql, frozenset(walker.relations))
 
 
-TOO_DEEP = ("The statement is nested too deeply for the parser (a chain of operators counts one level per "
-            "operator, up to 1000). Name parts of it in a WITH clause, or split it up.")
+TOO_DEEP = ("The statement is nested too deeply for the parser (a chain of operators such as 1 + 1 + ... counts "
+            "one level per operator). Name parts of it in a WITH clause, or split it up.")
 
 
 def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
