@@ -94,7 +94,7 @@ class _Bytes:
 
 def validate_csv(
     con: duckdb.DuckDBPyConnection, path: Path, options: dict[str, Any], schema: dict[str, Any], scratch: Path,
-    *, name: str, place: str,
+    *, name: str, place: str, held: dict[str, bool] | None = None,
 ) -> Validated | None:
     """Validate the CSV at ``path`` with DuckDB: the outcome if it is valid, None if it is not.
 
@@ -102,13 +102,13 @@ def validate_csv(
     latin-1 file is read as latin-1; if DuckDB refuses one of its bytes
     (0x80–0x9F), a utf-8 copy made with Python's codec (the one pyarrow uses)
     in the directory ``scratch`` is read instead. The primary key is left to
-    the caller (see ``validate_scan``).
+    the caller (see ``validate_scan``). ``held``: as for ``validate_delivery``.
     """
     scan = plan_csv_scan(path, options, schema)
     if scan is None:
         raise ScanFailed("DuckDB does not read this file as pyarrow would")
     try:
-        return validate_scan(con, scan, schema, name=name, place=place)
+        return validate_scan(con, scan, schema, name=name, place=place, held=held)
     except ScanFailed as exc:
         if not (scan.latin1 and "latin-1" in str(exc)):
             raise
@@ -116,7 +116,7 @@ def validate_csv(
     scan = plan_csv_scan(utf8, {**options, "encoding": "utf-8"}, schema) if utf8 else None
     if scan is None:
         raise ScanFailed("a byte the declared encoding refuses")  # the text path reports it
-    return validate_scan(con, scan, schema, name=name, place=place)
+    return validate_scan(con, scan, schema, name=name, place=place, held=held)
 
 
 def plan_csv_scan(path: Path, options: dict[str, Any], schema: dict[str, Any]) -> CsvScan | None:
@@ -185,7 +185,8 @@ def _reader_types(fields: list[dict[str, Any]], delimiter: str, found: _Bytes) -
 
 
 def validate_scan(
-    con: duckdb.DuckDBPyConnection, scan: CsvScan, schema: dict[str, Any], *, name: str, place: str
+    con: duckdb.DuckDBPyConnection, scan: CsvScan, schema: dict[str, Any], *, name: str, place: str,
+    held: dict[str, bool] | None = None,
 ) -> Validated | None:
     """Read and check the delivery with DuckDB; the outcome when it is valid, None when it is not.
 
@@ -222,12 +223,17 @@ def validate_scan(
         + "".join(f", bool_or(z{i}), bool_and(z{i})" for i in offsets) + f" FROM {TABLE}"
     ).fetchone()  # type: ignore[misc]
     counts, zones = counts[:len(unique)], counts[len(unique):]
-    if bad or any(counts) or any(some and not every for some, every in zip(zones[::2], zones[1::2])):
-        # (offsets on some values of a datetime field only: the text path names the rows)
+    held = held or {}
+    kinds = {fields[i]["name"]: (some, every) for i, some, every in zip(offsets, zones[::2], zones[1::2])}
+    if bad or any(counts) or any(
+            (some and not every) or (some is not None and fields_held is not None and some != fields_held)
+            for name, (some, every) in kinds.items() for fields_held in [held.get(name)]):
+        # (offsets on some values of a datetime field only, or not as in the version appended
+        # to: the text path names the rows)
         con.execute(f"DROP TABLE IF EXISTS {TABLE}")
         return None
     columns = {f["name"]: ident(f"f{i}") for i, f in enumerate(fields)}
-    instants = {fields[i]["name"] for i, some in zip(offsets, zones[::2]) if some}
+    instants = {name for name, (some, _) in kinds.items() if some or held.get(name)}
     select = output_select(fields, columns, instants)
     key_order = [columns[k] for k in key] or ["rowid"]
     seconds = round(time.perf_counter() - started, 3)

@@ -32,11 +32,12 @@ from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, validate_csv
 from catalogue.ingest.delivery import MODES, Delivery, IngestResult
 from catalogue.ingest.quarantine import quarantine
 from catalogue.ingest.readers import open_delivery
-from catalogue.ingest.validation import Validated, discard_typed, validate_delivery
+from catalogue.ingest.validation import Validated, discard_typed, stored_instants, validate_delivery
 from catalogue.meta.models import Dataset, Version
 from catalogue.schema.sql_text import literal
 from catalogue.schema.table_schema import geometry_fields
 from catalogue.store import layout
+from catalogue.store.keys import part_key
 
 __all__ = ["MODES", "Delivery", "IngestResult", "ingest_delivery"]
 
@@ -61,11 +62,12 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
     try:
         with _workspace(hub, target) as (con, spill):
             read_by_duckdb = False
+            held = _held_instants(hub, con, target, delivery)
             if delivery.format == "csv":
-                read_by_duckdb, published = _try_csv_scan(hub, con, spill, target, delivery, job_id)
+                read_by_duckdb, published = _try_csv_scan(hub, con, spill, target, delivery, job_id, held)
                 if published is not None:
                     return published
-            checked = _validate(hub, con, target, delivery, exact_first=not read_by_duckdb)
+            checked = _validate(hub, con, target, delivery, exact_first=not read_by_duckdb, held=held)
             if isinstance(checked, dict):  # unreadable: a report of one format error
                 return quarantine(hub, target.name, delivery, checked, current=target.current, rows=0, job_id=job_id)
             if not checked.valid or checked.relation is None:
@@ -116,8 +118,17 @@ def _workspace(hub: Hub, target: Target) -> Iterator[tuple[duckdb.DuckDBPyConnec
         shutil.rmtree(spill, ignore_errors=True)
 
 
+def _held_instants(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, delivery: Delivery) -> dict[str, bool]:
+    """Appending: per ISO datetime field, whether the current version stores instants (the delivery must keep to it)."""
+    current = target.current
+    if delivery.mode != "append" or current is None or not current.parts:
+        return {}
+    uri = hub.storage.engine_uri(part_key(target.name, current.parts[0]["sha256"]))
+    return stored_instants(con, uri, target.schema)
+
+
 def _try_csv_scan(hub: Hub, con: duckdb.DuckDBPyConnection, spill: Path, target: Target, delivery: Delivery,
-                  job_id: int | None) -> tuple[bool, IngestResult | None]:
+                  job_id: int | None, held: dict[str, bool]) -> tuple[bool, IngestResult | None]:
     """Publish a CSV file through DuckDB's parallel reader if it reads and validates there.
 
     Returns whether DuckDB read the whole file (then only the text path's
@@ -127,7 +138,7 @@ def _try_csv_scan(hub: Hub, con: duckdb.DuckDBPyConnection, spill: Path, target:
     place = delivery.provenance.get("source_url", "push")
     try:
         scanned = validate_csv(con, _on_disk(delivery, spill), delivery.options, target.schema, spill,
-                               name=target.name, place=place)
+                               name=target.name, place=place, held=held)
     except ScanFailed:
         return False, None
     if scanned is None:
@@ -140,7 +151,7 @@ def _try_csv_scan(hub: Hub, con: duckdb.DuckDBPyConnection, spill: Path, target:
 
 
 def _validate(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, delivery: Delivery, *,
-              exact_first: bool) -> Validated | dict[str, Any]:
+              exact_first: bool, held: dict[str, bool]) -> Validated | dict[str, Any]:
     """The delivery validated; a report of one format error if it cannot be read at all.
 
     pyarrow reads it with exact types for plain numbers and booleans (fast);
@@ -153,7 +164,7 @@ def _validate(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, delivery
         try:
             raw = open_delivery(delivery.source, delivery.format, delivery.options, target.schema, exact_types=exact)
             checked = validate_delivery(con, raw.batches, target.schema, labels=raw.labels, name=target.name,
-                                        place=place, max_errors=hub.settings.max_report_errors)
+                                        place=place, max_errors=hub.settings.max_report_errors, held=held)
         except MalformedFeed as exc:
             if exact:
                 continue

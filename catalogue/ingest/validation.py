@@ -92,6 +92,7 @@ def validate_delivery(
     place: str,
     max_errors: int = 1000,
     labels: list[str] | None = None,
+    held: dict[str, bool] | None = None,
 ) -> Validated:
     """Validate a delivery against ``schema``, batch by batch.
 
@@ -99,7 +100,9 @@ def validate_delivery(
     is a table or a stream of record batches (then ``labels`` names the
     delivered columns). Typed rows accumulate in a DuckDB temp table, which
     spills to disk under the connection's memory limit, so a delivery of any
-    size is checked in bounded memory.
+    size is checked in bounded memory. ``held``: per datetime field, whether
+    the version this delivery is appended to stores it as instants
+    (``stored_instants``); the delivery must keep to it.
     """
     started = time.perf_counter()
     if isinstance(raw, pa.Table):
@@ -120,7 +123,9 @@ def validate_delivery(
     error_columns = [ident(f"e{i}") for i in range(len(fields))]
     # Per ISO datetime field, whether its first readable value carries an offset, and its row:
     # the delivery holds the whole field to that (README, data rules).
-    zones: dict[int, tuple[bool, int]] = {}
+    zones: dict[int, tuple[bool, int | None]] = {
+        i: (held[f["name"]], None) for i, f in enumerate(fields)
+        if held and f["name"] in held and offset_expression("x", f) is not None}
     try:
         for batch in _with_empty_fallback(raw, labels):
             # Columns are named by position: delivered labels may repeat, be blank or clash
@@ -230,8 +235,8 @@ def output_select(fields: list[dict[str, Any]], stored: dict[str, str], instants
 
 def _first_zones(
     con: duckdb.DuckDBPyConnection, fields: list[dict[str, Any]], sources: list[str], missing_values: list[str],
-    known: dict[int, tuple[bool, int]],
-) -> dict[int, tuple[bool, int]]:
+    known: dict[int, tuple[bool, int | None]],
+) -> dict[int, tuple[bool, int | None]]:
     """For ISO datetime fields whose kind is not ``known`` yet: whether their first readable value in __raw has an offset."""
     pending = [i for i, f in enumerate(fields) if i not in known and offset_expression("x", f) is not None]
     if not pending:
@@ -246,12 +251,28 @@ def _first_zones(
     return {i: (bool(pick["z"]), int(pick["r"])) for i, pick in zip(pending, first) if pick is not None}
 
 
-def _zone_note(first_zoned: bool, first_row: int) -> str:
-    """The report's note for a datetime whose offset (or lack of one) differs from the field's first value."""
-    value, first = ("has no offset", "has one") if first_zoned else ("has an offset", "has none")
-    return (f'type is "datetime/default": the value {value} where the field\'s first value (row '
-            f"{first_row + FIRST_DATA_ROW}) {first}; a datetime field holds either instants (every value with "
-            "an offset or Z) or local times (none)")
+def _zone_note(first_zoned: bool, first_row: int | None) -> str:
+    """The report's note for a datetime whose offset (or lack of one) differs from the field's first value.
+
+    ``first_row`` None: the kind is that of the version the delivery is appended to.
+    """
+    value = "has no offset" if first_zoned else "has an offset"
+    if first_row is None:
+        where = f"where the version it is appended to holds {'instants' if first_zoned else 'local times'}"
+    else:
+        where = f"where the field's first value (row {first_row + FIRST_DATA_ROW}) {'has one' if first_zoned else 'has none'}"
+    return (f'type is "datetime/default": the value {value} {where}; a datetime field holds either instants '
+            "(every value with an offset or Z) or local times (none)")
+
+
+def stored_instants(con: duckdb.DuckDBPyConnection, part_uri: str, schema: dict[str, Any]) -> dict[str, bool]:
+    """Per ISO datetime field of ``schema``: whether the part at ``part_uri`` stores it as instants."""
+    names = [f["name"] for f in schema["fields"] if offset_expression("x", f) is not None]
+    if not names:
+        return {}
+    described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(part_uri)})").fetchall()
+    kinds = {row[0]: row[1] for row in described}
+    return {name: kinds[name] == "TIMESTAMP WITH TIME ZONE" for name in names if name in kinds}
 
 
 def _column(position: int) -> str:
@@ -310,7 +331,7 @@ def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -
 
 def _typing_sql(
     fields: list[dict[str, Any]], sources: list[str], key: list[str], missing_values: list[str],
-    raw_schema: pa.Schema, zones: dict[int, tuple[bool, int]],
+    raw_schema: pa.Schema, zones: dict[int, tuple[bool, int | None]],
 ) -> tuple[str, dict[str, str]]:
     """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>); field i is read from sources[i].
 

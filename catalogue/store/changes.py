@@ -49,7 +49,10 @@ def _comparison(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], li
 
 def _hashed(uris: list[str], common: list[str]) -> str:
     packed = ", ".join(f"{ident(c)} := {ident(c)}" for c in common)
-    return f"(SELECT *, hash(struct_pack({packed})) AS __h FROM {parquet_scan(uris)})"
+    # An instant and a local time with the same digits hash alike: which columns hold instants
+    # goes into the hash too (typeof is folded to a constant per scan).
+    zoned = ", ".join(f"typeof({ident(c)}) = 'TIMESTAMP WITH TIME ZONE'" for c in common)
+    return f"(SELECT *, hash(struct_pack({packed}, __instants := [{zoned}])) AS __h FROM {parquet_scan(uris)})"
 
 
 def summarize_changes(

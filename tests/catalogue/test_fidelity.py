@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
@@ -30,6 +31,7 @@ from catalogue.ingest.validation import discard_typed, validate_delivery
 from catalogue.meta.models import Dataset
 from catalogue.schema.field_parsing import DIRECTIVES
 from catalogue.schema.table_schema import check_schema
+from catalogue.store.keys import part_key
 
 AMOUNTS = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "number"}],
@@ -371,3 +373,39 @@ def test_datetime_bounds_with_an_offset_compare_as_instants() -> None:
     # 07:00Z is the bound itself; 06:59:59Z is before it (a bound read without its offset would refuse both)
     assert text_verdict(b"ts\n2026-11-20T07:00:00Z\n2026-11-20T06:59:59Z\n", schema) == [
         ("constraint-error", 3, "ts", "2026-11-20T06:59:59Z")]
+
+
+@pytest.mark.parametrize(("first", "then", "kept"), [
+    (b"id;ts\n1;2026-11-20T08:15:30Z\n", b"id;ts\n2;2026-11-20T09:00:00\n", "instants"),
+    (b"id;ts\n1;2026-11-20T08:15:30\n", b"id;ts\n2;2026-11-20T09:00:00+01:00\n", "local times"),
+])
+def test_an_appended_delivery_keeps_to_the_kind_of_the_version_it_extends(
+    make_catalogue: Any, first: bytes, then: bytes, kept: str
+) -> None:
+    hub = make_catalogue("times", TIMES, first, mode="append", options={"delimiter": ";"})
+    delivery = Delivery(then, "csv", {"delimiter": ";"}, "append", {"source_url": "test"})
+    result = ingest_delivery(hub, "times", delivery)
+    assert (result.status, result.version) == ("quarantined", 1)
+    (error,) = result.report["tasks"][0]["errors"]
+    assert (error["type"], error["rowNumber"], error["fieldName"]) == ("type-error", 2, "ts")
+    assert f"where the version it is appended to holds {kept}" in error["note"]
+    # the same kind is appended; a delivery without any value keeps the version's column type
+    same = then.replace(b"+01:00", b"") if kept == "local times" else then.replace(b"09:00:00", b"09:00:00Z")
+    for content in (same, b"id;ts\n3;\n"):
+        appended = ingest_delivery(hub, "times", Delivery(content, "csv", {"delimiter": ";"}, "append", {}))
+        assert appended.status == "published", appended.report
+    with hub.sessions() as session:
+        parts = session.scalar(select(Dataset).where(Dataset.name == "times")).current_version.parts
+    zones = {pq.read_schema(hub.storage.engine_uri(part_key("times", p["sha256"]))).field("ts").type.tz for p in parts}
+    assert zones == ({"UTC"} if kept == "instants" else {None})
+
+
+def test_the_same_digits_as_instants_instead_of_local_times_are_a_change(make_catalogue: Any) -> None:
+    hub = make_catalogue("times", TIMES, b"id;ts\n1;2026-11-20T08:15:30\n2;2026-11-20T09:00:00\n",
+                         options={"delimiter": ";"})
+    zoned = b"id;ts\n1;2026-11-20T08:15:30Z\n2;2026-11-20T09:00:00Z\n"
+    result = ingest_delivery(hub, "times", Delivery(zoned, "csv", {"delimiter": ";"}, "replace", {}))
+    assert (result.status, result.version) == ("published", 2)
+    assert {k: result.changes[k] for k in ("added", "removed", "changed")} == {"added": 0, "removed": 0, "changed": 2}
+    again = ingest_delivery(hub, "times", Delivery(zoned, "csv", {"delimiter": ";"}, "replace", {}))
+    assert (again.status, again.version) == ("unchanged", 2)
