@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The folder holding the catalogue package: the checkout in a development (editable) install,
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Public base URL of the hub, used in citations and absolute links.",
+    )
+    cursor_secret: SecretStr | None = Field(
+        default=None, min_length=32,
+        description="Key (32 characters or more) that signs paging cursors; default: a random key made once in "
+        "data_dir/cursor-secret. Give every server of one hub the same key when they do not share data_dir.",
     )
     sql_workers: int = Field(
         default=2, gt=0, description="Worker processes of the SQL endpoint: at most this many SQL queries run at once."

@@ -21,7 +21,7 @@ from catalogue.hub import Hub
 from catalogue.query.cached import KeptResults
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.paging import next_page, page_limit
-from catalogue.query.cursors import installation_secret
+from catalogue.query.cursors import settings_secret
 from catalogue.query.records import default_facets, facet_counts, plan_records, run_records
 
 router = APIRouter()
@@ -68,7 +68,7 @@ async def records(
 
     def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, CachedPage]:
         ref = engine.version(name, version, as_of, identity=identity)
-        secret = installation_secret(settings.data_dir)
+        secret = settings_secret(settings)
         plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count,
                             cursor_secret=secret)
         found = engine.run(lambda cur: run_records(

@@ -8,9 +8,10 @@ checked before anything in it is read, and its fields are then checked for
 type and range as well (a forged ``{"k": 1e400}``, a negative or far-off
 position, JSON nested 20,000 deep never reach the engine).
 
-The secret is made once per installation (32 random bytes in
-``<data_dir>/cursor-secret``, mode 0600), so every process serving one data
-directory accepts the others' cursors, across restarts too.
+The secret is the ``cursor_secret`` setting, or else made once per
+installation (32 random bytes in ``<data_dir>/cursor-secret``, mode 0600), so
+every process serving one data directory accepts the others' cursors, across
+restarts too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import threading
 from pathlib import Path
 
 from catalogue.errors import InvalidParameter
+from catalogue.settings import Settings
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
 TOKEN_MAX_CHARS = 200  # ours are about 60; anything longer is refused unread
@@ -37,6 +39,13 @@ PROCESS_SECRET = secrets.token_bytes(32)
 
 _secrets: dict[Path, bytes] = {}
 _secrets_lock = threading.Lock()
+
+
+def settings_secret(settings: Settings) -> bytes:
+    """The key that signs cursors: the ``cursor_secret`` setting, else the data directory's own."""
+    if settings.cursor_secret is not None:
+        return settings.cursor_secret.get_secret_value().encode()
+    return installation_secret(settings.data_dir)
 
 
 def installation_secret(data_dir: Path) -> bytes:

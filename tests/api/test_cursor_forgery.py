@@ -208,3 +208,45 @@ def test_the_secret_is_made_once_private_and_shared_by_every_app(make_catalogue:
     scope = cursor_scope([], None, [], [])
     assert decode_cursor(encode_cursor(1, 0, scope=scope, secret=made), version=1, parts=1, scope=scope,
                          secret=made) == 0
+
+
+def test_a_configured_secret_signs_cursors_on_every_server(demo_hub: Hub, tmp_path: Path) -> None:
+    """Servers given one cursor_secret accept each other's cursors, whatever their data directories."""
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from catalogue.hub import open_hub
+    from catalogue.query.cursors import settings_secret
+    from catalogue.settings import Settings
+
+    shared = "k" * 40
+    elsewhere = Settings(data_dir=tmp_path / "elsewhere", cursor_secret=shared)
+    assert settings_secret(elsewhere) == shared.encode() and not (tmp_path / "elsewhere" / SECRET_FILE).exists()
+    assert settings_secret(demo_hub.settings) != shared.encode()  # the data directory's own, by default
+    with pytest.raises(ValueError, match="at least 32"):
+        Settings(data_dir=tmp_path, cursor_secret="short")
+    configured = demo_hub.settings.model_copy(update={"cursor_secret": SecretStr(shared)})
+    hubs = [open_hub(configured), open_hub(configured)]
+
+    async def walk() -> None:
+        apps = [create_app(h.settings, h) for h in (*hubs, demo_hub)]
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://hub.test") for a in apps]
+        try:
+            first = (await clients[0].get(RECORDS, params={"limit": 5})).json()
+            cursor = dict(httpx.URL(first["links"]["next"]).params)["cursor"]
+            params = {"limit": 5, "cursor": cursor, "version": first["version"]}
+            assert (await clients[1].get(RECORDS, params=params)).status_code == 200
+            refused_there = await clients[2].get(RECORDS, params=params)
+            assert (refused_there.status_code, refused_there.json()) == (400, {"error": INVALID})
+        finally:
+            for client, app in zip(clients, apps):
+                await client.aclose()
+                app.state.query_engine.close()
+                app.state.sql_pool.close()
+
+    try:
+        asyncio.run(walk())
+    finally:
+        for hub in hubs:
+            hub.close()
