@@ -26,6 +26,8 @@ import pytest
 from catalogue.hub import Hub
 from tests.api.live_server import live_server
 
+pytestmark = pytest.mark.slow  # 20 s of load plus the demo city: CI runs it
+
 CLIENTS = 50
 SECONDS = float(os.environ.get("URBANDATA_LOAD_SECONDS", "20"))
 TIMEOUT_S = 30.0  # a request that takes longer counts as a timeout
@@ -105,6 +107,7 @@ def _ms(values: list[float], q: float) -> float:
     return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
+@pytest.mark.timeout(SECONDS + 240)  # the suite's 300 s cap would stop the long run
 def test_fifty_clients_over_a_route_mix_get_no_5xx_and_no_timeout(server: str) -> None:
     samples: dict[str, list[float]] = defaultdict(list)
     outcomes: Counter[str] = Counter()
