@@ -104,3 +104,53 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(
     taken.clear()
     assert (await client.get("/api/v1/datasets")).status_code == 200
     assert POOL_TIMEOUT_S <= 5  # a waiting request gives up quickly (SQLAlchemy's default was 30 s)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def pool_hub(request: pytest.FixtureRequest, make_catalogue: Any) -> Iterator[Hub]:
+    """A one-dataset catalogue on SQLite, or in a throwaway schema of the machine's PostgreSQL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    overrides: dict[str, Any] = {}
+    admin = None
+    if request.param == "postgresql":
+        pytest.importorskip("psycopg")
+        pg_url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        schema = f"pool_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(pg_url)
+        try:
+            with admin.begin() as connection:
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the server skips
+            admin.dispose()
+            pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
+        overrides["database_url"] = f"{pg_url}?options=-csearch_path%3D{schema}"
+    schema_doc = {"fields": [{"name": "id", "type": "integer"}], "primaryKey": ["id"]}
+    yield make_catalogue("ids", schema_doc, b"id\n1\n2\n", **overrides)
+    if admin is not None:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+async def test_loop_reads_answer_as_the_pool_does_and_health_without_it(pool_hub: Hub) -> None:
+    from catalogue.meta.loop_reads import LoopReads
+    from catalogue.meta.metadata import get_version_identity
+
+    reads = LoopReads(pool_hub.engine)
+    try:
+        expected = get_version_identity(pool_hub.engine, "ids")
+        assert expected is not None and expected[0] == 1
+        assert await reads.identity("ids", None) == await reads.identity("ids", 1) == expected
+        assert await reads.identity("ids", 2) is None and await reads.identity("nope", None) is None
+        pool: Any = pool_hub.engine.pool
+        taken = [pool_hub.engine.connect() for _ in range(pool.size() + pool._max_overflow)]
+        try:
+            assert await reads.dataset_count() == 1  # the health check needs no pooled connection
+        finally:
+            for connection in taken:
+                connection.close()
+    finally:
+        reads.close()
