@@ -8,8 +8,9 @@ every request would stall behind it. So:
 - on SQLite, the loop owns one connection of its own whose busy timeout is
   zero: a read in WAL mode takes no lock, and in the rare case SQLite says
   busy the read is retried in a thread instead of waiting. An embedded
-  lookup takes less time than a hop to a thread and back (measured: ~40 %
-  more cached records requests per second), which is why it runs on the loop;
+  lookup takes less time than a hop to a thread and back (measured when the
+  lookup first ran on the loop: ~40 % more cached records requests per
+  second), which is why it runs on the loop;
 - on a database server a round trip must never run on the loop: the read
   goes to a thread, through the request pool (identities, which must be fast)
   or through a connection opened for it (the health check, which must answer
