@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from catalogue.ingest.readers import read_delivery
 from catalogue.ingest.validation import discard_typed, validate_delivery
 from catalogue.meta.models import Dataset
-from catalogue.schema.field_parsing import DIRECTIVES
+from catalogue.schema.field_parsing import DIRECTIVES, padded_glob, pattern_regex
 from catalogue.schema.table_schema import check_schema
 from catalogue.store.keys import part_key
 
@@ -409,3 +410,25 @@ def test_the_same_digits_as_instants_instead_of_local_times_are_a_change(make_ca
     assert {k: result.changes[k] for k in ("added", "removed", "changed")} == {"added": 0, "removed": 0, "changed": 2}
     again = ingest_delivery(hub, "times", Delivery(zoned, "csv", {"delimiter": ";"}, "replace", {}))
     assert (again.status, again.version) == ("unchanged", 2)
+
+
+@pytest.mark.parametrize("pattern", ["%d.%m.%Y %H:%M", "%Y-%m-%dT%H:%M:%S", "%y%m%d", "%Y-%j", "%I:%M [%Y]*?%%"])
+def test_the_padded_shortcut_takes_nothing_the_widths_refuse(pattern: str) -> None:
+    """A value matching the zero-padded GLOB also matches the pattern's regular expression."""
+    rng = random.Random(13)
+    alphabet = list("0123456789 .:-T[]*?%x") + ["\t"]
+    glob = padded_glob(pattern)
+    assert glob is not None
+    texts = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 22))) for _ in range(20000)}
+    canonical = dt.datetime(2026, 11, 20, 8, 5, 3).strftime(pattern)
+    texts |= {canonical, " " + canonical, canonical + " "}
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    try:
+        loose = con.execute(
+            "SELECT s FROM (SELECT unnest(?::VARCHAR[]) AS s) WHERE s GLOB ? AND NOT regexp_full_match(s, ?)",
+            [sorted(texts), glob, pattern_regex(pattern)]).fetchall()
+        (taken,) = con.execute("SELECT ? GLOB ?", [canonical, glob]).fetchone()  # type: ignore[misc]
+    finally:
+        con.close()
+    assert loose == []
+    assert taken, "the zero-padded value takes the shortcut"
