@@ -24,9 +24,10 @@ QUERY_STARTS = frozenset({
 # Parentheses, brackets and braces open, and each NOT in a run adds, one level. Real queries use
 # fewer than 20; at 100 DuckDB's tree is still far from its limits and Python's JSON reader's.
 MAX_NESTING = 100
-# Subqueries inside subqueries: DuckDB plans nested scalar subqueries in time that doubles per level
-# (measured, 1.5.5: 16 levels 0.07 s, 18 0.25 s, 20 1.4 s, 30 over a minute, not interruptible).
-MAX_SUBQUERY_NESTING = 16
+# Subqueries and lambdas inside each other: DuckDB binds and plans them in time that grows
+# geometrically with the depth, deaf to interrupts (measured, 1.5.5: ARRAY(SELECT ...) 8 levels
+# 0.05 s, 10 0.56 s, 12 10.6 s; scalar subqueries 16 0.07 s, 20 1.4 s; lambdas 14 0.15 s, 16 1.1 s).
+MAX_SUBQUERY_NESTING = 10
 KEYWORD = re.compile(r"[A-Za-z_]+")
 BRACKETS = "()[]{}"
 
@@ -61,7 +62,7 @@ def check_tokens(sql: str) -> None:
     depth, where = subquery_nesting(tokens)
     if depth > MAX_SUBQUERY_NESTING:
         raise SqlNotAllowed(
-            f"The statement nests subqueries {depth} levels deep at character {where}; at most "
+            f"The statement nests subqueries or lambdas {depth} levels deep at character {where}; at most "
             f"{MAX_SUBQUERY_NESTING} are accepted. Name the inner queries in a WITH clause instead.",
             details={"position": where, "limit": MAX_SUBQUERY_NESTING})
     depth, where = nesting(tokens)
@@ -103,18 +104,25 @@ def tokenize(sql: str) -> list[Token]:
 
 
 def subquery_nesting(tokens: list[Token]) -> tuple[int, int]:
-    """The deepest nesting of subqueries (a bracket whose first token starts a query) and where it is."""
-    opened: list[bool] = []  # per open bracket: whether it holds a subquery
+    """The deepest nesting of subqueries and lambdas, and where it is reached.
+
+    A bracket counts when its first token starts a query, or when it holds a lambda
+    (``lambda x: ...`` or ``x -> ...``; JSON's ``->`` counts too, which costs nothing real).
+    """
+    opened: list[bool] = []  # per open bracket: whether it holds a subquery or lambda
     depth = deepest = where = 0
     for (position, kind, text), following in zip(tokens, tokens[1:] + [(0, "", "")]):
         if kind == "operator" and text in "([{":
             query = following[1] == "keyword" and following[2].upper() in QUERY_STARTS
             opened.append(query)
             depth += query
-            if depth > deepest:
-                deepest, where = depth, position
         elif kind == "operator" and text in ")]}" and opened:
             depth -= opened.pop()
+        elif opened and not opened[-1] and (kind == "keyword" and text.upper() == "LAMBDA" or text == "->"):
+            opened[-1] = True
+            depth += 1
+        if depth > deepest:
+            deepest, where = depth, position
     return deepest, where
 
 
