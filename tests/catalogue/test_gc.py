@@ -30,6 +30,7 @@ from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version, u
 from catalogue.settings import PROJECT_ROOT
 from catalogue.store.keys import part_key
 from tests.catalogue.test_concurrent_commits import backend  # noqa: F401 - the SQLite/PostgreSQL fixture
+from tests.catalogue.test_ingest_failures import cli_env
 
 NAME = "counters"
 SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "value", "type": "integer"}], "primaryKey": ["id"]}
@@ -187,7 +188,7 @@ def test_a_killed_harvest_leaves_a_job_and_a_download_that_gc_cleans(harvested: 
     hub = harvested
     with hub.sessions.begin() as session:
         session.scalar(select(HarvestSource).where(HarvestSource.name == "egovernment-services")).url = stalling_feed
-    env = {**os.environ, "URBANDATA_DEFINITIONS_DIR": str(hub.settings.definitions_dir)}
+    env = cli_env(hub)
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "harvest", "egovernment-services",
                              "-d", str(hub.settings.data_dir)], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,6 +9,7 @@ while it ingests, a catalogue database on a full tmpfs (root only), a delivery w
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import subprocess
@@ -48,16 +49,28 @@ def _longer_feed(feed_dir: Path, days: int) -> int:
     return path.stat().st_size
 
 
+def cli_env(hub: Hub, **extra: str) -> dict[str, str]:
+    """The environment for an ``urbandata`` process that sees the catalogue as ``hub`` does.
+
+    Settings a test may have changed are handed over as URBANDATA_* variables (lists as JSON),
+    those that exist in this release only.
+    """
+    env = dict(os.environ)
+    for name in ("feed_base_url", "definitions_dir", "database_url", "harvest_allowed_hosts"):
+        value = getattr(hub.settings, name, None)
+        if value is not None:
+            env[f"URBANDATA_{name.upper()}"] = json.dumps(value) if isinstance(value, (list, tuple, set)) else str(value)
+    return {**env, **extra}
+
+
 def _harvest_cli(hub: Hub, fsize_limit: int | None) -> subprocess.CompletedProcess[str]:
     """``urbandata harvest`` in a process of its own, its files limited to ``fsize_limit`` bytes."""
     def limit() -> None:
         if fsize_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
 
-    env = {**os.environ, "URBANDATA_FEED_BASE_URL": hub.settings.feed_base_url or "",
-           "URBANDATA_DEFINITIONS_DIR": str(hub.settings.definitions_dir)}
     return subprocess.run([sys.executable, "-m", "api.cli", "harvest", NAME, "-d", str(hub.settings.data_dir)],
-                          capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, preexec_fn=limit, timeout=300)
+                          capture_output=True, text=True, env=cli_env(hub), cwd=PROJECT_ROOT, preexec_fn=limit, timeout=300)
 
 
 def _last_job(hub: Hub) -> HarvestJob:
@@ -205,7 +218,7 @@ def test_a_full_catalogue_database_fails_the_harvest_without_a_traceback(first: 
         _fill(mount, leave=room_kib * 1024)
         _longer_feed(feed_dir, days=1)
         env_db = f"sqlite:///{mount / 'catalogue.sqlite'}"
-        env = {**os.environ, "URBANDATA_DATABASE_URL": env_db, "URBANDATA_FEED_BASE_URL": first.settings.feed_base_url or ""}
+        env = cli_env(first, URBANDATA_DATABASE_URL=env_db)
         done = subprocess.run([sys.executable, "-m", "api.cli", "harvest", NAME, "-d", str(first.settings.data_dir)],
                               capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300)
         assert (done.returncode, "Traceback" in done.stdout + done.stderr) == (1, False), done.stdout + done.stderr
