@@ -395,7 +395,9 @@ def demo(
             port = sock.getsockname()[1]
         with FeedServer(feeds) as server:
             console.print(f"Demo feeds served from {server.url}feeds/ (feed base URL {server.url})")
-            settings = _public_url(_settings(data_dir, feed_base_url=server.url), host, port)
+            # The demo's feeds are on loopback, which harvests may only reach when allow-listed.
+            allowed = [*base.harvest_allowed_hosts, "127.0.0.1"]
+            settings = _public_url(_settings(data_dir, feed_base_url=server.url, harvest_allowed_hosts=allowed), host, port)
             hub = _init(settings)
             outcomes = _harvest(hub, list_sources(hub))
             _build_site(hub)

@@ -97,6 +97,37 @@ class FeedTooLarge(UrbandataError):
     status = 413
 
 
+class SourceRefused(UrbandataError):
+    """A harvest URL or redirect hop leads to an address inside the network (loopback, private, link-local...)."""
+
+    code = "source-address-refused"
+    status = 403
+
+
+class TooManyRedirects(SourceUnreachable):
+    """A harvest source redirected more often than the redirect limit allows (a loop, most likely)."""
+
+    code = "too-many-redirects"
+
+
+class HarvestDeadlineExceeded(UrbandataError):
+    """A harvest run took longer than its total deadline (a source that drips its body, or never ends it)."""
+
+    code = "harvest-deadline-exceeded"
+    status = 504
+
+
+class RateLimited(UrbandataError):
+    """A client sent more requests than its quota; ``retry_after_s`` says when the next one is allowed."""
+
+    code = "rate-limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
 class UnknownPlugin(UrbandataError):
     code = "unknown-plugin"
     status = 500

@@ -55,7 +55,28 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Connect and read timeout of one harvest request, in seconds."
     )
     harvest_max_bytes: int = Field(
-        default=512 * 1024 * 1024, gt=0, description="Largest feed a harvest downloads, in bytes."
+        default=512 * 1024 * 1024, gt=0,
+        description="Largest feed a harvest downloads, in bytes as sent over the network (compressed or not).",
+    )
+    harvest_max_decoded_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024, gt=0,
+        description="Largest feed a harvest keeps once its Content-Encoding (gzip...) is undone, in bytes: "
+        "a compression bomb stops here.",
+    )
+    harvest_deadline_s: float = Field(
+        default=600.0, gt=0,
+        description="Total time one harvest download may take, redirects and body included, in seconds "
+        "(a source that drips its body stops here; harvest_timeout_s bounds each single wait).",
+    )
+    harvest_max_redirects: int = Field(
+        default=5, ge=0, description="Most redirects one harvest download follows."
+    )
+    harvest_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a harvest may reach although they are inside the network (loopback, private, "
+        "link-local...), which are refused otherwise. A name allows that name as written in a URL, whatever it "
+        "resolves to; an address or network (127.0.0.1, 10.1.0.0/16, ::1) allows URLs naming such an address. "
+        'As an environment variable, a JSON list: URBANDATA_HARVEST_ALLOWED_HOSTS=\'["127.0.0.1"]\'.',
     )
     max_report_errors: int = Field(
         default=1000, gt=0, description="Most errors listed in one validation report (all are counted)."
@@ -132,6 +153,18 @@ class Settings(BaseSettings):
     )
     sql_busy_wait_ms: int = Field(
         default=100, ge=0, description="How long a SQL query waits for a free worker before the answer is 503 sql-busy, in milliseconds."
+    )
+
+    rate_limit_per_minute: int = Field(
+        default=0, ge=0,
+        description="Requests one client (IP address) may send per minute, with bursts up to the same number; "
+        "beyond it the answer is 429 with Retry-After. Answers carry RateLimit-Limit, RateLimit-Remaining and "
+        "RateLimit-Reset. 0 (the default) turns rate limiting off.",
+    )
+    rate_limit_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For header names the client for "
+        "rate limiting; from any other peer the header is ignored. Empty (the default): never trusted.",
     )
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ from catalogue.hub import Hub, open_hub
 from catalogue.settings import PROJECT_ROOT, Settings
 
 DEMO = PROJECT_ROOT / "datasets"
+
+# The tests' feed servers listen on loopback, which harvests refuse unless allow-listed: allow it here
+# explicitly, for every Settings the tests build and the CLI subprocesses they start (which inherit it).
+# tests/harvesters/test_outbound_guard.py passes its own allow-list to check what is refused.
+LOOPBACK_ALLOWED = ["127.0.0.1"]
+os.environ["URBANDATA_HARVEST_ALLOWED_HOSTS"] = json.dumps(LOOPBACK_ALLOWED)
 
 
 @pytest.fixture
@@ -43,7 +50,7 @@ def feed_server(feed_dir: Path) -> Iterator[FeedServer]:
 
 @pytest.fixture
 def settings(tmp_path: Path, feed_server: FeedServer) -> Settings:
-    return Settings(data_dir=tmp_path / "var", feed_base_url=feed_server.url)
+    return Settings(data_dir=tmp_path / "var", feed_base_url=feed_server.url, harvest_allowed_hosts=LOOPBACK_ALLOWED)
 
 
 @pytest.fixture

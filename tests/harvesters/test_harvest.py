@@ -223,7 +223,7 @@ def test_source_slower_than_timeout_fails(tmp_path: Path, slow_server: str) -> N
     from catalogue.meta.definitions import load_definitions, sync_definitions
     from catalogue.hub import open_hub
 
-    hub = open_hub(Settings(data_dir=tmp_path / "slow", harvest_timeout_s=0.3))
+    hub = open_hub(Settings(data_dir=tmp_path / "slow", harvest_timeout_s=0.3, harvest_allowed_hosts=["127.0.0.1"]))
     sync_definitions(hub, load_definitions(hub.settings.definitions_dir))
     _point_source_at(hub, "groundwater-levels", slow_server)
     outcome = harvest_source(hub, "groundwater-levels")
@@ -236,7 +236,8 @@ def test_feed_over_size_cap_is_refused(tmp_path: Path, feed_server) -> None:  # 
     from catalogue.meta.definitions import load_definitions, sync_definitions
     from catalogue.hub import open_hub
 
-    hub = open_hub(Settings(data_dir=tmp_path / "cap", harvest_max_bytes=1000, feed_base_url=feed_server.url))
+    hub = open_hub(Settings(data_dir=tmp_path / "cap", harvest_max_bytes=1000, feed_base_url=feed_server.url,
+                            harvest_allowed_hosts=["127.0.0.1"]))
     sync_definitions(hub, load_definitions(hub.settings.definitions_dir))
     outcome = harvest_source(hub, "parking-occupancy")
     hub.close()
