@@ -39,6 +39,11 @@ def envelope(code: str, status: int, message: str, details: dict | None = None) 
     return JSONResponse({"error": body}, status_code=status)
 
 
+def _printable(value: object) -> str:
+    """The start of a refused input, as text JSON can carry (a lone surrogate would fail the encoder)."""
+    return str(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> None:
     """Register the handlers on ``app``."""
 
@@ -63,7 +68,7 @@ def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> Non
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()))
-            problems.append({"parameter": where, "problem": err.get("msg", "invalid"), "input": str(err.get("input"))[:200]})
+            problems.append({"parameter": where, "problem": err.get("msg", "invalid"), "input": _printable(err.get("input"))})
         first = problems[0] if problems else {"parameter": "?", "problem": "invalid"}
         return envelope(
             "invalid-parameter", 400,

@@ -18,11 +18,12 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Header, Path, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import AfterValidator
 
 from catalogue.errors import InvalidParameter
 from catalogue.query.records import RecordsRequest
@@ -43,6 +44,23 @@ def int_path(*, ge: int = INT64_MIN, le: int = INT64_MAX, **kwargs: Any) -> Any:
     route's 404 (or its own 400, as for version 0), as it was before the range check.
     """
     return Path(ge=max(ge, INT64_MIN), le=min(le, INT64_MAX), **kwargs)
+
+
+def unicode_text(value: str) -> str:
+    """``value`` if it is text UTF-8 can carry; a lone surrogate (``"\\ud800"`` in JSON) is refused.
+
+    Query strings are checked as UTF-8 bytes by the middleware; a JSON body can still spell a
+    surrogate with an escape, which no encoder downstream accepts.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text holds a lone surrogate (U+{ord(value[exc.start]):04X}) at position {exc.start}; "
+                         "send valid Unicode text") from None
+    return value
+
+
+UnicodeText = Annotated[str, AfterValidator(unicode_text)]
 
 
 def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import envelope
-from api.params import INT64_MAX, int_query
+from api.params import INT64_MAX, UnicodeText, int_query
 from catalogue.errors import SqlBusy
 from catalogue.sql.runner import run_sql
 
@@ -28,7 +28,7 @@ class SqlRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sql: str = Field(description=SQL_DESCRIPTION)
+    sql: UnicodeText = Field(description=SQL_DESCRIPTION)
     timeout_ms: int | None = Field(default=None, gt=0, le=INT64_MAX, description=TIMEOUT_DESCRIPTION)
     max_rows: int | None = Field(default=None, gt=0, le=INT64_MAX, description=MAX_ROWS_DESCRIPTION)
 
