@@ -26,7 +26,7 @@ from catalogue.query.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
 from catalogue.query.odsql import INSTANT_TEXT, Compiler
 from catalogue.query.result_cache import ResultCache, params_key
-from catalogue.schema.sql_text import ident, json_value, literal
+from catalogue.schema.sql_text import ident, iso_timestamp, json_value, literal
 from catalogue.schema.table_schema import STORED_TYPES, primary_key, schema_hash
 
 
@@ -399,7 +399,9 @@ def facet_counts(
             files = [uri for uri in uris if uri in kept] or uris[:1]
             for name in facets:
                 col = ident(name)
-                sql = (f"SELECT {col}::VARCHAR AS v, count(*) AS n FROM {parquet_scan(files)}{where} "
+                # a datetime as the records write it (instants with Z), so it can be refined on
+                text = iso_timestamp(col) if fields[name].get("type") == "datetime" else f"{col}::VARCHAR"
+                sql = (f"SELECT {text} AS v, count(*) AS n FROM {parquet_scan(files)}{where} "
                        f"GROUP BY 1 ORDER BY n DESC, v LIMIT {int(facet_limit)}")
                 rows = cur.execute(sql, _used(sql, compiler.params)).fetchall()
                 out.append({"name": name, "facets": [{"value": v, "count": n} for v, n in rows]})

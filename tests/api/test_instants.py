@@ -158,3 +158,16 @@ async def test_refine_with_an_offset_compares_as_an_instant(
     assert [r["id"] for r in records] == ids
     excluded = (await ok(client, f"{API}/datasets/instants/records", exclude=f"ts:{value}")).json()["results"]
     assert sorted(r["id"] for r in excluded) == sorted({1, 2, 3} - set(ids))
+
+
+@pytest.mark.parametrize("name", ["instants", "stamped", "locals"])
+async def test_facet_values_of_a_datetime_are_written_as_records_write_them_and_refine_back(
+    api: tuple[httpx.AsyncClient, Hub], name: str
+) -> None:
+    client, _ = api
+    body = (await ok(client, f"{API}/datasets/{name}/facets", facet="ts")).json()
+    values = [v["value"] for f in body["facets"] for v in f["facets"]]
+    assert sorted(values, key=str) == sorted(EXPECTED[name], key=str)
+    for value in (v for v in values if v is not None):
+        records = (await ok(client, f"{API}/datasets/{name}/records", refine=f"ts:{value}")).json()["results"]
+        assert [r["ts"] for r in records] == [value]
