@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.errors import install_error_handlers
 from api.middleware import install_http_rules
 from api.params import reject_unknown_params
+from api.ratelimit import install_rate_limit
 from api.routes import catalog, data, sql
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
@@ -58,6 +59,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.state.kept_results = KeptResults(reads, app.state.result_cache)
     app.state.sql_pool = sql_pool
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
+    install_rate_limit(app, settings)  # inside the HTTP rules: a 429 carries the security headers too
     install_http_rules(app, settings)
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])

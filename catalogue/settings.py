@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The folder holding the catalogue package: the checkout in a development (editable) install,
@@ -166,6 +167,16 @@ class Settings(BaseSettings):
         description="Addresses or networks of reverse proxies whose X-Forwarded-For header names the client for "
         "rate limiting; from any other peer the header is ignored. Empty (the default): never trusted.",
     )
+
+    @field_validator("rate_limit_trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"'{entry}' is no IP address or network (like 10.0.0.5 or 10.0.0.0/24)") from None
+        return entries
 
     @property
     def resolved_database_url(self) -> str:
