@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +386,43 @@ def test_subqueries_and_lambdas_nest_at_most_10_deep(shape: Any) -> None:
     code, status, message, details = refusal(shape(12))
     assert (code, status, details["limit"]) == ("sql-not-allowed", 400, 10)
     assert "subqueries or lambdas 11 levels" in message or "subqueries or lambdas 12 levels" in message
+
+
+GUARD_EACH = """
+import json, sys
+from catalogue.errors import UrbandataError
+from catalogue.sql.guard import check_sql
+for sql in json.loads(sys.argv[1]):
+    try:
+        check_sql(sql, max_chars=10_000)
+        print(json.dumps([sql, "passed"]), flush=True)
+    except UrbandataError as exc:
+        print(json.dumps([sql, exc.code]), flush=True)
+"""
+
+
+def test_the_guard_opens_no_file(tmp_path: Path) -> None:
+    """schema.sql and load.sql are FIFOs: opening one for reading blocks until a writer comes.
+
+    DuckDB holds the GIL while it blocks, so the guard runs in a child process that is killed
+    if it does not finish; the old guard (``extract_statements``) hung there on IMPORT DATABASE.
+    """
+    import json
+    import subprocess
+    import sys
+
+    directory = tmp_path / "trap"
+    directory.mkdir()
+    os.mkfifo(directory / "schema.sql")
+    os.mkfifo(directory / "load.sql")
+    statements = [template.format(dir=directory) for template in FILE_STATEMENTS]
+    try:
+        done = subprocess.run([sys.executable, "-c", GUARD_EACH, json.dumps(statements)], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired as hung:
+        answered = str(hung.stdout or "").count("\n")
+        raise AssertionError(f"the guard opened a file named in: {statements[answered]}") from None
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [sql for sql, _ in answers] == statements
+    assert {code for _, code in answers} <= {"sql-not-allowed", "sql-syntax-error"}, answers
