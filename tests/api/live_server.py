@@ -51,11 +51,24 @@ def live_server(settings: dict[str, Any], log: Path, *, fsize: int | None = None
     ``fsize``: RLIMIT_FSIZE in bytes (a full disk); ``nofile``: RLIMIT_NOFILE. The server's
     stderr goes to ``log``.
     """
+    proc, url = start_server(settings, log, fsize=fsize, nofile=nofile, read_timeout_s=read_timeout_s,
+                             max_connections=max_connections)
+    try:
+        yield url
+    finally:
+        stop_server(proc)
+
+
+def start_server(settings: dict[str, Any], log: Path, *, fsize: int | None = None, nofile: int | None = None,
+                 read_timeout_s: float | None = None, max_connections: int | None = None,
+                 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``live_server`` for a caller that needs the process (to measure or kill it): the process and its
+    base URL once /health answers; ``stop_server`` ends it."""
     args = {"settings": settings, "fsize": fsize, "nofile": nofile, "read_timeout_s": read_timeout_s,
             "max_connections": max_connections}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    with open(log, "wb") as errors:
+    with open(log, "ab") as errors:
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(args, default=str)],
                                 stdout=subprocess.PIPE, stderr=errors, env=env)
     try:
@@ -72,16 +85,22 @@ def live_server(settings: dict[str, Any], log: Path, *, fsize: int | None = None
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
             time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc, url
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """End a server ``start_server`` started (SIGTERM, then SIGKILL after 20 s); a killed one is reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def generated_catalogue(root: Path, rows: int, **settings: Any) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -45,6 +44,7 @@ from catalogue.meta.models import Dataset, HarvestJob, Version
 from catalogue.settings import PROJECT_ROOT, Settings
 from harvesters.runner import harvest_source
 from tests.catalogue.test_ingest_failures import cli_env
+from tests.reliability.parking_feed import Feed
 from tests.reliability.checks import unaccounted_files, verify_version, verify_versions
 
 DEMO = PROJECT_ROOT / "datasets"
@@ -57,24 +57,6 @@ ALL_KINDS = ["random", "download", "scratch", "report", "part", "descriptor", "c
 
 if KILLS > len(CI_KINDS):
     pytestmark = pytest.mark.timeout(60 * KILLS + 300)  # the suite's 300 s cap would stop the long run
-
-
-class Feed:
-    """The parking feed the feed server serves, one more day of readings per round."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.header, *self.rows = path.read_text(encoding="utf-8").splitlines()
-        self.days = 0
-
-    def add_day(self) -> None:
-        self.days += 1
-        moved = []
-        for row in self.rows:
-            lot, stamp, rest = row.split(",", 2)
-            moved.append(f"{lot},{(datetime.fromisoformat(stamp) + timedelta(days=self.days)).isoformat()},{rest}")
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("\n".join(moved) + "\n")
 
 
 @dataclass
