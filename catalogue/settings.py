@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="Memory for records and facets results kept by each API process for repeated requests, in MiB "
         "(least recently used go first); 0 turns the cache off. Versions never change, so kept results never go stale.",
     )
+    read_memos: bool = Field(
+        default=True,
+        description="Keep the read path's memos (checked plans, counts, part-pruning answers, part footers, output "
+        "columns, resolved versions) in each process; false computes them on every request (the benchmark measures "
+        "the uncached path so). Apart from result_cache_mb.",
+    )
     default_facet_size: int = Field(default=30, gt=0, description="Values listed per facet.")
     duckdb_memory_limit_mb: int = Field(
         default=2048, gt=0, description="Memory limit of the query engine, in MiB."

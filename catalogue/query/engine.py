@@ -19,6 +19,7 @@ import duckdb
 from sqlalchemy.orm import Session
 
 from catalogue import duck
+from catalogue.query import memos
 from catalogue.store.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
@@ -69,6 +70,7 @@ class QueryEngine:
         )
         self._lock = threading.Lock()
         self._refs: OrderedDict[tuple[str, int, str], VersionRef] = OrderedDict()
+        memos.configure(hub.settings.read_memos)
 
     def version(self, name: str, number: int | None = None, as_of: datetime | None = None, *,
                 identity: tuple[int, str] | None = None) -> VersionRef:
@@ -81,7 +83,7 @@ class QueryEngine:
         """
         if identity is None and as_of is None:
             identity = get_version_identity(self.hub.engine, name, number)
-        if identity is not None:
+        if identity is not None and memos.on():
             with self._lock:
                 ref = self._refs.get((name, *identity))
                 if ref is not None:

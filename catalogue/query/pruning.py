@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from catalogue.query import memos
 from catalogue.query.result_cache import ResultCache, params_key
 from catalogue.schema.sql_text import ident, literal
 
@@ -106,12 +107,12 @@ def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
 
     A column is missing when any row group lacks statistics for it; non-local URIs have none.
     """
-    return _footer_facts(uri)[1]
+    return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri)[1]
 
 
 def part_rows(uri: str) -> int | None:
     """Rows of one part, from its footer (None for a non-local part)."""
-    return _footer_facts(uri)[0]
+    return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri)[0]
 
 
 @lru_cache(maxsize=8192)
@@ -175,7 +176,7 @@ def surviving_parts(
     if len(uris) < 2 or not tests:
         return set(uris)
     names = tuple(sorted({name for name, _ in tests}))
-    table, known = _stats_values(tuple(uris), names)
+    table, known = (_stats_values if memos.on() else _stats_values.__wrapped__)(tuple(uris), names)
     usable = [sql for name, sql in tests if name in known]
     if not usable:
         return set(uris)
@@ -183,7 +184,7 @@ def surviving_parts(
     sql = f"SELECT __i FROM {table} WHERE {where}"
     used = {k: v for k, v in params.items() if f"${k}" in sql}
     key = params_key(sql, used)
-    kept = _kept.get(key, frozenset) if key is not None else None
+    kept = _kept.get(key, frozenset) if key is not None and memos.on() else None
     if kept is None:
         kept = frozenset(i for (i,) in cur.execute(sql, used).fetchall())
         if key is not None:

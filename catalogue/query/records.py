@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from catalogue.query import pruning
+from catalogue.query import memos, pruning
 from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, decode_cursor, encode_cursor
 from catalogue.store.changes import parquet_scan
 from catalogue.query.deadlines import WATCHDOG
@@ -134,6 +134,8 @@ def plan_records(
     """
     key = (tuple(tuple(v) if isinstance(v, list) else v for v in astuple(request)), schema_hash(schema),
            tuple(uris), version, row_count, hashlib.sha256(cursor_secret).digest())
+    if not memos.on():
+        return _plan(request, schema, uris, version, row_count, cursor_secret)
     with _plans_lock:
         plan = _plans.get(key)
         if plan is not None:
@@ -321,7 +323,7 @@ def output_columns(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, A
     (``cursor.sql(query, params=...)`` would execute it: relations with parameters are eager.)
     """
     key = params_key(sql, params)
-    known = _described.get(key, list) if key is not None else None
+    known = _described.get(key, list) if key is not None and memos.on() else None
     if known is not None:
         return list(known)
     described = cur.execute(f"SELECT * FROM ({sql}) LIMIT 0", params).description or []
@@ -348,7 +350,7 @@ def _total(cur: duckdb.DuckDBPyConnection, plan: Plan, rows: list[Any], limit: i
         return plan.offset + len(rows)  # a page that is not full ends the matches
     used = _used(plan.count_sql, plan.params)
     key = params_key(plan.count_sql, used)
-    known = _counts.get(key, int) if key is not None else None
+    known = _counts.get(key, int) if key is not None and memos.on() else None
     if known is not None:
         return known
     (total,) = cur.execute(plan.count_sql, used).fetchone()  # type: ignore[misc]
