@@ -63,42 +63,50 @@ def unicode_text(value: str) -> str:
 UnicodeText = Annotated[str, AfterValidator(unicode_text)]
 
 
-def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+RECORDS, FACETS, EXPORTS = "records", "facets", "exports"
+ROWS = (RECORDS, EXPORTS)  # the routes that answer with rows
+ALL = (RECORDS, FACETS, EXPORTS)
 
 
-# The records, facets and export parameters, each declared once (name -> its OpenAPI declaration).
-DATA_PARAMETERS: dict[str, inspect.Parameter] = {p.name: p for p in (
-    _param("select", str | None, Query(
+def _param(routes: tuple[str, ...], name: str, annotation: Any, default: Any) -> tuple[tuple[str, ...], inspect.Parameter]:
+    return routes, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# The records, facets and export parameters, each declared once: the routes taking it, its name, type
+# and OpenAPI declaration. A new parameter is one line here (and the RecordsRequest field it feeds).
+_DECLARED = (
+    _param(ROWS, "select", str | None, Query(
         None, description="Fields, expressions and aggregates, e.g. `lot_id, avg(free) as f`.")),
-    _param("where", str | None, Query(None, description="ODSQL filter, e.g. `lot_id = 'P01' and free > 10`.")),
-    _param("group_by", str | None, Query(
+    _param(ALL, "where", str | None, Query(None, description="ODSQL filter, e.g. `lot_id = 'P01' and free > 10`.")),
+    _param(ROWS, "group_by", str | None, Query(
         None, description="Group by fields or expressions, e.g. `date_trunc('hour', timestamp) as h`.")),
-    _param("order_by", str | None, Query(None, description="Sort, e.g. `free desc, lot_id`.")),
-    _param("limit", int | None, int_query(
+    _param(ROWS, "order_by", str | None, Query(None, description="Sort, e.g. `free desc, lot_id`.")),
+    _param((RECORDS,), "limit", int | None, int_query(
         None, description="Rows per page (default 100, at most the configured maximum).")),
-    _param("offset", int, int_query(0, description="Rows to skip (offset+limit at most 10,000; then use cursor).")),
-    _param("refine", list[str], Query([], description="Facet filter `field:value` (repeatable).")),
-    _param("exclude", list[str], Query([], description="Negative facet filter `field:value` (repeatable).")),
-    _param("cursor", str | None, Query(
+    _param((RECORDS,), "offset", int, int_query(
+        0, description="Rows to skip (offset+limit at most 10,000; then use cursor).")),
+    _param(ALL, "refine", list[str], Query([], description="Facet filter `field:value` (repeatable).")),
+    _param(ALL, "exclude", list[str], Query([], description="Negative facet filter `field:value` (repeatable).")),
+    _param((RECORDS,), "cursor", str | None, Query(
         None, description="Keyset cursor from links.next, to page past the offset wall.")),
-    _param("facet", list[str], Query(
+    _param((FACETS,), "facet", list[str], Query(
         [], description="Field to count values of (repeatable); default: text and boolean fields.")),
-    _param("facet_limit", int | None, int_query(
+    _param((FACETS,), "facet_limit", int | None, int_query(
         None, ge=1, le=1000, alias="limit", description="Values per facet (default 30).")),
-    _param("delimiter", str | None, Query(
+    _param((EXPORTS,), "delimiter", str | None, Query(
         None, description="csv: one character between cells; default `,` (`;` for number_style=german).")),
-    _param("with_bom", bool | None, Query(
+    _param((EXPORTS,), "with_bom", bool | None, Query(
         None, description="csv: start with a UTF-8 byte order mark (helps Excel); default false.")),
-    _param("number_style", str | None, Query(
+    _param((EXPORTS,), "number_style", str | None, Query(
         None, description="csv: `international` (12345.67, default) or `german` (12345,67).")),
-    _param("version", int | None, int_query(
+    _param(ALL, "version", int | None, int_query(
         None, ge=1, description="Version number to read; default: the current version.")),
-    _param("as_of", datetime | None, Query(
+    _param(ALL, "as_of", datetime | None, Query(
         None, description="Read the version that was current at this ISO 8601 time.")),
-    _param("if_none_match", str | None, Header(
+    _param(ALL, "if_none_match", str | None, Header(
         None, description="ETags of copies the client holds: 304 when one is current.")),
-)}
+)
+DATA_PARAMETERS: dict[str, inspect.Parameter] = {p.name: p for _, p in _DECLARED}
 
 
 class DataParams:
@@ -118,23 +126,22 @@ class DataParams:
         return RecordsRequest(**{**given, **overrides})
 
 
-def data_params(*names: str) -> Callable[..., Awaitable[DataParams]]:
-    """A dependency declaring the named ``DATA_PARAMETERS`` and giving them as one ``DataParams``.
+def data_params(route: str) -> Callable[..., Awaitable[DataParams]]:
+    """A dependency declaring the parameters ``route`` takes and giving them as one ``DataParams``.
 
     ``async``: a plain function would run in the threadpool, a thread hop per request.
     """
     async def dependency(**values: Any) -> DataParams:
         return DataParams(values)
 
-    dependency.__signature__ = inspect.Signature([DATA_PARAMETERS[n] for n in names])  # type: ignore[attr-defined]
+    declared = [p for routes, p in _DECLARED if route in routes]
+    dependency.__signature__ = inspect.Signature(declared)  # type: ignore[attr-defined]
     return dependency
 
 
-FILTERS = ("where", "refine", "exclude", "version", "as_of", "if_none_match")
-SHAPE = ("select", "group_by", "order_by")
-records_params = data_params(*SHAPE, *FILTERS, "limit", "offset", "cursor")
-facets_params = data_params(*FILTERS, "facet", "facet_limit")
-export_params = data_params(*SHAPE, *FILTERS, "delimiter", "with_bom", "number_style")
+records_params = data_params(RECORDS)
+facets_params = data_params(FACETS)
+export_params = data_params(EXPORTS)
 
 
 def _query_names(dependant: Dependant) -> Iterator[str]:
@@ -144,16 +151,13 @@ def _query_names(dependant: Dependant) -> Iterator[str]:
         yield from _query_names(sub)
 
 
-_known: dict[int, tuple[APIRoute, frozenset[str]]] = {}  # id(route) -> the query parameters it declares
-
-
 def known_query_params(route: APIRoute) -> frozenset[str]:
-    """The query parameter names ``route`` declares, through its dependencies too (worked out once)."""
-    held = _known.get(id(route))
-    if held is None or held[0] is not route:
-        held = (route, frozenset(_query_names(route.dependant)))
-        _known[id(route)] = held
-    return held[1]
+    """The query parameter names ``route`` declares, through its dependencies too (worked out once, kept on it)."""
+    known: frozenset[str] | None = getattr(route, "_known_query_params", None)
+    if known is None:
+        known = frozenset(_query_names(route.dependant))
+        route._known_query_params = known  # type: ignore[attr-defined]
+    return known
 
 
 async def reject_unknown_params(request: Request) -> None:
