@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class Compiler:
         tokens = _tokens(text, clause)
         check_nesting(tokens, clause)
         try:
-            trees = sqlglot.parse(wrap.format(_rewrite_literals(text, tokens)), read=ODSQL)
+            trees = sqlglot.parse(wrap.format(_rewrite_literals(text, tokens, clause)), read=ODSQL)
         except (ParseError, TokenError) as exc:
             raise QueryError(_parse_message(exc, clause, text), details={"parameter": clause}) from exc
         if len(trees) != 1 or trees[0] is None:
@@ -216,7 +217,7 @@ class Compiler:
         if not (isinstance(inner, exp.Literal) and not inner.is_string):
             raise QueryError(f"Expected a number, got '{node.sql(dialect=ODSQL)}' ({clause}).",
                              details={"parameter": clause})
-        return -float(inner.this) if negative else float(inner.this)
+        return float(-_number(inner.this, clause) if negative else _number(inner.this, clause))
 
     def _custom(self, node: exp.Anonymous, clause: str) -> exp.Expression:
         name, args = node.name.lower(), node.expressions
@@ -293,7 +294,7 @@ class Compiler:
                 node.set("to", exp.DataType.build("TIMESTAMPTZ"))
                 return node
             if isinstance(node, exp.Literal) and not isinstance(node.parent, (exp.TimestampTrunc, exp.DateTrunc)):
-                return self._param(node.this if node.is_string else _number(node.this))
+                return self._param(node.this if node.is_string else _number(node.this, clause))
             return node
 
         return tree.copy().transform(transform, copy=False)
@@ -384,8 +385,16 @@ class Compiler:
         return items
 
 
-def _number(text: str) -> int | float:
-    return int(text) if text.lstrip("-").isdigit() else float(text)
+def _number(text: str, clause: str) -> int | float:
+    """A numeric literal's value; QueryError for what sqlglot's tokenizer calls a number but is none
+    (``1e400-92``), is not finite (``1e400``), or lies beyond DuckDB's 128-bit integers."""
+    try:
+        value: int | float = int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        raise QueryError(f"'{text[:40]}' is not a number ({clause}).", details={"parameter": clause}) from None
+    if isinstance(value, float) and not math.isfinite(value) or isinstance(value, int) and abs(value) >= 2**127:
+        raise QueryError(f"The number {text[:40]} is out of range ({clause}).", details={"parameter": clause})
+    return value
 
 
 def _escape_like(text: str) -> str:
@@ -434,7 +443,7 @@ def check_nesting(tokens: list[Token], clause: str) -> None:
         previous = token
 
 
-def _rewrite_literals(text: str, tokens: list[Token]) -> str:
+def _rewrite_literals(text: str, tokens: list[Token], clause: str) -> str:
     """geom'…' becomes geom('…'); 500m / 2km / 1mi become metres."""
     pieces, last = [], 0
     for current, following in zip(tokens, tokens[1:]):
@@ -445,7 +454,7 @@ def _rewrite_literals(text: str, tokens: list[Token]) -> str:
             last = following.end + 1
         elif (current.token_type == TokenType.NUMBER and adjacent and following.token_type == TokenType.VAR
               and following.text.lower() in DISTANCE_UNITS):
-            metres = float(current.text) * DISTANCE_UNITS[following.text.lower()]
+            metres = float(_number(current.text, clause)) * DISTANCE_UNITS[following.text.lower()]
             pieces += [text[last:current.start], repr(metres)]
             last = following.end + 1
     pieces.append(text[last:])

@@ -153,3 +153,24 @@ FRAGMENTS = st.sampled_from(["(", ")", "abs(", "round(", ",", "not ", "-", "+", 
        pieces=st.lists(FRAGMENTS, max_size=400), repeat=st.integers(min_value=1, max_value=30))
 def test_any_token_soup_is_compiled_or_refused_as_invalid_query(clause: str, pieces: list[str], repeat: int) -> None:
     assert_bounded(clause, "".join(pieces) * repeat)
+
+
+@pytest.mark.parametrize("clause", ["select", "group_by", "order_by", "where"])
+@pytest.mark.parametrize("number", ["1e400-92", "1e400", "-1e400", "9" * 50, "1e309", "1e-5000000"])
+def test_numbers_sqlglot_reads_but_no_engine_holds_are_invalid_query(clause: str, number: str) -> None:
+    """sqlglot reads ``1e400-92`` as one number token; float() then failed with a 500."""
+    text = f"n > {number}" if clause == "where" else f"n + {number}"
+    if number == "1e-5000000":  # underflows to 0.0: a number, if a useless one
+        compile_clause(clause, text)
+        return
+    with pytest.raises(QueryError) as caught:
+        compile_clause(clause, text)
+    assert caught.value.details["parameter"] == clause and number.lstrip("-")[:40] in caught.value.message
+
+
+@pytest.mark.parametrize("distance", ["1e400-9m", "1e400km", "1e400"])
+def test_distances_out_of_range_are_invalid_query(distance: str) -> None:
+    schema = {"fields": [{"name": "place", "type": "geopoint"}]}
+    with pytest.raises(QueryError) as caught:
+        Compiler(schema).where(f"within_distance(place, geom'POINT(9.9 53.5)', {distance})")
+    assert caught.value.details["parameter"] == "where"
