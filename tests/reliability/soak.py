@@ -255,6 +255,7 @@ def run_soak(root: Path, seconds: float, *, clients: int = 6, seed: int = 7) -> 
         soak.failures.append(f"final hash check: {exc}")
         final = -1
     leftovers = unaccounted_files(hub)
+    temp_after_gc = tree_bytes(hub.settings.store_dir / ".scratch") + tree_bytes(hub.settings.data_dir / "incoming")
     hub.close()
     start = soak.samples[0]
     report = {
@@ -267,7 +268,7 @@ def run_soak(root: Path, seconds: float, *, clients: int = 6, seed: int = 7) -> 
                    "temp_bytes": end["temp_bytes"] - start["temp_bytes"]},
         "bounds": {"rss_mb": RSS_GROWTH_LIMIT / 2**20, "open_files": FD_GROWTH_LIMIT,
                    "temp_bytes": TEMP_GROWTH_LIMIT},
-        "samples": soak.samples, "gc": gc, "jobs_running_after_gc": still_running, "leftovers_after_gc": leftovers,
+        "samples": soak.samples, "gc": gc, "temp_bytes_after_gc": temp_after_gc, "jobs_running_after_gc": still_running, "leftovers_after_gc": leftovers,
         "load_average": [round(x, 1) for x in os.getloadavg()], "failures": soak.failures[:50],
     }
     return report
@@ -276,7 +277,10 @@ def run_soak(root: Path, seconds: float, *, clients: int = 6, seed: int = 7) -> 
 def _gc(hub: Hub) -> str:
     done = subprocess.run([sys.executable, "-m", "api.cli", "gc", "--grace-hours", "0", "-d", str(hub.settings.data_dir)],
                           cwd=PROJECT_ROOT, env=cli_env(hub), capture_output=True, text=True, timeout=300)
-    return " ".join(done.stdout.split()[-8:]) if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-500:]}"
+    if done.returncode != 0:
+        return f"exit {done.returncode}: {done.stderr[-500:]}"
+    text = " ".join(done.stdout.split())
+    return text[text.rfind("Removed "):]  # the summary line
 
 
 def problems(report: dict[str, Any]) -> list[str]:

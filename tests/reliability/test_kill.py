@@ -3,10 +3,10 @@ steps of the commit, while a reader checks the current version through the engin
 
 The exact steps are found without tracing: the test polls the store and the catalogue database and kills
 the harvest the moment its download, its ingest scratch, its delivery report, a new part, the new
-descriptor, the commit's write to the SQLite WAL or the committed version row appears. After every kill the catalogue holds whole
-versions only (the old current one, or the new one complete), every part matching its sha256 and every
-descriptor its database row; the next harvest publishes; ``urbandata gc`` afterwards ends every
-interrupted job and leaves no unreferenced file.
+descriptor, the commit's write to the SQLite WAL or the committed version row appears. After every
+kill the catalogue holds whole versions only (the old current one, or the new one complete), every part
+matching its sha256 and every descriptor its database row; the next harvest publishes; ``urbandata gc``
+afterwards ends every interrupted job and leaves no unreferenced file.
 
 CI kills 5 times (about 40 s); the full run (RELIABILITY.md) kills at least 30 times:
 
@@ -55,8 +55,9 @@ SEED = int(os.environ.get("URBANDATA_KILL_SEED", "12"))
 CI_KINDS = ["random", "part", "descriptor", "commit-wal", "committed"]
 ALL_KINDS = ["random", "download", "scratch", "report", "part", "descriptor", "commit-wal", "committed", "random"]
 
+pytestmark = [pytest.mark.slow]  # about 30 s of harvests in CI
 if KILLS > len(CI_KINDS):
-    pytestmark = pytest.mark.timeout(60 * KILLS + 300)  # the suite's 300 s cap would stop the long run
+    pytestmark.append(pytest.mark.timeout(60 * KILLS + 300))  # the suite's 300 s cap would stop the long run
 
 
 @dataclass
