@@ -118,7 +118,8 @@ class Store:
 @dataclass
 class Reader:
     """A thread reading the current version meanwhile, through the engine (every part hashed) and the API
-    in process (records' total_count must be the row count of the version it names): never a mix."""
+    in process (records' total_count must be the row count of the version it names, and that version's
+    datapackage.json its hash): never a mix."""
 
     hub: Hub
     stop: threading.Event = field(default_factory=threading.Event)
@@ -155,9 +156,13 @@ class Reader:
         assert response.status_code == 200, response.text
         body = response.json()
         with self.hub.sessions() as session:
-            rows = session.scalar(select(Version.row_count).join(Dataset, Version.dataset_id == Dataset.id)
-                                  .where(Dataset.name == NAME, Version.number == body["version"]))
-        assert body["total_count"] == rows, f"API: version {body['version']} answered {body['total_count']} rows of {rows}"
+            rows, sha = session.execute(select(Version.row_count, Version.content_hash)
+                                        .join(Dataset, Version.dataset_id == Dataset.id)
+                                        .where(Dataset.name == NAME, Version.number == body["version"])).one()
+        assert body["total_count"] == rows, f"API: version {body['version']} answered {body['total_count']} of {rows} rows"
+        described = await client.get(f"/api/v1/datasets/{NAME}/versions/{body['version']}/datapackage.json")
+        assert described.status_code == 200, described.text
+        assert described.json()["urbandata"]["sha256"] == sha, f"API: version {body['version']}'s descriptor is another's"
         self.reads["api"] += 1
 
 
