@@ -12,8 +12,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api.app import create_app
+from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
 from catalogue.sql.runner import run_sql
 
@@ -266,3 +269,26 @@ async def test_errors_speak_of_the_users_statement_only(
     assert response.status_code == 400, response.text
     message = response.json()["error"]["message"]
     assert message and [word for word in absent if word in message] == [], message
+
+
+SQL_PIECES = st.sampled_from([
+    "SELECT ", " FROM ", "car_parks", '"parking-occupancy"', "\"car-parks@1\"", " WHERE ", " GROUP BY ", " ORDER BY ",
+    "capacity", "lot_id", "location", "free", "*", "count(*)", "(", ")", "[", "]", ", ", " + ", " / ", " = ", "1",
+    "0", "'x'", "NULL", "1e308", "9223372036854775807", "::INT", "::GEOMETRY", "::DATE", "ST_AsText(", "ST_Point(",
+    "(SELECT ", "unnest(", "range(", "lambda x: ", "NOT ", " UNION ALL ", " LIMIT ", ";", "IMPORT DATABASE '/tmp'",
+    "PIVOT ", " ON ", " USING ", "--", "é",
+])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(SQL_PIECES, min_size=1, max_size=25))
+def test_any_sql_gets_an_answer_of_ours(sql_app: FastAPI, demo_hub: Hub, pieces: list[str]) -> None:
+    """Random SQL through the guard and the workers: rows or one of our errors, never anything else."""
+    sql = "".join(pieces)
+    try:
+        answer = run_sql(demo_hub, sql_app.state.sql_pool, sql, time_limit_ms=500)
+    except UrbandataError as exc:
+        assert exc.status < 500 or exc.code == "sql-busy", (sql, exc.to_dict())
+        assert not [w for w in ("__result", "json_array(", "SET ") if w in exc.message and w not in sql], exc.message
+    else:
+        assert isinstance(answer["rows"], list)
