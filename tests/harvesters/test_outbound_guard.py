@@ -24,14 +24,14 @@ import pytest
 from sqlalchemy import select
 
 from api.feed_server import FeedServer
-from catalogue.errors import SourceRefused
+from catalogue.errors import MalformedFeed, SourceRefused
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest.commit import current_version
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.meta.models import HarvestJob, HarvestSource
 from catalogue.settings import PROJECT_ROOT, Settings
 from harvesters.base import SourceSpec
-from harvesters.guard import OutboundGuard, inside_reason, resolve
+from harvesters.guard import OutboundGuard, decoded_pieces, inside_reason, resolve
 from harvesters.http_file import HttpFileHarvester
 from harvesters.runner import harvest_source
 
@@ -322,3 +322,58 @@ def test_allow_list_entries_are_names_addresses_or_networks() -> None:
     assert [guard.allowed_host(h) for h in ("feeds.example", "127.0.0.1", "10.1.2.3", "::1", "[::1]")] == [True] * 5
     assert [guard.allowed_host(h) for h in ("localhost", "127.0.0.2", "2130706433", "::ffff:127.0.0.1", "10.2.0.1",
                                             "other.example")] == [False] * 6
+
+
+# --- decoding in bounded pieces -------------------------------------------------------------------------
+
+def test_a_gzip_bomb_is_decoded_in_bounded_pieces() -> None:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(packer.compress(b"0" * (1 << 20)) for _ in range(16)) + packer.flush()
+    reads = [bomb[i:i + 65536] for i in range(0, len(bomb), 65536)]  # as the network hands them over
+    sizes = [len(piece) for piece in decoded_pieces(reads, "gzip", piece=1 << 18)]
+    assert (max(sizes), sum(sizes)) == (1 << 18, 16 << 20)  # httpx would hand out all 16 MiB of one read at once
+
+
+@pytest.mark.parametrize("encoding, pack", [
+    ("gzip", lambda data: zlib.compress(data, wbits=31)),
+    ("deflate", lambda data: zlib.compress(data)),  # zlib-wrapped, as the RFC says
+    ("deflate", lambda data: zlib.compress(data, wbits=-15)),  # raw, as some servers send it
+    ("identity", lambda data: data),
+    ("", lambda data: data),
+], ids=["gzip", "deflate-zlib", "deflate-raw", "identity", "none"])
+def test_encoded_bodies_decode_to_the_original(encoding: str, pack: Callable[[bytes], bytes]) -> None:
+    original = b"".join(b"%d,Dienst %d\n" % (i, i) for i in range(20_000))
+    packed = pack(original)
+    reads = [packed[i:i + 1000] for i in range(0, len(packed), 1000)]
+    assert b"".join(decoded_pieces(reads, encoding, piece=4096)) == original
+
+
+@pytest.mark.parametrize("encoding, body, problem", [
+    ("br", b"\x0b\x02\x80hello\x03", "Content-Encoding 'br', which harvests do not decode"),
+    ("gzip", b"\x1f\x8b\x08\x00 this is not gzip at all", "gzip body is corrupt"),
+])
+def test_unknown_or_corrupt_encodings_are_a_malformed_feed(encoding: str, body: bytes, problem: str) -> None:
+    with pytest.raises(MalformedFeed) as caught:
+        b"".join(decoded_pieces([body], encoding))
+    assert problem in caught.value.message
+
+
+def test_a_gzip_feed_is_harvested_as_its_decoded_bytes(tmp_path: Path) -> None:
+    original = (PROJECT_ROOT / "datasets" / "feeds" / f"{NAME}.csv").read_bytes()
+    packed = zlib.compress(original, wbits=31)
+    seen: list[str] = []
+
+    def answer(handler: BaseHTTPRequestHandler, server: Server) -> None:
+        seen.append(handler.headers.get("Accept-Encoding", ""))
+        handler.send_response(200)
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(packed)))
+        handler.end_headers()
+        handler.wfile.write(packed)
+
+    with Server(answer) as server:
+        settings = Settings(data_dir=tmp_path, harvest_allowed_hosts=ALLOWED)
+        delivery = HttpFileHarvester(settings).fetch(SourceSpec("s", "d", server.url + "f.csv", "csv"))
+    assert delivery is not None and delivery.path is not None
+    assert delivery.path.read_bytes() == original
+    assert (delivery.provenance["delivery_bytes"], seen) == (len(original), ["gzip, deflate"])
