@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -37,6 +38,7 @@ INVALID = "The cursor is not valid; start again without 'cursor' and follow link
 # For callers that pass no installation secret (benchmarks, scripts): cursors valid in this process only.
 PROCESS_SECRET = secrets.token_bytes(32)
 
+log = logging.getLogger("urbandata.cursors")
 _secrets: dict[Path, bytes] = {}
 _secrets_lock = threading.Lock()
 
@@ -54,7 +56,13 @@ def installation_secret(data_dir: Path) -> bytes:
     with _secrets_lock:
         known = _secrets.get(path)
         if known is None:
-            known = _secrets[path] = _load_or_create(path)
+            try:
+                known = _load_or_create(path)
+            except OSError as exc:  # a read-only data directory: cursors still work, in this process
+                log.warning("cannot make the cursor secret %s (%s); cursors hold only in this process until "
+                            "URBANDATA_CURSOR_SECRET is set", path, exc.strerror or exc)
+                known = PROCESS_SECRET
+            _secrets[path] = known
     return known
 
 

@@ -250,3 +250,16 @@ def test_a_configured_secret_signs_cursors_on_every_server(demo_hub: Hub, tmp_pa
     finally:
         for hub in hubs:
             hub.close()
+
+
+def test_a_data_directory_that_cannot_hold_the_secret_still_pages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No secret can be written: cursors hold in this process, and the log names the setting that fixes it."""
+    from catalogue.query.cursors import PROCESS_SECRET, installation_secret
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # the data directory cannot be made below a file, even by root
+    with caplog.at_level("WARNING", logger="urbandata.cursors"):
+        assert installation_secret(blocker / "var") == PROCESS_SECRET
+    assert "URBANDATA_CURSOR_SECRET" in caplog.text
