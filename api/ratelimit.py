@@ -10,7 +10,7 @@ Buckets live in the process: each server process counts on its own (behind a loa
 N processes a client gets up to N times the quota). ``/health`` is never limited, so monitoring
 cannot be locked out. ``X-Forwarded-For`` is only believed from the configured trusted proxies.
 
-A small hand-written bucket rather than a library: ``limits`` offers fixed and moving windows
+A small hand-written bucket rather than a library: ``limits`` offers fixed, moving and sliding windows
 but no token bucket, and the bucket is twenty lines.
 """
 
