@@ -201,7 +201,8 @@ def user_message(message: str, sql: str) -> str:
     message = SETTING_HINT.sub("", message)
     if RESULT_VIEW in message or "json_array(" in message:  # any wrapper text left: say what failed, not how
         message = message.split("\n", 1)[0].replace(RESULT_VIEW, "the result")
-    return POSITION_REF.sub(lambda m: f"column {m.group(1)}", message).strip()
+    # #n is how the wrapper names output column n; the user's own '#1' (in a string) stays.
+    return POSITION_REF.sub(lambda m: m.group(0) if m.group(0) in sql else f"column {m.group(1)}", message).strip()
 
 
 def _scrub(message: str, prefix: str) -> str:
