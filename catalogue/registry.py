@@ -16,7 +16,8 @@ from catalogue.errors import UnknownPlugin
 SEAMS = {
     "harvesters": "urbandata.harvesters",
     "storage": "urbandata.storage",
-    "exporters": "urbandata.exporters",
+    "metadata_exporters": "urbandata.metadata_exporters",  # documents about a version (Data Package, DCAT)
+    "export_formats": "urbandata.export_formats",  # a version's rows as a download (csv, parquet, ...)
 }
 
 

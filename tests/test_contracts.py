@@ -85,6 +85,66 @@ def test_kernel_rooms_import_only_downwards() -> None:
     assert wrong == []
 
 
+# Where the store's files are is the storage seam's business (catalogue/store/); the setting that names the
+# directory is declared in settings.py and read only by the local backend.
+STORE_DIR_READERS = {"catalogue/settings.py"}
+
+
+def _uri_like(node: ast.AST) -> bool:
+    """Whether an expression is (or contains) an engine URI: a call of ``engine_uri`` or a name saying uri(s)."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "engine_uri":
+            return True
+        name = sub.id if isinstance(sub, ast.Name) else sub.attr if isinstance(sub, ast.Attribute) else ""
+        if re.search(r"(^|_)uris?$", name):
+            return True
+    return False
+
+
+def storage_leaks(path: Path, relative: str) -> list[str]:
+    """Where a module outside the storage seam reads the store directory or makes a local path of an engine URI."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if relative not in STORE_DIR_READERS and (
+                (isinstance(node, ast.Attribute) and node.attr == "store_dir")
+                or (isinstance(node, ast.Name) and node.id == "store_dir")):
+            found.append((node.lineno, "reads store_dir"))
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if called in ("Path", "PurePath", "PosixPath") and any(_uri_like(a) for a in node.args):
+                found.append((node.lineno, "makes a Path of an engine URI"))
+    return [f"{relative}:{line} {what}" for line, what in sorted(found)]
+
+
+def test_only_the_storage_seam_knows_where_files_are() -> None:
+    """No module outside catalogue/store/ reads store_dir or turns an engine URI into a local path.
+
+    An object-store backend would break both: a caller asks the seam (``local_path``, ``open_read``,
+    ``engine_root``) instead.
+    """
+    leaks = []
+    for package in ("catalogue", "harvesters", "api"):
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            relative = path.relative_to(PROJECT_ROOT).as_posix()
+            if not relative.startswith("catalogue/store/"):
+                leaks += storage_leaks(path, relative)
+    assert leaks == []
+
+
+def test_the_storage_leak_scan_sees_both_leaks(tmp_path: Path) -> None:
+    module = tmp_path / "leaky.py"
+    module.write_text("from pathlib import Path\n"
+                      "def f(hub, ref):\n"
+                      "    a = hub.settings.store_dir / 'x'\n"
+                      "    b = Path(hub.storage.engine_uri('k'))\n"
+                      "    return a, b, Path(ref.uris[0]), Path('fine')\n", encoding="utf-8")
+    assert storage_leaks(module, "catalogue/query/leaky.py") == [
+        "catalogue/query/leaky.py:3 reads store_dir", "catalogue/query/leaky.py:4 makes a Path of an engine URI",
+        "catalogue/query/leaky.py:5 makes a Path of an engine URI"]
+
+
 def test_the_read_path_loads_no_write_path_module() -> None:
     code = ("import sys, catalogue.query.engine, catalogue.query.records, catalogue.query.exports, "
             "catalogue.sql.runner; print(sorted(m for m in sys.modules if m.startswith('catalogue.ingest') "
@@ -183,20 +243,70 @@ def test_every_problem_in_broken_definitions_is_reported_at_once(tmp_path: Path)
 
 def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
     registry = load_registry()
-    assert {seam: registry.names(seam) for seam in ("harvesters", "storage", "exporters")} == {
-        "harvesters": ["http-file"], "storage": ["local"], "exporters": ["datapackage"]}
-    from catalogue.query.exporters import DataPackageExporter
+    seams = ("harvesters", "storage", "metadata_exporters", "export_formats")
+    assert {seam: registry.names(seam) for seam in seams} == {
+        "harvesters": ["http-file"], "storage": ["local"], "metadata_exporters": ["datapackage"],
+        "export_formats": ["csv", "geojson", "json", "ndjson", "parquet", "xlsx"]}
+    from catalogue.query.formats.files import ParquetFormat, XlsxFormat
+    from catalogue.query.formats.text import CsvFormat, GeojsonFormat, JsonFormat, NdjsonFormat
+    from catalogue.query.metadata_exporters import DataPackageExporter
     from catalogue.store.storage import LocalStorage
     from harvesters.http_file import HttpFileHarvester
 
     assert (registry.get("harvesters", "http-file"), registry.get("storage", "local"),
-            registry.get("exporters", "datapackage")) == (HttpFileHarvester, LocalStorage, DataPackageExporter)
+            registry.get("metadata_exporters", "datapackage")) == (HttpFileHarvester, LocalStorage, DataPackageExporter)
+    formats = [registry.get("export_formats", name) for name in ("csv", "json", "ndjson", "geojson", "parquet", "xlsx")]
+    assert formats == [CsvFormat, JsonFormat, NdjsonFormat, GeojsonFormat, ParquetFormat, XlsxFormat]
+    assert [(f.name, f.extension, f.media_type) for f in formats] == [
+        ("csv", "csv", "text/csv; charset=utf-8"), ("json", "json", "application/json"),
+        ("ndjson", "ndjson", "application/x-ndjson"), ("geojson", "geojson", "application/geo+json"),
+        ("parquet", "parquet", "application/vnd.apache.parquet"),
+        ("xlsx", "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")]
     with pytest.raises(UnknownPlugin) as caught:
         registry.get("storage", "s3")
     assert (caught.value.code, caught.value.message) == (
         "unknown-plugin", "No storage plugin named 's3'. Known storage plugins: local.")
     with pytest.raises(UnknownPlugin, match=r"Known harvesters plugins: http-file\.$"):
         registry.get("harvesters", "ftp")
+
+
+def test_an_export_format_registered_by_hand_is_served_and_listed(tmp_path: Path) -> None:
+    """A third-party format needs no edit of the kernel: registered, it is exported and named on a miss."""
+    from catalogue.hub import open_hub
+    from catalogue.query.engine import QueryEngine, VersionRef
+    from catalogue.query.exports import export_version
+    from catalogue.query.formats.base import ExportRows, RowFormat
+    from catalogue.query.records import RecordsRequest
+
+    class TsvFormat(RowFormat):
+        name, media_type, extension, order = "tsv", "text/tab-separated-values", "tsv", 70
+
+        def write(self, rows: ExportRows) -> list[bytes]:  # type: ignore[override]
+            names = b"\t".join(n.encode() for n, _ in rows.columns)
+            lines = [row.values() for batch in rows.batches(rows.reader("*")) for row in batch.to_pylist()]
+            return [names + b"\n"] + [b"\t".join(str(v).encode() for v in line) + b"\n" for line in lines]
+
+    registry = load_registry()
+    registry.register("export_formats", "tsv", TsvFormat)
+    hub = open_hub(Settings(data_dir=tmp_path), registry)
+    part = "datasets/t/parts/a.parquet"
+    scratch = hub.storage.new_scratch_file(".parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2], "label": ["a", "b"]}), scratch)
+    hub.storage.publish_file(part, scratch)
+    schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "label", "type": "string"}]}
+    ref = VersionRef("t", 1, (hub.storage.engine_uri(part),), schema, 2, "h", (part,))
+    engine = QueryEngine(hub)
+    try:
+        assert b"".join(export_version(hub, engine, ref, "tsv", RecordsRequest())) == b"id\tlabel\n1\ta\n2\tb\n"
+        with pytest.raises(UrbandataError) as caught:
+            export_version(hub, engine, ref, "xml", RecordsRequest())
+        assert caught.value.message == ("Unknown export format 'xml'. "
+                                        "Use one of: csv, json, ndjson, geojson, parquet, xlsx, tsv.")
+    finally:
+        engine.close()
 
 
 def test_ui_translations_have_the_same_keys() -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import get_hub, get_session
 from api.params import int_path, int_query
 from catalogue.errors import NotFound
-from catalogue.query.exporters import export_metadata, load_descriptor
+from catalogue.query.metadata_exporters import export_metadata, load_descriptor
 from catalogue.hub import Hub
 from catalogue.meta.metadata import (
     dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_jobs,

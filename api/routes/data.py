@@ -16,7 +16,7 @@ from starlette.datastructures import URL
 from api.deps import get_engine, get_hub, get_kept_results
 from api.params import DataParams, export_params, facets_params, int_query, records_params
 from catalogue.store.changes import diff_as_csv, diff_versions
-from catalogue.query.exports import MEDIA_TYPES, ExportFile, check_format, csv_options, export_tag, export_version, read_file
+from catalogue.query.exports import ExportFile, csv_options, export_format, export_tag, export_version, read_file
 from catalogue.hub import Hub
 from catalogue.query.cached import KeptResults
 from catalogue.query.engine import QueryEngine, VersionRef
@@ -163,7 +163,8 @@ async def diff(
     result = {"dataset": name, "from": old.number, "to": new.number, **changes}
     if format == "csv":
         return StreamingResponse(
-            (line.encode() for line in diff_as_csv(result)), media_type=MEDIA_TYPES["csv"],
+            (line.encode() for line in diff_as_csv(result)),
+            media_type=export_format(engine.hub.registry, "csv").media_type,
             headers={"Content-Disposition": f'attachment; filename="{name}-diff-v{old.number}-v{new.number}.csv"'},
         )
     return result
@@ -178,7 +179,7 @@ def export(
     engine: QueryEngine = Depends(get_engine),
 ) -> Response:
     """Every row of a version as csv, json, ndjson, geojson, parquet or xlsx, with the records parameters and no row limit."""
-    check_format(fmt)
+    form = export_format(hub.registry, fmt)
     options = csv_options(fmt, params.delimiter, params.with_bom, params.number_style)
     version, if_none_match = params.version, params.if_none_match
     # Resolved without a request session, so no database connection is held while the file streams.
@@ -186,7 +187,7 @@ def export(
     query = params.request(limit=None)
     etag = f'"{export_tag(ref, fmt, query, options)}"'
     headers = {
-        "Content-Disposition": f'attachment; filename="{name}-v{ref.number}.{fmt}"',
+        "Content-Disposition": f'attachment; filename="{name}-v{ref.number}.{form.extension}"',
         "X-Dataset-Version": str(ref.number),
         "ETag": etag,
         # The current version may move on: a minute's staleness spares re-downloading large files.
@@ -199,8 +200,8 @@ def export(
     result = export_version(hub, engine, ref, fmt, query, options)
     if isinstance(result, ExportFile) and not result.temporary:
         # A stored file: Starlette answers Range and If-Range requests (206) from it.
-        return FileResponse(result.path, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return FileResponse(result.path, media_type=form.media_type, headers=headers)
     if isinstance(result, ExportFile):
         headers["Content-Length"] = str(result.path.stat().st_size)
-        return StreamingResponse(read_file(result.path, delete=True), media_type=MEDIA_TYPES[fmt], headers=headers)
-    return StreamingResponse(result, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return StreamingResponse(read_file(result.path, delete=True), media_type=form.media_type, headers=headers)
+    return StreamingResponse(result, media_type=form.media_type, headers=headers)

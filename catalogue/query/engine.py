@@ -41,17 +41,26 @@ class VersionRef:
     schema: dict[str, Any]
     row_count: int
     content_hash: str
+    keys: tuple[str, ...]  # the parts' storage keys, in the order of ``uris``
 
     @classmethod
     def of(cls, hub: Hub, dataset: Dataset, version: Version) -> VersionRef:
-        """Resolve the storage URIs of ``version``'s parts."""
-        uris = tuple(hub.storage.engine_uri(part_key(dataset.name, p["sha256"])) for p in version.parts)
-        return cls(dataset.name, version.number, uris, version.table_schema, version.row_count, version.content_hash)
+        """Resolve the storage keys and engine URIs of ``version``'s parts."""
+        keys = tuple(part_key(dataset.name, p["sha256"]) for p in version.parts)
+        uris = tuple(hub.storage.engine_uri(key) for key in keys)
+        return cls(dataset.name, version.number, uris, version.table_schema, version.row_count, version.content_hash,
+                   keys)
 
 
-def resolve_version(hub: Hub, session: Session, name: str, version: int | None, as_of: datetime | None) -> VersionRef:
-    """The version a request asks for: ``version``, ``as_of``, or the current one."""
-    ds = get_dataset(session, name)
+def resolve_version(
+    hub: Hub, session: Session, dataset: str | Dataset, version: int | None, as_of: datetime | None,
+) -> VersionRef:
+    """The version a request asks for: ``version``, ``as_of``, or the current one.
+
+    The one way a version is resolved (``QueryEngine.version`` keeps its answers;
+    the SQL runner passes the ``Dataset`` it already found).
+    """
+    ds = dataset if isinstance(dataset, Dataset) else get_dataset(session, dataset)
     if version is not None and as_of is not None:
         raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
     found = get_version_as_of(session, ds, as_of) if as_of is not None else get_version(session, ds, version)

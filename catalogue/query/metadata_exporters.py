@@ -1,4 +1,10 @@
-"""Metadata exporters (a plugin seam): turn a published version into a document."""
+"""Metadata exporters (a plugin seam): a document *about* a published version.
+
+The Data Package descriptor now; DCAT-AP.de, CKAN and schema.org later. They
+register under the ``urbandata.metadata_exporters`` entry point. Not to be
+confused with export formats (:mod:`catalogue.query.formats`), which write a
+version's *rows* (csv, parquet, ...).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ class DataPackageExporter:
 
 def export_metadata(hub: Hub, name: str, dataset: Dataset, version: Version) -> tuple[bytes, str]:
     """Render with the exporter plugin ``name``: (bytes, media type)."""
-    exporter = hub.registry.get("exporters", name)()
+    exporter = hub.registry.get("metadata_exporters", name)()
     return exporter.export(hub, dataset, version), exporter.media_type
 
 

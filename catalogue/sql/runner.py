@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from catalogue.errors import InvalidParameter, NotFound, SqlError, SqlResourceLimit, SqlUnknownTable
 from catalogue.hub import Hub
-from catalogue.meta.metadata import get_dataset, get_version
+from catalogue.meta.metadata import get_dataset
 from catalogue.meta.models import Dataset
-from catalogue.query.engine import VersionRef
+from catalogue.query.engine import resolve_version
 from catalogue.errors import QueryTimeout
 from catalogue.sql.guard import check_sql
 from catalogue.sql.pool import SqlPool
@@ -48,7 +48,7 @@ def run_sql(
     views = resolve_views(hub, checked.relations)
     answer = pool.run(SqlTask(
         sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms,
-        hidden_prefix=str(hub.settings.store_dir.resolve()),
+        hidden_prefix=hub.storage.engine_root(),
     ))
     if not answer["ok"]:
         _raise_failure(answer, time_limit_ms, settings.sql_memory_limit_mb)
@@ -69,10 +69,10 @@ def resolve_views(hub: Hub, names: frozenset[str]) -> dict[str, tuple[str, ...]]
             base, _, number = name.partition("@")
             dataset = _find_dataset(session, base)
             try:
-                version = get_version(session, dataset, int(number) if number else None)
+                ref = resolve_version(hub, session, dataset, int(number) if number else None, None)
             except NotFound as exc:
                 raise SqlUnknownTable(f"{exc.message} {TABLE_HINT}", details={"table": name}) from None
-            views[name] = VersionRef.of(hub, dataset, version).uris
+            views[name] = ref.uris
     return views
 
 

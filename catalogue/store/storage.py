@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from catalogue.errors import NotFound
 from catalogue.settings import Settings
@@ -37,6 +37,19 @@ class Storage(Protocol):
 
     def engine_uri(self, key: str) -> str:
         """How DuckDB, pyarrow or a file server reach ``key`` (a path or URL)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The local file holding ``key`` when this backend keeps files on this machine, else None.
+
+        Only for sending a stored file as it is (sendfile, Range requests); every
+        other reader goes through ``read_bytes``, ``open_read`` or ``engine_uri``.
+        """
+
+    def open_read(self, key: str) -> BinaryIO:
+        """A binary file object reading the bytes under ``key``; NotFound if absent."""
+
+    def engine_root(self) -> str:
+        """The prefix every ``engine_uri`` starts with: scrubbed from messages shown to users."""
 
     def size(self, key: str) -> int:
         """Size of the file under ``key`` in bytes."""
@@ -109,6 +122,18 @@ class LocalStorage:
 
     def engine_uri(self, key: str) -> str:
         return str(self._path(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound("No stored file under that name.")
+        return open(path, "rb")
+
+    def engine_root(self) -> str:
+        return str(self.root)
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size

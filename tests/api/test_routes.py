@@ -18,8 +18,9 @@ import yaml
 
 from api.app import create_app
 from api.feed_server import FeedServer
-from catalogue.query.exports import EXPORT_FORMATS
+from catalogue.query.exports import format_names
 from catalogue.hub import Hub
+from catalogue.registry import load_registry
 from harvesters.runner import harvest_source
 
 pytestmark = pytest.mark.anyio
@@ -395,7 +396,7 @@ def _invalid(parameter: str, problem: str, value: str) -> dict[str, Any]:
         "limit=1001 is above the maximum of 1000 rows per page. Page with offset or cursor, or use /exports for the "
         "whole dataset.", parameter="limit", maximum=1000)),
     ("/datasets/car-parks/exports/xml",
-     _bad(f"Unknown export format 'xml'. Use one of: {', '.join(EXPORT_FORMATS)}.")),
+     _bad(f"Unknown export format 'xml'. Use one of: {', '.join(format_names(load_registry()))}.")),
     ("/datasets/egovernment-services/exports/geojson", _bad(
         "Dataset 'egovernment-services' has no geometry field, so it has no GeoJSON export; use csv or json.")),
 ])
