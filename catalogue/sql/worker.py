@@ -183,6 +183,7 @@ def _no_number(constant: str) -> None:
 CONTEXT = re.compile(r"\n\nLINE (\d+): (.*?)(\.\.\.)?\n *\^", re.DOTALL)
 SETTING_HINT = re.compile(r"\s*(Use|Set|Try) \"?(SET|RESET|PRAGMA)\b[^\n]*", re.IGNORECASE)
 POSITION_REF = re.compile(r"#(\d+)")
+WRAPPED_GEOJSON = re.compile(r"(?:nullif\()?ST_AsGeoJSON\(#(\d+)\)(?:::VARCHAR, '?'?\))?(?:::JSON)?", re.IGNORECASE)
 
 
 def user_message(message: str, sql: str) -> str:
@@ -201,6 +202,8 @@ def user_message(message: str, sql: str) -> str:
     message = SETTING_HINT.sub("", message)
     if RESULT_VIEW in message or "json_array(" in message:  # any wrapper text left: say what failed, not how
         message = message.split("\n", 1)[0].replace(RESULT_VIEW, "the result")
+    message = WRAPPED_GEOJSON.sub(lambda m: m.group(0) if m.group(0) in sql else f"the GeoJSON of #{m.group(1)}",
+                                  message)
     # #n is how the wrapper names output column n; the user's own '#1' (in a string) stays.
     return POSITION_REF.sub(lambda m: m.group(0) if m.group(0) in sql else f"column {m.group(1)}", message).strip()
 

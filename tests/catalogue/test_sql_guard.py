@@ -426,3 +426,20 @@ def test_the_guard_opens_no_file(tmp_path: Path) -> None:
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert [sql for sql, _ in answers] == statements
     assert {code for _, code in answers} <= {"sql-not-allowed", "sql-syntax-error"}, answers
+
+
+@pytest.mark.parametrize(("message", "sql", "expected"), [
+    ("Invalid Input Error: bad in ST_AsGeoJSON(#8)", "SELECT 1", "Invalid Input Error: bad in the GeoJSON of column 8"),
+    ("Conversion Error: Could not convert string 'a' to INT32\n\nLINE 1: SELECT json_array(#1)::VARCHAR FROM "
+     "__result LIMIT 1001\n                  ^", "SELECT 'a'::INT", "Conversion Error: Could not convert string 'a' to INT32"),
+    ("Binder Error: no column x\n\nLINE 1: SELECT x FROM t\n               ^", "SELECT x FROM t",
+     "Binder Error: no column x\n\nLINE 1: SELECT x FROM t\n               ^"),
+    ('Invalid Input Error: More than one row.\n\nUse "SET scalar_subquery_error_on_multiple_rows=false" to revert.',
+     "SELECT (SELECT 1)", "Invalid Input Error: More than one row."),
+    ("Conversion Error: Could not convert string '#1' to INT32", "SELECT '#1'::INT",
+     "Conversion Error: Could not convert string '#1' to INT32"),
+])
+def test_user_message_keeps_the_users_text_and_drops_ours(message: str, sql: str, expected: str) -> None:
+    from catalogue.sql.worker import user_message
+
+    assert user_message(message, sql) == expected
