@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from catalogue.query import memos
-from catalogue.query.result_cache import ResultCache, params_key
+from catalogue.query.result_cache import PART_ANSWERS, answer_key
 from catalogue.schema.sql_text import ident, literal
 
 # Table Schema types whose Parquet statistics order like the values the engine compares.
@@ -183,7 +183,7 @@ def surviving_parts(
     where = " AND ".join(f"coalesce(({sql}), true)" for sql in usable)
     sql = f"SELECT __i FROM {table} WHERE {where}"
     used = {k: v for k, v in params.items() if f"${k}" in sql}
-    key = params_key(sql, used)
+    key = answer_key("kept parts", sql, used)
     kept = _kept.get(key, frozenset) if key is not None and memos.on() else None
     if kept is None:
         kept = frozenset(i for (i,) in cur.execute(sql, used).fetchall())
@@ -194,7 +194,7 @@ def surviving_parts(
 
 # (test SQL over one version's parts, parameter values) -> indexes of the parts kept; the
 # parts of a version never change, so the answer never does either.
-_kept = ResultCache(4 << 20)
+_kept = PART_ANSWERS
 
 
 @lru_cache(maxsize=1024)

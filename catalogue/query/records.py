@@ -25,7 +25,7 @@ from catalogue.store.changes import parquet_scan
 from catalogue.query.deadlines import WATCHDOG
 from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
 from catalogue.query.odsql import INSTANT_TEXT, Compiler
-from catalogue.query.result_cache import ResultCache, params_key
+from catalogue.query.result_cache import PART_ANSWERS, answer_key
 from catalogue.schema.sql_text import ident, iso_timestamp, json_value, literal
 from catalogue.schema.table_schema import STORED_TYPES, primary_key, schema_hash
 
@@ -322,7 +322,7 @@ def output_columns(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, A
 
     (``cursor.sql(query, params=...)`` would execute it: relations with parameters are eager.)
     """
-    key = params_key(sql, params)
+    key = answer_key("columns", sql, params)
     known = _described.get(key, list) if key is not None and memos.on() else None
     if known is not None:
         return list(known)
@@ -333,7 +333,7 @@ def output_columns(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, A
     return out
 
 
-_described = ResultCache(4 << 20)  # output columns by (query, parameters): binding costs ~0.5 ms
+_described = PART_ANSWERS  # output columns by (query, parameters): binding costs ~0.5 ms
 
 
 HIDDEN = ("__file", "__row", "__total")  # bookkeeping columns of the rows query, not in the results
@@ -349,7 +349,7 @@ def _total(cur: duckdb.DuckDBPyConnection, plan: Plan, rows: list[Any], limit: i
     if plan.count_from == "rows" and not cursor_page and len(rows) < limit and (rows or plan.offset == 0):
         return plan.offset + len(rows)  # a page that is not full ends the matches
     used = _used(plan.count_sql, plan.params)
-    key = params_key(plan.count_sql, used)
+    key = answer_key("count", plan.count_sql, used)
     known = _counts.get(key, int) if key is not None and memos.on() else None
     if known is not None:
         return known
@@ -363,11 +363,11 @@ def _total(cur: duckdb.DuckDBPyConnection, plan: Plan, rows: list[Any], limit: i
 # content-addressed (catalogue.store.part_key) and never change, so neither does a count.
 # The next page of the same filter, or the same filter in another order, skips the scan
 # (Datasette keeps the counts of immutable databases likewise). An entry is its key's text.
-_counts = ResultCache(4 << 20)
+_counts = PART_ANSWERS
 
 
 def clear_count_cache() -> None:
-    """Forget every cached count (for measurements of the uncached path)."""
+    """Forget every cached count (and the other part answers kept beside them), for measurements of the uncached path."""
     _counts.clear()
 
 
