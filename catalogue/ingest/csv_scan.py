@@ -40,11 +40,11 @@ from frictionless import Report, ReportTask
 from catalogue.errors import MalformedFeed
 from catalogue.schema.field_parsing import offset_expression, parse_expression
 from catalogue.ingest.readers import check_declared_encoding, csv_labels
+from catalogue.ingest.tables import TYPED
 from catalogue.schema.sql_text import ident, literal, literal_list
 from catalogue.schema.table_schema import primary_key
 from catalogue.ingest.validation import Validated, constraint_checks, output_select
 
-TABLE = "__typed"  # the same name as the text path's table: discard_typed drops either
 BAD = "__bad"  # per row: some cell breaks its type or a constraint, or the row is malformed
 NEVER_NULL = "\x01"  # DuckDB's null string; no cell is NULL unless null padding made it
 BLOCK_BYTES = 8 << 20
@@ -205,12 +205,12 @@ def validate_scan(
             raise ScanFailed("DuckDB does not see the header pyarrow sees")
         if key:  # sorted by it later; without a key, the rows keep the delivery's order (rowid)
             con.execute(f"SET preserve_insertion_order = {str(bool(keep_order)).lower()}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {TABLE} AS {_typing_sql(scan, fields, key, schema)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {TYPED} AS {_typing_sql(scan, fields, key, schema)}")
     except duckdb.ConversionException:  # a cell the reader cannot type: the text path lists it
-        con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        con.execute(f"DROP TABLE IF EXISTS {TYPED}")
         return None
     except duckdb.Error as exc:
-        con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        con.execute(f"DROP TABLE IF EXISTS {TYPED}")
         raise ScanFailed(str(exc)) from exc
     finally:
         con.execute(f"SET preserve_insertion_order = {str(bool(keep_order)).lower()}")
@@ -220,7 +220,7 @@ def validate_scan(
     rows, bad, *counts = con.execute(
         f"SELECT count(*), coalesce(bool_or({BAD}), false)"
         + "".join(f", count({c}) - count(DISTINCT {c})" for c in unique)
-        + "".join(f", bool_or(z{i}), bool_and(z{i})" for i in offsets) + f" FROM {TABLE}"
+        + "".join(f", bool_or(z{i}), bool_and(z{i})" for i in offsets) + f" FROM {TYPED}"
     ).fetchone()  # type: ignore[misc]
     counts, zones = counts[:len(unique)], counts[len(unique):]
     held = held or {}
@@ -230,7 +230,7 @@ def validate_scan(
             for name, (some, every) in kinds.items() for fields_held in [held.get(name)]):
         # (offsets on some values of a datetime field only, or not as in the version appended
         # to: the text path names the rows)
-        con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        con.execute(f"DROP TABLE IF EXISTS {TYPED}")
         return None
     columns = {f["name"]: ident(f"f{i}") for i, f in enumerate(fields)}
     instants = {name for name, (some, _) in kinds.items() if some or held.get(name)}
@@ -243,7 +243,7 @@ def validate_scan(
     )
     report = Report.from_validation(time=seconds, tasks=[task]).to_descriptor()
     return Validated(valid=True, report=report, error_count=0, rows=rows,
-                     relation=f"SELECT {select} FROM {TABLE} ORDER BY {', '.join(key_order)}",
+                     relation=f"SELECT {select} FROM {TYPED} ORDER BY {', '.join(key_order)}",
                      select=select, columns=columns, key_order=key_order)
 
 

@@ -22,11 +22,13 @@ import numpy as np
 import pyarrow as pa
 from frictionless import Report, ReportTask, errors
 
+from catalogue.ingest.tables import ERRRAW, TYPED
 from catalogue.schema.field_parsing import offset_expression, parse_expression, type_note, zoned_pattern
 from catalogue.schema.sql_text import ident, literal, literal_list
 from catalogue.schema.table_schema import STORED_TYPES, primary_key
 
 ROW = "__row"  # 0-based position of the row in the delivery
+RAW = "__raw"  # the batch being typed (a registered Arrow batch, this module's own)
 FIRST_DATA_ROW = 2  # Frictionless numbers the header as row 1
 
 
@@ -51,7 +53,7 @@ class Validated:
 
 def discard_typed(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the temp tables a validation left in ``con``."""
-    con.execute("DROP TABLE IF EXISTS __typed; DROP TABLE IF EXISTS __errraw")
+    con.execute(f"DROP TABLE IF EXISTS {TYPED}; DROP TABLE IF EXISTS {ERRRAW}")
 
 
 def constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
@@ -83,6 +85,24 @@ def constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool)
     return checks
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """How a delivery's columns meet the schema's fields (every name validation writes into SQL is its own)."""
+
+    labels: list[str]  # as delivered
+    fields: list[dict[str, Any]]
+    key: list[str]
+    missing_values: list[str]
+    absent: list[int]  # fields the delivery lacks (read as all-NULL columns)
+    columns: list[str]  # names of the scratch columns: delivered by position, then the absent ones
+    sources: list[str]  # the scratch column each field is read from
+    error_columns: list[str]  # e<i>: the error tag of field i
+
+    @property
+    def names(self) -> list[str]:
+        return [f["name"] for f in self.fields]
+
+
 def validate_delivery(
     con: duckdb.DuckDBPyConnection,
     raw: pa.Table | Iterable[pa.RecordBatch],
@@ -103,117 +123,166 @@ def validate_delivery(
     size is checked in bounded memory. ``held``: per datetime field, whether
     the version this delivery is appended to stores it as instants
     (``stored_instants``); the delivery must keep to it.
+
+    The steps: match the header to the fields, type every batch into ``TYPED``,
+    collect the cell and row errors, then either the typed rows' relation or a
+    discarded table, and the Frictionless report.
     """
     started = time.perf_counter()
     if isinstance(raw, pa.Table):
         labels, raw = raw.column_names, raw.to_batches() or [pa.RecordBatch.from_pylist([], schema=raw.schema)]
     assert labels is not None, "labels are required with a stream of batches"
-    fields = schema["fields"]
-    missing_values = [str(v) for v in schema.get("missingValues", [""])]
-    key = primary_key(schema)
-    names = [f["name"] for f in fields]
-    found, delivered = _header_errors(fields, labels)
-    total = len(found)
-    absent = [i for i, source in enumerate(delivered) if source is None]
-    columns = [_column(j) for j in range(len(labels))] + [_absent(i) for i in absent]
-    sources = [_absent(i) if source is None else source for i, source in enumerate(delivered)]
-
-    rows = 0
-    notes: dict[str, str] = {}
-    error_columns = [ident(f"e{i}") for i in range(len(fields))]
+    found, layout = _match_header(schema, labels)
     # Per ISO datetime field, whether its first readable value carries an offset, and its row:
     # the delivery holds the whole field to that (README, data rules).
     zones: dict[int, tuple[bool, int | None]] = {
-        i: (held[f["name"]], None) for i, f in enumerate(fields)
+        i: (held[f["name"]], None) for i, f in enumerate(layout.fields)
         if held and f["name"] in held and offset_expression("x", f) is not None}
     try:
-        for batch in _with_empty_fallback(raw, labels):
-            # Columns are named by position: delivered labels may repeat, be blank or clash
-            # with our own names, and none of them is ever written into SQL.
-            arrays = [*batch.columns, *[pa.nulls(batch.num_rows, pa.string()) for _ in absent],
-                      pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))]
-            batch = pa.RecordBatch.from_arrays(arrays, names=[*columns, ROW])
-            con.register("__raw", batch)
-            try:
-                zones |= _first_zones(con, fields, sources, missing_values, zones)
-                typed_sql, notes = _typing_sql(fields, sources, key, missing_values, batch.schema, zones)
-                kept_columns = ", ".join(
-                    [ident(ROW)] + [f"CAST({ident(_column(j))} AS VARCHAR) AS {ident(_column(j))}"
-                                    for j in range(len(labels))])
-                if rows == 0:
-                    con.execute(f"CREATE OR REPLACE TABLE __typed AS {typed_sql}")
-                    con.execute(f"CREATE OR REPLACE TABLE __errraw AS SELECT {kept_columns} FROM __raw WHERE false")
-                else:
-                    con.execute(f"INSERT INTO __typed {typed_sql}")
-                # Keep the delivered cells of rows with errors, for the report.
-                any_error = " OR ".join(f"{c} IS NOT NULL" for c in error_columns) or "false"
-                con.execute(
-                    f"INSERT INTO __errraw SELECT {kept_columns} FROM __raw WHERE {ROW} IN "
-                    f"(SELECT {ROW} FROM __typed WHERE {ROW} >= {rows} AND ({any_error}) ORDER BY {ROW} "
-                    f"LIMIT greatest(0, {int(max_errors)} - (SELECT count(*) FROM __errraw)))"
-                )
-            finally:
-                con.unregister("__raw")
-            rows += batch.num_rows
-        counts = con.execute(
-            "SELECT " + ", ".join(f"count({c})" for c in error_columns) + " FROM __typed"
-        ).fetchone()
-        total += sum(counts or [])
-        cell_errors = con.execute(
-            f"SELECT {ROW}, CAST(substr(field, 2) AS INTEGER) AS i, tag FROM "
-            f"(UNPIVOT __typed ON {', '.join(error_columns)} INTO NAME field VALUE tag) "
-            f"ORDER BY {ROW}, i LIMIT {int(max_errors)}"
-        ).fetchall()
-        row_errors = _duplicate_rows(con, fields, key, max_errors)
-        total += sum(count for _, _, count in row_errors)
-        wanted = sorted({row for row, *_ in cell_errors} | {row for _, dup_rows, _ in row_errors for row in dup_rows})
-        cells = _raw_rows(con, labels, names, wanted)
-        for row, i, tag in cell_errors:
-            field = fields[i]
-            error_class = errors.TypeError if tag in ("type", "zone") else errors.ConstraintError
-            found.append(error_class(
-                note=notes[f"{i}:{tag}"], cells=cells[row], row_number=row + FIRST_DATA_ROW,
-                cell=cells[row][labels.index(field["name"])] if field["name"] in labels else "",
-                field_name=field["name"], field_number=i + 1))
-        for what, dup_rows, _ in row_errors:
-            for row in dup_rows:
-                if what == "primary-key":
-                    found.append(errors.PrimaryKeyError(
-                        note=f'the same as a row above for {", ".join(key)}', cells=cells[row],
-                        row_number=row + FIRST_DATA_ROW))
-                else:
-                    i = names.index(what)
-                    found.append(errors.UniqueError(
-                        note="the same as in a row above", cells=cells[row], row_number=row + FIRST_DATA_ROW,
-                        cell=cells[row][labels.index(what)] if what in labels else "",
-                        field_name=what, field_number=i + 1))
+        rows, notes = _type_batches(con, _with_empty_fallback(raw, labels), layout, zones, max_errors)
+        total = len(found) + _count_cell_errors(con, layout)
+        total += _listed_errors(con, layout, notes, max_errors, found)
     except BaseException:
         discard_typed(con)
         raise
     valid = total == 0
-    relation: str | None = None
-    select, stored, key_order = "", dict[str, str](), list[str]()
+    outcome = Validated(valid=valid, report={}, error_count=total, rows=rows)
     if valid:
-        stored = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
-        instants = {fields[i]["name"] for i, (zoned, _) in zones.items() if zoned}
-        select = output_select(fields, stored, instants)
-        key_order = [stored[k] for k in key] + [ident(ROW)]
-        relation = f"SELECT {select} FROM __typed ORDER BY {', '.join(key_order)}"
+        outcome = _typed_relation(outcome, layout, zones)
     else:
         discard_typed(con)
+    outcome.report = _report(name, place, layout, found, total, rows, max_errors, started)
+    return outcome
 
+
+def _match_header(schema: dict[str, Any], labels: list[str]) -> tuple[list[errors.Error], _Columns]:
+    """The header's label errors, and where each field is read from."""
+    fields = schema["fields"]
+    found, delivered = _header_errors(fields, labels)
+    absent = [i for i, source in enumerate(delivered) if source is None]
+    return found, _Columns(
+        labels=labels, fields=fields, key=primary_key(schema),
+        missing_values=[str(v) for v in schema.get("missingValues", [""])],
+        absent=absent,
+        columns=[_column(j) for j in range(len(labels))] + [_absent(i) for i in absent],
+        sources=[_absent(i) if source is None else source for i, source in enumerate(delivered)],
+        error_columns=[ident(f"e{i}") for i in range(len(fields))],
+    )
+
+
+def _type_batches(
+    con: duckdb.DuckDBPyConnection, batches: Iterable[pa.RecordBatch], layout: _Columns,
+    zones: dict[int, tuple[bool, int | None]], max_errors: int,
+) -> tuple[int, dict[str, str]]:
+    """Type every batch into ``TYPED`` (one error tag per cell) and keep the delivered text of the first
+    ``max_errors`` rows with errors in ``ERRRAW``: (rows read, the report's note per field and tag).
+
+    ``zones`` gains the kind of each ISO datetime field as its first readable value appears.
+    """
+    rows = 0
+    notes: dict[str, str] = {}
+    kept_columns = ", ".join([ident(ROW)] + [f"CAST({ident(_column(j))} AS VARCHAR) AS {ident(_column(j))}"
+                                             for j in range(len(layout.labels))])
+    any_error = " OR ".join(f"{c} IS NOT NULL" for c in layout.error_columns) or "false"
+    for batch in batches:
+        # Columns are named by position: delivered labels may repeat, be blank or clash
+        # with our own names, and none of them is ever written into SQL.
+        arrays = [*batch.columns, *[pa.nulls(batch.num_rows, pa.string()) for _ in layout.absent],
+                  pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))]
+        batch = pa.RecordBatch.from_arrays(arrays, names=[*layout.columns, ROW])
+        con.register(RAW, batch)
+        try:
+            zones |= _first_zones(con, layout.fields, layout.sources, layout.missing_values, zones)
+            typed_sql, notes = _typing_sql(layout.fields, layout.sources, layout.key, layout.missing_values,
+                                           batch.schema, zones)
+            if rows == 0:
+                con.execute(f"CREATE OR REPLACE TABLE {TYPED} AS {typed_sql}")
+                con.execute(f"CREATE OR REPLACE TABLE {ERRRAW} AS SELECT {kept_columns} FROM {RAW} WHERE false")
+            else:
+                con.execute(f"INSERT INTO {TYPED} {typed_sql}")
+            con.execute(
+                f"INSERT INTO {ERRRAW} SELECT {kept_columns} FROM {RAW} WHERE {ROW} IN "
+                f"(SELECT {ROW} FROM {TYPED} WHERE {ROW} >= {rows} AND ({any_error}) ORDER BY {ROW} "
+                f"LIMIT greatest(0, {int(max_errors)} - (SELECT count(*) FROM {ERRRAW})))"
+            )
+        finally:
+            con.unregister(RAW)
+        rows += batch.num_rows
+    return rows, notes
+
+
+def _count_cell_errors(con: duckdb.DuckDBPyConnection, layout: _Columns) -> int:
+    """How many cells of ``TYPED`` carry an error tag."""
+    counts = con.execute(
+        "SELECT " + ", ".join(f"count({c})" for c in layout.error_columns) + f" FROM {TYPED}"
+    ).fetchone()
+    return sum(counts or [])
+
+
+def _listed_errors(
+    con: duckdb.DuckDBPyConnection, layout: _Columns, notes: dict[str, str], max_errors: int,
+    found: list[errors.Error],
+) -> int:
+    """Append to ``found`` the first ``max_errors`` cell errors and the repeated keys and unique values;
+    return how many repeats there are (the cell errors are counted by ``_count_cell_errors``)."""
+    fields, labels, names = layout.fields, layout.labels, layout.names
+    cell_errors = con.execute(
+        f"SELECT {ROW}, CAST(substr(field, 2) AS INTEGER) AS i, tag FROM "
+        f"(UNPIVOT {TYPED} ON {', '.join(layout.error_columns)} INTO NAME field VALUE tag) "
+        f"ORDER BY {ROW}, i LIMIT {int(max_errors)}"
+    ).fetchall()
+    row_errors = _duplicate_rows(con, fields, layout.key, max_errors)
+    wanted = sorted({row for row, *_ in cell_errors} | {row for _, dup_rows, _ in row_errors for row in dup_rows})
+    cells = _raw_rows(con, labels, names, wanted)
+    for row, i, tag in cell_errors:
+        field = fields[i]
+        error_class = errors.TypeError if tag in ("type", "zone") else errors.ConstraintError
+        found.append(error_class(
+            note=notes[f"{i}:{tag}"], cells=cells[row], row_number=row + FIRST_DATA_ROW,
+            cell=cells[row][labels.index(field["name"])] if field["name"] in labels else "",
+            field_name=field["name"], field_number=i + 1))
+    for what, dup_rows, _ in row_errors:
+        for row in dup_rows:
+            if what == "primary-key":
+                found.append(errors.PrimaryKeyError(
+                    note=f'the same as a row above for {", ".join(layout.key)}', cells=cells[row],
+                    row_number=row + FIRST_DATA_ROW))
+            else:
+                found.append(errors.UniqueError(
+                    note="the same as in a row above", cells=cells[row], row_number=row + FIRST_DATA_ROW,
+                    cell=cells[row][labels.index(what)] if what in labels else "",
+                    field_name=what, field_number=names.index(what) + 1))
+    return sum(count for _, _, count in row_errors)
+
+
+def _typed_relation(outcome: Validated, layout: _Columns, zones: dict[int, tuple[bool, int | None]]) -> Validated:
+    """``outcome`` with the SQL reading the valid, typed rows in primary-key order, and its parts."""
+    fields = layout.fields
+    stored = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
+    instants = {fields[i]["name"] for i, (zoned, _) in zones.items() if zoned}
+    select = output_select(fields, stored, instants)
+    key_order = [stored[k] for k in layout.key] + [ident(ROW)]
+    return dataclasses.replace(outcome, relation=f"SELECT {select} FROM {TYPED} ORDER BY {', '.join(key_order)}",
+                               select=select, columns=stored, key_order=key_order)
+
+
+def _report(
+    name: str, place: str, layout: _Columns, found: list[errors.Error], total: int, rows: int, max_errors: int,
+    started: float,
+) -> dict[str, Any]:
+    """The Frictionless report: the first ``max_errors`` errors by row, and every error counted."""
     listed = sorted(found, key=lambda e: getattr(e, "row_number", 0) or 0)[:max_errors]
     warnings = [] if total <= len(listed) else [f"{total - len(listed)} more errors were found but not listed."]
     task = ReportTask(
-        name=name, type="table", valid=valid, place=place, labels=labels, warnings=warnings,
-        stats={"errors": total, "warnings": len(warnings), "rows": rows, "fields": len(fields),
+        name=name, type="table", valid=total == 0, place=place, labels=layout.labels, warnings=warnings,
+        stats={"errors": total, "warnings": len(warnings), "rows": rows, "fields": len(layout.fields),
                "seconds": round(time.perf_counter() - started, 3)},
         errors=listed,
     )
-    report = Report.from_validation(time=round(time.perf_counter() - started, 3), tasks=[task]).to_descriptor()
+    report: dict[str, Any] = Report.from_validation(time=round(time.perf_counter() - started, 3),
+                                                    tasks=[task]).to_descriptor()
     report["stats"]["errors"] = total
-    return Validated(valid=valid, report=report, error_count=total, rows=rows, relation=relation,
-                     select=select, columns=stored, key_order=key_order)
+    return report
 
 
 def output_select(fields: list[dict[str, Any]], stored: dict[str, str], instants: set[str]) -> str:
@@ -247,7 +316,7 @@ def _first_zones(
         readable = f"({parse_expression(raw, fields[i])}) IS NOT NULL"
         picks.append(f"arg_min(struct_pack(z := {offset_expression(raw, fields[i])}, r := {ident(ROW)}), "
                      f"{ident(ROW)}) FILTER (WHERE {readable})")
-    first = con.execute(f"SELECT {', '.join(picks)} FROM __raw").fetchone() or ()
+    first = con.execute(f"SELECT {', '.join(picks)} FROM {RAW}").fetchone() or ()
     return {i: (bool(pick["z"]), int(pick["r"])) for i, pick in zip(pending, first) if pick is not None}
 
 
@@ -363,7 +432,7 @@ def _typing_sql(
         ["*"] + [f"{f'__v{i}' if field['name'] in typed_columns else parse_expression(f'__r{i}', field)} AS __t{i}"
                  for i, field in enumerate(fields)]
     )
-    sql = f"SELECT {', '.join(outer)} FROM (SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM __raw))"
+    sql = f"SELECT {', '.join(outer)} FROM (SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM {RAW}))"
     return sql, notes
 
 
@@ -382,7 +451,7 @@ def _duplicate_rows(
         not_null = " AND ".join(f"{ident('f' + str(names.index(c)))} IS NOT NULL" for c in columns)
         dupes = (
             f"SELECT {ROW} FROM (SELECT {ROW}, row_number() OVER (PARTITION BY {cols} ORDER BY {ROW}) AS n "
-            f"FROM __typed WHERE {not_null}) WHERE n > 1"
+            f"FROM {TYPED} WHERE {not_null}) WHERE n > 1"
         )
         count = con.execute(f"SELECT count(*) FROM ({dupes})").fetchone()[0]  # type: ignore[index]
         if count:
@@ -400,7 +469,7 @@ def _raw_rows(con: duckdb.DuckDBPyConnection, labels: list[str], names: list[str
     if not rows:
         return {}
     kept = con.execute(
-        f"SELECT * FROM __errraw WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rows]
+        f"SELECT * FROM {ERRRAW} WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rows]
     ).fetchall()
     cells = {row[0]: ["" if v is None else v for v in row[1:]] for row in kept}
     rest = [r for r in rows if r not in cells]
@@ -410,7 +479,7 @@ def _raw_rows(con: duckdb.DuckDBPyConnection, labels: list[str], names: list[str
             for label in labels
         )
         for row in con.execute(
-            f"SELECT {ROW}, {typed} FROM __typed WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rest]
+            f"SELECT {ROW}, {typed} FROM {TYPED} WHERE {ROW} IN (SELECT unnest(?::BIGINT[]))", [rest]
         ).fetchall():
             cells[row[0]] = list(row[1:])
     return cells
