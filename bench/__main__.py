@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import phase_catalogue, phase_http, phase_ingest, phase_pruning, phase_queries
 from bench.context import Context
 from bench.loadgen import ensure_wrk
-from bench.report import render, write
+from bench.measure import LoadSampler
+from bench.report import render, write, write_facts
 
 PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("ingest", "1 ingest", phase_ingest.run),
@@ -39,6 +40,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="Repeats of the slowest steps (our ingest and its plain peers, the largest full site "
                              "build); default: --repeat, but at most 2 above 2 million rows.")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="Report file (Markdown).")
+    parser.add_argument("--facts", type=Path, default=None,
+                        help="Also write every figure, target and checked configuration as JSON here.")
     parser.add_argument("--http-seconds", type=float, default=None, help="Duration of each load run (default 6, quick 5).")
     parser.add_argument("--concurrency", type=int, default=8, help="Connections of the load generator.")
     parser.add_argument("--catalogue-sizes", default=None,
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> Path:
                 ctx.step(ensure_wrk())
             task = progress.add_task("phases", total=len(PHASES) + 1)
             progress.update(task, description="writing the data")
-            phase_ingest.prepare_data(ctx)
+            with LoadSampler(ctx.results.loads.setdefault("data", [])):
+                phase_ingest.prepare_data(ctx)
             progress.advance(task)
             for key, label, run in PHASES:
                 if key in args.skip:
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> Path:
                 progress.update(task, description=label)
                 began = time.perf_counter()
                 try:
-                    run(ctx)
+                    with LoadSampler(ctx.results.loads.setdefault(key, [])):
+                        run(ctx)
                 except Exception as exc:  # noqa: BLE001 - one failed phase must not lose the others' figures
                     ctx.console.print(f"[red]phase {key} failed[/red]: {exc}")
                     ctx.console.print(traceback.format_exc())
@@ -122,11 +127,14 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> Path:
                       repeat=args.repeat, heavy_repeat=ctx.heavy, seconds=time.perf_counter() - started, phase_seconds=phase_seconds,
                       found_versions=ctx.versions)
         write(args.output, text)
-        failed = [t for t in ctx.results.targets if not t.passed]
+        failed = [t for t in ctx.results.targets if t.verdict != "PASS"]
+        if args.facts:
+            write_facts(args.facts, ctx.results)
         console.print(f"Wrote [bold]{args.output}[/bold]: {len(ctx.results.targets) - len(failed)} of "
                       f"{len(ctx.results.targets)} targets pass, in {(time.perf_counter() - started) / 60:.1f} min.")
         for t in failed:
-            console.print(f"  [yellow]FAIL[/yellow] {t.section}: {t.label}: {t.value:.3g} (target {t.op} {t.threshold:g})")
+            console.print(f"  [yellow]{t.verdict}[/yellow] {t.section}: {t.label}: {t.value:.3g} "
+                          f"(target {t.op} {t.threshold:g})")
         if args.strict and ctx.results.skipped.keys() - args.skip - ({"exports", "memory"} if "http" in args.skip else set()):
             raise SystemExit(1)
     finally:

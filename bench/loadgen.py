@@ -4,6 +4,10 @@
 bottleneck); otherwise this module's own asyncio client runs in a second
 process (``python -m bench.loadgen URL --concurrency C --duration S``):
 keep-alive HTTP/1.1 connections, each sending one request after the other.
+
+Given several URLs (one server), every request picks one at random from a
+seeded generator (wrk: a Lua script with ``math.randomseed``), so a load asks
+many different questions in a sequence that is the same on every run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
+import tempfile
 import shutil
 import subprocess
 import sys
@@ -47,11 +53,14 @@ def _check_loopback(url: str) -> None:
         raise ValueError(f"load is only ever sent to loopback addresses, not {host!r}")
 
 
-async def _client(host: str, port: int, target: str, deadline: float, latencies: list[float], errors: list[int]) -> None:
+async def _client(host: str, port: int, targets: list[str], seed: int, deadline: float, latencies: list[float],
+                  errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
-    request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: */*\r\n\r\n".encode()
+    requests = [f"GET {t} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: */*\r\n\r\n".encode() for t in targets]
+    pick = random.Random(seed)
     try:
         while time.perf_counter() < deadline:
+            request = requests[pick.randrange(len(requests))]
             started = time.perf_counter()
             writer.write(request)
             await writer.drain()
@@ -94,29 +103,47 @@ async def _client(host: str, port: int, target: str, deadline: float, latencies:
         writer.close()
 
 
-async def _run(url: str, concurrency: int, duration_s: float) -> LoadResult:
+def _target(url: str) -> str:
     parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+async def _run(urls: list[str], concurrency: int, duration_s: float, seed: int = 0) -> LoadResult:
+    parts = urlsplit(urls[0])
+    targets = [_target(u) for u in urls]
     latencies: list[float] = []
     errors: list[int] = []
     started = time.perf_counter()
     deadline = started + duration_s
-    await asyncio.gather(*(_client(parts.hostname or "127.0.0.1", parts.port or 80, target, deadline, latencies, errors)
-                           for _ in range(concurrency)))
+    await asyncio.gather(*(_client(parts.hostname or "127.0.0.1", parts.port or 80, targets, seed + i, deadline,
+                                   latencies, errors) for i in range(concurrency)))
     seconds = time.perf_counter() - started
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0.0
     return LoadResult("asyncio", len(latencies), len(errors), seconds, p50)
 
 
-def _wrk(url: str, concurrency: int, duration_s: float) -> LoadResult:
+def wrk_script(urls: list[str], seed: int) -> str:
+    """A wrk Lua script sending each request to one of ``urls``' paths, picked by a seeded generator."""
+    paths = ",\n".join(json.dumps(_target(u)) for u in urls)  # JSON strings are valid Lua strings here (ASCII)
+    return (f"math.randomseed({int(seed)})\nlocal paths = {{\n{paths}\n}}\n"
+            "request = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n")
+
+
+def _wrk(urls: list[str], concurrency: int, duration_s: float, seed: int) -> LoadResult:
     wrk = shutil.which("wrk")
     assert wrk is not None
     seconds = max(1, round(duration_s))
-    out = subprocess.run(
-        [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency", url],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    ).stdout
+    command = [wrk, "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_script(urls, seed))
+    try:
+        if len(urls) > 1:
+            command += ["-s", script.name]
+        out = subprocess.run(command + [urls[0]], capture_output=True, text=True, timeout=seconds + 60,
+                             check=True).stdout
+    finally:
+        os.unlink(script.name)
     total = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     if total is None:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
@@ -132,16 +159,28 @@ def _wrk(url: str, concurrency: int, duration_s: float) -> LoadResult:
                       float(p50.group(1)) * scale[p50.group(2)] if p50 else 0.0)
 
 
-def load(url: str, concurrency: int, duration_s: float, prefer_wrk: bool = True) -> LoadResult:
-    """Send GET ``url`` from ``concurrency`` connections for ``duration_s`` seconds, from another process."""
-    _check_loopback(url)
+def load(url: str | list[str], concurrency: int, duration_s: float, prefer_wrk: bool = True,
+         seed: int = 0) -> LoadResult:
+    """Send GETs from ``concurrency`` connections for ``duration_s`` seconds, from another process.
+
+    ``url``: one URL, or a list on one server, each request picking one by a generator seeded with ``seed``.
+    """
+    urls = [url] if isinstance(url, str) else list(url)
+    for u in urls:
+        _check_loopback(u)
     if prefer_wrk and shutil.which("wrk"):
-        return _wrk(url, concurrency, duration_s)
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", url, "--concurrency", str(concurrency), "--duration", str(duration_s)],
-        capture_output=True, text=True, timeout=duration_s + 120, check=True,
-        env={**os.environ, "PYTHONPATH": bench_pythonpath()},
-    )
+        return _wrk(urls, concurrency, duration_s, seed)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as listing:
+        json.dump(urls, listing)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.loadgen", urls[0], "--urls", listing.name, "--seed", str(seed),
+             "--concurrency", str(concurrency), "--duration", str(duration_s)],
+            capture_output=True, text=True, timeout=duration_s + 120, check=True,
+            env={**os.environ, "PYTHONPATH": bench_pythonpath()},
+        )
+    finally:
+        os.unlink(listing.name)
     data = json.loads(completed.stdout.strip().splitlines()[-1])
     return LoadResult(**data)
 
@@ -165,9 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--urls", default="", help="JSON file listing the URLs to pick from (default: url alone)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    _check_loopback(args.url)
-    result = asyncio.run(_run(args.url, args.concurrency, min(args.duration, 600)))
+    urls = json.loads(open(args.urls, encoding="utf-8").read()) if args.urls else [args.url]
+    for u in urls:
+        _check_loopback(u)
+    result = asyncio.run(_run(urls, args.concurrency, min(args.duration, 600), args.seed))
     out: dict[str, Any] = {k: getattr(result, k) for k in ("tool", "requests", "errors", "seconds", "p50_ms")}
     print(json.dumps(out))
 

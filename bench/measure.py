@@ -47,7 +47,13 @@ class Figure:
 
 @dataclass
 class Target:
-    """A ratio (or bound) with its target: PASS when ``value op threshold``."""
+    """A ratio (or bound) with its target: PASS when ``value op threshold``; unstable when its spread crosses it.
+
+    ``spread``: the interquartile range of the ratio over its turns (each turn
+    pairs one measurement of each side). A ratio whose middle half of turns
+    lies on both sides of the threshold was measured again (``settle``); if it
+    still does, it is reported as unstable, neither PASS nor FAIL.
+    """
 
     section: str
     label: str
@@ -56,10 +62,19 @@ class Target:
     threshold: float
     unit: str = "×"
     note: str = ""
+    spread: tuple[float, float] | None = None
 
     @property
     def passed(self) -> bool:
         return self.value >= self.threshold if self.op == ">=" else self.value <= self.threshold
+
+    @property
+    def unstable(self) -> bool:
+        return self.spread is not None and crosses(self.spread, self.threshold)
+
+    @property
+    def verdict(self) -> str:
+        return "unstable" if self.unstable else "PASS" if self.passed else "FAIL"
 
 
 @dataclass
@@ -71,6 +86,9 @@ class Results:
     notes: dict[str, list[str]] = field(default_factory=dict)  # section -> setup/method notes
     texts: dict[str, str] = field(default_factory=dict)  # section -> verbatim block (plans, profiles)
     skipped: dict[str, str] = field(default_factory=dict)  # section -> why
+    loads: dict[str, list[float]] = field(default_factory=dict)  # phase -> 1-minute load averages seen during it
+    peers: list[tuple[str, str]] = field(default_factory=list)  # (peer, how it is deployed here)
+    facts: dict[str, Any] = field(default_factory=dict)  # configuration checked during the run (tests read it)
 
     def add(self, figure: Figure) -> Figure:
         self.figures[figure.key] = figure
@@ -81,6 +99,50 @@ class Results:
 
     def median(self, key: str) -> float:
         return self.figures[key].median
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average now."""
+    return os.getloadavg()[0]
+
+
+def crosses(spread: tuple[float, float], threshold: float) -> bool:
+    """Whether ``threshold`` lies strictly inside ``spread``."""
+    return spread[0] < threshold < spread[1]
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """(25th, 75th) percentile; the range itself below four values."""
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def per_turn(top: list[float], bottom: list[float]) -> list[float]:
+    """The ratio of each turn: ``top[i] / bottom[i]`` (both measured in the same turn)."""
+    return [a / b for a, b in zip(top, bottom) if b]
+
+
+def settle(measure: Callable[[], dict[str, list[float]]], ratio: Callable[[dict[str, list[float]]], list[float]],
+           threshold: float | None) -> tuple[dict[str, list[float]], bool]:
+    """Measure in turns; when the ratio's spread crosses ``threshold``, measure again and pool the turns.
+
+    Returns (every side's values, whether it was measured twice).
+    """
+    first = measure()
+    if threshold is None or not crosses(quartiles(ratio(first)), threshold):
+        return first, False
+    again = measure()
+    return {k: first[k] + again.get(k, []) for k in first}, True
+
+
+def ratio_target(section: str, label: str, turns: list[float], op: str, threshold: float, note: str = "",
+                 repeated: bool = False) -> Target:
+    """A target over per-turn ratios: their median, with their interquartile range as the spread."""
+    extra = "measured twice: its spread crossed the target" if repeated else ""
+    return Target(section, label, statistics.median(turns), op, threshold,
+                  note="; ".join(n for n in (note, extra) if n), spread=quartiles(turns))
 
 
 def timed(fn: Callable[[], Any], repeat: int, warmup: int = 0) -> list[float]:
@@ -95,7 +157,8 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 0) -> list[float]:
     return out
 
 
-def timed_alternately(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1) -> dict[str, list[float]]:
+def timed_alternately(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1,
+                      before_turn: Callable[[int], None] | None = None) -> dict[str, list[float]]:
     """Seconds of ``repeat`` calls of each of ``fns``, taken in turns (a, b, a, b, ...).
 
     Two engines measured in turns see the same machine: a drift in load or
@@ -106,7 +169,9 @@ def timed_alternately(fns: dict[str, Callable[[], Any]], repeat: int, warmup: in
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
+    for turn in range(repeat):
+        if before_turn is not None:  # e.g. draw this turn's parameters, the same for every side
+            before_turn(turn)
         for name, fn in fns.items():
             started = time.perf_counter()
             fn()
@@ -189,3 +254,27 @@ def bench_pythonpath() -> str:
 
 def mib(n_bytes: float) -> float:
     return n_bytes / (1 << 20)
+
+
+class LoadSampler:
+    """Records the machine's 1-minute load average at the start, every ``interval_s`` and at the end of a phase."""
+
+    def __init__(self, into: list[float], interval_s: float = 5.0) -> None:
+        self.into = into
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.into.append(load_average())
+
+    def __enter__(self) -> LoadSampler:
+        self.into.append(load_average())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.into.append(load_average())

@@ -24,6 +24,10 @@ FULL_TEXT = ("to_tsvector(concat_ws(' ', " + ", ".join(
     f"to_json(\"{c}\") #>> '{{}}'" if t == "timestamp" else f'"{c}"' for c, t in zip(COLUMNS, PG_TYPES)) + "))")
 CKAN_FULL_TEXT = ("(SELECT to_tsvector(string_agg(value, ' ')) FROM json_each_text(row_to_json(r)::json) "
                   "WHERE key NOT LIKE '\\_%')")
+# The indexes a DBA (or `sqlite-utils create-index`) adds for the measured queries: the point lookup
+# (sensor, time), the top-10 at one reading time (time), the group-by over a week and the district
+# count (district, time).
+DBA_INDEXES = (("sensor_id", "timestamp"), ("timestamp",), ("district", "timestamp"))
 PG_DSN = os.environ.get("BENCH_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 
 
@@ -99,9 +103,22 @@ class CkanTable:
         self.con.execute("RESET maintenance_work_mem")
         self.con.execute(f"VACUUM ANALYZE {self.table}")
 
-    def add_sensor_time_index(self) -> None:
-        self.con.execute(f'CREATE INDEX parking_sensor_time ON {self.table} (sensor_id, "timestamp")')
+    def add_dba_indexes(self) -> None:
+        """The B-tree indexes of ``DBA_INDEXES``, then ANALYZE."""
+        for columns in DBA_INDEXES:
+            name = "parking_" + "_".join(columns)
+            cols = ", ".join(f'"{c}"' for c in columns)
+            self.con.execute(f"CREATE INDEX {name} ON {self.table} ({cols})")
         self.con.execute(f"ANALYZE {self.table}")
+
+    def index_columns(self) -> list[tuple[str, ...]]:
+        """The key columns of every index on the table, as PostgreSQL's catalogue lists them."""
+        rows = self.con.execute(
+            "SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+            "WHERE i.indrelid = %s::regclass GROUP BY i.indexrelid", [self.table]).fetchall()
+        return sorted(tuple(r[0]) for r in rows)
 
     def size_bytes(self) -> int:
         return self.con.execute(f"SELECT pg_total_relation_size('{self.table}')").fetchone()[0]  # type: ignore[index,no-any-return]
@@ -140,14 +157,25 @@ def load_sqlite(path: Path, parts: list[str], batch_rows: int = 100_000) -> None
     db.close()
 
 
-def add_sqlite_index(path: Path) -> None:
-    """The (sensor_id, timestamp) index, as ``sqlite-utils create-index parking.db parking sensor_id timestamp``."""
+def add_sqlite_indexes(path: Path) -> None:
+    """``DBA_INDEXES``, as ``sqlite-utils create-index parking.db parking sensor_id timestamp`` (and so on) adds them."""
     import sqlite_utils
 
     db = sqlite_utils.Database(path)
-    db["parking"].create_index(["sensor_id", "timestamp"])  # type: ignore[union-attr]
+    for columns in DBA_INDEXES:
+        db["parking"].create_index(list(columns), if_not_exists=True)  # type: ignore[union-attr]
     db.execute("ANALYZE")
     db.close()
+
+
+def sqlite_index_columns(path: Path) -> list[tuple[str, ...]]:
+    """The key columns of every index on the table, as SQLite lists them."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [row[1] for row in con.execute("PRAGMA index_list(parking)")]
+        return sorted(tuple(r[2] for r in con.execute(f"PRAGMA index_info([{n}])")) for n in names)
+    finally:
+        con.close()
 
 
 @contextmanager

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 
-from sqlalchemy import update
+from sqlalchemy import select
 
-from bench.catalogue_data import grow_catalogue
+from bench.catalogue_data import add_dataset, grow_catalogue, remove_datasets
 from bench.context import Context
 from bench.measure import Figure, Target
 from catalogue.hub import Hub, open_hub
@@ -15,6 +15,7 @@ from catalogue.meta.models import Dataset
 from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import SiteBuilder
+from catalogue.sitegen.listings import index_listing
 
 SECTION = "catalogue"
 SEARCHES = {
@@ -39,21 +40,41 @@ def _site(ctx: Context, hub: Hub, size: int) -> tuple[float, float]:
     res.add(Figure(f"site.full.{size}", f"full site build, {size:,} datasets ({pages:,} pages)", "s", full))
     res.add(Figure(f"site.per_dataset.{size}", f"full site build per dataset, {size:,} datasets", "ms",
                    [v / size * 1000 for v in full]))
-    changed = f"ds-{size // 2:06d}"
-    rebuild = []
+    rebuild, pages_list = [], []
     for i in range(ctx.repeat):
-        with hub.sessions.begin() as session:
-            session.execute(update(Dataset).where(Dataset.name == changed).values(title=f"Geändert {i}"))
-        ctx.step(f"site: rebuild after one change, {size:,} datasets, repeat {i + 1}/{ctx.repeat}")
+        # A new dataset sorting second: every later card of the index (and of its publisher's listing)
+        # moves, the front page's "recently updated" changes, and search must find it.
+        name, word = f"ds-000000-neu-{size}-{i}", f"Neuzugang{size}x{i}"
+        add_dataset(hub, name, f"Neuzugang {i}", word)
+        ctx.step(f"site: rebuild after a dataset was added at the front, {size:,} datasets, repeat {i + 1}/{ctx.repeat}")
         started = time.perf_counter()
-        pages = SiteBuilder(hub).build(only=[changed])
+        pages = SiteBuilder(hub).build(only=[name])
         rebuild.append(time.perf_counter() - started)
-        html = (site / "datasets" / f"{changed}.html").read_text(encoding="utf-8")
-        if f"Geändert {i}" not in html:
-            raise RuntimeError("the rebuild did not re-render the changed dataset's page")
-    res.add(Figure(f"site.rebuild.{size}", f"rebuild after one dataset changed, {size:,} datasets ({pages} pages)", "s",
-                   rebuild))
+        pages_list.append(pages)
+        _check_rebuild(hub, name, word)
+    remove_datasets(hub, [f"ds-000000-neu-{size}-{i}" for i in range(ctx.repeat)])
+    res.add(Figure(f"site.rebuild.{size}", f"rebuild after one dataset was added near the front of the listings, "
+                   f"{size:,} datasets ({min(pages_list):,}–{max(pages_list):,} pages)", "s", rebuild))
     return res.median(f"site.full.{size}"), res.median(f"site.rebuild.{size}")
+
+
+def _check_rebuild(hub: Hub, name: str, word: str) -> None:
+    """The rebuilt site shows the new dataset and every shifted index page; search finds it."""
+    site = hub.settings.site_dir
+    size = hub.settings.site_page_size
+    with hub.sessions() as session:
+        names = sorted(session.scalars(select(Dataset.name)))
+        found = search_datasets(session, word, 5, 0)
+    if [d.name for d in found.datasets] != [name]:
+        raise RuntimeError(f"search for {word!r} did not find the new dataset {name}")
+    if not (site / "datasets" / f"{name}.html").exists():
+        raise RuntimeError(f"the rebuild did not render {name}")
+    listing = index_listing(names, size)
+    for number in (1, listing.page_count):
+        html = (site / listing.path(number)).read_text(encoding="utf-8")
+        missing = [n for n in listing.page(number) if f"{n}.html" not in html]
+        if missing:
+            raise RuntimeError(f"index page {number} after the rebuild lacks {missing[:3]}")
 
 
 def _search(ctx: Context, hub: Hub, size: int) -> None:
@@ -105,10 +126,12 @@ def run(ctx: Context) -> None:
     res.note(SECTION, "A catalogue of its own (SQLite, the default backend), filled cheaply with SQLAlchemy core "
              "inserts: realistic German/English titles, ~150-character descriptions, four keywords, one publisher "
              "per 100 datasets, and one *metadata-only* version per dataset (its row in `versions`, no Parquet "
-             "files: the site and search read only metadata). The rebuild changes one dataset's title and calls "
-             "`SiteBuilder(hub).build(only=[name])` (= `build_site(hub, changed=[name])`): that dataset's two "
-             "pages and, in both languages, the page of the paginated index and of its publisher's listing that "
-             "show it (listings are sorted by name, so an edit moves nothing). Compiled templates are cached in "
+             "files: the site and search read only metadata). The rebuild follows a change that touches the "
+             "listings and search: a new dataset is published whose name sorts second (`ds-000000-neu-…`), so every "
+             "later card of the paginated index and of its publisher's listing moves one place and the front "
+             "page's recently updated datasets change; then `SiteBuilder(hub).build(only=[name])` (= "
+             "`build_site(hub, changed=[name])`) renders what differs, and the bench checks that search finds the "
+             "new dataset and that the first and last index pages list exactly the expected datasets. Compiled templates are cached in "
              "the data directory, so every build after the first skips compiling them.")
     res.note(SECTION, "Search: `catalogue.search.search_datasets(session, q, 20, 0)` in a fresh session (as the "
              "API's `GET /api/v1/datasets?q=` does): a count and the first 20 datasets with publisher and current "

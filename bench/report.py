@@ -87,7 +87,8 @@ def _figure_row(f: Figure) -> str:
 def render(results: Results, *, command: str, mode: str, rows: int, repeat: int, heavy_repeat: int, seconds: float,
            phase_seconds: dict[str, float], found_versions: dict[str, str]) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    passed = sum(t.passed for t in results.targets)
+    passed = sum(t.verdict == "PASS" for t in results.targets)
+    unstable = sum(t.verdict == "unstable" for t in results.targets)
     out = [
         "# Benchmarks",
         "",
@@ -99,20 +100,35 @@ def render(results: Results, *, command: str, mode: str, rows: int, repeat: int,
         "",
         "The machine is shared and noisy, so read the **ratios**: each compares two figures measured in the same "
         "run, one right after the other, on the same data. Figures are medians of the repeats, with the "
-        "spread (min – max) beside them. A missed target is reported as FAIL; it never fails the run.",
+        "spread (min – max) beside them. Every ratio is measured in turns (ours, peer, ours, ...): its value "
+        "is the median of the per-turn ratios and its spread their interquartile range. A ratio whose spread "
+        "crosses its target is measured again; if it still crosses, it is reported as **unstable**, neither PASS "
+        "nor FAIL. A missed target is reported as FAIL; it never fails the run. Headline figures are our "
+        "**uncached** path (new questions drawn from a seeded distribution, every cache of ours off); cached "
+        "figures are their own rows, labelled CACHED, without targets.",
         "",
-        f"## Targets ({passed} of {len(results.targets)} pass)",
+        f"## Targets ({passed} of {len(results.targets)} pass, {unstable} unstable)",
         "",
-        "| section | ratio | measured | target | result |",
-        "| --- | --- | ---: | --- | --- |",
+        "| section | ratio | measured | spread (IQR of turns) | target | result |",
+        "| --- | --- | ---: | ---: | --- | --- |",
     ]
     for t in results.targets:
         unit = "×" if t.unit == "×" else f" {t.unit}"
         value = f"{fmt(t.value)}{unit}"
         goal = f"{'≥' if t.op == '>=' else '≤'} {fmt(t.threshold)}{unit}"
-        verdict = "PASS" if t.passed else "**FAIL**"
+        verdict = {"PASS": "PASS", "FAIL": "**FAIL**", "unstable": "*unstable*"}[t.verdict]
         note = f" ({t.note})" if t.note else ""
-        out.append(f"| {t.section} | {t.label}{note} | {value} | {goal} | {verdict} |")
+        spread = f"{fmt(t.spread[0])} – {fmt(t.spread[1])}" if t.spread else "—"
+        out.append(f"| {t.section} | {t.label}{note} | {value} | {spread} | {goal} | {verdict} |")
+    if results.peers:
+        out += ["", "## Peers as deployed", "", "| peer | configuration |", "| --- | --- |"]
+        out += [f"| {name} | {how} |" for name, how in results.peers]
+    if results.loads:
+        out += ["", "## Load average during each phase", "",
+                "The machine's 1-minute load average at the start and end of each phase (and its highest reading "
+                "in between, sampled every 5 s); the machine has " + f"{os.cpu_count()} cores.", "",
+                "| phase | start | end | highest |", "| --- | ---: | ---: | ---: |"]
+        out += [f"| {k} | {v[0]:.2f} | {v[-1]:.2f} | {max(v):.2f} |" for k, v in results.loads.items() if v]
     out += ["", "## Machine", "", "| | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in machine().items()]
     out += ["", "## Versions", "", "| | |", "| --- | --- |"]
@@ -132,7 +148,7 @@ def render(results: Results, *, command: str, mode: str, rows: int, repeat: int,
         mine = [t for t in results.targets if t.section == key]
         if mine:
             out += ["Ratios: " + "; ".join(f"{t.label}: **{fmt(t.value)}{'×' if t.unit == '×' else ' ' + t.unit}** "
-                                          f"({'PASS' if t.passed else 'FAIL'})" for t in mine) + ".", ""]
+                                          f"({t.verdict})" for t in mine) + ".", ""]
         for note in results.notes.get(key, []):
             out += [note, ""]
         if key == "pruning" and "explain" in results.texts:
@@ -143,3 +159,16 @@ def render(results: Results, *, command: str, mode: str, rows: int, repeat: int,
 
 def write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
+
+
+def write_facts(path: Path, results: Results) -> None:
+    """The run's figures, targets and checked configuration as JSON beside the report (tests read it)."""
+    import json
+
+    data = {
+        "figures": {k: f.as_dict() for k, f in results.figures.items()},
+        "targets": [{"section": t.section, "label": t.label, "value": t.value, "op": t.op, "threshold": t.threshold,
+                     "spread": t.spread, "verdict": t.verdict} for t in results.targets],
+        "facts": results.facts, "loads": results.loads, "peers": results.peers, "skipped": results.skipped,
+    }
+    path.write_text(json.dumps(data, indent=1, default=str, allow_nan=True), encoding="utf-8")

@@ -73,7 +73,8 @@ def plain_pyarrow(args: argparse.Namespace) -> dict[str, Any]:
             timestamp_parsers=["%d.%m.%Y %H:%M"] if german else None,
         ),
     )
-    pq.write_table(table, args.out, compression=PART_COMPRESSION)
+    # Comparable files: our parts' compression and row-group size.
+    pq.write_table(table, args.out, compression=PART_COMPRESSION, row_group_size=args.row_group_rows)
     return {"seconds": time.perf_counter() - started, "peak_rss": _peak_rss(), "rows": table.num_rows}
 
 
@@ -87,7 +88,8 @@ def plain_duckdb(args: argparse.Namespace, order_by: str = "") -> dict[str, Any]
               "timestampformat='%d.%m.%Y %H:%M', header=true)" if german else
               f"read_csv('{args.csv}', header=true)")
     order = f" ORDER BY {order_by}" if order_by else ""
-    con.execute(f"COPY (SELECT * FROM {reader}{order}) TO '{args.out}' (FORMAT parquet, COMPRESSION {PART_COMPRESSION})")
+    con.execute(f"COPY (SELECT * FROM {reader}{order}) TO '{args.out}' "
+                f"(FORMAT parquet, COMPRESSION {PART_COMPRESSION}, ROW_GROUP_SIZE {int(args.row_group_rows)})")
     rows = con.execute(f"SELECT count(*) FROM read_parquet('{args.out}')").fetchone()[0]  # type: ignore[index]
     seconds = time.perf_counter() - started
     con.close()
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--defs", default="")
     parser.add_argument("--dataset", default="")
+    parser.add_argument("--row-group-rows", type=int, default=65_536, help="plain conversions: rows per row group")
     parser.add_argument("--bytes", action="store_true", help="ingest: deliver the file's bytes in memory, not a path")
     args = parser.parse_args(argv)
     print(json.dumps(KINDS[args.kind](args)))

@@ -33,15 +33,16 @@ def test_the_bench_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     from bench.__main__ import main
     from bench.report import SECTIONS
 
-    out = tmp_path / "BENCHMARKS.md"
+    out, facts_file = tmp_path / "BENCHMARKS.md", tmp_path / "facts.json"
     main(["--rows", "20000", "--repeat", "1", "--http-seconds", "1", "--concurrency", "2", "--no-wrk",
           "--no-install", "--catalogue-sizes", "20,40", "--search-sizes", "40,80", "--workdir", str(tmp_path),
-          "--output", str(out)])
+          "--output", str(out), "--facts", str(facts_file)])
     text = out.read_text(encoding="utf-8")
+    run = json.loads(facts_file.read_text(encoding="utf-8"))
     for heading in ["## Targets", "## Machine", "## Versions"] + [f"## {title}" for _, title, _ in SECTIONS]:
         assert heading in text, heading
     assert "Skipped" not in text, text  # every phase ran
-    targets = text.split("## Targets", 1)[1].split("## Machine", 1)[0]
+    targets = text.split("## Targets", 1)[1].split("## Peers as deployed", 1)[0]
     rows = [line for line in targets.splitlines()
             if line.startswith("| ") and not line.startswith(("| section", "| ---"))]
     assert len(rows) >= 20
@@ -50,9 +51,42 @@ def test_the_bench_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
         measured = re.fullmatch(rf"({NUMBER})(?:×| %| MiB)", cells[2])
         assert measured, row
         assert math.isfinite(float(measured.group(1).replace(",", "")))
-        assert cells[4] in ("PASS", "**FAIL**"), row
+        assert cells[5] in ("PASS", "**FAIL**", "*unstable*"), row
     assert "every engine agrees" in text
-    assert list(tmp_path.iterdir()) == [out]  # the bench's own temp directory is gone
+    assert sorted(tmp_path.iterdir()) == [out, facts_file]  # the bench's own temp directory is gone
+    _assert_peers_as_deployed(run, text)
+
+
+def _assert_peers_as_deployed(run: dict[str, Any], text: str) -> None:
+    """The peers are configured as their users deploy them, and our headline is the uncached path (issue 14)."""
+    from bench.peers import DBA_INDEXES
+
+    facts = run["facts"]
+    plain, inspected = facts["datasette_commands"]
+    assert "-i" in plain and "--inspect-file" not in plain
+    assert "-i" in inspected and Path(inspected[inspected.index("--inspect-file") + 1]).name == "inspect-data.json"
+    dba = {tuple(cols) for cols in DBA_INDEXES}
+    assert dba <= {tuple(cols) for cols in facts["postgres_indexes"]}
+    assert {("_id",), ("_full_text",)} <= {tuple(cols) for cols in facts["postgres_indexes"]}  # CKAN's own
+    assert dba == {tuple(cols) for cols in facts["sqlite_indexes"]}
+    # Our caches were off in the headline: result cache and memos off, every checked answer a miss.
+    assert facts["headline_env"] == {"URBANDATA_RESULT_CACHE_MB": "0", "URBANDATA_READ_MEMOS": "false"}
+    assert facts["headline_memos_on"] is False and facts["questions_drawn"] > 20
+    assert facts["headline_x_cache"] == ["miss", "miss"]
+    keys = set(run["figures"])
+    for page in ("first", "filtered"):  # both Datasettes measured, and our cached rows apart
+        assert {f"http.{page}.ours", f"http.{page}.ds", f"http.{page}.dsi", f"http.{page}.ours_cached"} <= keys
+    for name in ("point", "groupby", "topn", "count"):
+        assert {f"q.{name}.pg", f"q.{name}.pgidx", f"q.{name}.sqlite", f"q.{name}.sqliteidx", f"q.{name}.polars",
+                f"q.{name}.cached"} <= keys
+    labels = [t["label"] for t in run["targets"]]
+    assert not any("extrapolated" in label or "arrival" in label for label in labels)
+    assert any("frictionless" in label and "same" in label for label in labels)
+    assert any("combine counted" in label for label in labels) and any("rows/s" in label for label in labels)
+    memory = next(t for t in run["targets"] if t["section"] == "memory")
+    assert memory["threshold"] <= 128  # a limit smaller than the data, plus the stated slack
+    assert set(run["loads"]) >= {"ingest", "queries", "http", "catalogue", "pruning"}
+    assert "## Peers as deployed" in text and "## Load average during each phase" in text
 
 
 def test_the_synthetic_history_is_deterministic(tmp_path: Path) -> None:
