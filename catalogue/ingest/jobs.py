@@ -16,7 +16,8 @@ import os
 import socket
 import traceback
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -33,6 +34,8 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "file too large", "disk quota exceeded")
 # A job on another host cannot be checked for a live process: ended only when older than this.
 FOREIGN_JOB_LIMIT = timedelta(hours=24)
+# A process started this long after a job began is not the job's (its id was reused).
+PID_REUSE_SLACK_S = 30.0
 
 
 def start(hub: Hub, source_id: int | None, dataset_id: int) -> int:
@@ -141,7 +144,7 @@ def interrupt_orphans(hub: Hub, grace: timedelta) -> list[Interrupted]:
         running = session.scalars(select(HarvestJob).where(HarvestJob.status == "running",
                                                           HarvestJob.started_at < now - grace)).all()
         for job in running:
-            if job.host == host and job.pid is not None and _alive(job.pid):
+            if job.host == host and job.pid is not None and _alive(job.pid, job.started_at):
                 continue
             if job.host not in (None, host) and job.started_at > now - FOREIGN_JOB_LIMIT:
                 continue
@@ -158,11 +161,28 @@ def interrupt_orphans(hub: Hub, grace: timedelta) -> list[Interrupted]:
     return ended
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, since: datetime) -> bool:
+    """Whether the process that started a job at ``since`` may still run: ``pid`` is alive and was not
+    started after the job (ids are reused: Linux hands out 32,768 by default, and a busy machine
+    cycles through them in minutes)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: it exists
-        return True
-    return True
+        pass
+    started = process_started_at(pid)
+    moment = since if since.tzinfo else since.replace(tzinfo=timezone.utc)  # stored without a zone, in UTC
+    # The slack covers /proc's whole-second boot time and a clock stepped since the job started.
+    return started is None or started <= moment.timestamp() + PID_REUSE_SLACK_S
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), from /proc; None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return None
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the command name (which may hold spaces)
+    return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")

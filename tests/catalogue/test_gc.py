@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from catalogue.hub import Hub
 from catalogue.ingest.gc import collect
+from catalogue.ingest.jobs import process_started_at
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version, utcnow
 from catalogue.settings import PROJECT_ROOT
@@ -130,7 +131,9 @@ def test_jobs_left_running_by_a_gone_process_end_as_interrupted(counters: Hub) -
         "no process recorded": _job(hub, pid=None, host=None, age=ten_minutes),
         "other host, a day old": _job(hub, pid=1, host="elsewhere.example", age=timedelta(hours=25)),
         "dead process, version landed": _job(hub, pid=dead, host=here, age=ten_minutes),
-        "live process": _job(hub, pid=os.getpid(), host=here, age=ten_minutes),
+        # A live process started before its job (a process started after the job cannot be its own: its id was reused).
+        "live process": _job(hub, pid=os.getpid(), host=here,
+                             age=timedelta(seconds=time.time() - (process_started_at(os.getpid()) or time.time()))),
         "other host, recent": _job(hub, pid=1, host="elsewhere.example", age=ten_minutes),
         "dead process, just started": _job(hub, pid=dead, host=here, age=timedelta(seconds=1)),
     }
