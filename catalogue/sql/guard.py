@@ -96,6 +96,11 @@ def check_sql(sql: str, *, max_chars: int) -> CheckedSql:
         raise SqlSyntaxError("The sql parameter is empty. Give one SELECT statement.")
     if len(sql) > max_chars:
         raise SqlNotAllowed(f"The statement is {len(sql)} characters long; at most {max_chars} are accepted.")
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800" in a JSON body): no text DuckDB can take
+        raise SqlSyntaxError(f"The statement holds a character that is no text (a lone surrogate) at character "
+                             f"{exc.start}.", details={"position": exc.start}) from None
     check_tokens(sql)
     con = duckdb.connect(config={"enable_external_access": False})  # throwaway: only the parser runs
     try:

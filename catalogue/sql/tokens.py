@@ -80,7 +80,7 @@ def tokenize(sql: str) -> list[Token]:
     """
     try:
         found = duckdb.tokenize(sql)
-    except (duckdb.Error, RuntimeError, UnicodeError):
+    except (duckdb.Error, RuntimeError, UnicodeError, TypeError):
         return []
     character: dict[int, int] = {}  # byte offset -> character offset
     offset = 0

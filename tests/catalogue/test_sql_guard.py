@@ -443,3 +443,8 @@ def test_user_message_keeps_the_users_text_and_drops_ours(message: str, sql: str
     from catalogue.sql.worker import user_message
 
     assert user_message(message, sql) == expected
+
+
+def test_a_lone_surrogate_is_a_syntax_error() -> None:
+    assert refusal("SELECT 'a\ud800'") == ("sql-syntax-error", 400, "The statement holds a character that is no "
+                                           "text (a lone surrogate) at character 9.", {"position": 9})
