@@ -145,6 +145,22 @@ def test_the_storage_leak_scan_sees_both_leaks(tmp_path: Path) -> None:
         "catalogue/query/leaky.py:5 makes a Path of an engine URI"]
 
 
+def test_shared_scratch_tables_are_named_in_one_place() -> None:
+    """The DuckDB tables ingest modules share are spelled only in catalogue/ingest/tables.py."""
+    from catalogue.ingest import tables
+
+    shared = {tables.TYPED, tables.ERRRAW, tables.NEW}
+    spelled = []
+    for path in sorted((PROJECT_ROOT / "catalogue").rglob("*.py")):
+        if path == Path(tables.__file__):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                words = set(re.findall(r"__[a-z]+", node.value))
+                spelled += [f"{path.relative_to(PROJECT_ROOT)}:{node.lineno} {w}" for w in sorted(words & shared)]
+    assert spelled == []
+
+
 def test_the_read_path_loads_no_write_path_module() -> None:
     code = ("import sys, catalogue.query.engine, catalogue.query.records, catalogue.query.exports, "
             "catalogue.sql.runner; print(sorted(m for m in sys.modules if m.startswith('catalogue.ingest') "
