@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.errors import envelope
 from api.params import INT64_MAX, UnicodeText, int_query
 from catalogue.errors import SqlBusy
+from catalogue.sql.pool import SqlPool
 from catalogue.sql.runner import run_sql
 
 router = APIRouter()
@@ -51,13 +53,39 @@ async def sql_post(request: Request, body: SqlRequest) -> Response | dict[str, A
 
 
 async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: int | None) -> Response | dict[str, Any]:
-    # The wait for the worker runs in a thread: a slow query never blocks the event loop.
+    pool: SqlPool = request.app.state.sql_pool
+    admission = _admission(request.app.state, pool)
+    # A statement waits for a free worker here, on the event loop, and only then takes a thread: a flood of
+    # statements beyond the workers holds no threads (the synchronous routes need them) and no GIL time
+    # (the event loop needs it). Measured in tests/api/test_sql_reliability.py (RELIABILITY.md).
     try:
+        admission.acquire_nowait()  # first without a deadline: fail_after(0) would refuse even a free worker
+    except anyio.WouldBlock:
+        try:
+            with anyio.fail_after(pool.settings.sql_busy_wait_ms / 1000):
+                await admission.acquire()
+        except TimeoutError:
+            return _busy(pool.busy_error())
+    try:
+        # The wait for the worker runs in a thread: a slow query never blocks the event loop.
         return await run_in_threadpool(
-            run_sql, request.app.state.hub, request.app.state.sql_pool, sql,
-            max_rows=max_rows, time_limit_ms=timeout_ms,
+            run_sql, request.app.state.hub, pool, sql, max_rows=max_rows, time_limit_ms=timeout_ms,
         )
     except SqlBusy as exc:
-        response = envelope(exc.code, exc.status, exc.message, exc.details)
-        response.headers["Retry-After"] = str(exc.retry_after_s)
-        return response
+        return _busy(exc)
+    finally:
+        admission.release()
+
+
+def _admission(state: Any, pool: SqlPool) -> anyio.CapacityLimiter:
+    """The app's limit on statements past admission: one per worker (made on the event loop, at first use)."""
+    limiter: anyio.CapacityLimiter | None = getattr(state, "sql_admission", None)
+    if limiter is None:
+        limiter = state.sql_admission = anyio.CapacityLimiter(pool.settings.sql_workers)
+    return limiter
+
+
+def _busy(exc: SqlBusy) -> Response:
+    response = envelope(exc.code, exc.status, exc.message, exc.details)
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response

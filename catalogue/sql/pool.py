@@ -142,11 +142,14 @@ class SqlPool:
         try:
             return self._idle.get(timeout=self.settings.sql_busy_wait_ms / 1000)
         except queue.Empty:
-            retry = max(1, math.ceil(self.settings.sql_time_limit_ms / 1000))
-            raise SqlBusy(
-                f"All {self.settings.sql_workers} SQL workers are busy; try again in {retry} s.",
-                retry_after_s=retry,
-            ) from None
+            raise self.busy_error() from None
+
+    def busy_error(self) -> SqlBusy:
+        """The error for a query that found every worker busy for ``sql_busy_wait_ms``."""
+        retry = max(1, math.ceil(self.settings.sql_time_limit_ms / 1000))
+        return SqlBusy(
+            f"All {self.settings.sql_workers} SQL workers are busy; try again in {retry} s.", retry_after_s=retry
+        )
 
     def _release(self, worker: _Worker, healthy: bool) -> None:
         if healthy and worker.process.is_alive():
