@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import sys
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_the_synthetic_history_is_deterministic(tmp_path: Path) -> None:
 def test_the_ckan_table_holds_what_ckans_trigger_would_have_written(tmp_path: Path) -> None:
     pytest.importorskip("psycopg")
     from bench.data import Shape, write_csv
-    from bench.peers import CKAN_FULL_TEXT, COLUMNS, CkanTable
+    from bench.peers import CKAN_FULL_TEXT, COLUMNS, DBA_INDEXES, CkanTable
 
     csv = write_csv(tmp_path / "parking.csv", Shape.of(5000), "international")
     table = CkanTable(f"test_ckan_{id(tmp_path)}")
@@ -120,9 +121,18 @@ def test_the_ckan_table_holds_what_ckans_trigger_would_have_written(tmp_path: Pa
             f"WHERE __stored IS DISTINCT FROM {CKAN_FULL_TEXT}").fetchone()
         (sample,) = table.con.execute(f"SELECT _full_text::text FROM {table.table} WHERE sensor_id = 'S00003' "
                                       "ORDER BY timestamp LIMIT 1").fetchone()
+        as_ckan_loads = table.index_columns()
+        table.add_dba_indexes()
+        with_dba = table.index_columns()
+        plan = "\n".join(r[0] for r in table.con.execute(
+            f"EXPLAIN SELECT * FROM {table.table} WHERE \"timestamp\" = '2026-01-05T12:00:00' "
+            "ORDER BY free DESC LIMIT 10").fetchall())
     finally:
         table.drop()
     assert (rows, distinct_ids, empty, differing) == (5000, 5000, 0, 0)
+    assert as_ckan_loads == [("_full_text",), ("_id",)]
+    assert with_dba == sorted([("_full_text",), ("_id",), *DBA_INDEXES])
+    assert "parking_timestamp" in plan  # the top-10 at one time uses the DBA's (timestamp) index
     assert "'s00003'" in sample and "'t00'" in sample  # the timestamp in JSON's ISO form (…T00:00:00)
 
 
@@ -261,3 +271,99 @@ def test_an_incremental_build_renders_only_what_one_change_touches(big_catalogue
     (site / "datasets" / "ds-gone.html").write_text("old")
     build_site(hub, changed=["ds-gone"])
     assert not (site / "datasets" / "ds-gone.html").exists()
+
+
+def test_datasette_as_deployed_takes_its_counts_from_the_inspect_file(tmp_path: Path) -> None:
+    pytest.importorskip("datasette")
+    sqlite_utils = pytest.importorskip("sqlite_utils")
+    from bench.servers import datasette, datasette_inspect
+
+    db = tmp_path / "parking.db"
+    sqlite_utils.Database(db)["parking"].insert_all({"sensor_id": f"S{i:05d}", "free": i} for i in range(50))
+    inspect = datasette_inspect(db, tmp_path / "inspect-data.json")
+    data = json.loads(inspect.read_text(encoding="utf-8"))
+    assert data["parking"]["tables"]["parking"]["count"] == 50
+    # A count only the inspect file holds: the server answers with it, so it really serves from the file.
+    data["parking"]["tables"]["parking"]["count"] = 424242
+    inspect.write_text(json.dumps(data), encoding="utf-8")
+    with datasette(db, inspect_file=inspect) as served:
+        assert served.command[served.command.index("--inspect-file") + 1] == str(inspect)
+        body = httpx.get(f"{served.url}/parking/parking.json?_size=1", timeout=30).json()
+    with datasette(db) as plain:
+        assert "--inspect-file" not in plain.command
+        counted = httpx.get(f"{plain.url}/parking/parking.json?_size=1", timeout=30).json()
+    assert (body["filtered_table_rows_count"], counted["filtered_table_rows_count"]) == (424242, 50)
+
+
+def test_sqlite_peer_gets_the_indexes_sqlite_utils_would_add(tmp_path: Path) -> None:
+    pytest.importorskip("sqlite_utils")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.peers import COLUMNS, DBA_INDEXES, add_sqlite_indexes, load_sqlite, sqlite_index_columns
+
+    part = tmp_path / "part.parquet"
+    pq.write_table(pa.table({c: pa.array([1.5] if c in ("lon", "lat") else [3] if c in ("occupied", "free")
+                                         else ["x"]) for c in COLUMNS if c != "timestamp"}
+                            ).append_column("timestamp", pa.array([0], pa.timestamp("us"))), part)
+    db = tmp_path / "parking.db"
+    load_sqlite(db, [str(part)])
+    assert sqlite_index_columns(db) == []  # as an import leaves it
+    add_sqlite_indexes(db)
+    add_sqlite_indexes(db)  # idempotent, as `create-index --if-not-exists`
+    assert sqlite_index_columns(db) == sorted(DBA_INDEXES)
+
+
+def test_read_memos_off_plans_and_counts_every_time(tmp_path: Path) -> None:
+    from catalogue.query import memos
+    from catalogue.query.engine import QueryEngine
+    from catalogue.query.records import RecordsRequest, plan_records
+
+    schema = {"fields": [{"name": "n", "type": "integer"}]}
+    request = RecordsRequest(where="n > 1", limit=5)
+    hub = open_hub(Settings(data_dir=tmp_path / "var", read_memos=False))
+    engine = QueryEngine(hub)  # applies the setting to the process
+    try:
+        assert memos.on() is False
+        assert plan_records(request, schema, [], 1) is not plan_records(request, schema, [], 1)
+    finally:
+        engine.close()
+        hub.close()
+        memos.configure(True)
+    assert plan_records(request, schema, [], 1) is plan_records(request, schema, [], 1)
+
+
+def test_a_ratio_whose_spread_crosses_its_target_is_measured_again_and_reported_unstable() -> None:
+    from bench.measure import Target, per_turn, quartiles, ratio_target, settle
+
+    calls = []
+
+    def measure() -> dict[str, list[float]]:
+        calls.append(1)
+        return {"ours": [3.0, 2.5, 1.5, 1.2], "peer": [1.0] * 4}  # per-turn ratios 1.2 … 3: IQR 1.4 – 2.6
+
+    times, again = settle(measure, lambda t: per_turn(t["ours"], t["peer"]), 2.0)
+    assert again and len(calls) == 2 and len(times["ours"]) == 8
+    unstable = ratio_target("http", "x", per_turn(times["ours"], times["peer"]), ">=", 2.0, repeated=again)
+    assert unstable.verdict == "unstable" and "measured twice" in unstable.note
+    steady, again = settle(lambda: {"ours": [3.0] * 4, "peer": [1.0] * 4}, lambda t: per_turn(t["ours"], t["peer"]), 2)
+    assert not again
+    assert ratio_target("http", "x", per_turn(steady["ours"], steady["peer"]), ">=", 2.0).verdict == "PASS"
+    assert Target("m", "x", 300.0, "<=", 128.0, unit="MiB").verdict == "FAIL"
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0)
+
+
+def test_every_turn_asks_a_new_question_from_a_seeded_distribution() -> None:
+    from bench.data import Shape
+    from bench.queries import SEED, QuerySet
+
+    base = QuerySet(Shape.of(1_000_000))
+    rng = random.Random(SEED)
+    draws = [base.draw(rng) for _ in range(50)]
+    rng = random.Random(SEED)
+    again = [base.draw(rng) for _ in range(50)]
+    assert draws == again  # seeded: the same sequence every run
+    assert len({d.sensor for d in draws}) > 25 and len({d.moment for d in draws}) > 40  # of 100 sensors
+    assert len({d.records_query_strings()["point"] for d in draws}) == 50
+    for d in draws:  # every question lies inside the history
+        assert d.day[0] >= "2026-01-05" and d.week[0] < d.week[1]
