@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import phase_catalogue, phase_http, phase_ingest, phase_pruning, phase_queries
 from bench.context import Context
 from bench.loadgen import ensure_wrk
+from bench import measure
 from bench.measure import LoadSampler
 from bench.report import render, write, write_facts
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> Path:
     console = console or Console(stderr=True)
     quick = args.quick
     rows = args.rows or (1_000_000 if quick else 10_000_000)
+    measure.SETTLE_RETRIES = 0 if quick else 1
     work = Path(tempfile.mkdtemp(prefix="urbandata-bench-", dir=args.workdir))
     started = time.perf_counter()
     phase_seconds: dict[str, float] = {}

@@ -124,6 +124,11 @@ def per_turn(top: list[float], bottom: list[float]) -> list[float]:
     return [a / b for a, b in zip(top, bottom) if b]
 
 
+# Second measurements of a ratio whose spread crossed its target (quick mode, a CI smoke run, sets 0 to keep
+# its time: such a ratio is then reported unstable straight away).
+SETTLE_RETRIES = 1
+
+
 def settle(measure: Callable[[], dict[str, list[float]]], ratio: Callable[[dict[str, list[float]]], list[float]],
            threshold: float | None) -> tuple[dict[str, list[float]], bool]:
     """Measure in turns; when the ratio's spread crosses ``threshold``, measure again and pool the turns.
@@ -131,7 +136,7 @@ def settle(measure: Callable[[], dict[str, list[float]]], ratio: Callable[[dict[
     Returns (every side's values, whether it was measured twice).
     """
     first = measure()
-    if threshold is None or not crosses(quartiles(ratio(first)), threshold):
+    if threshold is None or SETTLE_RETRIES < 1 or not crosses(quartiles(ratio(first)), threshold):
         return first, False
     again = measure()
     return {k: first[k] + again.get(k, []) for k in first}, True

@@ -102,8 +102,8 @@ def render(results: Results, *, command: str, mode: str, rows: int, repeat: int,
         "run, one right after the other, on the same data. Figures are medians of the repeats, with the "
         "spread (min – max) beside them. Every ratio is measured in turns (ours, peer, ours, ...): its value "
         "is the median of the per-turn ratios and its spread their interquartile range. A ratio whose spread "
-        "crosses its target is measured again; if it still crosses, it is reported as **unstable**, neither PASS "
-        "nor FAIL. A missed target is reported as FAIL; it never fails the run. Headline figures are our "
+        "crosses its target is measured again (not in quick mode); if it still crosses, it is reported as "
+        "**unstable**, neither PASS nor FAIL. A missed target is reported as FAIL; it never fails the run. Headline figures are our "
         "**uncached** path (new questions drawn from a seeded distribution, every cache of ours off); cached "
         "figures are their own rows, labelled CACHED, without targets.",
         "",
