@@ -136,18 +136,28 @@ def test_the_ckan_table_holds_what_ckans_trigger_would_have_written(tmp_path: Pa
     assert "'s00003'" in sample and "'t00'" in sample  # the timestamp in JSON's ISO form (…T00:00:00)
 
 
-def test_loadgen_measures_a_real_server_and_refuses_other_hosts() -> None:
+def test_loadgen_measures_a_real_server_and_refuses_other_hosts(tmp_path: Path) -> None:
     pytest.importorskip("psutil")
-    from bench.loadgen import _check_loopback, load
+    from bench.loadgen import _check_loopback, load, wrk_script
     from bench.servers import Server, free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
-    with Server("http.server", command, port, "/") as server:
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    log = tmp_path / "access.log"
+    with Server("http.server", command, port, "/", log=log) as server:
         result = load(server.url + "/", concurrency=2, duration_s=1, prefer_wrk=False)
+        urls = [f"{server.url}/?question={i}" for i in range(20)]
+        varied = load(urls, concurrency=2, duration_s=1, prefer_wrk=False, seed=7)
     assert result.tool == "asyncio" and result.requests > 0 and result.errors == 0
+    assert varied.requests > 20 and varied.errors == 0
+    asked = set(re.findall(r"GET /\?question=(\d+) ", log.read_text(encoding="utf-8")))
+    assert len(asked) > 10  # each request picks one of the URLs
+    script = wrk_script(urls, 7)
+    assert script.startswith("math.randomseed(7)") and script.count("/?question=") == 20
     with pytest.raises(ValueError):
         _check_loopback("http://192.168.1.10/")
+    with pytest.raises(ValueError):
+        load(["http://127.0.0.1:1/", "http://10.0.0.1/"], concurrency=1, duration_s=1, prefer_wrk=False)
 
 
 @pytest.fixture
