@@ -54,7 +54,7 @@ def _site(ctx: Context, hub: Hub, size: int) -> tuple[float, float]:
         _check_rebuild(hub, name, word)
     remove_datasets(hub, [f"ds-000000-neu-{size}-{i}" for i in range(ctx.repeat)])
     res.add(Figure(f"site.rebuild.{size}", f"rebuild after one dataset was added near the front of the listings, "
-                   f"{size:,} datasets ({min(pages_list):,}–{max(pages_list):,} pages)", "s", rebuild))
+                   f"{size:,} datasets ({'–'.join(f'{n:,}' for n in sorted({min(pages_list), max(pages_list)}))} pages)", "s", rebuild))
     return res.median(f"site.full.{size}"), res.median(f"site.rebuild.{size}")
 
 
@@ -117,7 +117,7 @@ def run(ctx: Context) -> None:
                 _search(ctx, hub, size)
         largest = max(ctx.catalogue_sizes)
         for size, ratio in sorted(ratio_at.items()):
-            res.targets.append(Target(SECTION, f"site rebuild after one change / full build, {size:,} datasets",
+            res.targets.append(Target(SECTION, f"site rebuild after a dataset was added at the front of the listings / full build, {size:,} datasets",
                                       ratio * 100, "<=", 5, unit="%",
                                       note="" if size == largest else "informational (the target is set at the largest size)"))
     finally:
