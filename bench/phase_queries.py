@@ -357,8 +357,9 @@ def _notes(ctx: Context, drawn: int) -> None:
              "a random district for the count, and every side answers that same question, one after the other "
              "(ours, peer, ours, ...). Ours = `plan_records` + a fresh cursor + `run_records` with "
              "`result_cache_mb=0` and `read_memos=false`: no kept plan (ODSQL parsed and checked each time), no "
-             "kept count, no kept part-pruning answer, part footers read again for every query, no kept output "
-             "columns, no kept version reference. DuckDB's own Parquet metadata cache stays on (an engine setting, "
+             "kept count, no kept part-pruning answer, part footers read again for every query (each use reads them: "
+             "the epoch and time-zone checks of the plan and the pruning table, so up to three reads of each footer "
+             "per query; conservative against us), no kept output columns, no kept version reference. DuckDB's own Parquet metadata cache stays on (an engine setting, "
              "as PostgreSQL keeps its buffers). The CACHED rows repeat one question with the memos on; they carry "
              "no target. The settings are the defaults except max_returned_rows=10000 so one page can hold the "
              "whole group-by.")
