@@ -239,7 +239,7 @@ def validate(
         _fail(exc)
         return
     for doc in found.datasets:
-        console.print(f"  [green]ok[/green]  {doc['name']}  ({len(doc['schema']['fields'])} fields)")
+        console.print(f"  [green]ok[/green]  {doc['name']}  ({len(doc['schema'].fields)} fields)")
     console.print(f"{len(found.datasets)} dataset definitions and {len(found.publishers)} publishers are valid.")
 
 

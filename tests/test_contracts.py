@@ -213,7 +213,7 @@ def test_bundled_definitions_load() -> None:
     found = load_definitions(PROJECT_ROOT / "datasets")
     assert len(found.publishers) >= 4 and len(found.datasets) >= 6
     publishers = {p["name"] for p in found.publishers}
-    assert all(d["publisher"] in publishers and d["schema"]["fields"] for d in found.datasets)
+    assert all(d["publisher"] in publishers and d["schema"].fields for d in found.datasets)
 
 
 def _definition(**changes: object) -> dict[str, object]:

@@ -19,7 +19,7 @@ from catalogue.errors import DefinitionError, SchemaError
 from catalogue.hub import Hub
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, HarvestSource, Organization
-from catalogue.schema.table_schema import check_schema
+from catalogue.schema.model import TableSchema
 
 PUBLISHER_KEYS = {"name", "title", "title_en", "description", "description_en", "homepage", "email"}
 ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
@@ -114,7 +114,8 @@ def load_definitions(root: Path) -> Definitions:
     return Definitions(publishers=publishers, datasets=datasets)
 
 
-def _load_schema(root: Path, schema: str | dict[str, Any]) -> dict[str, Any]:
+def _load_schema(root: Path, schema: str | dict[str, Any]) -> TableSchema:
+    """The definition's Table Schema (inline or a file beside it), checked and parsed once."""
     if isinstance(schema, str):
         path = (root / schema).resolve()
         if root.resolve() not in path.parents or not path.is_file():
@@ -125,8 +126,8 @@ def _load_schema(root: Path, schema: str | dict[str, Any]) -> dict[str, Any]:
             raise DefinitionError(f"schema file '{path.name}' is not valid JSON: {exc}") from exc
         if not isinstance(loaded, dict):
             raise DefinitionError(f"schema file '{path.name}' must hold a JSON object (a Table Schema).")
-        return check_schema(loaded)
-    return check_schema(schema)
+        return TableSchema.parse(loaded)
+    return TableSchema.parse(schema)
 
 
 def expand_env(value: str) -> str:
@@ -176,7 +177,7 @@ def sync_definitions(hub: Hub, definitions: Definitions) -> None:
             dataset.spatial = doc.get("spatial", {})
             dataset.temporal_start = _as_date(doc.get("temporal", {}).get("start"))
             dataset.temporal_end = _as_date(doc.get("temporal", {}).get("end"))
-            dataset.table_schema = doc["schema"]
+            dataset.table_schema = dict(doc["schema"].descriptor)  # the database keeps the JSON as written
             session.add(dataset)
             session.flush()
             if "source" in doc:

@@ -14,7 +14,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from catalogue.errors import DatasetNotFound, InvalidParameter, PublisherNotFound, VersionNotFound
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, HarvestJob, Organization, Version
-from catalogue.schema.table_schema import geometry_fields, primary_key
 
 
 def get_dataset(session: Session, name: str) -> Dataset:
@@ -192,8 +191,8 @@ def dataset_dict(dataset: Dataset) -> dict[str, Any]:
             "end": dataset.temporal_end.isoformat() if dataset.temporal_end else None,
         },
         "schema": dataset.table_schema,
-        "primary_key": primary_key(dataset.table_schema),
-        "geometry_fields": geometry_fields(dataset.table_schema),
+        "primary_key": list(dataset.schema.primary_key),
+        "geometry_fields": list(dataset.schema.geometry_fields),
         "current_version": current.number if current else None,
         "row_count": current.row_count if current else None,
         "modified_at": dataset.modified_at.isoformat() if current else None,

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Date, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from catalogue.schema.model import TableSchema
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, in UTC."""
@@ -75,7 +77,7 @@ class Dataset(Described, Base):
     spatial: Mapped[dict[str, Any]] = mapped_column(default=dict)
     temporal_start: Mapped[date | None] = mapped_column(Date, nullable=True)
     temporal_end: Mapped[date | None] = mapped_column(Date, nullable=True)
-    table_schema: Mapped[dict[str, Any]] = mapped_column("schema", JSON)
+    table_schema: Mapped[dict[str, Any]] = mapped_column("schema", JSON)  # the descriptor as written; see ``schema``
     current_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("versions.id", use_alter=True, name="fk_dataset_current_version"), nullable=True
     )
@@ -87,6 +89,11 @@ class Dataset(Described, Base):
         back_populates="dataset", foreign_keys="Version.dataset_id", order_by="Version.number"
     )
     current_version: Mapped[Version | None] = relationship(foreign_keys=[current_version_id], post_update=True)
+
+    @property
+    def schema(self) -> TableSchema:
+        """The dataset's Table Schema, typed (the column holds the JSON, checked when it was loaded)."""
+        return TableSchema.from_stored(self.table_schema)
 
 
 class Version(Base):
@@ -111,6 +118,11 @@ class Version(Base):
     harvest_job_id: Mapped[int | None] = mapped_column(ForeignKey("harvest_jobs.id"), nullable=True)
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions", foreign_keys=[dataset_id])
+
+    @property
+    def schema(self) -> TableSchema:
+        """The Table Schema this version was validated against, typed."""
+        return TableSchema.from_stored(self.table_schema)
 
 
 class HarvestSource(Base):
