@@ -34,16 +34,18 @@ OPTIONAL = ("http", "catalogue", "pruning")
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="CI smoke: 1 million rows, smaller catalogues, 5 s loads.")
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 1 million rows, smaller catalogues, 3 s loads, 2 turns of the slowest steps, "
+                        "no second measurement of a crossing ratio.")
     parser.add_argument("--rows", type=int, default=None, help="Rows of the parking history (default 10,000,000).")
     parser.add_argument("--repeat", type=int, default=3, help="Repeats of every measurement (default 3).")
     parser.add_argument("--heavy-repeat", type=int, default=None,
-                        help="Repeats of the slowest steps (our ingest and its plain peers, the largest full site "
-                             "build); default: --repeat, but at most 2 above 2 million rows.")
+                        help="Repeats of the slowest steps (our ingest and its plain peers, the frictionless sample, "
+                             "the CSV export's memory, the largest full site build); default: --repeat, but at most 2 "
+                             "above 2 million rows and in quick mode.")
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"), help="Report file (Markdown).")
     parser.add_argument("--facts", type=Path, default=None,
                         help="Also write every figure, target and checked configuration as JSON here.")
-    parser.add_argument("--http-seconds", type=float, default=None, help="Duration of each load run (default 6, quick 5).")
+    parser.add_argument("--http-seconds", type=float, default=None, help="Duration of each load run (default 6, quick 3).")
     parser.add_argument("--concurrency", type=int, default=8, help="Connections of the load generator.")
     parser.add_argument("--catalogue-sizes", default=None,
                         help="Datasets for the site builds, e.g. 1000,10000 (quick: 200,1000).")
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> Path:
                       console=console, transient=False) as progress:
             ctx = Context(
                 work=work, rows=rows, repeat=args.repeat, quick=quick, console=progress.console,
-                heavy_repeat=args.heavy_repeat or (min(args.repeat, 2) if rows > 2_000_000 else args.repeat),
-                http_seconds=args.http_seconds or (5.0 if quick else 6.0), concurrency=args.concurrency,
+                heavy_repeat=args.heavy_repeat or (min(args.repeat, 2) if rows > 2_000_000 or quick else args.repeat),
+                http_seconds=args.http_seconds or (3.0 if quick else 6.0), concurrency=args.concurrency,
                 catalogue_sizes=_sizes(args.catalogue_sizes, (200, 1_000) if quick else (1_000, 10_000)),
                 search_sizes=_sizes(args.search_sizes, (1_000, 10_000) if quick else (10_000, 100_000)),
                 frictionless_rows=20_000 if quick else 50_000, prefer_wrk=not args.no_wrk,

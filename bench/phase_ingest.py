@@ -107,7 +107,7 @@ def _frictionless(ctx: Context, dialect: str, csv: Path) -> None:
     res = ctx.results
     sample_rows = min(ctx.frictionless_rows, ctx.rows)
     sample = _sample(csv, ctx.work / f"sample-{dialect}.csv", sample_rows)
-    turns = max(ctx.repeat, 3)
+    turns = max(ctx.heavy, 2)
     rounds = [0]
 
     def measure() -> dict[str, list[float]]:
