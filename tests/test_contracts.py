@@ -290,6 +290,7 @@ def test_an_export_format_registered_by_hand_is_served_and_listed(tmp_path: Path
     """A third-party format needs no edit of the kernel: registered, it is exported and named on a miss."""
     from catalogue.hub import open_hub
     from catalogue.query.engine import QueryEngine, VersionRef
+    from catalogue.schema.model import TableSchema
     from catalogue.query.exports import export_version
     from catalogue.query.formats.base import ExportRows, RowFormat
     from catalogue.query.records import RecordsRequest
@@ -313,7 +314,7 @@ def test_an_export_format_registered_by_hand_is_served_and_listed(tmp_path: Path
     pq.write_table(pa.table({"id": [1, 2], "label": ["a", "b"]}), scratch)
     hub.storage.publish_file(part, scratch)
     schema = {"fields": [{"name": "id", "type": "integer"}, {"name": "label", "type": "string"}]}
-    ref = VersionRef("t", 1, (hub.storage.engine_uri(part),), schema, 2, "h", (part,))
+    ref = VersionRef("t", 1, (hub.storage.engine_uri(part),), TableSchema.from_stored(schema), 2, "h", (part,))
     engine = QueryEngine(hub)
     try:
         assert b"".join(export_version(hub, engine, ref, "tsv", RecordsRequest())) == b"id\tlabel\n1\ta\n2\tb\n"

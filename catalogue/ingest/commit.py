@@ -38,6 +38,7 @@ from catalogue.ingest.delivery import IngestResult
 from catalogue.ingest.parts import write_parts
 from catalogue.meta.models import Dataset, Version, utcnow
 from catalogue.schema.sql_text import ident
+from catalogue.schema.model import TableSchema
 from catalogue.schema.table_schema import geometry_fields, primary_key, schema_hash
 from catalogue.store.changes import parquet_scan, summarize_changes
 from catalogue.store.datapackage import build_descriptor
@@ -200,8 +201,8 @@ def _draft(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Vers
         uri = hub.storage.engine_uri
         old_uris = [uri(part_key(offer.dataset, p["sha256"])) for p in (current.parts if current else [])]
         new_uris = [uri(part_key(offer.dataset, p["sha256"])) for p in parts]
-        changes = summarize_changes(con, old_uris, new_uris, current.table_schema if current else offer.schema,
-                                    offer.schema)
+        offered = TableSchema.from_stored(offer.schema)
+        changes = summarize_changes(con, old_uris, new_uris, current.schema if current else offered, offered)
         changes["schema_changed"] = current is not None and schema_hash(current.table_schema) != schema_hash(offer.schema)
     return Draft(parts, content_hash, changes, current)
 

@@ -35,6 +35,7 @@ from catalogue.ingest.readers import open_delivery
 from catalogue.ingest.validation import Validated, discard_typed, stored_instants, validate_delivery
 from catalogue.meta.models import Dataset, Version
 from catalogue.schema.sql_text import literal
+from catalogue.schema.model import TableSchema
 from catalogue.schema.table_schema import geometry_fields
 from catalogue.store import layout
 from catalogue.store.keys import part_key
@@ -204,7 +205,7 @@ def _time_windows(con: duckdb.DuckDBPyConnection, checked: Validated, schema: di
     DuckDB sorts ten 1M-row windows one by one in about 70 % of the time it
     takes to sort all 10M rows by (window, key) at once, and spills the same.
     """
-    time_name = layout.time_field(schema)
+    time_name = layout.time_field(TableSchema.from_stored(schema))
     if time_name is None:
         return ()
     windows = layout.time_windows(con, tables.TYPED, checked.columns[time_name], checked.rows,

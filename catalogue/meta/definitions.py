@@ -177,7 +177,7 @@ def sync_definitions(hub: Hub, definitions: Definitions) -> None:
             dataset.spatial = doc.get("spatial", {})
             dataset.temporal_start = _as_date(doc.get("temporal", {}).get("start"))
             dataset.temporal_end = _as_date(doc.get("temporal", {}).get("end"))
-            dataset.table_schema = dict(doc["schema"].descriptor)  # the database keeps the JSON as written
+            dataset.table_schema = doc["schema"].descriptor  # the database keeps the JSON as written
             session.add(dataset)
             session.flush()
             if "source" in doc:

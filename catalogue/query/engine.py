@@ -26,6 +26,7 @@ from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
 from catalogue.meta.models import Dataset, Version
 from catalogue.store.keys import part_key
+from catalogue.schema.model import TableSchema
 from catalogue.schema.table_schema import json_columns
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ class VersionRef:
     dataset: str
     number: int
     uris: tuple[str, ...]
-    schema: dict[str, Any]
+    schema: TableSchema
     row_count: int
     content_hash: str
     keys: tuple[str, ...]  # the parts' storage keys, in the order of ``uris``
@@ -48,7 +49,7 @@ class VersionRef:
         """Resolve the storage keys and engine URIs of ``version``'s parts."""
         keys = tuple(part_key(dataset.name, p["sha256"]) for p in version.parts)
         uris = tuple(hub.storage.engine_uri(key) for key in keys)
-        return cls(dataset.name, version.number, uris, version.table_schema, version.row_count, version.content_hash,
+        return cls(dataset.name, version.number, uris, version.schema, version.row_count, version.content_hash,
                    keys)
 
 

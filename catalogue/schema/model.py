@@ -36,10 +36,10 @@ class Field:
     title: str | None
     description: str | None
     constraints: Mapping[str, Any]
-    descriptor: Mapping[str, Any]
+    descriptor: dict[str, Any]
 
     @classmethod
-    def of(cls, descriptor: Mapping[str, Any]) -> Field:
+    def of(cls, descriptor: dict[str, Any]) -> Field:
         """The field described by one entry of a schema's ``fields``."""
         return cls(
             name=descriptor["name"],
@@ -110,7 +110,7 @@ class TableSchema:
     fields: tuple[Field, ...]
     primary_key: tuple[str, ...]
     missing_values: tuple[str, ...]
-    descriptor: Mapping[str, Any]
+    descriptor: dict[str, Any]
 
     @classmethod
     def parse(cls, descriptor: dict[str, Any]) -> TableSchema:
@@ -121,7 +121,7 @@ class TableSchema:
         return cls.from_stored(check_schema(descriptor))
 
     @classmethod
-    def from_stored(cls, descriptor: Mapping[str, Any]) -> TableSchema:
+    def from_stored(cls, descriptor: dict[str, Any]) -> TableSchema:
         """Parse a descriptor that was checked when it entered the catalogue (no frictionless)."""
         key = descriptor.get("primaryKey") or []
         return cls(

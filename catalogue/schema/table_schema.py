@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catalogue.errors import SchemaError
 from catalogue.schema.field_parsing import pattern_regex, zoned_pattern
 from catalogue.schema.sql_text import ident, json_value
+
+if TYPE_CHECKING:
+    from catalogue.schema.model import TableSchema
 
 # Table Schema type -> DuckDB type of the stored column.
 STORED_TYPES = {
@@ -91,7 +94,6 @@ def schema_hash(descriptor: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(descriptor, sort_keys=True).encode()).hexdigest()
 
 
-def json_columns(schema: dict[str, Any]) -> str:
+def json_columns(schema: TableSchema) -> str:
     """Select list rendering each field for JSON: GeoJSON geometry, ISO 8601 timestamps, finite numbers."""
-    return ", ".join(f"{json_value(ident(f['name']), STORED_TYPES[f.get('type', 'string')])} AS {ident(f['name'])}"
-                     for f in schema["fields"])
+    return ", ".join(f"{json_value(ident(f.name), f.stored_type)} AS {ident(f.name)}" for f in schema.fields)

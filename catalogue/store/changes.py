@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 
 from catalogue.schema.sql_text import ident
-from catalogue.schema.table_schema import json_columns, primary_key
+from catalogue.schema.model import TableSchema
+from catalogue.schema.table_schema import json_columns
 
 
 def parquet_scan(uris: list[str]) -> str:
@@ -25,10 +26,10 @@ def parquet_scan(uris: list[str]) -> str:
     return f"read_parquet([{quoted}])"
 
 
-def schema_change(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
+def schema_change(old: TableSchema, new: TableSchema) -> dict[str, list[str]]:
     """Fields added, removed, or changed in type from ``old`` to ``new``."""
-    before = {f["name"]: f.get("type", "string") for f in old.get("fields", [])}
-    after = {f["name"]: f.get("type", "string") for f in new.get("fields", [])}
+    before = {f.name: f.type for f in old.fields}
+    after = {f.name: f.type for f in new.fields}
     return {
         "added_fields": [n for n in after if n not in before],
         "removed_fields": [n for n in before if n not in after],
@@ -36,13 +37,12 @@ def schema_change(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[st
     }
 
 
-def _comparison(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _comparison(old: TableSchema, new: TableSchema) -> tuple[list[str], list[str]]:
     """(common fields, key fields or [] for whole-row matching)."""
     change = schema_change(old, new)
-    before = [f["name"] for f in old.get("fields", [])]
-    common = [n for n in before if n not in change["removed_fields"] and n not in change["changed_fields"]]
-    key = primary_key(new)
-    if key != primary_key(old) or not set(key) <= set(common):
+    common = [n for n in old.names if n not in change["removed_fields"] and n not in change["changed_fields"]]
+    key = list(new.primary_key)
+    if new.primary_key != old.primary_key or not set(key) <= set(common):
         key = []
     return common, key
 
@@ -56,15 +56,15 @@ def _hashed(uris: list[str], common: list[str]) -> str:
 
 
 def summarize_changes(
-    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], old_schema: dict[str, Any],
-    new_schema: dict[str, Any],
+    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], old_schema: TableSchema,
+    new_schema: TableSchema,
 ) -> dict[str, Any]:
     """Counts of rows added, removed and changed from ``old`` parts to ``new`` parts."""
     common, key = _comparison(old_schema, new_schema)
     compared_by = "primary key" if key else "row"
     if not old:
         (rows,) = con.execute(f"SELECT count(*) FROM {parquet_scan(new)}").fetchone()  # type: ignore[misc]
-        return {"added": rows, "removed": 0, "changed": 0, "compared_by": "primary key" if primary_key(new_schema) else "row"}
+        return {"added": rows, "removed": 0, "changed": 0, "compared_by": "primary key" if new_schema.primary_key else "row"}
     o, n = _hashed(old, common), _hashed(new, common)
     if key:
         using = ", ".join(ident(k) for k in key)
@@ -78,14 +78,14 @@ def summarize_changes(
     return {"added": added, "removed": removed, "changed": changed, "compared_by": compared_by}
 
 
-def _json_rows(con: duckdb.DuckDBPyConnection, source: str, schema: dict[str, Any], order: str) -> list[dict[str, Any]]:
+def _json_rows(con: duckdb.DuckDBPyConnection, source: str, schema: TableSchema, order: str) -> list[dict[str, Any]]:
     sql = f"SELECT to_json(t)::VARCHAR FROM (SELECT {json_columns(schema)} FROM {source} ORDER BY {order}) AS t"
     return [json.loads(r[0]) for r in con.execute(sql).fetchall()]
 
 
 def diff_versions(
-    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], old_schema: dict[str, Any],
-    new_schema: dict[str, Any], limit: int,
+    con: duckdb.DuckDBPyConnection, old: list[str], new: list[str], old_schema: TableSchema,
+    new_schema: TableSchema, limit: int,
 ) -> dict[str, Any]:
     """Rows added, removed and changed (before/after), at most ``limit`` of each, plus counts."""
     common, key = _comparison(old_schema, new_schema)

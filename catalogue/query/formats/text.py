@@ -17,7 +17,6 @@ from catalogue.query.formats.base import ExportRows, RowFormat
 from catalogue.query.records import RecordsRequest
 from catalogue.query.spreadsheet import csv_chunks
 from catalogue.schema.sql_text import literal
-from catalogue.schema.table_schema import geometry_fields
 
 
 def _joined(batch: pa.RecordBatch, separator: str) -> bytes:
@@ -96,7 +95,7 @@ class GeojsonFormat(RowFormat):
     order = 40
 
     def check(self, ref: VersionRef, query: RecordsRequest) -> None:
-        if not geometry_fields(ref.schema):
+        if not ref.schema.geometry_fields:
             raise InvalidParameter(
                 f"Dataset '{ref.dataset}' has no geometry field, so it has no GeoJSON export; use csv or json."
             )
