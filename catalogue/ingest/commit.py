@@ -39,7 +39,6 @@ from catalogue.ingest.parts import write_parts
 from catalogue.meta.models import Dataset, Version, utcnow
 from catalogue.schema.sql_text import ident
 from catalogue.schema.model import TableSchema
-from catalogue.schema.table_schema import geometry_fields, primary_key, schema_hash
 from catalogue.store.changes import parquet_scan, summarize_changes
 from catalogue.store.datapackage import build_descriptor
 from catalogue.store.geoparquet import geo_metadata
@@ -55,7 +54,7 @@ class Offer:
     """Valid rows offered as a dataset's next version (what the commit needs besides the store)."""
 
     dataset: str
-    schema: dict[str, Any]
+    schema: TableSchema
     relation: str  # SQL reading the typed rows, in key order, from the ingest's DuckDB connection
     rows: int
     report: dict[str, Any]
@@ -158,13 +157,13 @@ def _write_report(hub: Hub, offer: Offer) -> str:
 def _write_all(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer) -> list[dict[str, Any]]:
     """Every offered row as parts (at least one, possibly empty: a version always has a file with its schema)."""
     geo = _geo(con, offer, offer.relation, offer.rows)
-    key = primary_key(offer.schema) if offer.check_key else []
+    key = list(offer.schema.primary_key) if offer.check_key else []
     return write_parts(hub, offer.dataset, con, offer.relation, geo, unique_key=key, windows=list(offer.windows))
 
 
 def _appended_parts(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Version) -> list[dict[str, Any]]:
     """Parts holding the offered rows that ``current`` does not have yet (none if there are none)."""
-    key = primary_key(offer.schema)
+    key = list(offer.schema.primary_key)
     if offer.check_key and key and repeats_key(con, offer.relation, key):  # before published rows drop out
         raise RepeatedKey()
     old_uris = [hub.storage.engine_uri(part_key(offer.dataset, p["sha256"])) for p in current.parts]
@@ -176,7 +175,7 @@ def _appended_parts(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, curr
 
 
 def _geo(con: duckdb.DuckDBPyConnection, offer: Offer, relation: str, rows: int) -> dict[str, Any] | None:
-    columns = geometry_fields(offer.schema)
+    columns = list(offer.schema.geometry_fields)
     return geo_metadata(con, relation, columns) if columns and rows else None
 
 
@@ -195,15 +194,14 @@ def _only_new_rows(con: duckdb.DuckDBPyConnection, relation: str, old_uris: list
 def _draft(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Version | None,
            parts: list[dict[str, Any]]) -> Draft:
     """Hash ``parts`` with the schema and count what changed since ``current``."""
-    content_hash = hashlib.sha256((schema_hash(offer.schema) + "".join(p["sha256"] for p in parts)).encode()).hexdigest()
+    content_hash = hashlib.sha256((offer.schema.hash + "".join(p["sha256"] for p in parts)).encode()).hexdigest()
     changes: dict[str, Any] = {}
     if current is None or current.content_hash != content_hash:
         uri = hub.storage.engine_uri
         old_uris = [uri(part_key(offer.dataset, p["sha256"])) for p in (current.parts if current else [])]
         new_uris = [uri(part_key(offer.dataset, p["sha256"])) for p in parts]
-        offered = TableSchema.from_stored(offer.schema)
-        changes = summarize_changes(con, old_uris, new_uris, current.schema if current else offered, offered)
-        changes["schema_changed"] = current is not None and schema_hash(current.table_schema) != schema_hash(offer.schema)
+        changes = summarize_changes(con, old_uris, new_uris, current.schema if current else offer.schema, offer.schema)
+        changes["schema_changed"] = current is not None and current.schema.hash != offer.schema.hash
     return Draft(parts, content_hash, changes, current)
 
 
@@ -219,12 +217,12 @@ def _commit(hub: Hub, offer: Offer, draft: Draft) -> int:
         if dataset.current_version_id != (draft.base.id if draft.base else None):
             raise CurrentMoved()
         number = (session.scalar(select(func.max(Version.number)).where(Version.dataset_id == dataset.id)) or 0) + 1
-        provenance = dict(offer.provenance, mode=offer.mode, schema_hash=schema_hash(offer.schema),
+        provenance = dict(offer.provenance, mode=offer.mode, schema_hash=offer.schema.hash,
                           harvest_job=offer.job_id)
         version = Version(
             dataset_id=dataset.id, number=number, row_count=draft.rows, bytes=sum(p["bytes"] for p in draft.parts),
             content_hash=draft.content_hash, descriptor_key=descriptor_key(offer.dataset, number), parts=draft.parts,
-            table_schema=offer.schema, changes=draft.changes, provenance=provenance, harvest_job_id=offer.job_id,
+            table_schema=offer.schema.descriptor, changes=draft.changes, provenance=provenance, harvest_job_id=offer.job_id,
             created_at=utcnow(),
         )
         descriptor = build_descriptor(hub.settings, dataset, version)

@@ -42,7 +42,7 @@ from catalogue.schema.field_parsing import offset_expression, parse_expression
 from catalogue.ingest.readers import check_declared_encoding, csv_labels
 from catalogue.ingest.tables import TYPED
 from catalogue.schema.sql_text import ident, literal, literal_list
-from catalogue.schema.table_schema import primary_key
+from catalogue.schema.model import Field, TableSchema
 from catalogue.ingest.validation import Validated, constraint_checks, output_select
 
 BAD = "__bad"  # per row: some cell breaks its type or a constraint, or the row is malformed
@@ -93,7 +93,7 @@ class _Bytes:
 
 
 def validate_csv(
-    con: duckdb.DuckDBPyConnection, path: Path, options: dict[str, Any], schema: dict[str, Any], scratch: Path,
+    con: duckdb.DuckDBPyConnection, path: Path, options: dict[str, Any], schema: TableSchema, scratch: Path,
     *, name: str, place: str, held: dict[str, bool] | None = None,
 ) -> Validated | None:
     """Validate the CSV at ``path`` with DuckDB: the outcome if it is valid, None if it is not.
@@ -119,7 +119,7 @@ def validate_csv(
     return validate_scan(con, scan, schema, name=name, place=place, held=held)
 
 
-def plan_csv_scan(path: Path, options: dict[str, Any], schema: dict[str, Any]) -> CsvScan | None:
+def plan_csv_scan(path: Path, options: dict[str, Any], schema: TableSchema) -> CsvScan | None:
     """How DuckDB reads the CSV at ``path`` as the text path would, or None where it cannot."""
     delimiter, quote = options.get("delimiter", ","), options.get("quote_char", '"')
     if not all(isinstance(c, str) and len(c) == 1 and c.isascii() and c not in "\r\n" for c in (delimiter, quote)):
@@ -137,7 +137,7 @@ def plan_csv_scan(path: Path, options: dict[str, Any], schema: dict[str, Any]) -
         check_declared_encoding(path, encoding)  # (a lie goes to the text path, which reports it)
     except MalformedFeed:
         return None
-    names = [f["name"] for f in schema["fields"]]
+    names = schema.names
     if len(set(labels)) != len(labels) or set(labels) != set(names) or any(_breaks_line(x) for x in labels):
         return None
     found = _scan_bytes(path, delimiter, quote)
@@ -151,8 +151,8 @@ def plan_csv_scan(path: Path, options: dict[str, Any], schema: dict[str, Any]) -
     if not (found.quotes or found.delimiter_ends_line):
         # Every line ends in a cell, so a row with cells beyond the header's is refused as
         # strictly as one with fewer; no quotes, so no quoted line breaks either.
-        missing = "[" + ", ".join(literal(str(v)) for v in schema.get("missingValues", [""])) + "]"
-        typed, reader_options = _reader_types(schema["fields"], delimiter, found)
+        missing = "[" + ", ".join(literal(v) for v in schema.missing_values) + "]"
+        typed, reader_options = _reader_types(list(schema.fields), delimiter, found)
         return CsvScan(labels, read, labels, f"nullstr = {missing}{reader_options}", "true", True, latin1, typed)
     # DuckDB takes empty cells beyond the header's as a trailing delimiter: read one column
     # more, padded with NULL, and no null string, so NULL means "no such cell". Padding also
@@ -163,7 +163,7 @@ def plan_csv_scan(path: Path, options: dict[str, Any], schema: dict[str, Any]) -
                    complete, False, latin1)
 
 
-def _reader_types(fields: list[dict[str, Any]], delimiter: str, found: _Bytes) -> tuple[dict[str, str], str]:
+def _reader_types(fields: list[Field], delimiter: str, found: _Bytes) -> tuple[dict[str, str], str]:
     """Fields DuckDB's reader parses exactly as ``field_parsing`` does: name -> type, and read_csv() options.
 
     Numbers (one decimal mark for all, no group mark) where the file holds
@@ -171,13 +171,13 @@ def _reader_types(fields: list[dict[str, Any]], delimiter: str, found: _Bytes) -
     which validation sends to the text path. Fields whose constraints look at
     the text (length, pattern) stay text.
     """
-    plain = [f for f in fields if not {"minLength", "maxLength", "pattern"} & set(f.get("constraints", {}))]
-    numbers = [f for f in plain if f.get("type") == "number" and not f.get("groupChar") and f.get("bareNumber", True)]
-    marks = {f.get("decimalChar", ".") for f in numbers}
+    plain = [f for f in fields if not {"minLength", "maxLength", "pattern"} & set(f.constraints)]
+    numbers = [f for f in plain if f.type == "number" and not f.group_char and f.bare_number]
+    marks = {f.decimal_char for f in numbers}
     types: dict[str, str] = {}
     options = ""
     if len(marks) == 1 and (mark := marks.pop()) in ".," and mark != delimiter and not found.loose_number:
-        types |= {f["name"]: "DOUBLE" for f in numbers}
+        types |= {f.name: "DOUBLE" for f in numbers}
         options += f", decimal_separator = {literal(mark)}"
     # Datetimes stay text: the reader's timestampformat reads '01.01.26' as the year 26 where
     # %Y wants four digits; field_parsing checks the whole value's widths first.
@@ -185,7 +185,7 @@ def _reader_types(fields: list[dict[str, Any]], delimiter: str, found: _Bytes) -
 
 
 def validate_scan(
-    con: duckdb.DuckDBPyConnection, scan: CsvScan, schema: dict[str, Any], *, name: str, place: str,
+    con: duckdb.DuckDBPyConnection, scan: CsvScan, schema: TableSchema, *, name: str, place: str,
     held: dict[str, bool] | None = None,
 ) -> Validated | None:
     """Read and check the delivery with DuckDB; the outcome when it is valid, None when it is not.
@@ -195,8 +195,8 @@ def validate_scan(
     relation's order), where a repeated key sits next to its twin.
     """
     started = time.perf_counter()
-    fields = schema["fields"]
-    key = primary_key(schema)
+    fields = list(schema.fields)
+    key = list(schema.primary_key)
     (keep_order,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
     try:
         con.execute("SET preserve_insertion_order = true")
@@ -215,7 +215,7 @@ def validate_scan(
     finally:
         con.execute(f"SET preserve_insertion_order = {str(bool(keep_order)).lower()}")
     unique = [ident(f"f{i}") for i, f in enumerate(fields)
-              if f.get("constraints", {}).get("unique") and [f["name"]] != key]
+              if f.unique and [f.name] != key]
     offsets = _offset_fields(fields)
     rows, bad, *counts = con.execute(
         f"SELECT count(*), coalesce(bool_or({BAD}), false)"
@@ -224,7 +224,7 @@ def validate_scan(
     ).fetchone()  # type: ignore[misc]
     counts, zones = counts[:len(unique)], counts[len(unique):]
     held = held or {}
-    kinds = {fields[i]["name"]: (some, every) for i, some, every in zip(offsets, zones[::2], zones[1::2])}
+    kinds = {fields[i].name: (some, every) for i, some, every in zip(offsets, zones[::2], zones[1::2])}
     if bad or any(counts) or any(
             (some and not every) or (some is not None and fields_held is not None and some != fields_held)
             for name, (some, every) in kinds.items() for fields_held in [held.get(name)]):
@@ -232,7 +232,7 @@ def validate_scan(
         # to: the text path names the rows)
         con.execute(f"DROP TABLE IF EXISTS {TYPED}")
         return None
-    columns = {f["name"]: ident(f"f{i}") for i, f in enumerate(fields)}
+    columns = {f.name: ident(f"f{i}") for i, f in enumerate(fields)}
     instants = {name for name, (some, _) in kinds.items() if some or held.get(name)}
     select = output_select(fields, columns, instants)
     key_order = [columns[k] for k in key] or ["rowid"]
@@ -284,29 +284,29 @@ def _all_same(pairs: list[tuple[pa.Array, pa.Array]]) -> bool:
     return bool(same is not None and pc.any(same).as_py())
 
 
-def _typing_sql(scan: CsvScan, fields: list[dict[str, Any]], key: list[str], schema: dict[str, Any]) -> str:
+def _typing_sql(scan: CsvScan, fields: list[Field], key: list[str], schema: TableSchema) -> str:
     """SELECT over the read_csv() call: each field typed (f<i>) and whether the row has a problem."""
-    missing = literal_list([str(v) for v in schema.get("missingValues", [""])])
-    raw = [f"{ident(f['name'])} AS __r{i}" if scan.missing_read_as_null else
-           f"CASE WHEN {ident(f['name'])} IN {missing} THEN NULL ELSE {ident(f['name'])} END AS __r{i}"
+    missing = literal_list(list(schema.missing_values))
+    raw = [f"{ident(f.name)} AS __r{i}" if scan.missing_read_as_null else
+           f"CASE WHEN {ident(f.name)} IN {missing} THEN NULL ELSE {ident(f.name)} END AS __r{i}"
            for i, f in enumerate(fields)]
-    typed = [f"{f'__r{i}' if f['name'] in scan.typed else parse_expression(f'__r{i}', f)} AS __t{i}"
+    typed = [f"{f'__r{i}' if f.name in scan.typed else parse_expression(f'__r{i}', f.descriptor)} AS __t{i}"
              for i, f in enumerate(fields)]
     checks = [] if scan.complete == "true" else ["NOT __complete"]
     for i, field in enumerate(fields):
         conditions = {tag: condition for tag, condition, _ in
-                      constraint_checks(field, f"__r{i}", f"__t{i}", field["name"] in key)}
-        parsed = field.get("type", "string") != "string" and field["name"] not in scan.typed
+                      constraint_checks(field, f"__r{i}", f"__t{i}", field.name in key)}
+        parsed = field.type != "string" and field.name not in scan.typed
         if parsed and "required" in conditions:  # unreadable or missing: no typed value either way
             del conditions["required"]
             checks.append(f"__t{i} IS NULL")
         elif parsed:
             checks.append(f"(__r{i} IS NOT NULL AND __t{i} IS NULL)")
-        if scan.typed.get(field["name"]) == "DOUBLE":  # NaN and infinity: the text path decides
+        if scan.typed.get(field.name) == "DOUBLE":  # NaN and infinity: the text path decides
             checks.append(f"NOT isfinite(__t{i})")
         checks += conditions.values()
     out = [f"__t{i} AS {ident(f'f{i}')}" for i in range(len(fields))]
-    out += [f"CASE WHEN __t{i} IS NOT NULL THEN {offset_expression(f'__r{i}', fields[i])} END AS z{i}"
+    out += [f"CASE WHEN __t{i} IS NOT NULL THEN {offset_expression(f'__r{i}', fields[i].descriptor)} END AS z{i}"
             for i in _offset_fields(fields)]
     # A condition on a NULL cell is NULL, which counts as met: TRUE wins an OR over NULL.
     return (f"SELECT {', '.join(out)}, coalesce({' OR '.join(checks) or 'false'}, false) AS {BAD} FROM "
@@ -314,9 +314,9 @@ def _typing_sql(scan: CsvScan, fields: list[dict[str, Any]], key: list[str], sch
             f"(SELECT {', '.join(raw)}, {scan.complete} AS __complete FROM {scan.source()}))")
 
 
-def _offset_fields(fields: list[dict[str, Any]]) -> list[int]:
+def _offset_fields(fields: list[Field]) -> list[int]:
     """The ISO datetime fields, whose values may or may not carry offsets (z<i>: whether each does)."""
-    return [i for i, f in enumerate(fields) if offset_expression("x", f) is not None]
+    return [i for i, f in enumerate(fields) if offset_expression("x", f.descriptor) is not None]
 
 
 def _breaks_line(label: str) -> bool:

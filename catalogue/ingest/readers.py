@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from catalogue.errors import MalformedFeed
-from catalogue.schema.field_parsing import DEFAULT_FALSE, DEFAULT_TRUE
+from catalogue.schema.model import TableSchema
 
 FORMATS = ("csv", "json", "geojson")
 BLOCK_BYTES = 8 << 20
@@ -34,8 +34,11 @@ class RawDelivery:
     batches: Iterator[pa.RecordBatch]
 
 
+NO_FIELDS = TableSchema.from_stored({"fields": []})  # for reading a header only
+
+
 def open_delivery(
-    source: bytes | Path, fmt: str, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+    source: bytes | Path, fmt: str, options: dict[str, Any], schema: TableSchema, *, exact_types: bool = True
 ) -> RawDelivery:
     """Open ``source`` in format ``fmt``: text columns, or typed ones where reading them is exact.
 
@@ -57,7 +60,7 @@ def open_delivery(
 
 
 def read_delivery(
-    source: bytes | Path, fmt: str, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True
+    source: bytes | Path, fmt: str, options: dict[str, Any], schema: TableSchema, *, exact_types: bool = True
 ) -> pa.Table:
     """The whole delivery as one table (for small deliveries and tests)."""
     raw = open_delivery(source, fmt, options, schema, exact_types=exact_types)
@@ -67,24 +70,23 @@ def read_delivery(
     return pa.Table.from_batches(batches)
 
 
-def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[str, Any]]:
+def _exact_types(schema: TableSchema) -> tuple[dict[str, pa.DataType], dict[str, Any]]:
     """Columns pyarrow can parse exactly as the Table Schema means them, and the options for it.
 
     Integers and numbers without group characters, one decimal mark, one set of
     boolean words. Everything else stays text for DuckDB to parse in validation.
     """
     types: dict[str, pa.DataType] = {}
-    decimals = {f.get("decimalChar", ".") for f in schema["fields"] if f.get("type") == "number" and not f.get("groupChar")}
-    booleans = {(tuple(f.get("trueValues", DEFAULT_TRUE)), tuple(f.get("falseValues", DEFAULT_FALSE)))
-                for f in schema["fields"] if f.get("type") == "boolean"}
-    for field in schema["fields"]:
-        kind = field.get("type", "string")
-        if kind == "integer" and not field.get("groupChar") and field.get("bareNumber", True):
-            types[field["name"]] = pa.int64()
-        elif kind == "number" and not field.get("groupChar") and len(decimals) == 1 and field.get("bareNumber", True):
-            types[field["name"]] = pa.float64()
+    decimals = {f.decimal_char for f in schema.fields if f.type == "number" and not f.group_char}
+    booleans = {(f.true_values, f.false_values) for f in schema.fields if f.type == "boolean"}
+    for field in schema.fields:
+        kind = field.type
+        if kind == "integer" and not field.group_char and field.bare_number:
+            types[field.name] = pa.int64()
+        elif kind == "number" and not field.group_char and len(decimals) == 1 and field.bare_number:
+            types[field.name] = pa.float64()
         elif kind == "boolean" and len(booleans) == 1:
-            types[field["name"]] = pa.bool_()
+            types[field.name] = pa.bool_()
     extra: dict[str, Any] = {}
     if decimals and len(decimals) == 1:
         extra["decimal_point"] = decimals.pop()
@@ -95,7 +97,7 @@ def _exact_types(schema: dict[str, Any]) -> tuple[dict[str, pa.DataType], dict[s
 
 
 def open_csv(
-    source: bytes | Path, options: dict[str, Any], schema: dict[str, Any], *, exact_types: bool = True,
+    source: bytes | Path, options: dict[str, Any], schema: TableSchema, *, exact_types: bool = True,
     block_bytes: int = 8 << 20, whole_file: bool = True,
 ) -> RawDelivery:
     """Stream CSV with the declared delimiter and encoding, in blocks of ``block_bytes``.
@@ -106,11 +108,11 @@ def open_csv(
     ``whole_file=False`` skips the checks that read the whole file first (the
     declared encoding), for a look at the header only.
     """
-    field_names = [f["name"] for f in schema["fields"]]
+    field_names = schema.names
     types, extra = _exact_types(schema) if exact_types else ({}, {})
     column_types = {n: types.get(n, pa.string()) for n in field_names}
     if types:
-        extra["null_values"] = [str(v) for v in schema.get("missingValues", [""])]
+        extra["null_values"] = list(schema.missing_values)
     encoding = options.get("encoding", "utf-8")
     try:
         "".encode(encoding)
@@ -149,7 +151,7 @@ def open_csv(
 
 def csv_labels(source: Path, options: dict[str, Any]) -> list[str]:
     """The header labels of a CSV file exactly as ``open_csv`` reads them (only its first block is read)."""
-    return open_csv(source, options, {"fields": []}, exact_types=False, block_bytes=1 << 20, whole_file=False).labels
+    return open_csv(source, options, NO_FIELDS, exact_types=False, block_bytes=1 << 20, whole_file=False).labels
 
 
 def single_byte(encoding: str) -> bool:

@@ -25,7 +25,7 @@ from frictionless import Report, ReportTask, errors
 from catalogue.ingest.tables import ERRRAW, TYPED
 from catalogue.schema.field_parsing import offset_expression, parse_expression, type_note, zoned_pattern
 from catalogue.schema.sql_text import ident, literal, literal_list
-from catalogue.schema.table_schema import STORED_TYPES, primary_key
+from catalogue.schema.model import Field, TableSchema
 
 ROW = "__row"  # 0-based position of the row in the delivery
 RAW = "__raw"  # the batch being typed (a registered Arrow batch, this module's own)
@@ -56,10 +56,10 @@ def discard_typed(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DROP TABLE IF EXISTS {TYPED}; DROP TABLE IF EXISTS {ERRRAW}")
 
 
-def constraint_checks(field: dict[str, Any], raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
+def constraint_checks(field: Field, raw: str, typed: str, in_key: bool) -> list[tuple[str, str, str]]:
     """(tag, SQL condition that marks a bad cell, frictionless note) per constraint."""
-    constraints = field.get("constraints", {})
-    kind = STORED_TYPES[field.get("type", "string")]
+    constraints = field.constraints
+    kind = field.stored_type
     checks: list[tuple[str, str, str]] = []
     if constraints.get("required") or in_key:
         checks.append(("required", f"{raw} IS NULL", 'constraint "required" is "True"'))
@@ -90,7 +90,7 @@ class _Columns:
     """How a delivery's columns meet the schema's fields (every name validation writes into SQL is its own)."""
 
     labels: list[str]  # as delivered
-    fields: list[dict[str, Any]]
+    fields: list[Field]
     key: list[str]
     missing_values: list[str]
     absent: list[int]  # fields the delivery lacks (read as all-NULL columns)
@@ -100,13 +100,13 @@ class _Columns:
 
     @property
     def names(self) -> list[str]:
-        return [f["name"] for f in self.fields]
+        return [f.name for f in self.fields]
 
 
 def validate_delivery(
     con: duckdb.DuckDBPyConnection,
     raw: pa.Table | Iterable[pa.RecordBatch],
-    schema: dict[str, Any],
+    schema: TableSchema,
     *,
     name: str,
     place: str,
@@ -136,8 +136,8 @@ def validate_delivery(
     # Per ISO datetime field, whether its first readable value carries an offset, and its row:
     # the delivery holds the whole field to that (README, data rules).
     zones: dict[int, tuple[bool, int | None]] = {
-        i: (held[f["name"]], None) for i, f in enumerate(layout.fields)
-        if held and f["name"] in held and offset_expression("x", f) is not None}
+        i: (held[f.name], None) for i, f in enumerate(layout.fields)
+        if held and f.name in held and offset_expression("x", f.descriptor) is not None}
     try:
         rows, notes = _type_batches(con, _with_empty_fallback(raw, labels), layout, zones, max_errors)
         total = len(found) + _count_cell_errors(con, layout)
@@ -155,14 +155,14 @@ def validate_delivery(
     return outcome
 
 
-def _match_header(schema: dict[str, Any], labels: list[str]) -> tuple[list[errors.Error], _Columns]:
+def _match_header(schema: TableSchema, labels: list[str]) -> tuple[list[errors.Error], _Columns]:
     """The header's label errors, and where each field is read from."""
-    fields = schema["fields"]
+    fields = list(schema.fields)
     found, delivered = _header_errors(fields, labels)
     absent = [i for i, source in enumerate(delivered) if source is None]
     return found, _Columns(
-        labels=labels, fields=fields, key=primary_key(schema),
-        missing_values=[str(v) for v in schema.get("missingValues", [""])],
+        labels=labels, fields=fields, key=list(schema.primary_key),
+        missing_values=list(schema.missing_values),
         absent=absent,
         columns=[_column(j) for j in range(len(labels))] + [_absent(i) for i in absent],
         sources=[_absent(i) if source is None else source for i, source in enumerate(delivered)],
@@ -239,8 +239,8 @@ def _listed_errors(
         error_class = errors.TypeError if tag in ("type", "zone") else errors.ConstraintError
         found.append(error_class(
             note=notes[f"{i}:{tag}"], cells=cells[row], row_number=row + FIRST_DATA_ROW,
-            cell=cells[row][labels.index(field["name"])] if field["name"] in labels else "",
-            field_name=field["name"], field_number=i + 1))
+            cell=cells[row][labels.index(field.name)] if field.name in labels else "",
+            field_name=field.name, field_number=i + 1))
     for what, dup_rows, _ in row_errors:
         for row in dup_rows:
             if what == "primary-key":
@@ -258,8 +258,8 @@ def _listed_errors(
 def _typed_relation(outcome: Validated, layout: _Columns, zones: dict[int, tuple[bool, int | None]]) -> Validated:
     """``outcome`` with the SQL reading the valid, typed rows in primary-key order, and its parts."""
     fields = layout.fields
-    stored = {f["name"]: ident("f" + str(i)) for i, f in enumerate(fields)}
-    instants = {fields[i]["name"] for i, (zoned, _) in zones.items() if zoned}
+    stored = {f.name: ident("f" + str(i)) for i, f in enumerate(fields)}
+    instants = {fields[i].name for i, (zoned, _) in zones.items() if zoned}
     select = output_select(fields, stored, instants)
     key_order = [stored[k] for k in layout.key] + [ident(ROW)]
     return dataclasses.replace(outcome, relation=f"SELECT {select} FROM {TYPED} ORDER BY {', '.join(key_order)}",
@@ -285,7 +285,7 @@ def _report(
     return report
 
 
-def output_select(fields: list[dict[str, Any]], stored: dict[str, str], instants: set[str]) -> str:
+def output_select(fields: list[Field], stored: dict[str, str], instants: set[str]) -> str:
     """The select list giving each field its published type from the typed columns ``stored``.
 
     Datetimes are held in UTC while validating; a field of instants (its
@@ -295,26 +295,26 @@ def output_select(fields: list[dict[str, Any]], stored: dict[str, str], instants
     """
     out = []
     for field in fields:
-        column = stored[field["name"]]
-        if field["name"] in instants or zoned_pattern(field):
+        column = stored[field.name]
+        if field.name in instants or zoned_pattern(field.descriptor):
             column = f"timezone('UTC', {column})"
-        out.append(f"{column} AS {ident(field['name'])}")
+        out.append(f"{column} AS {ident(field.name)}")
     return ", ".join(out)
 
 
 def _first_zones(
-    con: duckdb.DuckDBPyConnection, fields: list[dict[str, Any]], sources: list[str], missing_values: list[str],
+    con: duckdb.DuckDBPyConnection, fields: list[Field], sources: list[str], missing_values: list[str],
     known: dict[int, tuple[bool, int | None]],
 ) -> dict[int, tuple[bool, int | None]]:
     """For ISO datetime fields whose kind is not ``known`` yet: whether their first readable value in __raw has an offset."""
-    pending = [i for i, f in enumerate(fields) if i not in known and offset_expression("x", f) is not None]
+    pending = [i for i, f in enumerate(fields) if i not in known and offset_expression("x", f.descriptor) is not None]
     if not pending:
         return {}
     picks = []
     for i in pending:
         raw = f"CASE WHEN {ident(sources[i])} IN {literal_list(missing_values)} THEN NULL ELSE {ident(sources[i])} END"
-        readable = f"({parse_expression(raw, fields[i])}) IS NOT NULL"
-        picks.append(f"arg_min(struct_pack(z := {offset_expression(raw, fields[i])}, r := {ident(ROW)}), "
+        readable = f"({parse_expression(raw, fields[i].descriptor)}) IS NOT NULL"
+        picks.append(f"arg_min(struct_pack(z := {offset_expression(raw, fields[i].descriptor)}, r := {ident(ROW)}), "
                      f"{ident(ROW)}) FILTER (WHERE {readable})")
     first = con.execute(f"SELECT {', '.join(picks)} FROM {RAW}").fetchone() or ()
     return {i: (bool(pick["z"]), int(pick["r"])) for i, pick in zip(pending, first) if pick is not None}
@@ -334,9 +334,9 @@ def _zone_note(first_zoned: bool, first_row: int | None) -> str:
             "(every value with an offset or Z) or local times (none)")
 
 
-def stored_instants(con: duckdb.DuckDBPyConnection, part_uri: str, schema: dict[str, Any]) -> dict[str, bool]:
+def stored_instants(con: duckdb.DuckDBPyConnection, part_uri: str, schema: TableSchema) -> dict[str, bool]:
     """Per ISO datetime field of ``schema``: whether the part at ``part_uri`` stores it as instants."""
-    names = [f["name"] for f in schema["fields"] if offset_expression("x", f) is not None]
+    names = [f.name for f in schema.fields if offset_expression("x", f.descriptor) is not None]
     if not names:
         return {}
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(part_uri)})").fetchall()
@@ -354,7 +354,7 @@ def _absent(index: int) -> str:
     return f"__a{index}"
 
 
-def _header_errors(fields: list[dict[str, Any]], labels: list[str]) -> tuple[list[errors.Error], list[str | None]]:
+def _header_errors(fields: list[Field], labels: list[str]) -> tuple[list[errors.Error], list[str | None]]:
     """Label errors of the header, and the column each field is read from (None: not delivered).
 
     Every field must be present; unknown columns are reported, not dropped
@@ -362,7 +362,7 @@ def _header_errors(fields: list[dict[str, Any]], labels: list[str]) -> tuple[lis
     its own (which column would the field be?); the field is read from the
     label's first column, so its cells are still checked for the report.
     """
-    names = [f["name"] for f in fields]
+    names = [f.name for f in fields]
     first: dict[str, int] = {}
     for position, label in enumerate(labels):
         first.setdefault(label, position)
@@ -399,37 +399,37 @@ def _with_empty_fallback(batches: Iterable[pa.RecordBatch], labels: list[str]) -
 
 
 def _typing_sql(
-    fields: list[dict[str, Any]], sources: list[str], key: list[str], missing_values: list[str],
+    fields: list[Field], sources: list[str], key: list[str], missing_values: list[str],
     raw_schema: pa.Schema, zones: dict[int, tuple[bool, int | None]],
 ) -> tuple[str, dict[str, str]]:
     """SELECT over __raw giving each field typed (f<i>) and its error tag (e<i>); field i is read from sources[i].
 
     A datetime field with a kind in ``zones`` tags the values of the other kind ('zone').
     """
-    typed_columns = {fields[i]["name"] for i, source in enumerate(sources)
+    typed_columns = {fields[i].name for i, source in enumerate(sources)
                      if not pa.types.is_string(raw_schema.field(source).type)}
     inner, outer = [ident(ROW)], [ident(ROW)]
     notes: dict[str, str] = {}
     for i, field in enumerate(fields):
         column = ident(sources[i])
         raw_i, typed_i = f"__r{i}", f"__t{i}"
-        if field["name"] in typed_columns:  # parsed exactly by the reader; missing values are already NULL
+        if field.name in typed_columns:  # parsed exactly by the reader; missing values are already NULL
             inner.append(f"CAST({column} AS VARCHAR) AS {raw_i}")
             inner.append(f"{column} AS __v{i}")
         else:
             inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
-        checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
+        checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field.descriptor))]
         if i in zones:
             zoned, first = zones[i]
-            offset = offset_expression(raw_i, field)
+            offset = offset_expression(raw_i, field.descriptor)
             checks.append(("zone", f"{'NOT ' if zoned else ''}({offset})", _zone_note(zoned, first)))
-        checks += constraint_checks(field, raw_i, typed_i, field["name"] in key)
+        checks += constraint_checks(field, raw_i, typed_i, field.name in key)
         cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
         notes.update({f"{i}:{tag}": note for tag, _, note in checks})
         outer.append(f"{typed_i} AS {ident('f' + str(i))}")
         outer.append(f"CASE {cases} END AS {ident('e' + str(i))}")
     typed_inner = ", ".join(
-        ["*"] + [f"{f'__v{i}' if field['name'] in typed_columns else parse_expression(f'__r{i}', field)} AS __t{i}"
+        ["*"] + [f"{f'__v{i}' if field.name in typed_columns else parse_expression(f'__r{i}', field.descriptor)} AS __t{i}"
                  for i, field in enumerate(fields)]
     )
     sql = f"SELECT {', '.join(outer)} FROM (SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM {RAW}))"
@@ -437,14 +437,14 @@ def _typing_sql(
 
 
 def _duplicate_rows(
-    con: duckdb.DuckDBPyConnection, fields: list[dict[str, Any]], key: list[str], limit: int
+    con: duckdb.DuckDBPyConnection, fields: list[Field], key: list[str], limit: int
 ) -> list[tuple[str, list[int], int]]:
     """Rows repeating the primary key or a unique field: (what, first rows, count)."""
-    names = [f["name"] for f in fields]
+    names = [f.name for f in fields]
     groups: list[tuple[str, list[str]]] = []
     if key:
         groups.append(("primary-key", key))
-    groups += [(f["name"], [f["name"]]) for f in fields if f.get("constraints", {}).get("unique")]
+    groups += [(f.name, [f.name]) for f in fields if f.unique]
     found = []
     for what, columns in groups:
         cols = ", ".join(ident("f" + str(names.index(c))) for c in columns)

@@ -15,6 +15,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, plan_csv_scan, validate_csv
+from catalogue.schema.model import TableSchema
 from catalogue.errors import MalformedFeed
 from catalogue.schema.field_parsing import INTEGER_RE, ISO_DATETIME_RE, NUMBER_RE, parse_expression
 from catalogue.ingest.readers import read_delivery
@@ -60,8 +61,8 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 def text_path(con: duckdb.DuckDBPyConnection, content: bytes, schema: dict[str, Any], **options: Any) -> pa.Table | str:
     """The text path's verdict: the typed rows in key order, 'invalid', or 'unreadable'."""
     try:
-        raw = read_delivery(content, "csv", options, schema, exact_types=False)
-        checked = validate_delivery(con, raw, schema, name="t", place="test")
+        raw = read_delivery(content, "csv", options, TableSchema.from_stored(schema), exact_types=False)
+        checked = validate_delivery(con, raw, TableSchema.from_stored(schema), name="t", place="test")
         return con.execute(checked.relation).arrow().read_all() if checked.valid else "invalid"
     except MalformedFeed:
         return "unreadable"
@@ -76,7 +77,7 @@ def scan_path(
     path = tmp_path / "delivery.csv"
     path.write_bytes(content)
     try:
-        checked = validate_csv(con, path, options, schema, tmp_path, name="t", place="test")
+        checked = validate_csv(con, path, options, TableSchema.from_stored(schema), tmp_path, name="t", place="test")
         if checked is None:
             return "not plainly valid"
         assert checked.relation is not None
@@ -134,7 +135,7 @@ def test_german_cp1252_with_euro_sign_is_read_exactly(con: duckdb.DuckDBPyConnec
 def test_cp1252_without_euro_sign_reads_as_latin1(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     content = GERMAN_CSV.replace(" – Gebühr in €", "").encode("cp1252")
     assert isinstance(agree(con, tmp_path, content, GERMAN, delimiter=";", encoding="cp1252"), pa.Table)
-    scan = plan_csv_scan(tmp_path / "delivery.csv", {"delimiter": ";", "encoding": "cp1252"}, GERMAN)
+    scan = plan_csv_scan(tmp_path / "delivery.csv", {"delimiter": ";", "encoding": "cp1252"}, TableSchema.from_stored(GERMAN))
     assert scan is not None and scan.latin1
     assert scan.typed == {"betrag": "DOUBLE"}  # (datetimes are read as text: field_parsing checks their widths)
 

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from catalogue import duck
 from catalogue.errors import MalformedFeed, SchemaError
+from catalogue.schema.model import TableSchema
 from catalogue.hub import Hub
 from catalogue.ingest.csv_scan import ScanFailed, plan_csv_scan, validate_csv
 from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
@@ -47,11 +48,11 @@ def text_verdict(content: bytes, schema: dict[str, Any], fmt: str = "csv", **opt
     try:
         for exact in (True, False):
             try:
-                raw = read_delivery(content, fmt, options, schema, exact_types=exact)
+                raw = read_delivery(content, fmt, options, TableSchema.from_stored(schema), exact_types=exact)
             except MalformedFeed:
                 assert exact, "only the typed fast path may fail to read a well-formed file"
                 continue
-            checked = validate_delivery(con, raw, schema, name="t", place="test")
+            checked = validate_delivery(con, raw, TableSchema.from_stored(schema), name="t", place="test")
             discard_typed(con)
             verdicts.append([(e["type"], e.get("rowNumber"), e.get("fieldName"), e.get("cell", e.get("label")))
                              for e in checked.report["tasks"][0]["errors"]])
@@ -68,7 +69,7 @@ def scan_declines(tmp_path: Path, content: bytes, schema: dict[str, Any], **opti
     path.write_bytes(content)
     con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
     try:
-        return validate_csv(con, path, options, schema, tmp_path, name="t", place="t") is None
+        return validate_csv(con, path, options, TableSchema.from_stored(schema), tmp_path, name="t", place="t") is None
     except ScanFailed:
         return True
     finally:
@@ -82,7 +83,7 @@ def scan_table(tmp_path: Path, content: bytes, schema: dict[str, Any], **options
     path.write_bytes(content)
     con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
     try:
-        checked = validate_csv(con, path, options, schema, tmp_path, name="t", place="t")
+        checked = validate_csv(con, path, options, TableSchema.from_stored(schema), tmp_path, name="t", place="t")
         assert checked is not None and checked.relation is not None
         return con.execute(checked.relation).arrow().read_all()
     finally:
@@ -94,7 +95,7 @@ def text_table(content: bytes, schema: dict[str, Any], **options: Any) -> pa.Tab
     """The rows the text path reads from a valid delivery, in key (else delivery) order."""
     con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
     try:
-        checked = validate_delivery(con, read_delivery(content, "csv", options, schema, exact_types=False), schema,
+        checked = validate_delivery(con, read_delivery(content, "csv", options, TableSchema.from_stored(schema), exact_types=False), TableSchema.from_stored(schema),
                                     name="t", place="test")
         assert checked.relation is not None, checked.report
         return con.execute(checked.relation).arrow().read_all()
@@ -152,14 +153,14 @@ def test_a_repeated_label_still_has_its_first_columns_cells_checked() -> None:
 ])
 def test_json_objects_that_repeat_a_key_are_malformed(doc: bytes, problem: str) -> None:
     with pytest.raises(MalformedFeed, match=problem):
-        read_delivery(doc, "json", {}, AMOUNTS)
+        read_delivery(doc, "json", {}, TableSchema.from_stored(AMOUNTS))
 
 
 def test_geojson_properties_that_repeat_a_key_are_malformed() -> None:
     doc = (b'{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": null, '
            b'"properties": {"id": 1, "id": 2}}]}')
     with pytest.raises(MalformedFeed, match="GeoJSON feature 1 names the property 'id' more than once"):
-        read_delivery(doc, "geojson", {}, AMOUNTS)
+        read_delivery(doc, "geojson", {}, TableSchema.from_stored(AMOUNTS))
 
 
 def test_json_blank_and_missing_keys_are_label_errors() -> None:
@@ -198,7 +199,7 @@ def test_utf8_bytes_in_a_feed_declared_single_byte_are_quarantined(
 ) -> None:
     content = STREETS_TEXT.encode("utf-8")
     with pytest.raises(MalformedFeed, match="Declare 'encoding: utf-8'"):
-        read_delivery(content, "csv", {"delimiter": ";", "encoding": declared}, STREETS, exact_types=False)
+        read_delivery(content, "csv", {"delimiter": ";", "encoding": declared}, TableSchema.from_stored(STREETS), exact_types=False)
     assert scan_declines(tmp_path, content, STREETS, delimiter=";", encoding=declared)
     hub = make_catalogue("streets", STREETS, b"id;street\n1;Markt\n", options={"delimiter": ";"})
     result, report = ingest(hub, "streets", content, delimiter=";", encoding=declared)
@@ -219,23 +220,23 @@ def test_a_feed_honestly_in_its_single_byte_encoding_is_published_as_delivered(
         dataset = session.scalar(select(Dataset).where(Dataset.name == "streets"))
         assert dataset.current_version.row_count == 2
     con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
-    table = read_delivery(text.encode(declared), "csv", {"delimiter": ";", "encoding": declared}, STREETS)
+    table = read_delivery(text.encode(declared), "csv", {"delimiter": ";", "encoding": declared}, TableSchema.from_stored(STREETS))
     con.close()
     assert table.column("street").to_pylist() == ["Müller „Straße“" if declared == "cp1252" else 'Müller "Straße"',
                                                    "Königstraße"]
 
 
 def test_ascii_and_utf8_declarations_are_not_second_guessed() -> None:
-    assert read_delivery(b"id;street\n1;Markt\n", "csv", {"delimiter": ";", "encoding": "cp1252"}, STREETS).num_rows == 1
-    utf8 = read_delivery(STREETS_TEXT.encode(), "csv", {"delimiter": ";", "encoding": "utf-8"}, STREETS)
+    assert read_delivery(b"id;street\n1;Markt\n", "csv", {"delimiter": ";", "encoding": "cp1252"}, TableSchema.from_stored(STREETS)).num_rows == 1
+    utf8 = read_delivery(STREETS_TEXT.encode(), "csv", {"delimiter": ";", "encoding": "utf-8"}, TableSchema.from_stored(STREETS))
     assert utf8.column("street").to_pylist()[0] == "Müller „Straße“"
 
 
 def test_utf8_json_declared_cp1252_is_malformed() -> None:
     doc = json.dumps([{"id": 1, "street": "Müller"}], ensure_ascii=False).encode()
     with pytest.raises(MalformedFeed, match="declared as cp1252 but its bytes are UTF-8"):
-        read_delivery(doc, "json", {"encoding": "cp1252"}, STREETS)
-    assert read_delivery(doc.decode().encode("cp1252"), "json", {"encoding": "cp1252"}, STREETS).num_rows == 1
+        read_delivery(doc, "json", {"encoding": "cp1252"}, TableSchema.from_stored(STREETS))
+    assert read_delivery(doc.decode().encode("cp1252"), "json", {"encoding": "cp1252"}, TableSchema.from_stored(STREETS)).num_rows == 1
 
 
 # -- date and datetime patterns -----------------------------------------------
@@ -325,7 +326,7 @@ def test_the_report_says_which_value_decided_and_why() -> None:
     content = b"id;ts\n0;\n1;2026-11-20T08:15:30\n2;2026-11-20T08:15:30+01:00\n"
     con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
     try:
-        checked = validate_delivery(con, read_delivery(content, "csv", {"delimiter": ";"}, TIMES), TIMES,
+        checked = validate_delivery(con, read_delivery(content, "csv", {"delimiter": ";"}, TableSchema.from_stored(TIMES)), TableSchema.from_stored(TIMES),
                                     name="t", place="test")
     finally:
         discard_typed(con)

@@ -11,6 +11,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.ingest.csv_scan import ScanFailed, validate_csv
+from catalogue.schema.model import TableSchema
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.query.engine import QueryEngine, VersionRef
@@ -102,7 +103,7 @@ def _read_by(tmp_path: Path, content: bytes, encoding: str) -> str:
     path.write_bytes(content)
     con = duck.connect(memory_limit_mb=256, threads=1)
     try:
-        validate_csv(con, path, {"delimiter": ";", "encoding": encoding}, READINGS, tmp_path, name="t", place="t")
+        validate_csv(con, path, {"delimiter": ";", "encoding": encoding}, TableSchema.from_stored(READINGS), tmp_path, name="t", place="t")
         return "duckdb"
     except ScanFailed:
         return "pyarrow"

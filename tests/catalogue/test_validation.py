@@ -11,6 +11,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.errors import MalformedFeed
+from catalogue.schema.model import TableSchema
 from catalogue.ingest.readers import read_delivery
 from catalogue.ingest.validation import discard_typed, validate_delivery
 
@@ -30,11 +31,11 @@ def check(content: bytes, schema: dict[str, Any], fmt: str = "csv", **options: A
     try:
         for exact in (True, False):
             try:
-                raw = read_delivery(content, fmt, options, schema, exact_types=exact)
+                raw = read_delivery(content, fmt, options, TableSchema.from_stored(schema), exact_types=exact)
             except MalformedFeed:
                 assert exact, "only the typed fast path may fail to read a well-formed file"
                 continue
-            validated = validate_delivery(con, raw, schema, name="t", place="test", max_errors=50)
+            validated = validate_delivery(con, raw, TableSchema.from_stored(schema), name="t", place="test", max_errors=50)
             table = con.execute(validated.relation).arrow().read_all() if validated.relation else None
             discard_typed(con)
             results.append(Checked(validated.valid, validated.report, validated.error_count, table))
