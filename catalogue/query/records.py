@@ -4,77 +4,33 @@ Paging: ``offset`` + ``limit`` up to a wall (10,000 rows by default, as in
 Opendatasoft); beyond it a keyset cursor (``next``) walks any dataset to the
 end: it holds the version and the position (part, row in part) of the last
 row served, so each page reads only from there on. Cursors are signed
-(:mod:`catalogue.query.cursors`): only one we issued is accepted.
+(:mod:`catalogue.query.cursors`): only one we issued is accepted. Plans are
+made by :mod:`catalogue.query.planning`; this module runs them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import duckdb
 
+from catalogue.errors import QueryError, QueryTimeout
 from catalogue.query import memos, pruning
-from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, decode_cursor, encode_cursor
-from catalogue.store.changes import parquet_scan
+from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, encode_cursor
 from catalogue.query.deadlines import WATCHDOG
-from catalogue.errors import InvalidParameter, QueryError, QueryTimeout
-from catalogue.query.odsql import INSTANT_TEXT, Compiler
+from catalogue.query.odsql import Compiler
+# The request, the plan and planning live in catalogue.query.planning; callers import them from here too.
+from catalogue.query.planning import Plan as Plan
+from catalogue.query.planning import RecordsRequest as RecordsRequest
+from catalogue.query.planning import compile_filters
+from catalogue.query.planning import plan_records as plan_records
 from catalogue.query.result_cache import PART_ANSWERS, answer_key
 from catalogue.schema.sql_text import ident, iso_timestamp, json_value, literal
-from catalogue.schema.table_schema import STORED_TYPES, primary_key, schema_hash
-
-
-@dataclass
-class RecordsRequest:
-    """The ODSQL parameters of one records request."""
-
-    select: str | None = None
-    where: str | None = None
-    group_by: str | None = None
-    order_by: str | None = None
-    limit: int | None = 100  # None: every row (exports)
-    offset: int = 0
-    refine: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    cursor: str | None = None
-
-    def cache_key(self, kind: str, **extra: Hashable) -> tuple[Hashable, ...]:
-        """The result-cache key of this request answered as ``kind`` (records, facets), with ``extra`` inputs.
-
-        Derived from every field, so a field added here is never left out of the key (a key missing
-        one would serve another request's page). Refine and exclude filters are joined with AND, so
-        their order does not change the rows: they are sorted.
-        """
-        values = tuple(
-            (f.name, tuple(sorted(v)) if f.name in ("refine", "exclude") else tuple(v) if isinstance(v, list) else v)
-            for f in fields(self) for v in (getattr(self, f.name),))
-        return (kind, values, tuple(sorted(extra.items())))
-
-
-@dataclass
-class Plan:
-    """Rendered SQL for rows and for the total count, with parameters (shared: never change one)."""
-
-    sql: str
-    count_sql: str
-    params: dict[str, Any]
-    keyed: bool  # rows carry their position (part file, row number) for the cursor
-    parts: list[str] = field(default_factory=list)
-    part_tests: list[tuple[str, str]] = field(default_factory=list)  # see catalogue.pruning
-    columns: list[tuple[str, str]] | None = None  # (name, DuckDB type) when known without binding
-    # How the total count is found without a second scan where possible: "window" (an
-    # ``__total`` column of the rows query), "known" (``total``), "rows" (the page holds
-    # every matching row unless it is full), or "query" (``count_sql``).
-    count_from: str = "query"
-    total: int | None = None
-    offset: int = 0
-    cursor_scope: bytes = b""  # what the next cursor is bound to (catalogue.query.cursors)
+from catalogue.schema.table_schema import primary_key
+from catalogue.store.changes import parquet_scan
 
 
 @contextmanager
@@ -86,178 +42,6 @@ def deadline(cur: duckdb.DuckDBPyConnection, time_limit_ms: int) -> Iterator[Non
     except duckdb.InterruptException as exc:
         raise QueryTimeout(f"The query took longer than {time_limit_ms} ms and was stopped. "
                            "Narrow it with where, or use the exports for whole datasets.") from exc
-
-
-def _filters(compiler: Compiler, request: RecordsRequest, schema: dict[str, Any]) -> list[str]:
-    fields = {f["name"]: f for f in schema["fields"]}
-    out = []
-    if request.where:
-        out.append(f"({compiler.where(request.where)})")
-    for kind, items in (("refine", request.refine), ("exclude", request.exclude)):
-        for item in items:
-            name, sep, value = item.partition(":")
-            if not sep or name not in fields:
-                raise QueryError(f"{kind} takes field:value with a field of the dataset; got '{item}'.",
-                                 details={"parameter": kind})
-            stored = STORED_TYPES[fields[name].get("type", "string")]
-            if stored == "TIMESTAMP" and INSTANT_TEXT.search(value):  # an offset names an instant (README, data rules)
-                stored = "TIMESTAMPTZ"
-            if stored == "GEOMETRY":
-                raise QueryError(f"{kind} cannot filter the geometry field '{name}'.", details={"parameter": kind})
-            param = f"f{len(compiler.params) + 1}"
-            compiler.params[param] = value
-            op = "=" if kind == "refine" else "IS DISTINCT FROM"
-            out.append(f"{ident(name)} {op} TRY_CAST(${param} AS {stored})")
-            if kind == "refine" and fields[name].get("type", "string") in pruning.PRUNABLE:
-                value = f"TRY_CAST(${param} AS {stored})"
-                compiler.part_tests.append(
-                    (name, f"{pruning.stat(name, 'min')} <= {value} AND {value} <= {pruning.stat(name, 'max')}"))
-    return out
-
-
-PLAN_CACHE_SIZE = 1024
-_plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
-_plans_lock = threading.Lock()
-
-
-def plan_records(
-    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, *, row_count: int | None = None,
-    cursor_secret: bytes = PROCESS_SECRET,
-) -> Plan:
-    """Check every parameter and render the rows and count queries.
-
-    ``row_count`` (the version's rows, from the catalogue) spares the count query of
-    an unfiltered page. ``cursor_secret`` checks the request's cursor (the installation's,
-    :func:`catalogue.query.cursors.installation_secret`; give ``run_records`` the same). Plans are kept in a small LRU keyed by everything they are made
-    of (parsing ODSQL with sqlglot costs about a millisecond); a returned plan is shared,
-    so callers never change it (``dataclasses.replace`` makes a variant).
-    """
-    key = (tuple(tuple(v) if isinstance(v, list) else v for v in astuple(request)), schema_hash(schema),
-           tuple(uris), version, row_count, hashlib.sha256(cursor_secret).digest())
-    if not memos.on():
-        return _plan(request, schema, uris, version, row_count, cursor_secret)
-    with _plans_lock:
-        plan = _plans.get(key)
-        if plan is not None:
-            _plans.move_to_end(key)
-            return plan
-    plan = _plan(request, schema, uris, version, row_count, cursor_secret)
-    with _plans_lock:
-        _plans[key] = plan
-        while len(_plans) > PLAN_CACHE_SIZE:
-            _plans.popitem(last=False)
-    return plan
-
-
-def _plan(
-    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, row_count: int | None,
-    cursor_secret: bytes,
-) -> Plan:
-    times = [f["name"] for f in schema["fields"] if f.get("type") == "datetime"]
-    compiler = Compiler(schema, after_epoch=pruning.after_epoch(uris, times) if times else frozenset(),
-                        instants=pruning.instants(uris, times) if times else frozenset())
-    filters = _filters(compiler, request, schema)
-    grouped = bool(request.group_by)
-    groups = compiler.select_list(request.group_by, "group_by") if request.group_by else []
-    selected = compiler.select_list(request.select) if request.select else []
-    only_aggregates = bool(selected) and all(agg for *_, agg in selected) and not grouped
-    keyed = request.limit is not None and not grouped and not only_aggregates and not request.order_by
-    if request.cursor and not keyed:
-        raise InvalidParameter("cursor works on plain record lists; remove order_by/group_by, or use offset.",
-                               details={"parameter": "cursor"})
-    scan_uris = list(uris)
-    unfiltered = not filters
-    start = request.offset
-    scope = cursor_scope(list(uris), request.where, request.refine, request.exclude) if keyed else b""
-    if keyed and request.cursor:
-        key = decode_cursor(request.cursor, version=version, parts=len(uris), scope=scope, secret=cursor_secret)
-        # Parts before the cursor's part are not read at all.
-        scan_uris = uris[key // PART_STRIDE:]
-        compiler.params["cursor_row"] = key % PART_STRIDE
-        compiler.params["cursor_file"] = uris[key // PART_STRIDE]
-        filters.append(CURSOR_FILTER)
-        start = compiler.params["cursor_row"] + 1
-    if keyed and unfiltered:
-        # Rows come in part order, so a page needs only the parts up to its last row.
-        scan_uris = _leading_parts(scan_uris, start + int(request.limit or 0))
-    where = f" WHERE {' AND '.join(filters)}" if filters else ""
-    # The files are parameters, so run_records can hand over only the parts that may match.
-    compiler.params["scan"] = scan_uris
-    compiler.params["parts"] = list(uris)
-    if keyed:
-        # No ORDER BY: DuckDB keeps insertion order (parts in order, rows in file order), so
-        # LIMIT stops the scan early; the position of each row comes along for the cursor.
-        scan = "read_parquet($scan, filename=true, file_row_number=true)"
-    else:
-        scan = "read_parquet($scan)"
-    if selected:
-        columns = [f"{sql} AS {ident(name)}" for sql, name, _ in selected]
-    elif grouped:
-        columns = [f"{sql} AS {ident(name)}" for sql, name, _ in groups]
-    else:
-        columns = [ident(f["name"]) for f in schema["fields"]]
-        known = [(f["name"], STORED_TYPES[f.get("type", "string")]) for f in schema["fields"]]
-    group_sql = f" GROUP BY {', '.join(compiler.group_key(sql) for sql, _, _ in groups)}" if grouped else ""
-    order = compiler.order_list(request.order_by) if request.order_by else []
-    if keyed:
-        columns += ["filename AS __file", "file_row_number AS __row"]
-    order_sql = f" ORDER BY {', '.join(order)}" if order else ""
-    count_from = _count_source(request, grouped, only_aggregates, bool(filters), row_count)
-    if count_from == "window":
-        # Counted after grouping/filtering and before LIMIT, in the same scan.
-        columns.append("count(*) OVER () AS __total")
-    body = f"SELECT {', '.join(columns)} FROM {scan}{where}{group_sql}"
-    if request.limit is None:
-        sql = f"{body}{order_sql}"
-    else:
-        sql = f"{body}{order_sql} LIMIT {int(request.limit)}" + ("" if request.cursor else f" OFFSET {int(request.offset)}")
-    if grouped:
-        count_sql = f"SELECT count(*) FROM (SELECT 1 FROM read_parquet($parts){_without_cursor(where)}{group_sql})"
-    elif only_aggregates:
-        count_sql = "SELECT 1"
-    else:
-        count_sql = f"SELECT count(*) FROM read_parquet($parts){_without_cursor(where)}"
-    return Plan(sql=sql, count_sql=count_sql, params=compiler.params, keyed=keyed, parts=list(uris),
-                columns=None if (selected or grouped) else known, count_from=count_from, part_tests=compiler.part_tests,
-                total=1 if only_aggregates else row_count, offset=request.offset, cursor_scope=scope)
-
-
-def _leading_parts(uris: list[str], rows: int) -> list[str]:
-    """The first of ``uris`` that together hold at least ``rows`` rows (all of them if a count is unknown)."""
-    held = 0
-    for number, uri in enumerate(uris):
-        found = pruning.part_rows(uri)
-        if found is None:
-            return uris
-        held += found
-        if held >= rows:
-            return uris[:number + 1]
-    return uris
-
-
-def _count_source(request: RecordsRequest, grouped: bool, only_aggregates: bool, filtered: bool,
-                  row_count: int | None) -> str:
-    """Where the total count of a page comes from (see ``Plan.count_from``)."""
-    if request.limit is None:  # exports: no count
-        return "query"
-    if only_aggregates:
-        return "known"
-    if grouped:
-        # The groups are built in full anyway; counting them is one more window over them.
-        return "window"
-    if not filtered and row_count is not None:
-        return "known"
-    # Not a window here: it would hold every matching row with all its columns (for a broad
-    # filter far more than a second, narrow count scan costs).
-    return "rows"
-
-
-CURSOR_FILTER = "(filename <> $cursor_file OR file_row_number > $cursor_row)"
-
-
-def _without_cursor(where: str) -> str:
-    """The filters without the cursor's position test (for the total count)."""
-    return where.replace(f" AND {CURSOR_FILTER}", "").replace(f" WHERE {CURSOR_FILTER}", "")
 
 
 def _json_struct(columns: list[tuple[str, str]]) -> str:
@@ -392,7 +176,7 @@ def facet_counts(
                              f"{', '.join(n for n, f in fields.items() if f.get('type') not in ('geopoint', 'geojson'))}.",
                              details={"parameter": "facet"})
     compiler = Compiler(schema)
-    filters = _filters(compiler, request, schema)
+    filters = compile_filters(compiler, request, schema)
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     out = []
     try:
