@@ -29,7 +29,6 @@ Kept light on imports: it is what every spawned worker imports.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -43,7 +42,6 @@ from catalogue import duck
 from catalogue.schema.sql_text import ident, iso_timestamp, literal
 
 RESULT_VIEW = "__result"  # never a user relation: the guard only lets names starting [a-z0-9] through
-WORKER_NICENESS = 10  # the scheduler gives a process of niceness 10 about a tenth of the CPU of one at 0
 TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns"})
 
 
@@ -71,7 +69,6 @@ def serve(conn: Connection, config: WorkerConfig) -> None:
     """Worker process entry point: warm up, cap the address space, answer tasks until told to stop."""
     duck.connect(memory_limit_mb=config.memory_limit_mb, threads=1).close()  # map spatial before the cap
     _cap_address_space(config.address_space_mb)
-    _lower_priority()
     sandboxes = Sandboxes(config)
     conn.send({"ready": True})
     while True:
@@ -213,15 +210,6 @@ def user_message(message: str, sql: str) -> str:
 
 def _scrub(message: str, prefix: str) -> str:
     return message.replace(prefix, "<store>") if prefix else message
-
-
-def _lower_priority() -> None:
-    """Run below the server: with the CPU scarce, the scheduler gives the server's routes the larger share,
-    not a flood of expensive statements (measured in tests/api/test_sql_reliability.py, RELIABILITY.md)."""
-    try:
-        os.nice(WORKER_NICENESS)
-    except (AttributeError, OSError):  # no nice() on this platform
-        pass
 
 
 def _cap_address_space(extra_mb: int) -> None:
