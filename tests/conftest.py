@@ -95,7 +95,12 @@ PUBLISHERS_YAML = """publishers:
 
 @pytest.fixture
 def make_catalogue(tmp_path: Path) -> Iterator[Any]:
-    """Build a catalogue from datasets made in the test: ``make(name, schema, content, ...) -> Hub``.
+    """Build a catalogue from datasets made in the test: ``make(name, schema, content, ...) -> Hub``."""
+    yield from catalogue_maker(tmp_path)
+
+
+def catalogue_maker(tmp_path: Path) -> Iterator[Any]:
+    """``make_catalogue`` for fixtures of any scope: yields ``make``, closes the hubs it made when resumed.
 
     Each call adds one dataset (definition, Table Schema, feed file) to a
     definitions directory in tmp_path and ingests the feed through the store.
