@@ -84,11 +84,6 @@ def primary_key(descriptor: dict[str, Any]) -> list[str]:
     return [key] if isinstance(key, str) else list(key)
 
 
-def geometry_fields(descriptor: dict[str, Any]) -> list[str]:
-    """Names of the fields stored as geometry."""
-    return [f["name"] for f in descriptor["fields"] if f.get("type") in GEOMETRY_TYPES]
-
-
 def schema_hash(descriptor: dict[str, Any]) -> str:
     """A stable hash of the schema, for change detection."""
     return hashlib.sha256(json.dumps(descriptor, sort_keys=True).encode()).hexdigest()

@@ -23,7 +23,7 @@ from catalogue.meta.licenses import license_info
 from catalogue.meta.metadata import list_publishers
 from catalogue.meta.models import Dataset, Organization, Version
 from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
-from catalogue.schema.table_schema import geometry_fields, primary_key
+from catalogue.schema.model import Field
 from catalogue.meta.vocabularies import FREQUENCIES, THEMES, label
 
 LANGS = ("de", "en")
@@ -50,9 +50,9 @@ def _when(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _constraints_text(field: dict[str, Any]) -> str:
+def _constraints_text(field: Field) -> str:
     parts = []
-    for key, value in field.get("constraints", {}).items():
+    for key, value in field.constraints.items():
         parts.append(key if value is True else f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
     return "; ".join(parts)
 
@@ -243,8 +243,8 @@ class SiteBuilder:
 
     def dataset_view(self, d: Dataset, versions: list[Version], lang: str) -> dict[str, Any]:
         """Template context D for one dataset in one language."""
-        schema = d.table_schema
-        has_geometry = bool(geometry_fields(schema))
+        schema = d.schema
+        has_geometry = bool(schema.geometry_fields)
         lic = license_info(d.license)
         current = d.current_version
         base = f"{self.api}/datasets/{d.name}"
@@ -262,12 +262,11 @@ class SiteBuilder:
                 "start": d.temporal_start.isoformat() if d.temporal_start else None,
                 "end": d.temporal_end.isoformat() if d.temporal_end else None,
             },
-            "primary_key": primary_key(schema),
+            "primary_key": list(schema.primary_key),
             "schema_fields": [
-                {"name": f["name"], "type": f.get("type", "string"), "title": f.get("title", ""),
-                 "description": f.get("description", ""), "format": f.get("format", "") if f.get("format") != "default" else "",
-                 "constraints": _constraints_text(f)}
-                for f in schema["fields"]
+                {"name": f.name, "type": f.type, "title": f.title or "", "description": f.description or "",
+                 "format": "" if f.format == "default" else f.format, "constraints": _constraints_text(f)}
+                for f in schema.fields
             ],
             "has_geometry": has_geometry,
             "current_version": current.number if current else None,
