@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from catalogue.hub import open_hub
+from catalogue.schema.model import TableSchema
 from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import SiteBuilder, build_site
@@ -329,7 +330,7 @@ def test_read_memos_off_plans_and_counts_every_time(tmp_path: Path) -> None:
     from catalogue.query.engine import QueryEngine
     from catalogue.query.records import RecordsRequest, plan_records
 
-    schema = {"fields": [{"name": "n", "type": "integer"}]}
+    schema = TableSchema.from_stored({"fields": [{"name": "n", "type": "integer"}]})
     request = RecordsRequest(where="n > 1", limit=5)
     hub = open_hub(Settings(data_dir=tmp_path / "var", read_memos=False))
     engine = QueryEngine(hub)  # applies the setting to the process

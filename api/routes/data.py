@@ -69,7 +69,7 @@ async def records(
     def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, CachedPage]:
         ref = engine.version(name, version, as_of, identity=identity)
         secret = settings_secret(settings)
-        plan = plan_records(query, ref.schema.descriptor, list(ref.uris), ref.number, row_count=ref.row_count,
+        plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count,
                             cursor_secret=secret)
         found = engine.run(lambda cur: run_records(
             cur, plan, version=ref.number, limit=limit, time_limit_ms=settings.query_time_limit_ms,
@@ -108,7 +108,7 @@ async def facets(
     def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, bytes]:
         ref = engine.version(name, version, as_of, identity=identity)
         found = engine.run(lambda cur: facet_counts(
-            cur, ref.schema.descriptor, list(ref.uris), query, facet or default_facets(ref.schema.descriptor), size,
+            cur, ref.schema, list(ref.uris), query, facet or default_facets(ref.schema), size,
             hub.settings.query_time_limit_ms))
         result = {"dataset": name, "version": ref.number, "facets": found}
         return ref, json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()

@@ -101,7 +101,7 @@ def export_version(
             return stored
     unlimited = RecordsRequest(select=query.select, where=query.where, group_by=query.group_by,
                                order_by=query.order_by, refine=query.refine, exclude=query.exclude, limit=None)
-    plan = plan_records(unlimited, ref.schema.descriptor, list(ref.uris), ref.number)
+    plan = plan_records(unlimited, ref.schema, list(ref.uris), ref.number)
     cur = engine.cursor()
     try:
         plan = prune(cur, plan)

@@ -22,7 +22,8 @@ from catalogue.query import memos, pruning
 from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, decode_cursor
 from catalogue.query.odsql import INSTANT_TEXT, Compiler
 from catalogue.schema.sql_text import ident
-from catalogue.schema.table_schema import STORED_TYPES, schema_hash
+from catalogue.schema.model import Field, TableSchema
+from catalogue.schema.table_schema import STORED_TYPES
 
 
 @dataclass
@@ -109,7 +110,7 @@ _plans_lock = threading.Lock()
 
 
 def plan_records(
-    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, *, row_count: int | None = None,
+    request: RecordsRequest, schema: TableSchema, uris: list[str], version: int, *, row_count: int | None = None,
     cursor_secret: bytes = PROCESS_SECRET,
 ) -> Plan:
     """Check every parameter and render the rows and count queries.
@@ -123,7 +124,7 @@ def plan_records(
     """
     # The request's values, lists as tuples (dataclasses.astuple gave the same, deep-copying each list first).
     values = tuple(tuple(v) if isinstance(v, list) else v for v in map(request.__getattribute__, _REQUEST_FIELDS))
-    key = (values, schema_hash(schema), tuple(uris), version, row_count, hashlib.sha256(cursor_secret).digest())
+    key = (values, schema.hash, tuple(uris), version, row_count, hashlib.sha256(cursor_secret).digest())
     if not memos.on():
         return _plan(request, schema, uris, version, row_count, cursor_secret)
     with _plans_lock:
@@ -140,7 +141,7 @@ def plan_records(
 
 
 def _plan(
-    request: RecordsRequest, schema: dict[str, Any], uris: list[str], version: int, row_count: int | None,
+    request: RecordsRequest, schema: TableSchema, uris: list[str], version: int, row_count: int | None,
     cursor_secret: bytes,
 ) -> Plan:
     """The plan made afresh: compile the clauses, place the page, then render both queries from the same parts."""
@@ -157,7 +158,7 @@ def _plan(
                 offset=request.offset, cursor_scope=position.scope)
 
 
-def compile_clauses(request: RecordsRequest, schema: dict[str, Any], uris: list[str]) -> Clauses:
+def compile_clauses(request: RecordsRequest, schema: TableSchema, uris: list[str]) -> Clauses:
     """The request's clauses, rendered in the order their parameters are numbered in; refuses a misplaced cursor."""
     compiler = _compiler(schema, uris)
     filters = compile_filters(compiler, request, schema)
@@ -175,12 +176,12 @@ def compile_clauses(request: RecordsRequest, schema: dict[str, Any], uris: list[
     return clauses
 
 
-def _compiler(schema: dict[str, Any], uris: list[str]) -> Compiler:
+def _compiler(schema: TableSchema, uris: list[str]) -> Compiler:
     """A compiler told what the parts' footers say of the datetime fields (after 1970, stored as instants)."""
-    times = [f["name"] for f in schema["fields"] if f.get("type") == "datetime"]
+    times = [f.name for f in schema.fields if f.type == "datetime"]
     if not times:
-        return Compiler(schema)
-    return Compiler(schema, after_epoch=pruning.after_epoch(uris, times), instants=pruning.instants(uris, times))
+        return Compiler(schema.descriptor)
+    return Compiler(schema.descriptor, after_epoch=pruning.after_epoch(uris, times), instants=pruning.instants(uris, times))
 
 
 def _keyed(request: RecordsRequest, clauses: Clauses) -> bool:
@@ -188,22 +189,22 @@ def _keyed(request: RecordsRequest, clauses: Clauses) -> bool:
     return request.limit is not None and not clauses.grouped and not clauses.only_aggregates and not request.order_by
 
 
-def compile_filters(compiler: Compiler, request: RecordsRequest, schema: dict[str, Any]) -> list[str]:
+def compile_filters(compiler: Compiler, request: RecordsRequest, schema: TableSchema) -> list[str]:
     """The request's where, refine and exclude filters as SQL conditions (to be joined with AND)."""
-    by_name = {f["name"]: f for f in schema["fields"]}
+    by_name = {f.name: f for f in schema.fields}
     out = [f"({compiler.where(request.where)})"] if request.where else []
     out += [_field_filter(compiler, "refine", item, by_name) for item in request.refine]
     out += [_field_filter(compiler, "exclude", item, by_name) for item in request.exclude]
     return out
 
 
-def _field_filter(compiler: Compiler, kind: str, item: str, by_name: dict[str, dict[str, Any]]) -> str:
+def _field_filter(compiler: Compiler, kind: str, item: str, by_name: dict[str, Field]) -> str:
     """One ``refine`` (equal to) or ``exclude`` (distinct from) ``field:value`` filter; a refine may prune parts."""
     name, sep, value = item.partition(":")
     if not sep or name not in by_name:
         raise QueryError(f"{kind} takes field:value with a field of the dataset; got '{item}'.",
                          details={"parameter": kind})
-    field_type = by_name[name].get("type", "string")
+    field_type = by_name[name].type
     stored = STORED_TYPES[field_type]
     if stored == "TIMESTAMP" and INSTANT_TEXT.search(value):  # an offset names an instant (README, data rules)
         stored = "TIMESTAMPTZ"
@@ -270,7 +271,7 @@ def _count_source(request: RecordsRequest, clauses: Clauses, position: Position,
     return "rows"
 
 
-def rows_sql(request: RecordsRequest, clauses: Clauses, schema: dict[str, Any], position: Position,
+def rows_sql(request: RecordsRequest, clauses: Clauses, schema: TableSchema, position: Position,
              count_from: str) -> str:
     """The rows query of the page: output columns (with bookkeeping), scan, filters, groups, order and limit."""
     columns = _output_columns(clauses, schema)
@@ -301,18 +302,18 @@ def count_sql(clauses: Clauses) -> str:
     return f"SELECT count(*) FROM read_parquet($parts){_where(clauses.filters)}"
 
 
-def _output_columns(clauses: Clauses, schema: dict[str, Any]) -> list[str]:
+def _output_columns(clauses: Clauses, schema: TableSchema) -> list[str]:
     """The select list's expressions, else the group_by's, else every field."""
     if clauses.selected or clauses.grouped:
         return [f"{sql} AS {ident(name)}" for sql, name, _ in clauses.selected or clauses.groups]
-    return [ident(f["name"]) for f in schema["fields"]]
+    return [ident(f.name) for f in schema.fields]
 
 
-def _known_columns(clauses: Clauses, schema: dict[str, Any]) -> list[tuple[str, str]] | None:
+def _known_columns(clauses: Clauses, schema: TableSchema) -> list[tuple[str, str]] | None:
     """(name, DuckDB type) of the output when the schema tells them (every field); None for computed ones."""
     if clauses.selected or clauses.grouped:
         return None
-    return [(f["name"], STORED_TYPES[f.get("type", "string")]) for f in schema["fields"]]
+    return [(f.name, f.stored_type) for f in schema.fields]
 
 
 def _where(filters: list[str]) -> str:

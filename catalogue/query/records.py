@@ -29,7 +29,7 @@ from catalogue.query.planning import compile_filters
 from catalogue.query.planning import plan_records as plan_records
 from catalogue.query.result_cache import PART_ANSWERS, answer_key
 from catalogue.schema.sql_text import ident, iso_timestamp, json_value, literal
-from catalogue.schema.table_schema import primary_key
+from catalogue.schema.model import TableSchema
 from catalogue.store.changes import parquet_scan
 
 
@@ -165,17 +165,16 @@ def engine_error_message(exc: duckdb.Error) -> str:
 
 
 def facet_counts(
-    cur: duckdb.DuckDBPyConnection, schema: dict[str, Any], uris: list[str], request: RecordsRequest,
+    cur: duckdb.DuckDBPyConnection, schema: TableSchema, uris: list[str], request: RecordsRequest,
     facets: list[str], facet_limit: int, time_limit_ms: int,
 ) -> list[dict[str, Any]]:
     """Values and counts of categorical fields, under the request's filters."""
-    fields = {f["name"]: f for f in schema["fields"]}
     for name in facets:
-        if name not in fields or fields[name].get("type") in ("geopoint", "geojson"):
+        if name not in schema.names or schema.field(name).is_geometry:
             raise QueryError(f"Cannot facet on '{name}'. Facet fields: "
-                             f"{', '.join(n for n, f in fields.items() if f.get('type') not in ('geopoint', 'geojson'))}.",
+                             f"{', '.join(f.name for f in schema.fields if not f.is_geometry)}.",
                              details={"parameter": "facet"})
-    compiler = Compiler(schema)
+    compiler = Compiler(schema.descriptor)
     filters = compile_filters(compiler, request, schema)
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     out = []
@@ -186,7 +185,7 @@ def facet_counts(
             for name in facets:
                 col = ident(name)
                 # a datetime as the records write it (instants with Z), so it can be refined on
-                text = iso_timestamp(col) if fields[name].get("type") == "datetime" else f"{col}::VARCHAR"
+                text = iso_timestamp(col) if schema.field(name).type == "datetime" else f"{col}::VARCHAR"
                 sql = (f"SELECT {text} AS v, count(*) AS n FROM {parquet_scan(files)}{where} "
                        f"GROUP BY 1 ORDER BY n DESC, v LIMIT {int(facet_limit)}")
                 rows = cur.execute(sql, _used(sql, compiler.params)).fetchall()
@@ -198,9 +197,8 @@ def facet_counts(
     return out
 
 
-def default_facets(schema: dict[str, Any]) -> list[str]:
+def default_facets(schema: TableSchema) -> list[str]:
     """Fields worth faceting by default: text and booleans, except a single-field primary key."""
-    key = primary_key(schema)
-    unique = key if len(key) == 1 else []
-    return [f["name"] for f in schema["fields"] if f.get("type", "string") in ("string", "boolean")
-            and f["name"] not in unique and not f.get("constraints", {}).get("unique")]
+    key = schema.primary_key
+    unique = key if len(key) == 1 else ()
+    return [f.name for f in schema.fields if f.type in ("string", "boolean") and f.name not in unique and not f.unique]

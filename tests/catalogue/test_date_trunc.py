@@ -12,6 +12,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.query.odsql import FIXED_UNITS_US, Compiler
+from catalogue.schema.model import TableSchema
 from catalogue.query.records import RecordsRequest, plan_records, run_records
 
 SCHEMA = {"fields": [{"name": "ts", "type": "datetime"}, {"name": "day", "type": "date"}]}
@@ -71,7 +72,7 @@ def test_a_group_by_date_trunc_groups_like_duckdb_before_and_after_1970(tmp_path
     schema = {"fields": SCHEMA["fields"] + [{"name": "n", "type": "integer"}]}
     request = RecordsRequest(select="date_trunc('hour', ts) as hour, count(*) as rows, sum(n) as total",
                              group_by="date_trunc('hour', ts) as hour", order_by="hour", limit=1000)
-    plan = plan_records(request, schema, uris, 1)
+    plan = plan_records(request, TableSchema.from_stored(schema), uris, 1)
     assert ("//" in plan.sql) == (first.year >= 1970)
     assert " GROUP BY MAKE_TIMESTAMP" not in plan.sql  # grouped by the bucket index, not the timestamp
     con = duck.connect(memory_limit_mb=256, threads=2)

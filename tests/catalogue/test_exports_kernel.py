@@ -175,7 +175,7 @@ def test_records_keep_the_fraction_of_a_second(formula_cells: tuple[Hub, QueryEn
     hub, engine, ref = formula_cells
     for select, name in ((None, "seen"), ("id, seen as later", "later")):
         request = RecordsRequest(select=select, where="id = 2 or id = 3")
-        plan = plan_records(request, ref.schema.descriptor, list(ref.uris), ref.number)
+        plan = plan_records(request, ref.schema, list(ref.uris), ref.number)
         cur = engine.cursor()
         try:
             page = run_records(cur, plan, version=ref.number, limit=10, time_limit_ms=5000)
@@ -202,7 +202,7 @@ def test_nan_and_infinity_are_null_in_json(make_catalogue: Any) -> None:
             ref = VersionRef.of(hub, ds, get_version(session, ds))
         expected = [{"id": 1, "x": None}, {"id": 2, "x": None}, {"id": 3, "x": None}, {"id": 4, "x": 1.5}]
         for select in (None, "id, x"):
-            plan = plan_records(RecordsRequest(select=select), ref.schema.descriptor, list(ref.uris), ref.number)
+            plan = plan_records(RecordsRequest(select=select), ref.schema, list(ref.uris), ref.number)
             cur = engine.cursor()
             try:
                 page = run_records(cur, plan, version=ref.number, limit=10, time_limit_ms=5000)

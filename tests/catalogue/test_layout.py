@@ -74,9 +74,9 @@ def test_a_time_filter_reads_one_window_and_a_key_filter_still_prunes(make_catal
 
     con = duck.connect(memory_limit_mb=256, threads=1)
     try:
-        at_noon = plan_records(RecordsRequest(where="at = '2026-01-05T12:00:00'"), ref.schema.descriptor, list(ref.uris), 1)
+        at_noon = plan_records(RecordsRequest(where="at = '2026-01-05T12:00:00'"), ref.schema, list(ref.uris), 1)
         assert len(prune(con, at_noon).params["scan"]) == 1
-        one_sensor = plan_records(RecordsRequest(where="sensor = 'S03'"), ref.schema.descriptor, list(ref.uris), 1)
+        one_sensor = plan_records(RecordsRequest(where="sensor = 'S03'"), ref.schema, list(ref.uris), 1)
         assert len(prune(con, one_sensor).params["scan"]) == 4  # every window holds every sensor
     finally:
         con.close()

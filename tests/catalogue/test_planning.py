@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, encode_cursor
+from catalogue.schema.model import TableSchema
 from catalogue.query.planning import CURSOR_FILTER, RecordsRequest, plan_records
 
 SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "zone", "type": "string"}]}
@@ -36,8 +37,8 @@ def after(parts: list[str], request: RecordsRequest, part: int, row: int) -> Rec
     RecordsRequest(where="id > 2", refine=["zone:b"], limit=3),
 ], ids=["unfiltered", "where", "where+refine"])
 def test_a_cursor_narrows_the_rows_but_not_the_count(parts: list[str], request_: RecordsRequest) -> None:
-    first = plan_records(request_, SCHEMA, parts, 1)
-    follow = plan_records(after(parts, request_, 1, 4), SCHEMA, parts, 1)
+    first = plan_records(request_, TableSchema.from_stored(SCHEMA), parts, 1)
+    follow = plan_records(after(parts, request_, 1, 4), TableSchema.from_stored(SCHEMA), parts, 1)
     assert CURSOR_FILTER not in first.sql and CURSOR_FILTER in follow.sql
     assert follow.count_sql == first.count_sql and "cursor" not in follow.count_sql
     assert (follow.params["cursor_file"], follow.params["cursor_row"]) == (parts[1], 4)

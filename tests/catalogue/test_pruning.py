@@ -14,6 +14,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.query.records import RecordsRequest, plan_records, prune, run_records
+from catalogue.schema.model import TableSchema
 
 SCHEMA = {
     "fields": [
@@ -78,7 +79,7 @@ CASES = [
 
 def answer(cur: Any, uris: list[str], where: str, **extra: Any) -> tuple[list[str], list[dict[str, Any]], int]:
     request = RecordsRequest(where=where, limit=1000, **extra)
-    plan = plan_records(request, SCHEMA, uris, 1, row_count=None)
+    plan = plan_records(request, TableSchema.from_stored(SCHEMA), uris, 1, row_count=None)
     kept = prune(cur, plan).params["scan"]
     out = run_records(cur, plan, version=1, limit=1000, time_limit_ms=10_000)
     return kept, json.loads(out["results_json"]), out["total_count"]
@@ -91,7 +92,7 @@ def test_only_parts_that_can_match_are_read_and_the_answer_is_unchanged(
     kept, rows, total = answer(cur, uris, where)
     assert kept == [uris[i] for i in expected_parts] or (not expected_parts and len(kept) == 1)
     # The same filter over every part, unpruned, in DuckDB directly.
-    plan = plan_records(RecordsRequest(where=where, limit=1000), SCHEMA, uris, 1)
+    plan = plan_records(RecordsRequest(where=where, limit=1000), TableSchema.from_stored(SCHEMA), uris, 1)
     full = cur.execute(f"SELECT count(*) FROM ({plan.sql.replace(' LIMIT 1000 OFFSET 0', '')})",
                        {k: v for k, v in plan.params.items() if f"${k}" in plan.sql}).fetchone()[0]
     assert total == full == len(rows)
@@ -110,9 +111,9 @@ def test_when_no_part_can_match_one_is_still_scanned_and_nothing_is_found(cur: A
 
 def test_a_cursor_page_prunes_within_the_parts_from_the_cursor_on(cur: Any, uris: list[str]) -> None:
     request = RecordsRequest(where="sensor in ('S005', 'S025')", limit=30)
-    first = run_records(cur, plan_records(request, SCHEMA, uris, 1), version=1, limit=30, time_limit_ms=10_000)
+    first = run_records(cur, plan_records(request, TableSchema.from_stored(SCHEMA), uris, 1), version=1, limit=30, time_limit_ms=10_000)
     follow = RecordsRequest(where="sensor in ('S005', 'S025')", limit=30, cursor=first["next_cursor"])
-    second = run_records(cur, plan_records(follow, SCHEMA, uris, 1), version=1, limit=30, time_limit_ms=10_000)
+    second = run_records(cur, plan_records(follow, TableSchema.from_stored(SCHEMA), uris, 1), version=1, limit=30, time_limit_ms=10_000)
     seen = json.loads(first["results_json"]) + json.loads(second["results_json"])
     assert [(r["sensor"], r["at"]) for r in seen] == [
         (r["sensor"], r["at"].strftime("%Y-%m-%dT%H:%M:%S")) for r in rows_of(range(5, 6)) + rows_of(range(25, 26))]

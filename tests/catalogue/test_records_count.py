@@ -15,6 +15,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.query.records import RecordsRequest, clear_count_cache, plan_records, run_records
+from catalogue.schema.model import TableSchema
 
 SCHEMA = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "zone", "type": "string"}, {"name": "n", "type": "integer"}],
@@ -42,7 +43,7 @@ def cur() -> Iterator[object]:
 
 
 def page(cur: object, parts: list[str], request: RecordsRequest, known: bool = True) -> tuple[object, dict]:
-    plan = plan_records(request, SCHEMA, parts, 1, row_count=len(ROWS) if known else None)
+    plan = plan_records(request, TableSchema.from_stored(SCHEMA), parts, 1, row_count=len(ROWS) if known else None)
     out = run_records(cur, plan, version=1, limit=request.limit or 0, time_limit_ms=10_000)  # type: ignore[arg-type]
     return plan, out
 
