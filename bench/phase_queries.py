@@ -80,8 +80,8 @@ def _ours(hub: Hub, engine: QueryEngine, ref: VersionRef, q: Questions, name: st
     def once() -> dict[str, Any]:
         seen["memos_on"] = seen.get("memos_on", False) or memos.on()
         request = q.now.records_requests()[name]
-        # As the records route calls it (the descriptor; a plain dict before VersionRef carried a TableSchema).
-        plan = plan_records(request, getattr(ref.schema, "descriptor", ref.schema), list(ref.uris), ref.number,
+        # As the records route calls it (with the version's typed TableSchema).
+        plan = plan_records(request, ref.schema, list(ref.uris), ref.number,
                             row_count=ref.row_count)
         cur = engine.cursor()
         try:
