@@ -138,3 +138,31 @@ def generated_catalogue(root: Path, rows: int, **settings: Any) -> dict[str, Any
     finally:
         hub.close()
     return arguments
+
+
+@contextmanager
+def threaded_server(app: Any, **config: Any) -> Iterator[tuple[str, int]]:
+    """``app`` under uvicorn in a background thread of this process, on a free loopback port: (host, port).
+
+    For tests that share the process's catalogue with the server (no limits of its own needed).
+    """
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    runner = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
+    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not runner.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start within 30 s"
+        time.sleep(0.05)
+    try:
+        yield "127.0.0.1", sock.getsockname()[1]
+    finally:
+        runner.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

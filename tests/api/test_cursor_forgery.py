@@ -5,21 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
+from tests.api.live_server import threaded_server
 from catalogue.hub import Hub
 from catalogue.query.cursors import PART_STRIDE, SECRET_FILE, cursor_scope, decode_cursor, encode_cursor
 from catalogue.errors import InvalidParameter
@@ -33,20 +30,9 @@ INVALID = {"code": "invalid-parameter", "status": 400,
 @pytest.fixture(scope="module")
 def base_url(demo_hub: Hub) -> Iterator[str]:
     """The real app under uvicorn in a background thread, on a free loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
     app = create_app(demo_hub.settings, demo_hub)
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start within 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    runner.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with threaded_server(app) as (host, port):
+        yield f"http://{host}:{port}"
     app.state.query_engine.close()
     app.state.sql_pool.close()
 

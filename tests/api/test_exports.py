@@ -7,9 +7,6 @@ import csv
 import hashlib
 import io
 import json
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -24,10 +21,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import shapely
-import uvicorn
 import yaml
 
 from api.app import create_app
+from tests.api.live_server import threaded_server
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.hub import Hub, open_hub
 from catalogue.settings import Settings
@@ -386,20 +383,8 @@ def _big_hub(root: Path) -> Hub:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Hub]]:
     """The real app under uvicorn in a background thread, on a free loopback port."""
     hub = _big_hub(tmp_path_factory.mktemp("exports-server"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(hub.settings, hub)
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start within 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", hub
-    runner.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with threaded_server(create_app(hub.settings, hub)) as (host, port):
+        yield f"http://{host}:{port}", hub
     hub.close()
 
 

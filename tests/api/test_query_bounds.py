@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
+from tests.api.live_server import threaded_server
 from catalogue.hub import Hub
 from catalogue.query.odsql import MAX_NESTING
 
@@ -43,20 +40,9 @@ def deep(parameter: str, depth: int) -> str:
 @pytest.fixture(scope="module")
 def server(demo_hub: Hub) -> Iterator[tuple[str, int]]:
     """The real app under uvicorn in a background thread, on a free loopback port: (host, port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
     app = create_app(demo_hub.settings, demo_hub)
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=60))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start within 30 s"
-        time.sleep(0.05)
-    yield "127.0.0.1", sock.getsockname()[1]
-    runner.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with threaded_server(app, timeout_keep_alive=60) as address:
+        yield address
     app.state.query_engine.close()
     app.state.sql_pool.close()
 
