@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,33 @@ async def api(demo_hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
         yield c
     app.state.query_engine.close()
     app.state.sql_pool.close()
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def pg_schema(prefix: str) -> Iterator[dict[str, Any]]:
+    """Settings overrides putting the catalogue in a throwaway schema of the machine's PostgreSQL (dropped after).
+
+    Skips the test when psycopg is missing or the server cannot be reached.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    pytest.importorskip("psycopg")
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server skips
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
+    try:
+        yield {"database_url": f"{PG_URL}?options=-csearch_path%3D{schema}"}
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -21,6 +21,7 @@ from api.app import create_app
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.db import POOL_TIMEOUT_S
 from tests.api.live_server import generated_catalogue, live_server
+from tests.conftest import pg_schema
 
 GENERATED = "/api/v1/datasets/generated"
 pytestmark = pytest.mark.anyio
@@ -109,30 +110,12 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def pool_hub(request: pytest.FixtureRequest, make_catalogue: Any) -> Iterator[Hub]:
     """A one-dataset catalogue on SQLite, or in a throwaway schema of the machine's PostgreSQL."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    overrides: dict[str, Any] = {}
-    admin = None
-    if request.param == "postgresql":
-        pytest.importorskip("psycopg")
-        pg_url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        schema = f"pool_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(pg_url)
-        try:
-            with admin.begin() as connection:
-                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        except Exception as exc:  # noqa: BLE001 - any failure to reach the server skips
-            admin.dispose()
-            pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
-        overrides["database_url"] = f"{pg_url}?options=-csearch_path%3D{schema}"
     schema_doc = {"fields": [{"name": "id", "type": "integer"}], "primaryKey": ["id"]}
-    yield make_catalogue("ids", schema_doc, b"id\n1\n2\n", **overrides)
-    if admin is not None:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    if request.param == "sqlite":
+        yield make_catalogue("ids", schema_doc, b"id\n1\n2\n")
+        return
+    with pg_schema("pool") as overrides:
+        yield make_catalogue("ids", schema_doc, b"id\n1\n2\n", **overrides)
 
 
 async def test_loop_reads_answer_as_the_pool_does_and_health_without_it(pool_hub: Hub) -> None:

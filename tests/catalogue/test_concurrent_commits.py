@@ -11,22 +11,21 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from catalogue.hub import Hub
 from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from catalogue.meta.models import Dataset, Version
 from catalogue.settings import PROJECT_ROOT
 from catalogue.store.keys import part_key
+from tests.conftest import pg_schema
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NAME = "counters"
 SCHEMA = {
     "fields": [{"name": "id", "type": "integer", "constraints": {"required": True}}, {"name": "value", "type": "integer"}],
@@ -44,19 +43,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     if request.param == "sqlite":
         yield {}
         return
-    pytest.importorskip("psycopg")
-    schema = f"commits_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the server skips
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
-    yield {"database_url": f"{PG_URL}?options=-csearch_path%3D{schema}"}
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with pg_schema("commits") as overrides:
+        yield overrides
 
 
 @pytest.fixture
