@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint, false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from catalogue.schema.model import TableSchema
@@ -83,6 +85,8 @@ class Dataset(Described, Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Private: visible only to tokens of its publisher with the read-private scope (a 404 to anyone else).
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     publisher: Mapped[Organization] = relationship(back_populates="datasets")
     versions: Mapped[list[Version]] = relationship(
@@ -166,3 +170,38 @@ class HarvestJob(Base):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     dataset: Mapped[Dataset] = relationship()
+
+
+class ApiToken(Base):
+    """A publisher's API token: only its keyed hash is kept (catalogue/meta/tokens.py)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    publisher_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    # The token's first characters ("udt_ab12"), to tell tokens apart in lists; never enough to use one.
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    publisher: Mapped[Organization] = relationship()
+
+
+class DeliveryKey(Base):
+    """A pushed delivery's Idempotency-Key: the body it came with and the answer it got."""
+
+    __tablename__ = "delivery_keys"
+    __table_args__ = (UniqueConstraint("dataset_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    body_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -20,7 +20,9 @@ from catalogue.meta.models import Base, Dataset, HarvestJob
 from catalogue.settings import Settings
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TABLES = {"alembic_version", "datasets", "harvest_jobs", "harvest_sources", "organizations", "versions"}
+TABLES = {"alembic_version", "datasets", "harvest_jobs", "harvest_sources", "organizations", "versions",
+          "api_tokens", "delivery_keys"}
+BASELINE_TABLES = {"datasets", "harvest_jobs", "harvest_sources", "organizations", "versions"}
 
 
 def _pg_engine() -> Iterator[Engine]:
@@ -129,13 +131,13 @@ def test_a_catalogue_made_before_migrations_is_stamped_and_keeps_its_data(engine
 
 def test_the_baseline_equals_what_create_all_made_before_migrations(engine: Engine) -> None:
     upgrade_schema(engine, BASELINE)
-    baseline = {t: sorted(c["name"] for c in inspect(engine).get_columns(t)) for t in TABLES - {"alembic_version"}}
+    baseline = {t: sorted(c["name"] for c in inspect(engine).get_columns(t)) for t in BASELINE_TABLES}
     assert baseline["organizations"] == sorted(["id", "name", "title", "title_en", "description", "description_en",
                                                 "homepage", "email"])
     assert "pid" not in baseline["harvest_jobs"]
 
 
-@pytest.mark.parametrize("previous", ["0001"])
+@pytest.mark.parametrize("previous", ["0001", "0002"])
 def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: Engine, previous: str) -> None:
     assert upgrade_schema(engine, previous) == (None, previous)
     _fill(engine)
@@ -144,6 +146,7 @@ def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: En
     with Session(engine) as session:
         job = session.scalars(select(HarvestJob)).one()
         assert (job.pid, job.host) == (None, None)  # 0002: unknown for jobs recorded before it
+        assert session.scalars(select(Dataset)).one().private is False  # 0003: datasets from before push are public
     assert _differences(engine) == []
 
 
