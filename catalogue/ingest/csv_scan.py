@@ -290,7 +290,7 @@ def _typing_sql(scan: CsvScan, fields: list[Field], key: list[str], schema: Tabl
     raw = [f"{ident(f.name)} AS __r{i}" if scan.missing_read_as_null else
            f"CASE WHEN {ident(f.name)} IN {missing} THEN NULL ELSE {ident(f.name)} END AS __r{i}"
            for i, f in enumerate(fields)]
-    typed = [f"{f'__r{i}' if f.name in scan.typed else parse_expression(f'__r{i}', f.descriptor)} AS __t{i}"
+    typed = [f"{f'__r{i}' if f.name in scan.typed else parse_expression(f'__r{i}', f)} AS __t{i}"
              for i, f in enumerate(fields)]
     checks = [] if scan.complete == "true" else ["NOT __complete"]
     for i, field in enumerate(fields):
@@ -306,7 +306,7 @@ def _typing_sql(scan: CsvScan, fields: list[Field], key: list[str], schema: Tabl
             checks.append(f"NOT isfinite(__t{i})")
         checks += conditions.values()
     out = [f"__t{i} AS {ident(f'f{i}')}" for i in range(len(fields))]
-    out += [f"CASE WHEN __t{i} IS NOT NULL THEN {offset_expression(f'__r{i}', fields[i].descriptor)} END AS z{i}"
+    out += [f"CASE WHEN __t{i} IS NOT NULL THEN {offset_expression(f'__r{i}', fields[i])} END AS z{i}"
             for i in _offset_fields(fields)]
     # A condition on a NULL cell is NULL, which counts as met: TRUE wins an OR over NULL.
     return (f"SELECT {', '.join(out)}, coalesce({' OR '.join(checks) or 'false'}, false) AS {BAD} FROM "
@@ -316,7 +316,7 @@ def _typing_sql(scan: CsvScan, fields: list[Field], key: list[str], schema: Tabl
 
 def _offset_fields(fields: list[Field]) -> list[int]:
     """The ISO datetime fields, whose values may or may not carry offsets (z<i>: whether each does)."""
-    return [i for i, f in enumerate(fields) if offset_expression("x", f.descriptor) is not None]
+    return [i for i, f in enumerate(fields) if offset_expression("x", f) is not None]
 
 
 def _breaks_line(label: str) -> bool:

@@ -31,6 +31,9 @@ ROW = "__row"  # 0-based position of the row in the delivery
 RAW = "__raw"  # the batch being typed (a registered Arrow batch, this module's own)
 FIRST_DATA_ROW = 2  # Frictionless numbers the header as row 1
 
+# A constraint bound of a datetime field is read as ISO 8601, an offset converted to UTC.
+ISO_DATETIME = Field.of({"name": "bound", "type": "datetime"})
+
 
 @dataclass
 class Validated:
@@ -67,7 +70,7 @@ def constraint_checks(field: Field, raw: str, typed: str, in_key: bool) -> list[
         if name in constraints and kind != "GEOMETRY":
             bound = f"CAST({literal(str(constraints[name]))} AS {kind})"
             if kind == "TIMESTAMP":  # an offset in the bound counts, as it does in the values (held in UTC)
-                bound = parse_expression(literal(str(constraints[name])), {"type": "datetime"})
+                bound = parse_expression(literal(str(constraints[name])), ISO_DATETIME)
             checks.append((name, f"{typed} {op} {bound}", f'constraint "{name}" is "{constraints[name]}"'))
     for name, op in (("minLength", "<"), ("maxLength", ">")):
         if name in constraints:
@@ -137,7 +140,7 @@ def validate_delivery(
     # the delivery holds the whole field to that (README, data rules).
     zones: dict[int, tuple[bool, int | None]] = {
         i: (held[f.name], None) for i, f in enumerate(layout.fields)
-        if held and f.name in held and offset_expression("x", f.descriptor) is not None}
+        if held and f.name in held and offset_expression("x", f) is not None}
     try:
         rows, notes = _type_batches(con, _with_empty_fallback(raw, labels), layout, zones, max_errors)
         total = len(found) + _count_cell_errors(con, layout)
@@ -296,7 +299,7 @@ def output_select(fields: list[Field], stored: dict[str, str], instants: set[str
     out = []
     for field in fields:
         column = stored[field.name]
-        if field.name in instants or zoned_pattern(field.descriptor):
+        if field.name in instants or zoned_pattern(field):
             column = f"timezone('UTC', {column})"
         out.append(f"{column} AS {ident(field.name)}")
     return ", ".join(out)
@@ -307,14 +310,14 @@ def _first_zones(
     known: dict[int, tuple[bool, int | None]],
 ) -> dict[int, tuple[bool, int | None]]:
     """For ISO datetime fields whose kind is not ``known`` yet: whether their first readable value in __raw has an offset."""
-    pending = [i for i, f in enumerate(fields) if i not in known and offset_expression("x", f.descriptor) is not None]
+    pending = [i for i, f in enumerate(fields) if i not in known and offset_expression("x", f) is not None]
     if not pending:
         return {}
     picks = []
     for i in pending:
         raw = f"CASE WHEN {ident(sources[i])} IN {literal_list(missing_values)} THEN NULL ELSE {ident(sources[i])} END"
-        readable = f"({parse_expression(raw, fields[i].descriptor)}) IS NOT NULL"
-        picks.append(f"arg_min(struct_pack(z := {offset_expression(raw, fields[i].descriptor)}, r := {ident(ROW)}), "
+        readable = f"({parse_expression(raw, fields[i])}) IS NOT NULL"
+        picks.append(f"arg_min(struct_pack(z := {offset_expression(raw, fields[i])}, r := {ident(ROW)}), "
                      f"{ident(ROW)}) FILTER (WHERE {readable})")
     first = con.execute(f"SELECT {', '.join(picks)} FROM {RAW}").fetchone() or ()
     return {i: (bool(pick["z"]), int(pick["r"])) for i, pick in zip(pending, first) if pick is not None}
@@ -336,7 +339,7 @@ def _zone_note(first_zoned: bool, first_row: int | None) -> str:
 
 def stored_instants(con: duckdb.DuckDBPyConnection, part_uri: str, schema: TableSchema) -> dict[str, bool]:
     """Per ISO datetime field of ``schema``: whether the part at ``part_uri`` stores it as instants."""
-    names = [f.name for f in schema.fields if offset_expression("x", f.descriptor) is not None]
+    names = [f.name for f in schema.fields if offset_expression("x", f) is not None]
     if not names:
         return {}
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({literal(part_uri)})").fetchall()
@@ -418,10 +421,10 @@ def _typing_sql(
             inner.append(f"{column} AS __v{i}")
         else:
             inner.append(f"CASE WHEN {column} IN {literal_list(missing_values)} THEN NULL ELSE {column} END AS {raw_i}")
-        checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field.descriptor))]
+        checks = [("type", f"{raw_i} IS NOT NULL AND {typed_i} IS NULL", type_note(field))]
         if i in zones:
             zoned, first = zones[i]
-            offset = offset_expression(raw_i, field.descriptor)
+            offset = offset_expression(raw_i, field)
             checks.append(("zone", f"{'NOT ' if zoned else ''}({offset})", _zone_note(zoned, first)))
         checks += constraint_checks(field, raw_i, typed_i, field.name in key)
         cases = " ".join(f"WHEN {cond} THEN {literal(tag)}" for tag, cond, _ in checks)
@@ -429,7 +432,7 @@ def _typing_sql(
         outer.append(f"{typed_i} AS {ident('f' + str(i))}")
         outer.append(f"CASE {cases} END AS {ident('e' + str(i))}")
     typed_inner = ", ".join(
-        ["*"] + [f"{f'__v{i}' if field.name in typed_columns else parse_expression(f'__r{i}', field.descriptor)} AS __t{i}"
+        ["*"] + [f"{f'__v{i}' if field.name in typed_columns else parse_expression(f'__r{i}', field)} AS __t{i}"
                  for i, field in enumerate(fields)]
     )
     sql = f"SELECT {', '.join(outer)} FROM (SELECT {typed_inner} FROM (SELECT {', '.join(inner)} FROM {RAW}))"

@@ -30,7 +30,7 @@ from sqlglot.tokens import Token, TokenType
 
 from catalogue.query import pruning
 from catalogue.errors import QueryError
-from catalogue.schema.table_schema import GEOMETRY_TYPES
+from catalogue.schema.model import Field, TableSchema
 
 MAX_CHARS = 4000  # per clause
 MAX_NESTING = 20  # levels per clause; see check_nesting
@@ -116,9 +116,9 @@ class Rendered:
 class Compiler:
     """Renders checked ODSQL clauses for one dataset; parameters are numbered across clauses."""
 
-    def __init__(self, schema: dict[str, Any], *, after_epoch: frozenset[str] = frozenset(),
+    def __init__(self, schema: TableSchema, *, after_epoch: frozenset[str] = frozenset(),
                  instants: frozenset[str] = frozenset()) -> None:
-        self.fields = {f["name"]: f for f in schema["fields"]}
+        self.fields: dict[str, Field] = {f.name: f for f in schema.fields}
         # datetime fields known to hold no value before 1970 (catalogue.pruning.after_epoch)
         self.after_epoch = after_epoch
         # datetime fields the version stores as instants (catalogue.pruning.instants)
@@ -206,7 +206,7 @@ class Compiler:
             text = literal.this.strip()
             reader = "ST_GeomFromGeoJSON" if text.startswith("{") else "ST_GeomFromText"
             return exp.Anonymous(this=reader, expressions=[self._param(text)])
-        if isinstance(node, exp.Column) and self.fields.get(node.name, {}).get("type") in GEOMETRY_TYPES:
+        if isinstance(node, exp.Column) and (found := self.fields.get(node.name)) is not None and found.is_geometry:
             return exp.column(node.name, quoted=True)
         raise QueryError(f"Expected a geometry field or geom'…' literal, got '{node.sql(dialect=ODSQL)}' ({clause}).",
                          details={"parameter": clause})
@@ -254,7 +254,7 @@ class Compiler:
                 raise QueryError("search() takes the text to find as its last argument, in quotes.",
                                  details={"parameter": clause})
             names = [c.name for c in columns if isinstance(c, exp.Column)] or [
-                n for n, f in self.fields.items() if f.get("type", "string") == "string"]
+                n for n, f in self.fields.items() if f.type == "string"]
             if not names:
                 raise QueryError("search() needs a text field to search in.", details={"parameter": clause})
             needle = self._param(f"%{_escape_like(text.this)}%")
@@ -314,7 +314,7 @@ class Compiler:
         width = FIXED_UNITS_US.get(unit.name.lower()) if unit is not None else None
         column = node.this
         if width is None or not isinstance(column, exp.Column) or \
-                self.fields.get(column.name, {}).get("type") != "datetime" or column.name in self.instants:
+                (found := self.fields.get(column.name)) is None or found.type != "datetime" or column.name in self.instants:
             return node  # (DuckDB's date_trunc keeps an instant an instant; make_timestamp would not)
         us = f"epoch_us({column.sql(dialect='duckdb')})"
         if column.name in self.after_epoch:

@@ -180,8 +180,8 @@ def _compiler(schema: TableSchema, uris: list[str]) -> Compiler:
     """A compiler told what the parts' footers say of the datetime fields (after 1970, stored as instants)."""
     times = [f.name for f in schema.fields if f.type == "datetime"]
     if not times:
-        return Compiler(schema.descriptor)
-    return Compiler(schema.descriptor, after_epoch=pruning.after_epoch(uris, times), instants=pruning.instants(uris, times))
+        return Compiler(schema)
+    return Compiler(schema, after_epoch=pruning.after_epoch(uris, times), instants=pruning.instants(uris, times))
 
 
 def _keyed(request: RecordsRequest, clauses: Clauses) -> bool:

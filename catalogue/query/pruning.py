@@ -12,6 +12,7 @@ exactly as in the real query. A part without statistics is always kept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ from sqlglot import exp
 
 from catalogue.query import memos
 from catalogue.query.result_cache import PART_ANSWERS, answer_key
+from catalogue.schema.model import Field
 from catalogue.schema.sql_text import ident, literal
 
 # Table Schema types whose Parquet statistics order like the values the engine compares.
@@ -36,7 +38,7 @@ def stat(name: str, end: str) -> str:
     return ident(f"{name}__{end}")
 
 
-def conditions(tree: exp.Expression, fields: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+def conditions(tree: exp.Expression, fields: Mapping[str, Field]) -> list[tuple[str, str]]:
     """(field, SQL over the statistics table) per conjunct of a rendered filter that can prune parts."""
     out = []
     for node in _conjuncts(tree):
@@ -54,8 +56,8 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     return [node]
 
 
-def _field(node: exp.Expression, fields: dict[str, dict[str, Any]]) -> str | None:
-    if isinstance(node, exp.Column) and node.name in fields and fields[node.name].get("type", "string") in PRUNABLE:
+def _field(node: exp.Expression, fields: Mapping[str, Field]) -> str | None:
+    if isinstance(node, exp.Column) and node.name in fields and fields[node.name].type in PRUNABLE:
         return node.name
     return None
 
@@ -64,7 +66,7 @@ def _constant(node: exp.Expression) -> bool:
     return not any(isinstance(n, (exp.Column, exp.Star)) for n in node.walk())
 
 
-def _condition(node: exp.Expression, fields: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+def _condition(node: exp.Expression, fields: Mapping[str, Field]) -> tuple[str, str] | None:
     if type(node) in MIRROR:
         left, right, kind = node.this, node.expression, type(node)
         if _field(right, fields) and not _field(left, fields):

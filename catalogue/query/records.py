@@ -174,7 +174,7 @@ def facet_counts(
             raise QueryError(f"Cannot facet on '{name}'. Facet fields: "
                              f"{', '.join(f.name for f in schema.fields if not f.is_geometry)}.",
                              details={"parameter": "facet"})
-    compiler = Compiler(schema.descriptor)
+    compiler = Compiler(schema)
     filters = compile_filters(compiler, request, schema)
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
     out = []

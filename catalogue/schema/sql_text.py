@@ -7,6 +7,8 @@ literals taken from dataset definitions (field names, formats, enums).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def ident(name: str) -> str:
     """A double-quoted SQL identifier."""
@@ -18,7 +20,7 @@ def literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def literal_list(values: list[str]) -> str:
+def literal_list(values: Sequence[str]) -> str:
     """A parenthesised list of string literals."""
     return "(" + ", ".join(literal(v) for v in values) + ")"
 

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from catalogue.errors import SchemaError
-from catalogue.schema.field_parsing import pattern_regex, zoned_pattern
+from catalogue.schema.field_parsing import pattern_regex, reads_offset
 from catalogue.schema.sql_text import ident, json_value
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def check_schema(descriptor: dict[str, Any]) -> dict[str, Any]:
             except ValueError as exc:
                 problems.append(f"Field '{field['name']}' has the format '{pattern}': {exc}")
                 continue
-            if kind != "datetime" and zoned_pattern({**field, "type": "datetime"}):
+            if kind != "datetime" and reads_offset(pattern):
                 problems.append(f"Field '{field['name']}' has the format '{pattern}': an offset (%z) can only "
                                 "be kept by a datetime field.")
     for key in primary_key(descriptor):

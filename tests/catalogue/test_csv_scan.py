@@ -15,7 +15,7 @@ import pytest
 
 from catalogue import duck
 from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, SortedKeyWatch, plan_csv_scan, validate_csv
-from catalogue.schema.model import TableSchema
+from catalogue.schema.model import Field, TableSchema
 from catalogue.errors import MalformedFeed
 from catalogue.schema.field_parsing import INTEGER_RE, ISO_DATETIME_RE, NUMBER_RE, parse_expression
 from catalogue.ingest.readers import read_delivery
@@ -244,9 +244,9 @@ def test_number_and_datetime_shortcuts_match_the_regular_expressions(con: duckdb
     iso_re = (f"CASE WHEN regexp_full_match(s, {literal(ISO_DATETIME_RE)}) THEN "
               "CASE WHEN regexp_matches(s, '([+-]\\d{2}:?\\d{2}|Z)$') "
               "THEN timezone('UTC', TRY_CAST(s AS TIMESTAMPTZ)) ELSE TRY_CAST(s AS TIMESTAMP) END END")
-    for expression, reference in ((parse_expression("s", {"type": "number"}), number_re),
-                                  (parse_expression("s", {"type": "integer"}), integer_re),
-                                  (parse_expression("s", {"type": "datetime"}), iso_re)):
+    for expression, reference in ((parse_expression("s", Field.of({"name": "s", **{"type": "number"}})), number_re),
+                                  (parse_expression("s", Field.of({"name": "s", **{"type": "integer"}})), integer_re),
+                                  (parse_expression("s", Field.of({"name": "s", **{"type": "datetime"}})), iso_re)):
         differ = con.execute(
             f"SELECT s, ({expression}) AS a, ({reference}) AS b FROM texts "
             f"WHERE a IS DISTINCT FROM b AND NOT (isnan(try_cast(a AS DOUBLE)) AND isnan(try_cast(b AS DOUBLE)))"
@@ -262,7 +262,7 @@ def test_typed_number_reading_matches_the_text_parser(con: duckdb.DuckDBPyConnec
     con.execute("CREATE OR REPLACE TEMP TABLE texts AS SELECT unnest(?::VARCHAR[]) AS s", [texts])
     for mark in (".", ","):
         field = {"name": "v", "type": "number", "decimalChar": mark}
-        expected = dict(con.execute(f"SELECT s, {parse_expression('s', field)} FROM texts").fetchall())
+        expected = dict(con.execute(f"SELECT s, {parse_expression('s', Field.of(field))} FROM texts").fetchall())
         schema = {"fields": [{"name": "k", "type": "string"}, field]}
         accepted = 0
         for text in texts:

@@ -24,7 +24,7 @@ MOMENTS = [
 
 @pytest.mark.parametrize("unit", sorted(FIXED_UNITS_US))
 def test_fixed_units_are_rendered_as_arithmetic_and_agree_with_duckdb(unit: str) -> None:
-    compiler = Compiler(SCHEMA)
+    compiler = Compiler(TableSchema.from_stored(SCHEMA))
     ((rendered, _, _),) = compiler.select_list(f"date_trunc('{unit}', ts) as t")
     assert "MAKE_TIMESTAMP" in rendered  # the fast form, not DATE_TRUNC
     _assert_agrees_with_duckdb(rendered, unit, MOMENTS)
@@ -42,7 +42,7 @@ def _assert_agrees_with_duckdb(rendered: str, unit: str, moments: list[str]) -> 
 
 
 def test_calendar_units_and_date_fields_keep_date_trunc() -> None:
-    compiler = Compiler(SCHEMA)
+    compiler = Compiler(TableSchema.from_stored(SCHEMA))
     rendered = [sql for sql, _, _ in compiler.select_list(
         "date_trunc('month', ts) as a, date_trunc('week', ts) as b, date_trunc('day', day) as c")]
     assert all(sql.startswith("DATE_TRUNC") for sql in rendered), rendered
@@ -50,7 +50,7 @@ def test_calendar_units_and_date_fields_keep_date_trunc() -> None:
 
 @pytest.mark.parametrize("unit", sorted(FIXED_UNITS_US))
 def test_after_1970_the_truncating_form_agrees_with_duckdb(unit: str) -> None:
-    compiler = Compiler(SCHEMA, after_epoch=frozenset({"ts"}))
+    compiler = Compiler(TableSchema.from_stored(SCHEMA), after_epoch=frozenset({"ts"}))
     ((rendered, _, _),) = compiler.select_list(f"date_trunc('{unit}', ts) as t")
     assert "//" in rendered  # the truncating form
     _assert_agrees_with_duckdb(rendered, unit, [m for m in MOMENTS if m >= "1970"]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from catalogue.errors import QueryError
 from catalogue.query.odsql import MAX_CHARS, MAX_NESTING, Compiler
+from catalogue.schema.model import TableSchema
 
 SCHEMA = {"fields": [{"name": "n", "type": "integer"}, {"name": "flag", "type": "boolean"},
                      {"name": "label", "type": "string"}, {"name": "day", "type": "date"}]}
@@ -58,7 +59,7 @@ def clauses(compiler: Compiler) -> dict[str, Callable[[str], Any]]:
 
 
 def compile_clause(clause: str, text: str) -> Any:
-    return clauses(Compiler(SCHEMA))[clause](text)
+    return clauses(Compiler(TableSchema.from_stored(SCHEMA)))[clause](text)
 
 
 def assert_bounded(clause: str, text: str) -> None:
@@ -122,7 +123,7 @@ def test_the_bound_leaves_room_on_the_stack() -> None:
     try:
         for clause, text in deepest:
             method = {"select": Compiler.select_list, "order_by": Compiler.order_list, "where": Compiler.where}[clause]
-            method.__wrapped__(Compiler(SCHEMA), text)  # type: ignore[attr-defined]
+            method.__wrapped__(Compiler(TableSchema.from_stored(SCHEMA)), text)  # type: ignore[attr-defined]
     finally:
         sys.setrecursionlimit(limit)
 
@@ -172,5 +173,5 @@ def test_numbers_sqlglot_reads_but_no_engine_holds_are_invalid_query(clause: str
 def test_distances_out_of_range_are_invalid_query(distance: str) -> None:
     schema = {"fields": [{"name": "place", "type": "geopoint"}]}
     with pytest.raises(QueryError) as caught:
-        Compiler(schema).where(f"within_distance(place, geom'POINT(9.9 53.5)', {distance})")
+        Compiler(TableSchema.from_stored(schema)).where(f"within_distance(place, geom'POINT(9.9 53.5)', {distance})")
     assert caught.value.details["parameter"] == "where"
