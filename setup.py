@@ -28,7 +28,7 @@ class BuildWithBundle(build_py):
         for name in BUNDLED:
             target = Path(self.build_lib) / "catalogue" / "bundled" / name
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+            shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "node_modules", "vendor-src", "package*.json"))
 
 
 setup(cmdclass={"build_py": BuildWithBundle})

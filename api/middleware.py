@@ -6,6 +6,12 @@
 * A ``Range`` header that is not a valid ``bytes`` ranges-specifier is ignored (RFC 9110
   §14.2: a full 200), and an unsatisfiable one is a 416 with ``Content-Range: bytes */size``
   in the JSON error envelope (Starlette answers both with bare text).
+* ``HEAD`` wherever ``GET`` is (RFC 9110 §9.3.2): the request is answered as a GET and the body
+  dropped; a streamed body stops being computed after its first chunk.
+* CORS for public reads (``settings.cors_origins``, default any origin): a GET, HEAD or POST from a
+  browser app gets ``Access-Control-Allow-Origin``, and an ``OPTIONS`` preflight is answered here.
+  Never with credentials: a request carrying a cookie or an ``Authorization`` header gets no CORS
+  headers, and a preflight asking to send ``Authorization`` is refused.
 * Security headers: every answer carries ``X-Content-Type-Options: nosniff``, a framing ban
   and a referrer policy; site pages a strict Content-Security-Policy (the templates use no
   inline script or style and load nothing from elsewhere), API answers one that allows nothing.
@@ -37,6 +43,15 @@ COMMON_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+
+CORS_METHODS = "GET, HEAD, POST"
+# Request headers a cross-origin read may send (beyond the CORS-safelisted ones); no Authorization, no Cookie.
+CORS_REQUEST_HEADERS = ("accept", "accept-language", "content-language", "content-type", "range", "if-none-match",
+                        "if-range", "if-modified-since")
+CORS_EXPOSED = (b"ETag, Link, Content-Range, Content-Disposition, X-Dataset-Version, X-Cache, Retry-After, "
+                b"RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy")
+CORS_MAX_AGE_S = 600
+
 
 # RFC 9110 §14.1.2: bytes=first-last, first-, or -suffix, comma-separated (with optional spaces).
 _RANGE_SPEC = r"[ \t]*(?:\d+-\d*|-\d+)[ \t]*"
@@ -84,19 +99,62 @@ def error_body(code: str, status: int, message: str, details: dict[str, object] 
     return json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+class _HeadAnswered(Exception):
+    """Raised into a streaming HEAD answer once its headers are sent: the rest of its body is not wanted."""
+
+
 class HttpRules:
     """The ASGI middleware applying the rules above."""
 
-    def __init__(self, app: ASGIApp, api_prefix: str) -> None:
+    def __init__(self, app: ASGIApp, api_prefix: str, cors_origins: tuple[str, ...] = ("*",)) -> None:
         self.app = app
         self.api_prefixes = (api_prefix, "/api/", "/openapi.json", "/health")
+        self.cors_origins = cors_origins
+
+    def cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of an answer to ``scope`` (none without an allowed Origin, or with credentials)."""
+        headers = dict(scope.get("headers", []))
+        origin = headers.get(b"origin")
+        if origin is None or b"authorization" in headers or b"cookie" in headers:
+            return []
+        if "*" in self.cors_origins:
+            return [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", CORS_EXPOSED)]
+        if origin.decode("latin-1") in self.cors_origins:
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"),
+                    (b"access-control-expose-headers", CORS_EXPOSED)]
+        return []
+
+    async def preflight(self, scope: Scope, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+        """Answer a CORS preflight: 204 with what a cross-origin read may do, or 403 saying what is refused."""
+        headers = dict(scope.get("headers", []))
+        method = headers.get(b"access-control-request-method", b"").decode("latin-1").upper()
+        asked = [h.strip().lower() for h in headers.get(b"access-control-request-headers", b"").decode("latin-1")
+                 .split(",") if h.strip()]
+        allowed = self.cors_headers(scope)
+        refused = [h for h in asked if h not in CORS_REQUEST_HEADERS]
+        if not allowed or method not in CORS_METHODS.split(", ") or refused:
+            why = ("the origin is not among the configured CORS origins" if not allowed else
+                   f"the method {method} is not one of {CORS_METHODS}" if method not in CORS_METHODS.split(", ") else
+                   f"the header(s) {', '.join(refused)} may not be sent cross-origin (only public reads are)")
+            body = error_body("cors-refused", 403, f"Cross-origin request refused: {why}.")
+            await _send_json(send, 403, body, extra)
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": [
+            *allowed, (b"access-control-allow-methods", CORS_METHODS.encode()),
+            (b"access-control-allow-headers", ", ".join(CORS_REQUEST_HEADERS).encode()),
+            (b"access-control-max-age", str(CORS_MAX_AGE_S).encode()), *extra]})
+        await send({"type": "http.response.body", "body": b""})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         is_api = scope["path"].startswith(self.api_prefixes)
-        extra = [*COMMON_HEADERS, (b"content-security-policy", (API_CSP if is_api else SITE_CSP).encode())]
+        extra = [*COMMON_HEADERS, (b"content-security-policy", (API_CSP if is_api else SITE_CSP).encode()),
+                 *self.cors_headers(scope)]
+        if scope["method"] == "OPTIONS" and any(n == b"access-control-request-method" for n, _ in scope["headers"]):
+            await self.preflight(scope, send, [h for h in extra if not h[0].startswith(b"access-control")])
+            return
         problem = query_problem(scope.get("query_string", b""))
         if problem is None and not _utf8(unquote_to_bytes(scope.get("raw_path") or b"")):
             problem = ("path", "it is not valid UTF-8 once percent-decoded")
@@ -106,12 +164,21 @@ class HttpRules:
             await _send_json(send, 400, body, extra)
             return
         scope = _without_invalid_range(scope)
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
         answered_416 = False
+        body_sent = False
 
         async def send_with_rules(message: Message) -> None:
-            nonlocal answered_416
+            nonlocal answered_416, body_sent
             if answered_416:
                 return  # the JSON 416 replaced the body Starlette meant to send
+            if head and message["type"] == "http.response.body":
+                if body_sent:
+                    raise _HeadAnswered
+                body_sent = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 if message["status"] == 416:
@@ -126,7 +193,14 @@ class HttpRules:
                 message = {**message, "headers": headers + [h for h in extra if h[0] not in present]}
             await send(message)
 
-        await self.app(scope, receive, send_with_rules)
+        try:
+            await self.app(scope, receive, send_with_rules)
+        except _HeadAnswered:
+            pass
+        except BaseExceptionGroup as group:  # raised inside a task group of a streaming response
+            rest = group.subgroup(lambda exc: not isinstance(exc, _HeadAnswered))
+            if rest is not None:
+                raise rest from None
 
 
 def _utf8(raw: bytes) -> bool:
@@ -154,4 +228,4 @@ async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[b
 
 def install_http_rules(app: FastAPI, settings: Settings) -> None:
     """Add the middleware to ``app``."""
-    app.add_middleware(HttpRules, api_prefix=settings.api_prefix)
+    app.add_middleware(HttpRules, api_prefix=settings.api_prefix, cors_origins=tuple(settings.cors_origins))

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         "the front page shows the first page.",
     )
     api_prefix: str = Field(default="/api/v1", description="URL prefix of the REST API.")
+    cors_origins: list[str] = Field(
+        default=["*"],
+        description="Origins a browser app may read the API from (CORS), or ['*'] for any; never with credentials: "
+        "a request carrying a cookie or an Authorization header gets no CORS headers. [] turns CORS off.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Public base URL of the hub, used in citations and absolute links.",

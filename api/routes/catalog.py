@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.datastructures import URL
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import get_hub, get_session
 from api.params import int_path, int_query
+from api.routes.data import link_header
 from catalogue.errors import NotFound
 from catalogue.query.metadata_exporters import export_metadata, load_descriptor
 from catalogue.hub import Hub
@@ -26,6 +30,8 @@ router = APIRouter()
 
 @router.get("/datasets")
 def datasets(
+    request: Request,
+    response: Response,
     session: Session = Depends(get_session),
     limit: int = int_query(100, ge=1, le=1000, description="Datasets per page."),
     offset: int = int_query(0, ge=0, description="Datasets to skip."),
@@ -36,10 +42,26 @@ def datasets(
     """List datasets with their metadata and current version, or search them with `q`."""
     if q is not None:
         hits = search_datasets(session, q, limit, offset, publisher=publisher)
-        return {"total_count": hits.total, "limit": limit, "offset": offset,
-                "results": [dataset_dict(d) for d in hits.datasets]}
-    total, page = page_datasets(session, limit, offset, publisher)
+        total, page = hits.total, hits.datasets
+    else:
+        total, page = page_datasets(session, limit, offset, publisher)
+    links = offset_links(request.app.state.hub.settings.public_url, request.url, offset, limit, total)
+    if links:
+        response.headers["Link"] = link_header(links)
     return {"total_count": total, "limit": limit, "offset": offset, "results": [dataset_dict(d) for d in page]}
+
+
+def offset_links(public_url: str, url: URL, offset: int, limit: int, total: int) -> dict[str, str]:
+    """``next`` and ``prev`` of an offset-paged list, under the configured public URL (never the Host header)."""
+    def at(start: int) -> str:
+        pairs = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k not in ("offset", "limit")]
+        return f"{public_url.rstrip('/')}{url.path}?{urlencode([*pairs, ('limit', str(limit)), ('offset', str(start))])}"
+    links = {}
+    if offset + limit < total:
+        links["next"] = at(offset + limit)
+    if offset > 0:
+        links["prev"] = at(max(0, offset - limit))
+    return links
 
 
 @router.get("/datasets/{name}")

@@ -89,7 +89,18 @@ async def records(
     # The rows arrive as JSON text from DuckDB; splice them in rather than parse and re-serialise.
     body = b"".join((head[:-1].encode(), b',"results":', page.results, b',"links":', json.dumps(links).encode(),
                      b"}"))
-    return validated_json(body, number, state, pinned=version is not None, if_none_match=params.if_none_match)
+    response = validated_json(body, number, state, pinned=version is not None, if_none_match=params.if_none_match)
+    if offset > 0 and params.cursor is None:  # an offset page's previous page is cheap; a cursor's is not
+        links["prev"] = page_link(settings.public_url, request.url, number, {"offset": max(0, offset - limit),
+                                                                             "limit": limit})
+    if links:
+        response.headers["Link"] = link_header(links)
+    return response
+
+
+def link_header(links: dict[str, str]) -> str:
+    """An RFC 8288 ``Link`` header of the paging links (``next``, ``prev``)."""
+    return ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
 
 
 @router.get("/datasets/{name}/facets", response_model=None)

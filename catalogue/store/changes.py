@@ -138,8 +138,44 @@ def diff_as_csv(diff: dict[str, Any]) -> Iterator[str]:
 
 
 def _cell(value: Any) -> str:
+    """A value as the CSV export writes it: booleans ``true``/``false``, geometry as WKT, dates as ISO text."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict) and "type" in value and ("coordinates" in value or "geometries" in value):
+        return geojson_wkt(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
+
+
+def _coords(points: list[Any]) -> str:
+    return ", ".join(" ".join(_number(c) for c in point) for point in points)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _rings(rings: list[Any]) -> str:
+    return ", ".join(f"({_coords(ring)})" for ring in rings)
+
+
+def geojson_wkt(geometry: dict[str, Any]) -> str:
+    """A GeoJSON geometry as WKT, spelt as DuckDB's ``ST_AsText`` spells it (the CSV export's geometry)."""
+    kind, coords = geometry["type"], geometry.get("coordinates")
+    if kind == "GeometryCollection":
+        inner = ", ".join(geojson_wkt(g) for g in geometry["geometries"])
+        return f"GEOMETRYCOLLECTION ({inner})" if inner else "GEOMETRYCOLLECTION EMPTY"
+    if not coords:
+        return f"{kind.upper()} EMPTY"
+    body = {
+        "Point": lambda: _coords([coords]),
+        "LineString": lambda: _coords(coords),
+        "Polygon": lambda: _rings(coords),
+        "MultiPoint": lambda: _coords(coords),
+        "MultiLineString": lambda: _rings(coords),
+        "MultiPolygon": lambda: ", ".join(f"({_rings(p)})" for p in coords),
+    }[kind]()
+    return f"{kind.upper()} ({body})"

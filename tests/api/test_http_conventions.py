@@ -1,0 +1,150 @@
+"""HTTP conventions on every route: HEAD wherever GET is, CORS for public reads, Link headers for paging,
+the OpenAPI description (error envelope, enums), one CSV rendering of values."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+ORIGIN = "https://app.example"
+
+
+@pytest.mark.parametrize("path", [
+    "/health", "/api/v1/datasets", "/api/v1/datasets/car-parks", "/api/v1/datasets/car-parks/versions",
+    "/api/v1/datasets/car-parks/records?limit=2", "/api/v1/datasets/car-parks/facets",
+    "/api/v1/datasets/car-parks/exports/csv", "/api/v1/datasets/car-parks/exports/parquet",
+    "/api/v1/publishers", "/openapi.json", "/",
+])
+async def test_head_answers_as_get_without_a_body(api: httpx.AsyncClient, path: str) -> None:
+    got = await api.get(path)
+    head = await api.head(path)
+    assert (got.status_code, head.status_code) == (200, 200)
+    assert head.content == b""
+    skip = {"date", "content-length", "x-cache", "ratelimit-remaining", "ratelimit-reset"}
+    assert {k: v for k, v in head.headers.items() if k not in skip} == \
+        {k: v for k, v in got.headers.items() if k not in skip}
+
+
+async def test_head_of_a_missing_dataset_is_a_404(api: httpx.AsyncClient) -> None:
+    head = await api.head("/api/v1/datasets/no-such-dataset")
+    assert (head.status_code, head.content) == (404, b"")
+
+
+async def test_anonymous_reads_get_cors_headers(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/v1/datasets", headers={"Origin": ORIGIN})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "Link" in response.headers["access-control-expose-headers"]
+    assert "access-control-allow-credentials" not in response.headers
+
+
+async def test_no_cors_headers_with_credentials(api: httpx.AsyncClient) -> None:
+    for credentials in ({"Authorization": "Bearer x"}, {"Cookie": "session=x"}):
+        response = await api.get("/api/v1/datasets", headers={"Origin": ORIGIN, **credentials})
+        assert response.status_code == 200
+        assert not [k for k in response.headers if k.startswith("access-control-")]
+
+
+async def test_no_cors_headers_without_an_origin(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/v1/datasets")
+    assert not [k for k in response.headers if k.startswith("access-control-")]
+
+
+async def test_preflight_of_a_read_is_answered(api: httpx.AsyncClient) -> None:
+    response = await api.options("/api/v1/datasets/car-parks/records", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "Range, If-None-Match"})
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["access-control-allow-methods"] == "GET, HEAD, POST"
+    assert {"range", "if-none-match"} <= set(response.headers["access-control-allow-headers"].split(", "))
+    assert response.headers["access-control-max-age"] == "600"
+
+
+async def test_preflight_asking_for_credentials_is_refused(api: httpx.AsyncClient) -> None:
+    response = await api.options("/api/v1/datasets", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "Authorization"})
+    assert response.status_code == 403
+    assert response.json() == {"error": {"code": "cors-refused", "status": 403, "message":
+                               "Cross-origin request refused: the header(s) authorization may not be sent "
+                               "cross-origin (only public reads are)."}}
+    assert "access-control-allow-origin" not in response.headers
+    delete = await api.options("/api/v1/datasets", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "DELETE"})
+    assert delete.status_code == 403
+
+
+async def test_configured_origins_are_echoed_and_others_refused(demo_hub) -> None:
+    from api.app import create_app
+
+    settings = demo_hub.settings.model_copy(update={"cors_origins": [ORIGIN]})
+    app = create_app(settings, demo_hub)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as c:
+            listed = await c.get("/api/v1/publishers", headers={"Origin": ORIGIN})
+            other = await c.get("/api/v1/publishers", headers={"Origin": "https://evil.example"})
+            preflight = await c.options("/api/v1/publishers", headers={
+                "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    finally:
+        app.state.query_engine.close()
+        app.state.sql_pool.close()
+    assert (listed.headers["access-control-allow-origin"], listed.headers["vary"]) == (ORIGIN, "Origin")
+    assert "access-control-allow-origin" not in other.headers
+    assert preflight.status_code == 403
+
+
+async def test_link_headers_page_the_dataset_list(api: httpx.AsyncClient) -> None:
+    first = await api.get("/api/v1/datasets?limit=2")
+    middle = await api.get("/api/v1/datasets?limit=2&offset=2")
+    last = await api.get("/api/v1/datasets?limit=2&offset=4")
+    base = "http://127.0.0.1:8000/api/v1/datasets"
+    assert first.headers["link"] == f'<{base}?limit=2&offset=2>; rel="next"'
+    assert middle.headers["link"] == f'<{base}?limit=2&offset=4>; rel="next", <{base}?limit=2&offset=0>; rel="prev"'
+    assert last.headers["link"] == f'<{base}?limit=2&offset=2>; rel="prev"'
+    assert last.json()["total_count"] == 6
+
+
+async def test_link_headers_page_records(api: httpx.AsyncClient) -> None:
+    first = await api.get("/api/v1/datasets/car-parks/records?limit=2")
+    number = first.json()["version"]
+    base = "http://127.0.0.1:8000/api/v1/datasets/car-parks/records"
+    assert first.headers["link"] == f'<{first.json()["links"]["next"]}>; rel="next"'
+    second = await api.get("/api/v1/datasets/car-parks/records?limit=2&offset=2")
+    assert second.headers["link"] == (f'<{second.json()["links"]["next"]}>; rel="next", '
+                                      f'<{base}?version={number}&offset=0&limit=2>; rel="prev"')
+
+
+def _feature(lot: str, open_24h: bool, day: str, x: float) -> dict[str, object]:
+    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [x, 53.5]},
+            "properties": {"lot_id": lot, "open_24h": open_24h, "since": day}}
+
+
+async def test_diff_csv_renders_values_as_the_csv_export(make_catalogue) -> None:
+    """Booleans true/false, dates ISO, geometry WKT: the same cells in /diff?format=csv and /exports/csv."""
+    import json
+
+    from api.app import create_app
+    from catalogue.ingest.pipeline import Delivery, ingest_delivery
+
+    schema = {"fields": [{"name": "lot_id", "type": "string"}, {"name": "open_24h", "type": "boolean"},
+                         {"name": "since", "type": "date"}, {"name": "geometry", "type": "geojson"}],
+              "primaryKey": ["lot_id"]}
+    def collection(*features: dict[str, object]) -> bytes:
+        return json.dumps({"type": "FeatureCollection", "features": list(features)}).encode()
+    hub = make_catalogue("lots", schema, collection(_feature("P1", True, "2026-01-02", 9.5)), "geojson")
+    second = collection(_feature("P1", True, "2026-01-02", 9.5), _feature("P2", False, "2026-03-04", 10.25))
+    assert ingest_delivery(hub, "lots", Delivery(second, "geojson", {}, "replace", {"source_url": "test"})).status \
+        == "published"
+    app = create_app(hub.settings, hub)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as c:
+            diff = await c.get("/api/v1/datasets/lots/diff?from=1&to=2&format=csv")
+            export = await c.get("/api/v1/datasets/lots/exports/csv?version=2&where=lot_id%3D'P2'")
+    finally:
+        app.state.query_engine.close()
+        app.state.sql_pool.close()
+    import csv
+
+    assert list(csv.reader(diff.text.splitlines())) == [
+        ["_change", "lot_id", "open_24h", "since", "geometry"], ["added", "P2", "false", "2026-03-04", "POINT (10.25 53.5)"]]
+    assert list(csv.reader(export.text.lstrip("\ufeff").splitlines())) == [
+        ["lot_id", "open_24h", "since", "geometry"], ["P2", "false", "2026-03-04", "POINT (10.25 53.5)"]]
