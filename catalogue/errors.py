@@ -85,6 +85,12 @@ class MalformedFeed(UrbandataError):
     status = 422
 
 
+class AmbiguousDialect(MalformedFeed):
+    """A source's number or date options could read a value two ways; the message names the option to set."""
+
+    code = "ambiguous-dialect"
+
+
 class SourceUnreachable(UrbandataError):
     """A harvest source did not answer, or answered with an error status."""
 
@@ -263,3 +269,104 @@ class CatalogueTooNew(UrbandataError):
 
     code = "catalogue-too-new"
     status = 409
+
+
+class LiveValuesUnavailable(NotFound):
+    """``/latest`` of a dataset whose primary key is not (entity, time): it has no latest row per entity."""
+
+    code = "no-live-values"
+
+
+class Unauthorized(UrbandataError):
+    """A request needs a valid API token (``Authorization: Bearer udt_…``) and has none that is valid."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class TokenMissing(Unauthorized):
+    code = "token-missing"
+
+
+class TokenInvalid(Unauthorized):
+    code = "token-invalid"
+
+
+class TokenRevoked(Unauthorized):
+    code = "token-revoked"
+
+
+class TokenExpired(Unauthorized):
+    code = "token-expired"
+
+
+class Forbidden(UrbandataError):
+    """A valid token that may not do this (a scope it lacks, another publisher's dataset)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class MissingScope(Forbidden):
+    code = "missing-scope"
+
+
+class WrongPublisher(Forbidden):
+    code = "wrong-publisher"
+
+
+class TokenNotFound(NotFound):
+    code = "token-not-found"
+
+
+class DatasetExists(UrbandataError):
+    """A dataset of that name exists already."""
+
+    code = "dataset-exists"
+    status = 409
+
+
+class BaseVersionConflict(UrbandataError):
+    """A delivery based on a version (If-Match) that is no longer the current one."""
+
+    code = "base-version-conflict"
+    status = 409
+
+
+class IdempotencyKeyReused(UrbandataError):
+    """An Idempotency-Key sent again with another body."""
+
+    code = "idempotency-key-reused"
+    status = 422
+
+
+class DeliveryTooLarge(UrbandataError):
+    """A pushed delivery larger than the configured cap."""
+
+    code = "delivery-too-large"
+    status = 413
+
+
+class UnsupportedDeliveryFormat(UrbandataError):
+    """A pushed body in a format the hub does not read."""
+
+    code = "unsupported-delivery-format"
+    status = 415
+
+
+class DeliveryInProgress(UrbandataError):
+    """A delivery with the same Idempotency-Key is still being ingested."""
+
+    code = "delivery-in-progress"
+    status = 409
+
+    def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class DeliveryInvalid(UrbandataError):
+    """A pushed delivery that failed validation: quarantined with its report, nothing published."""
+
+    code = "delivery-invalid"
+    status = 422

@@ -20,6 +20,7 @@ class SourceSpec:
     mode: str = "replace"
     options: dict[str, Any] = field(default_factory=dict)
     etag: str | None = None
+    last_modified: str | None = None  # the source's Last-Modified at the last accepted delivery (If-Modified-Since)
 
 
 class Harvester(Protocol):
@@ -28,4 +29,8 @@ class Harvester(Protocol):
     def __init__(self, settings: Settings) -> None: ...
 
     def fetch(self, source: SourceSpec) -> Delivery | None:
-        """Download the source's current content (raises SourceUnreachable, FeedTooLarge)."""
+        """Download the source's current content (raises SourceUnreachable, FeedTooLarge).
+
+        A delivery's ``provenance`` may carry ``etag`` and ``last_modified``: the runner keeps them for
+        the next conditional request once the delivery was accepted.
+        """

@@ -160,6 +160,11 @@ class Deadline:
         """Seconds left (0 when past)."""
         return max(0.0, self.ends - time.monotonic())
 
+    def backoff(self, seconds: float) -> None:
+        """Wait ``seconds`` before a retry (never past the deadline; then ``check`` raises)."""
+        time.sleep(min(seconds, self.remaining()))
+        self.check()
+
     def check(self, slack: float = 0.0) -> None:
         """Raise HarvestDeadlineExceeded once the deadline has passed (or is at most ``slack`` seconds away)."""
         if self.ends - time.monotonic() <= slack:

@@ -27,9 +27,11 @@ from catalogue import duck
 from catalogue.errors import DatasetNotFound, MalformedFeed
 from catalogue.hub import Hub
 from catalogue.ingest import tables
-from catalogue.ingest.commit import Offer, publish
+from catalogue.ingest.commit import Offer, check_base, publish
 from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, validate_csv
+from catalogue.ingest.dialect import apply_dialect, number_hint
 from catalogue.ingest.delivery import MODES, Delivery, IngestResult
+from catalogue.ingest.latest import keep_live_values
 from catalogue.ingest.quarantine import quarantine
 from catalogue.ingest.readers import open_delivery
 from catalogue.ingest.validation import Validated, discard_typed, stored_instants, validate_delivery
@@ -56,10 +58,22 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
 
     An invalid or unreadable delivery is quarantined with its report; the
     current version does not change. Rows stream through DuckDB, which spills
-    to the store's scratch space beyond its memory limit.
+    to the store's scratch space beyond its memory limit. A published version
+    gets its live values (``catalogue.ingest.latest``) before this returns.
     """
+    result = _ingest(hub, dataset_name, delivery, job_id)
+    if result.status == "published" and result.version is not None:
+        keep_live_values(hub, result.dataset, result.version)
+    return result
+
+
+def _ingest(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int | None) -> IngestResult:
     target = _load_target(hub, dataset_name)
     try:
+        if delivery.base_version is not None:
+            check_base(target.name, delivery.base_version, target.current)
+        # The source's dialect options (decimal_char, date_format...) fill in what the fields leave open.
+        target = Target(target.name, apply_dialect(target.schema, delivery.options), target.current)
         with _workspace(hub, target) as (con, spill):
             read_by_duckdb = False
             held = _held_instants(hub, con, target, delivery)
@@ -71,8 +85,11 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
             if isinstance(checked, dict):  # unreadable: a report of one format error
                 return quarantine(hub, target.name, delivery, checked, current=target.current, rows=0, job_id=job_id)
             if not checked.valid or checked.relation is None:
-                return quarantine(hub, target.name, delivery, checked.report, current=target.current,
-                                  rows=checked.rows, job_id=job_id)
+                result = quarantine(hub, target.name, delivery, checked.report, current=target.current,
+                                    rows=checked.rows, job_id=job_id)
+                hint = number_hint(checked.report, target.schema)
+                result.note = f"{result.note}. {hint}" if hint else result.note
+                return result
             return _publish_valid(hub, con, target, checked, delivery, job_id)
     finally:
         if delivery.path is not None:
@@ -194,6 +211,7 @@ def _publish_valid(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, che
         dataset=target.name, schema=target.schema, relation=checked.relation, rows=checked.rows,
         report=checked.report, mode=delivery.mode, provenance=delivery.provenance, job_id=job_id,
         check_key=check_key, windows=() if appending else _time_windows(con, checked, target.schema, hub),
+        pinned=delivery.base_version is not None,
     )
     return publish(hub, con, offer, target.current)
 

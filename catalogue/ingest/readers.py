@@ -1,4 +1,4 @@
-"""Open delivered files (CSV, JSON array, GeoJSON) as streams of Arrow record batches.
+"""Open delivered files (CSV, JSON, NDJSON, GeoJSON, Excel) as streams of Arrow record batches.
 
 Cells stay text, exactly as delivered, so validation can report the original
 value and parse it with the field's declared format (decimal comma, German
@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from catalogue.errors import MalformedFeed
+from catalogue.ingest.parquet_reader import read_parquet
 from catalogue.schema.model import TableSchema
 
-FORMATS = ("csv", "json", "geojson")
+FORMATS = ("csv", "json", "ndjson", "geojson", "xlsx", "parquet")
 BLOCK_BYTES = 8 << 20
 
 
@@ -48,10 +49,19 @@ def open_delivery(
     """
     if fmt == "csv":
         return open_csv(source, options, schema, exact_types=exact_types)
+    if fmt == "xlsx":
+        from catalogue.ingest.spreadsheet import read_xlsx  # openpyxl only for spreadsheets
+
+        table = read_xlsx(source, options, schema)
+        return RawDelivery(table.column_names, iter(table.to_batches()))
+    if fmt == "parquet":
+        return RawDelivery(*read_parquet(source))
     content = source.read_bytes() if isinstance(source, Path) else source
     check_declared_encoding(content, options.get("encoding", "utf-8"))
     if fmt == "json":
         table = _records_table(_load_json(content, options), "JSON")
+    elif fmt == "ndjson":
+        table = _records_table(_load_ndjson(content, options), "NDJSON line")
     elif fmt == "geojson":
         table = read_geojson(content, options)
     else:
@@ -244,16 +254,58 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
-def _load_json(content: bytes, options: dict[str, Any], want_list: bool = True) -> Any:
+def _text(content: bytes, options: dict[str, Any]) -> str:
+    """The delivery as text in its declared encoding (a UTF-8 byte-order mark dropped)."""
     encoding = options.get("encoding", "utf-8")
+    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     try:
-        doc = json.loads(content.decode(encoding), object_pairs_hook=_object)
+        return content.decode(codec)
     except (UnicodeDecodeError, LookupError) as exc:
         raise MalformedFeed(f"The feed is not valid {encoding} text: {exc}.") from exc
+
+
+def _load_ndjson(content: bytes, options: dict[str, Any]) -> list[Any]:
+    """Newline-delimited JSON: one object per line (blank lines skipped); a bad line is named by its number."""
+    records = []
+    for number, line in enumerate(_text(content, options).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line, object_pairs_hook=_object))
+        except json.JSONDecodeError as exc:
+            raise MalformedFeed(f"NDJSON line {number} is not valid JSON: {exc.msg} at column {exc.colno}.",
+                                details={"line": number}) from exc
+    return records
+
+
+def _at_path(doc: Any, path: str) -> Any:
+    """The value at a dotted ``record_path`` (``data.items``; a number steps into an array)."""
+    here = doc
+    for depth, step in enumerate(path.split(".")):
+        if isinstance(here, dict) and step in here:
+            here = here[step]
+        elif isinstance(here, list) and step.isdigit() and int(step) < len(here):
+            here = here[int(step)]
+        else:
+            walked = ".".join(path.split(".")[:depth]) or "the top level"
+            raise MalformedFeed(f"The JSON feed has no '{step}' under {walked} (record_path '{path}'). Check the "
+                                "record_path in the source options against the document.",
+                                details={"record_path": path})
+    return here
+
+
+def _load_json(content: bytes, options: dict[str, Any], want_list: bool = True) -> Any:
+    text = _text(content, options)
+    try:
+        doc = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         raise MalformedFeed(
             f"The feed is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
         ) from exc
+    if want_list and options.get("record_path"):
+        doc = _at_path(doc, options["record_path"])
+        if not isinstance(doc, list):
+            raise MalformedFeed(f"The value at record_path '{options['record_path']}' is not an array of objects.")
     if want_list:
         if isinstance(doc, dict) and isinstance(doc.get(options.get("records_key", "records")), list):
             doc = doc[options.get("records_key", "records")]
