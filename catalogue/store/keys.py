@@ -11,3 +11,13 @@ def part_key(dataset: str, sha256: str) -> str:
 def descriptor_key(dataset: str, number: int) -> str:
     """Storage key of a version's Data Package descriptor."""
     return f"datasets/{dataset}/v{number}.datapackage.json"
+
+
+def latest_key(dataset: str, number: int, content_hash: str) -> str:
+    """Storage key of a version's latest row per entity (``catalogue.store.live``)."""
+    return f"datasets/{dataset}/live/v{number}-{content_hash[:16]}.latest.parquet"
+
+
+def delta_key(dataset: str, number: int, content_hash: str) -> str:
+    """Storage key of the rows a version added to the one before it, when they are not its own parts."""
+    return f"datasets/{dataset}/live/v{number}-{content_hash[:16]}.delta.parquet"
