@@ -16,7 +16,7 @@ from api.errors import install_error_handlers
 from api.middleware import install_http_rules
 from api.params import reject_unknown_params
 from api.ratelimit import install_rate_limit
-from api.routes import catalog, data, sql
+from api.routes import catalog, data, live, sql
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -64,6 +64,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])
     app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])
+    app.include_router(live.router, prefix=settings.api_prefix, tags=["live"])
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:

@@ -113,6 +113,20 @@ class Settings(BaseSettings):
         "the uncached path so). Apart from result_cache_mb.",
     )
     default_facet_size: int = Field(default=30, gt=0, description="Values listed per facet.")
+    stream_heartbeat_s: float = Field(
+        default=15.0, gt=0,
+        description="Seconds between heartbeat comments on an idle stream of live values (/stream), so proxies keep it open.",
+    )
+    stream_poll_s: float = Field(
+        default=2.0, gt=0,
+        description="Seconds between looks at a streamed dataset's current version, for commits made by other "
+        "processes (commits of the serving process are heard at once).",
+    )
+    stream_buffer_versions: int = Field(
+        default=32, gt=0,
+        description="New versions one stream client may fall behind by; a client further behind is dropped "
+        "(it may reconnect with Last-Event-ID), so a slow client never holds up the others.",
+    )
     duckdb_memory_limit_mb: int = Field(
         default=2048, gt=0, description="Memory limit of the query engine, in MiB."
     )
