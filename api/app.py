@@ -12,11 +12,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.auth import hide_private_datasets
 from api.errors import install_error_handlers
 from api.middleware import install_http_rules
 from api.params import reject_unknown_params
 from api.ratelimit import install_rate_limit
 from api.routes import catalog, data, live, sql
+from api.routes import push, tokens
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -51,19 +53,23 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
         docs_url=None,  # FastAPI's docs page loads assets from a CDN; no request may leave the machine
         redoc_url=None,
         lifespan=lifespan,
-        dependencies=[Depends(reject_unknown_params)],  # an unknown query parameter is a 400 on every route
+        # An unknown query parameter is a 400 on every route; a private dataset is a 404 to all but its publisher.
+        dependencies=[Depends(reject_unknown_params), Depends(hide_private_datasets)],
     )
     app.state.hub = hub
     app.state.query_engine = engine
     app.state.result_cache = ResultCache(settings.result_cache_mb * 1024 * 1024)
     app.state.kept_results = KeptResults(reads, app.state.result_cache)
     app.state.sql_pool = sql_pool
+    app.state.loop_reads = reads
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     install_rate_limit(app, settings)  # inside the HTTP rules: a 429 carries the security headers too
     install_http_rules(app, settings)
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])
     app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])
+    app.include_router(push.router, prefix=settings.api_prefix, tags=["push"])
+    app.include_router(tokens.router, prefix=settings.api_prefix, tags=["tokens"])
     app.include_router(live.router, prefix=settings.api_prefix, tags=["live"])
 
     @app.get("/health", tags=["service"])

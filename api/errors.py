@@ -55,6 +55,7 @@ def install_error_handlers(app: FastAPI, site_dir: Path, api_prefix: str) -> Non
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)
+        response.headers.update(getattr(exc, "headers", None) or {})  # WWW-Authenticate on a 401
         return response
 
     @app.exception_handler(PoolTimeout)

@@ -261,14 +261,17 @@ def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
     registry = load_registry()
     seams = ("harvesters", "storage", "metadata_exporters", "export_formats")
     assert {seam: registry.names(seam) for seam in seams} == {
-        "harvesters": ["http-file"], "storage": ["local"], "metadata_exporters": ["datapackage"],
+        "harvesters": ["ckan", "dcat", "http-file"], "storage": ["local"], "metadata_exporters": ["datapackage"],
         "export_formats": ["csv", "geojson", "json", "ndjson", "parquet", "xlsx"]}
     from catalogue.query.formats.files import ParquetFormat, XlsxFormat
     from catalogue.query.formats.text import CsvFormat, GeojsonFormat, JsonFormat, NdjsonFormat
     from catalogue.query.metadata_exporters import DataPackageExporter
     from catalogue.store.storage import LocalStorage
+    from harvesters.ckan import CkanHarvester
+    from harvesters.dcat import DcatHarvester
     from harvesters.http_file import HttpFileHarvester
 
+    assert (registry.get("harvesters", "ckan"), registry.get("harvesters", "dcat")) == (CkanHarvester, DcatHarvester)
     assert (registry.get("harvesters", "http-file"), registry.get("storage", "local"),
             registry.get("metadata_exporters", "datapackage")) == (HttpFileHarvester, LocalStorage, DataPackageExporter)
     formats = [registry.get("export_formats", name) for name in ("csv", "json", "ndjson", "geojson", "parquet", "xlsx")]

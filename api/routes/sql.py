@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import get_credential, private_of
 from api.errors import envelope
 from api.params import INT64_MAX, UnicodeText, int_query
 from catalogue.errors import SqlBusy
 from catalogue.sql.pool import SqlPool
+from catalogue.meta.tokens import Credential
 from catalogue.sql.runner import run_sql
 
 router = APIRouter()
@@ -41,18 +43,21 @@ async def sql_get(
     sql: str = Query(..., description=SQL_DESCRIPTION),
     timeout_ms: int | None = int_query(None, ge=1, description=TIMEOUT_DESCRIPTION),
     max_rows: int | None = int_query(None, ge=1, description=MAX_ROWS_DESCRIPTION),
+    credential: Credential | None = Depends(get_credential),
 ) -> Response | dict[str, Any]:
     """Run one read-only SELECT over the published datasets (columns, rows, truncated)."""
-    return await _answer(request, sql, timeout_ms, max_rows)
+    return await _answer(request, sql, timeout_ms, max_rows, credential)
 
 
 @router.post("/sql", response_model=None, summary="Run one read-only SELECT sent as JSON")
-async def sql_post(request: Request, body: SqlRequest) -> Response | dict[str, Any]:
+async def sql_post(request: Request, body: SqlRequest,
+                   credential: Credential | None = Depends(get_credential)) -> Response | dict[str, Any]:
     """Run one read-only SELECT given as JSON ``{"sql": ...}`` (for statements too long for a URL)."""
-    return await _answer(request, body.sql, body.timeout_ms, body.max_rows)
+    return await _answer(request, body.sql, body.timeout_ms, body.max_rows, credential)
 
 
-async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: int | None) -> Response | dict[str, Any]:
+async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: int | None,
+                  credential: Credential | None) -> Response | dict[str, Any]:
     pool: SqlPool = request.app.state.sql_pool
     admission = _admission(request.app.state, pool)
     # A statement waits for a free worker here, on the event loop, and only then takes a thread: a flood of
@@ -70,6 +75,7 @@ async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: 
         # The wait for the worker runs in a thread: a slow query never blocks the event loop.
         return await run_in_threadpool(
             run_sql, request.app.state.hub, pool, sql, max_rows=max_rows, time_limit_ms=timeout_ms,
+            private_of=private_of(credential),
         )
     except SqlBusy as exc:
         return _busy(exc)

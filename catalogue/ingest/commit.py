@@ -30,7 +30,7 @@ import duckdb
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from catalogue.errors import CommitConflict
+from catalogue.errors import BaseVersionConflict, CommitConflict
 from catalogue.hub import Hub
 from catalogue.ingest import tables
 from catalogue.ingest.csv_scan import RepeatedKey, repeats_key
@@ -63,6 +63,7 @@ class Offer:
     job_id: int | None = None
     check_key: bool = False  # the key is still to be checked for repeats (RepeatedKey)
     windows: tuple[str, ...] = ()  # a query per time window (``catalogue.store.layout``), or none
+    pinned: bool = False  # based on the current version it is compared with (If-Match): never committed after another
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ def publish(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Ver
             number = _commit(hub, offer, draft)
         except CurrentMoved:
             current = current_version(hub, offer.dataset)
+            if offer.pinned:
+                check_base(offer.dataset, draft.base.number if draft.base else 0, current)
             continue
         return IngestResult("published", offer.dataset, number, draft.rows, offer.report, changes=draft.changes,
                             report_key=report_key, note=f"version {number}")
@@ -140,6 +143,15 @@ def publish(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Ver
     )
 
 
+def check_base(dataset: str, base: int, current: Version | None) -> None:
+    """BaseVersionConflict (409) unless version ``base`` (0: none) is ``current``: no update is lost."""
+    number = current.number if current is not None else 0
+    if base != number:
+        now = f"version {number}" if number else "no version yet"
+        raise BaseVersionConflict(
+            f"Dataset '{dataset}' is at {now}, not version {base} as If-Match says: another delivery was "
+            f"published meanwhile. Fetch version {number}, merge, and push again with If-Match: \"{number}\".",
+            details={"current_version": number or None, "base_version": base})
 def current_version(hub: Hub, name: str) -> Version | None:
     """The dataset's current version as it is now (read in a session of its own)."""
     with hub.sessions() as session:

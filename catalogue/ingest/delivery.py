@@ -24,6 +24,8 @@ class Delivery:
     mode: str = "replace"
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # The version the sender based it on (a push's If-Match; 0: none yet): published only while that is current.
+    base_version: int | None = None
 
     @property
     def source(self) -> bytes | Path:

@@ -64,6 +64,17 @@ def finish(hub: Hub, job_id: int, result: IngestResult | None, *, note: str = ""
         job.finished_at = utcnow()
 
 
+def withdrawn(hub: Hub, source_id: int | None, dataset_id: int, message: str) -> int:
+    """A finished job with status ``withdrawn``: a catalogue source no longer lists the dataset; its id."""
+    with hub.sessions.begin() as session:
+        now = utcnow()
+        job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="withdrawn", message=message,
+                         started_at=now, finished_at=now, pid=os.getpid(), host=socket.gethostname())
+        session.add(job)
+        session.flush()
+        return job.id
+
+
 def fail(hub: Hub, job_id: int, exc: BaseException) -> UrbandataError:
     """End the job as ``failed`` with ``exc`` described for people; the error it recorded.
 

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
-from catalogue.meta.metadata import get_version_identity
+from catalogue.meta.metadata import get_dataset_access, get_version_identity
 from catalogue.meta.models import Dataset
 
 
@@ -61,6 +61,14 @@ class LoopReads:
                 pass  # SQLite said busy (it never waits here): ask through the pool in a thread
         return await to_thread.run_sync(get_version_identity, self.pool, name, number)
 
+    async def dataset_access(self, name: str) -> tuple[bool, int] | None:
+        """``get_dataset_access`` for a request (is it private, whose is it), read as ``identity`` is."""
+        if self._loop is not None:
+            try:
+                return get_dataset_access(self._loop, name)
+            except OperationalError:
+                pass
+        return await to_thread.run_sync(get_dataset_access, self.pool, name)
     async def dataset_count(self) -> int:
         """The number of datasets, read without the request pool (a health check must not wait for it)."""
         if self._loop is not None:
@@ -91,4 +99,5 @@ def _side_options(backend: str) -> dict[str, Any]:
 
 def _count(engine: Engine) -> int:
     with engine.connect() as connection:
-        return int(connection.scalar(select(func.count()).select_from(Dataset)) or 0)
+        # Public datasets only: a private one must not show, not even in a count.
+        return int(connection.scalar(select(func.count()).select_from(Dataset).where(Dataset.private.is_(False))) or 0)

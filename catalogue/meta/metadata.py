@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, and_, bindparam, func, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, func, or_, select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
@@ -22,12 +22,25 @@ def get_dataset(session: Session, name: str) -> Dataset:
         select(Dataset).where(Dataset.name == name).options(selectinload(Dataset.publisher))
     )
     if dataset is None:
-        raise DatasetNotFound(
-            f"There is no dataset named '{name}'. The list of datasets is at /api/v1/datasets."
-        )
+        raise dataset_not_found(name)
     return dataset
 
 
+def dataset_not_found(name: str) -> DatasetNotFound:
+    """The one answer for a dataset that does not exist, or is private and not the reader's (the same words)."""
+    return DatasetNotFound(f"There is no dataset named '{name}'. The list of datasets is at /api/v1/datasets.")
+def visible(private_of: int | None) -> ColumnElement[bool]:
+    """A condition on datasets: public, or private to publisher ``private_of`` (a read-private token's).
+    None: public datasets only (an anonymous reader, or a token without read-private).
+    """
+    if private_of is None:
+        return Dataset.private.is_(False)
+    return or_(Dataset.private.is_(False), Dataset.publisher_id == private_of)
+def get_dataset_access(engine: Engine, name: str) -> tuple[bool, int] | None:
+    """(private, publisher id) of dataset ``name``; None if there is none. One indexed query."""
+    with engine.connect() as connection:
+        row = connection.execute(select(Dataset.private, Dataset.publisher_id).where(Dataset.name == name)).first()
+    return None if row is None else (bool(row[0]), int(row[1]))
 def get_version(session: Session, dataset: Dataset, number: int | None = None) -> Version:
     """Version ``number`` of ``dataset`` (default: the current one); VersionNotFound if absent."""
     if number is None:
@@ -106,13 +119,17 @@ def of_publisher(publisher: str) -> ColumnElement[bool]:
     return Dataset.publisher_id.in_(select(Organization.id).where(Organization.name == publisher).scalar_subquery())
 
 
-def page_datasets(session: Session, limit: int, offset: int, publisher: str | None = None) -> tuple[int, list[Dataset]]:
+def page_datasets(session: Session, limit: int, offset: int, publisher: str | None = None, *,
+                  private_of: int | None = None) -> tuple[int, list[Dataset]]:
     """How many datasets there are (of ``publisher``), and one page of them by name.
 
-    The page comes with its publishers and current versions loaded (two more
-    queries for the whole page, not two per dataset).
+    Only datasets ``visible(private_of)`` are counted and listed. The page comes
+    with its publishers and current versions loaded (two more queries for the
+    whole page, not two per dataset).
     """
-    query = select(Dataset) if publisher is None else select(Dataset).where(of_publisher(publisher))
+    query = select(Dataset).where(visible(private_of))
+    if publisher is not None:
+        query = query.where(of_publisher(publisher))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Dataset.name).limit(limit).offset(offset)
                            .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))

@@ -1,0 +1,425 @@
+"""Catalogue sources: a remote catalogue (CKAN portal, DCAT catalogue) that yields MANY datasets.
+
+The ``Harvester`` Protocol pulls one delivery for one dataset. A catalogue source first
+*discovers* its datasets (remote metadata → ``RemoteDataset``), then each one becomes a dataset
+here with a harvest source of the catalogue's type whose URL is the chosen resource
+(distribution); its data is fetched and ingested by the ordinary runner
+(``harvesters.runner.harvest_source``: one job per dataset, the guarded client, the pipeline).
+
+Bookkeeping lives in the per-dataset source's ``options`` (a JSON column):
+``catalogue`` (the catalogue source's name), ``remote_id``, ``marker`` (what says the remote
+metadata changed: CKAN's ``metadata_modified``, a DCAT dataset's fingerprint), and, once the
+dataset disappeared at the source, ``withdrawn_at``. A withdrawn dataset is made private
+(hidden from the public catalogue, its versions kept) and a job with status ``withdrawn`` says
+so; it becomes public again when it reappears at the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select
+
+from catalogue.errors import DefinitionError, FeedTooLarge, MalformedFeed, SourceUnreachable, TooManyRedirects
+from catalogue.hub import Hub
+from catalogue.ingest import jobs
+from catalogue.meta.licenses import LICENSES
+from catalogue.meta.models import Dataset, HarvestSource, Organization, utcnow
+from catalogue.settings import Settings
+from harvesters.base import SourceSpec
+from harvesters.catalogue_schema import infer_schema, sniff_csv_options
+from harvesters.guard import ACCEPT_ENCODING, Deadline, WatchedStream, decoded_pieces, guarded_client
+from harvesters.runner import harvest_source
+
+log = logging.getLogger(__name__)
+
+DATA_FORMATS = ("csv", "json", "geojson")
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,99}$")
+PAGE_CAP_BYTES = 64 << 20  # one catalogue page (JSON or RDF) is parsed whole: never more than this
+
+
+@dataclass(frozen=True)
+class RemoteResource:
+    """One downloadable file of a remote dataset (a CKAN resource, a DCAT distribution)."""
+
+    url: str
+    format: str  # csv | json | geojson, or what the source said when it is none of these
+    license: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A dataset as a remote catalogue describes it."""
+
+    remote_id: str
+    name: str  # a slug from the source (CKAN name, DCAT identifier)
+    title: str
+    description: str = ""
+    keywords: tuple[str, ...] = ()
+    license: str = ""  # the source's licence id, IRI or URL; mapped by ``map_license``
+    publisher_name: str = ""
+    publisher_title: str = ""
+    modified: str = ""  # the source's own change marker (CKAN metadata_modified); empty: a fingerprint is used
+    revision: str = ""  # a modification date that is only part of the fingerprint (DCAT dct:modified)
+    resources: tuple[RemoteResource, ...] = ()
+    problem: str = ""  # why this record cannot be harvested (no id...): reported, the others go on
+
+    @property
+    def marker(self) -> str:
+        """What changes when the remote metadata changes: its modification time, else a fingerprint."""
+        text = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        return self.modified or "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CatalogueSpec:
+    """A catalogue source: where it is and how its datasets become ours.
+
+    options: ``prefix`` (put before every dataset name), ``publisher`` (a local publisher for all
+    datasets; default: the remote organisation, created here if new), ``licenses`` (remote id → one of
+    our licence IRIs), ``formats`` (preferred resource formats in order), ``csv`` (reader options for
+    CSV resources; default: sniffed), and the type's own (CKAN: ``organization``, ``tags``, ``rows``;
+    DCAT: ``rdf_format``, ``max_pages``).
+    """
+
+    name: str
+    type: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class CatalogueHarvester(Protocol):
+    """A source of many datasets: lists them, and fetches one dataset's resource like any harvester."""
+
+    def __init__(self, settings: Settings) -> None: ...
+
+    def discover(self, catalogue: CatalogueSpec) -> Iterator[RemoteDataset]:
+        """Every dataset the catalogue lists now (raises SourceUnreachable, MalformedFeed: nothing changes then)."""
+
+    def fetch(self, source: SourceSpec) -> Any:
+        """One dataset's resource as a Delivery (the ``Harvester`` Protocol), None when unchanged."""
+
+
+@dataclass
+class DatasetOutcome:
+    """What became of one remote dataset in a catalogue run."""
+
+    remote_id: str
+    dataset: str
+    status: str  # published | unchanged | skipped (metadata unchanged) | quarantined | failed | withdrawn
+    message: str
+    error_code: str | None = None
+
+
+@dataclass
+class CatalogueOutcome:
+    """What one catalogue run did: per dataset, and in total."""
+
+    catalogue: str
+    status: str  # finished | failed (the listing itself failed: nothing changed)
+    message: str = ""
+    datasets: list[DatasetOutcome] = field(default_factory=list)
+    error_code: str | None = None
+
+    def count(self, status: str) -> int:
+        """How many datasets ended with ``status``."""
+        return sum(1 for d in self.datasets if d.status == status)
+
+
+# Our licence vocabulary (catalogue/meta/licenses.py) under the ids CKAN portals and DCAT catalogues use.
+LICENSE_ALIASES = {
+    "dl-by-de/2.0": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
+    "dl-de-by-2.0": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
+    "dl-de/by-2-0": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
+    "dl-zero-de/2.0": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
+    "dl-de-zero-2.0": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
+    "dl-de/zero-2-0": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
+    "cc-by-4.0": "http://dcat-ap.de/def/licenses/cc-by/4.0",
+    "cc-by/4.0": "http://dcat-ap.de/def/licenses/cc-by/4.0",
+    "cc-zero": "http://dcat-ap.de/def/licenses/cc-zero",
+    "cc0-1.0": "http://dcat-ap.de/def/licenses/cc-zero",
+    "cc0": "http://dcat-ap.de/def/licenses/cc-zero",
+    "http://creativecommons.org/publicdomain/zero/1.0/": "http://dcat-ap.de/def/licenses/cc-zero",
+    "http://creativecommons.org/licenses/by/4.0/": "http://dcat-ap.de/def/licenses/cc-by/4.0",
+}
+
+
+def map_license(remote: str, catalogue: CatalogueSpec, dataset: str) -> str:
+    """The licence IRI of ours for the remote id, IRI or URL ``remote``; DefinitionError when there is none."""
+    given = {k.lower(): v for k, v in catalogue.options.get("licenses", {}).items()}
+    key = remote.strip().lower().replace("https://", "http://")
+    for known in (given, {k.lower(): k for k in LICENSES}, LICENSE_ALIASES,
+                  {v["url"].lower().replace("https://", "http://"): k for k, v in LICENSES.items()}):
+        if key in known and known[key] in LICENSES:
+            return str(known[key])
+    raise DefinitionError(
+        f"Dataset '{dataset}' of catalogue '{catalogue.name}' has the licence '{remote or '(none)'}', which is not "
+        f"in the hub's licence vocabulary ({', '.join(sorted(LICENSES))}). Map it in the catalogue's options "
+        f"(licenses: {{'{remote or '...'}': <one of these IRIs>}}) if it is one of them; it was not harvested.",
+        details={"catalogue": catalogue.name, "dataset": dataset, "license": remote},
+    )
+
+
+def data_format(declared: str, url: str) -> str:
+    """csv, json or geojson from a declared format (CKAN format, DCAT media type or file-type IRI) or the URL."""
+    text = declared.strip().lower().rsplit("/", 1)[-1]
+    for fmt, words in (("geojson", ("geojson", "geo+json", "vnd.geo+json")), ("csv", ("csv",)), ("json", ("json",))):
+        if text in words:
+            return fmt
+    path = urlsplit(url).path.lower()
+    for fmt in DATA_FORMATS:
+        if path.endswith("." + fmt):
+            return fmt
+    return text or "unknown"
+
+
+def local_name(catalogue: CatalogueSpec, remote: RemoteDataset) -> str:
+    """The dataset's name here: the prefix and the remote slug, cut to 100 characters with a hash if longer."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", remote.name.lower()).strip("-") or "dataset"
+    name = catalogue.options.get("prefix", "") + slug
+    if len(name) > 100:
+        name = name[:91].rstrip("-") + "-" + hashlib.sha256(remote.remote_id.encode()).hexdigest()[:8]
+    return name
+
+
+def get_document(settings: Settings, url: str, what: str, accept: str) -> tuple[bytes, str]:
+    """A catalogue page through the outbound guard (deadline, caps, redirects): its bytes and content type."""
+    cap = min(settings.harvest_max_bytes, PAGE_CAP_BYTES)
+    deadline = Deadline(settings.harvest_deadline_s, f"Reading {what} ({url})")
+    headers = {"User-Agent": "urbandata-harvester/0.1", "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
+
+    def too_large(size: int) -> FeedTooLarge:
+        return FeedTooLarge(f"{what} ({url}) is larger than {cap} bytes ({size} received); stopped there.",
+                            details={"url": url, "max_bytes": cap})
+    try:
+        with guarded_client(settings, deadline) as client, client.stream("GET", url, headers=headers) as response:
+            if response.status_code >= 400:
+                raise SourceUnreachable(
+                    f"{what} answered HTTP {response.status_code} for {url}. Check the catalogue's URL.",
+                    details={"url": url, "http_status": response.status_code})
+            assert isinstance(response.stream, httpx.SyncByteStream)
+            response.stream = WatchedStream(response.stream, deadline, cap, too_large)
+            body = bytearray()
+            for piece in decoded_pieces(response.iter_raw(), response.headers.get("Content-Encoding", "")):
+                body += piece
+                if len(body) > cap:
+                    raise too_large(len(body))
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and not response.headers.get("Content-Encoding") and int(declared) != len(body):
+                raise MalformedFeed(f"{what} ({url}) was cut off: {len(body)} of {declared} bytes arrived.",
+                                    details={"url": url})
+            return bytes(body), response.headers.get("Content-Type", "")
+    except httpx.TooManyRedirects as exc:
+        raise TooManyRedirects(f"{what} ({url}) redirected more than {settings.harvest_max_redirects} times.",
+                               details={"url": url}) from exc
+    except httpx.TimeoutException as exc:
+        deadline.check(slack=0.05)
+        raise SourceUnreachable(f"{what} ({url}) did not answer within {settings.harvest_timeout_s:g} s.",
+                                details={"url": url}) from exc
+    except httpx.RemoteProtocolError as exc:
+        raise MalformedFeed(f"{what} ({url}) broke off its answer or sent a broken one ({exc}); the page is "
+                            "incomplete, nothing was changed. Try again later.", details={"url": url}) from exc
+    except httpx.HTTPError as exc:
+        raise SourceUnreachable(f"{what} cannot be reached at {url}: {type(exc).__name__} ({exc}). "
+                                "Check the URL and that the server is running.", details={"url": url}) from exc
+
+
+def harvest_catalogue(hub: Hub, catalogue: CatalogueSpec) -> CatalogueOutcome:
+    """Harvest a catalogue: new and changed datasets fetched, unchanged ones skipped, vanished ones withdrawn.
+
+    A failed listing changes nothing. One dataset's failure (a broken resource, an unknown licence)
+    is recorded in the outcome (and its job, if the dataset exists) and the others go on.
+    """
+    harvester: CatalogueHarvester = hub.registry.get("harvesters", catalogue.type)(hub.settings)
+    try:
+        remote = list(harvester.discover(catalogue))
+    except Exception as exc:  # noqa: BLE001 - a failed listing is the run's outcome, nothing changed
+        error = jobs.describe(exc, hub)
+        return CatalogueOutcome(catalogue.name, "failed", f"{catalogue.name}: {error.message}",
+                                error_code=error.code)
+    owned = _owned_sources(hub, catalogue)
+    outcome = CatalogueOutcome(catalogue.name, "finished")
+    seen: set[str] = set()
+    unidentified = False
+    for entry in remote:
+        if entry.problem:
+            unidentified = unidentified or not entry.remote_id
+            outcome.datasets.append(DatasetOutcome(entry.remote_id, entry.name, "failed", entry.problem,
+                                                   MalformedFeed.code))
+            continue
+        if entry.remote_id in seen:
+            continue
+        seen.add(entry.remote_id)
+        name = local_name(catalogue, entry)
+        try:
+            outcome.datasets.append(_sync_dataset(hub, harvester, catalogue, entry, name, owned.get(entry.remote_id)))
+        except Exception as exc:  # noqa: BLE001 - one bad record never aborts the others
+            error = jobs.describe(exc, hub)
+            log.warning("catalogue %s, dataset %s: %s", catalogue.name, name, error.message)
+            outcome.datasets.append(DatasetOutcome(entry.remote_id, name, "failed", error.message, error.code))
+    # A record without an id might be one of ours: nothing is withdrawn until the listing is whole again.
+    for remote_id, (source_id, name) in owned.items():
+        if remote_id not in seen and not unidentified:
+            outcome.datasets.append(_withdraw(hub, catalogue, source_id, remote_id, name))
+    counts = {s: outcome.count(s) for s in ("published", "unchanged", "skipped", "quarantined", "failed", "withdrawn")}
+    outcome.message = f"{catalogue.name}: {len(remote)} datasets listed; " + ", ".join(
+        f"{n} {s}" for s, n in counts.items() if n)
+    return outcome
+
+
+def _owned_sources(hub: Hub, catalogue: CatalogueSpec) -> dict[str, tuple[int, str]]:
+    """remote id → (source id, dataset name) of every dataset this catalogue made here."""
+    with hub.sessions() as session:
+        rows = session.execute(select(HarvestSource.id, HarvestSource.name, HarvestSource.options)).all()
+    return {opts["remote_id"]: (sid, name) for sid, name, opts in rows
+            if isinstance(opts, dict) and opts.get("catalogue") == catalogue.name and "remote_id" in opts}
+
+
+def _pick_resource(catalogue: CatalogueSpec, entry: RemoteDataset, name: str) -> RemoteResource:
+    """The resource to ingest: the first of the preferred formats (csv, geojson, json by default)."""
+    order = catalogue.options.get("formats", ["csv", "geojson", "json"])
+    usable = [r for r in entry.resources if r.format in order and r.url]
+    if not usable:
+        offered = ", ".join(sorted({r.format for r in entry.resources})) or "none"
+        raise MalformedFeed(
+            f"Dataset '{name}' of catalogue '{catalogue.name}' has no resource in a format the hub ingests "
+            f"({', '.join(order)}); it offers: {offered}. It was not harvested.",
+            details={"catalogue": catalogue.name, "dataset": name, "formats": offered})
+    return min(usable, key=lambda r: order.index(r.format))
+
+
+def _sync_dataset(hub: Hub, harvester: CatalogueHarvester, catalogue: CatalogueSpec, entry: RemoteDataset,
+                  name: str, owned: tuple[int, str] | None) -> DatasetOutcome:
+    """One remote dataset: skipped when its metadata is unchanged, else metadata synced and its data harvested."""
+    if owned is not None and _unchanged(hub, owned[0], entry):
+        return DatasetOutcome(entry.remote_id, name, "skipped", f"{name}: metadata unchanged, not fetched")
+    resource = _pick_resource(catalogue, entry, name)
+    license_iri = map_license(entry.license or resource.license, catalogue, name)
+    reader = _reader_options(catalogue, resource)
+    schema = None
+    if owned is None:  # a new dataset: its Table Schema is inferred from its data
+        schema, reader = _first_look(harvester, catalogue, name, resource, reader)
+    _write_metadata(hub, catalogue, entry, name, resource, license_iri, reader, schema)
+    result = harvest_source(hub, name)
+    if result.status in ("published", "unchanged"):
+        _remember_marker(hub, name, entry.marker)
+    return DatasetOutcome(entry.remote_id, name, result.status, result.message, result.error_code)
+
+
+def _unchanged(hub: Hub, source_id: int, entry: RemoteDataset) -> bool:
+    with hub.sessions() as session:
+        source = session.get(HarvestSource, source_id)
+        opts = source.options if source is not None else {}
+    return opts.get("marker") == entry.marker and "withdrawn_at" not in opts
+
+
+def _reader_options(catalogue: CatalogueSpec, resource: RemoteResource) -> dict[str, Any]:
+    return dict(catalogue.options.get("csv", {})) if resource.format == "csv" else {}
+
+
+def _first_look(harvester: CatalogueHarvester, catalogue: CatalogueSpec, name: str, resource: RemoteResource,
+                reader: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Download a new dataset's resource once to sniff its CSV dialect and infer its Table Schema.
+
+    The runner downloads it again to ingest it (a new dataset costs two downloads, a known one one).
+    """
+    spec = SourceSpec(name=name, dataset=name, url=resource.url, format=resource.format, options=reader)
+    delivery = harvester.fetch(spec)
+    if delivery is None:
+        raise SourceUnreachable(f"The resource of '{name}' ({resource.url}) answered 'not modified' to a first "
+                                "request; nothing to infer its schema from.", details={"url": resource.url})
+    try:
+        if resource.format == "csv":
+            reader = {**sniff_csv_options(delivery.source), **reader}
+        return infer_schema(delivery.source, resource.format, reader), reader
+    finally:
+        if delivery.path is not None:
+            delivery.path.unlink(missing_ok=True)
+
+
+def _publisher(session: Any, catalogue: CatalogueSpec, entry: RemoteDataset, name: str) -> Organization:
+    wanted = catalogue.options.get("publisher")
+    if wanted:
+        org = session.scalar(select(Organization).where(Organization.name == wanted))
+        if org is None:
+            raise DefinitionError(f"Catalogue '{catalogue.name}' names the publisher '{wanted}', which does not "
+                                  "exist; add it to publishers.yaml and run `urbandata init`.")
+        return org
+    slug = re.sub(r"[^a-z0-9-]+", "-", entry.publisher_name.lower()).strip("-")[:100]
+    if not slug:
+        raise DefinitionError(f"Dataset '{name}' of catalogue '{catalogue.name}' names no publisher; set the "
+                              "catalogue's 'publisher' option to a local publisher.")
+    org = session.scalar(select(Organization).where(Organization.name == slug))
+    if org is None:
+        org = Organization(name=slug, title=(entry.publisher_title or slug)[:300])
+        session.add(org)
+    return org
+
+
+def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, name: str, resource: RemoteResource,
+                    license_iri: str, reader: dict[str, Any], schema: dict[str, Any] | None) -> None:
+    """Create or update the dataset and its harvest source (the marker is written after a good harvest)."""
+    with hub.sessions.begin() as session:
+        dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+        source = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
+        if dataset is not None and (source is None or source.options.get("catalogue") != catalogue.name):
+            raise DefinitionError(f"Catalogue '{catalogue.name}' lists a dataset that would be named '{name}', but "
+                                  "a dataset of that name exists here and is not this catalogue's. Set a 'prefix' "
+                                  "option on the catalogue.", details={"dataset": name})
+        if dataset is None:
+            assert schema is not None
+            dataset = Dataset(name=name, table_schema=schema)
+        dataset.title = (entry.title or name)[:300]
+        dataset.description = entry.description.strip() or entry.title or name
+        dataset.keywords = list(entry.keywords)
+        dataset.license = license_iri
+        dataset.publisher = _publisher(session, catalogue, entry, name)
+        dataset.modified_at = utcnow()
+        if hasattr(Dataset, "private"):
+            dataset.private = False  # back at the source: public again
+        session.add(dataset)
+        session.flush()
+        if source is None:
+            source = HarvestSource(name=name, options={})
+        if source.url != resource.url:
+            source.etag = None
+        options = {k: v for k, v in source.options.items() if k not in ("withdrawn_at",)}
+        options.update(reader, catalogue=catalogue.name, remote_id=entry.remote_id)
+        source.dataset_id, source.type, source.url = dataset.id, catalogue.type, resource.url
+        source.format, source.mode, source.options = resource.format, "replace", options
+        session.add(source)
+
+
+def _remember_marker(hub: Hub, name: str, marker: str) -> None:
+    with hub.sessions.begin() as session:
+        source = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
+        if source is not None:
+            source.options = {**source.options, "marker": marker}
+
+
+def _withdraw(hub: Hub, catalogue: CatalogueSpec, source_id: int, remote_id: str, name: str) -> DatasetOutcome:
+    """A dataset deleted at the source: made private, marked withdrawn, a job says so. Its versions stay."""
+    message = (f"{name}: withdrawn, the dataset '{remote_id}' is no longer listed by catalogue '{catalogue.name}'; "
+               "it is hidden from the public catalogue, its versions are kept")
+    with hub.sessions.begin() as session:
+        source = session.get(HarvestSource, source_id)
+        if source is None:
+            return DatasetOutcome(remote_id, name, "failed", f"{name}: its harvest source is gone")
+        if "withdrawn_at" in source.options:
+            return DatasetOutcome(remote_id, name, "skipped", f"{name}: withdrawn earlier")
+        source.options = {**source.options, "withdrawn_at": utcnow().isoformat()}
+        dataset_id = source.dataset_id
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is not None and hasattr(Dataset, "private"):
+            dataset.private = True
+    jobs.withdrawn(hub, source_id, dataset_id, message)
+    log.warning("%s", message)
+    return DatasetOutcome(remote_id, name, "withdrawn", message)

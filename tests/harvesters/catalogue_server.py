@@ -1,0 +1,82 @@
+"""A real HTTP server on a free loopback port for the CKAN and DCAT harvester tests.
+
+``routes`` maps a path to a function of the query string returning (status, content type, body);
+``files`` maps a path to (content type, body); ``log`` keeps every path+query asked for.
+A path in ``truncated`` is answered with a Content-Length larger than its body.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+Route = Callable[[dict[str, list[str]]], tuple[int, str, bytes]]
+
+
+@dataclass
+class CatalogueServer:
+    url: str = ""
+    routes: dict[str, Route] = field(default_factory=dict)
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    truncated: set[str] = field(default_factory=set)
+    log: list[str] = field(default_factory=list)
+
+    def paths(self) -> list[str]:
+        """The paths asked for, without query strings, in order."""
+        return [entry.split("?", 1)[0] for entry in self.log]
+
+
+def _handler(state: CatalogueServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            state.log.append(self.path)
+            parts = urlsplit(self.path)
+            if parts.path in state.routes:
+                status, kind, body = state.routes[parts.path](parse_qs(parts.query))
+            elif parts.path in state.files:
+                status, (kind, body) = 200, state.files[parts.path]
+            else:
+                status, kind, body = 404, "text/plain", b"not found"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            cut = parts.path in state.truncated
+            self.send_header("Content-Length", str(len(body) + (1000 if cut else 0)))
+            self.end_headers()
+            self.wfile.write(body)
+            if cut:
+                self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def catalogue_server() -> Iterator[CatalogueServer]:
+    """Serve a CatalogueServer on 127.0.0.1 and a free port; stopped on exit."""
+    state = CatalogueServer()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port held bound but not listening: connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
