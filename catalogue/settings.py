@@ -141,6 +141,27 @@ class Settings(BaseSettings):
         "the front page shows the first page.",
     )
     api_prefix: str = Field(default="/api/v1", description="URL prefix of the REST API.")
+    site_api_base_url: str = Field(
+        default="",
+        description="Base URL of the API as the built site links it (downloads, examples, search fallback), e.g. "
+        "https://api.example.org/api/v1; empty: relative links to api_prefix on the site's own host.",
+    )
+    site_tile_url: str = Field(
+        default="",
+        description="Raster tile URL template ({z}/{x}/{y}) under the site's maps; empty: no tiles, the city "
+        "districts drawn from the catalogue instead (no request to another host).",
+    )
+    site_impressum: str = Field(
+        default="Stadt Musterstadt, Der Oberbürgermeister, Rathausplatz 1, 12345 Musterstadt. "
+        "E-Mail: opendata@musterstadt.example. Verantwortlich nach § 18 Abs. 2 MStV: Open-Data-Team der Stadt.",
+        description="Text of the site's Impressum (legal notice; paragraphs separated by blank lines).",
+    )
+    site_privacy: str = Field(
+        default="Diese Website setzt keine Cookies, bindet keine Inhalte Dritter ein und erhebt keine Nutzungsprofile. "
+        "Der Webserver verarbeitet technisch notwendige Verbindungsdaten (IP-Adresse, Zeitpunkt, abgerufene Adresse) "
+        "nur zur Auslieferung und Absicherung des Angebots.",
+        description="Text of the site's Datenschutz (privacy) page (paragraphs separated by blank lines).",
+    )
     cors_origins: list[str] = Field(
         default=["*"],
         description="Origins a browser app may read the API from (CORS), or ['*'] for any; never with credentials: "
@@ -154,6 +175,16 @@ class Settings(BaseSettings):
         default=None, min_length=32,
         description="Key (32 characters or more) that signs paging cursors; default: a random key made once in "
         "data_dir/cursor-secret. Give every server of one hub the same key when they do not share data_dir.",
+    )
+    token_secret: SecretStr | None = Field(
+        default=None, min_length=32,
+        description="Key (32 characters or more) under which API tokens are hashed (HMAC-SHA256); default: a random "
+        "key made once in data_dir/token-secret. Every server of one hub needs the same key.",
+    )
+    push_max_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0,
+        description="Largest body a pushed delivery may have, in bytes; larger is a 413 (before reading when "
+        "Content-Length says so, else as soon as the stream passes it).",
     )
     sql_workers: int = Field(
         default=2, gt=0, description="Worker processes of the SQL endpoint: at most this many SQL queries run at once."

@@ -12,18 +12,20 @@ from starlette.datastructures import URL
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from api.auth import get_credential, private_of
 from api.deps import get_hub, get_session
 from api.params import int_path, int_query
 from api.routes.data import link_header
 from catalogue.errors import NotFound
-from catalogue.query.metadata_exporters import export_metadata, load_descriptor
+from catalogue.query.metadata_exporters import load_descriptor
 from catalogue.hub import Hub
 from catalogue.meta.metadata import (
     dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_jobs,
-    list_publishers, list_versions, page_datasets, publisher_dict, version_dict,
+    list_publishers, list_versions, page_datasets, publisher_dict, version_dict, visible,
 )
 from catalogue.meta.models import Dataset, HarvestJob
 from catalogue.meta.search import search_datasets
+from catalogue.meta.tokens import Credential
 
 router = APIRouter()
 
@@ -38,13 +40,14 @@ def datasets(
     publisher: str | None = Query(None, description="Only datasets of this publisher."),
     q: str | None = Query(None, description="Search: datasets whose title, description or keywords contain "
                           "every word (case-insensitive); title matches first."),
+    credential: Credential | None = Depends(get_credential),
 ) -> dict[str, Any]:
     """List datasets with their metadata and current version, or search them with `q`."""
     if q is not None:
-        hits = search_datasets(session, q, limit, offset, publisher=publisher)
+        hits = search_datasets(session, q, limit, offset, publisher=publisher, private_of=private_of(credential))
         total, page = hits.total, hits.datasets
     else:
-        total, page = page_datasets(session, limit, offset, publisher)
+        total, page = page_datasets(session, limit, offset, publisher, private_of=private_of(credential))
     links = offset_links(request.app.state.hub.settings.public_url, request.url, offset, limit, total)
     if links:
         response.headers["Link"] = link_header(links)
@@ -88,17 +91,6 @@ def version(
     return {"dataset": name, **version_dict(v), "datapackage": load_descriptor(hub, v)}
 
 
-@router.get("/datasets/{name}/versions/{number}/datapackage.json")
-def datapackage(
-    name: str, number: int = int_path(description="Version number."), session: Session = Depends(get_session), hub: Hub = Depends(get_hub)
-) -> Response:
-    """The version's datapackage.json exactly as committed."""
-    ds = get_dataset(session, name)
-    v = get_version(session, ds, number)
-    body, media_type = export_metadata(hub, "datapackage", ds, v)
-    return Response(body, media_type=media_type, headers={"Cache-Control": "public, max-age=31536000, immutable"})
-
-
 @router.get("/datasets/{name}/deliveries")
 def deliveries(
     name: str, session: Session = Depends(get_session),
@@ -123,16 +115,20 @@ def delivery_report(
 
 
 @router.get("/publishers")
-def publishers(session: Session = Depends(get_session)) -> dict[str, Any]:
-    """Every publisher with its number of datasets."""
-    counts = dict(session.execute(select(Dataset.publisher_id, func.count()).group_by(Dataset.publisher_id)).all())
+def publishers(session: Session = Depends(get_session),
+               credential: Credential | None = Depends(get_credential)) -> dict[str, Any]:
+    """Every publisher with its number of datasets (those the reader may see)."""
+    counts = dict(session.execute(select(Dataset.publisher_id, func.count()).where(visible(private_of(credential)))
+                                  .group_by(Dataset.publisher_id)).all())
     found = [{**publisher_dict(p), "dataset_count": counts.get(p.id, 0)} for p in list_publishers(session)]
     return {"total_count": len(found), "results": found}
 
 
 @router.get("/publishers/{name}")
-def publisher(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
-    """One publisher and the names of its datasets."""
+def publisher(name: str, session: Session = Depends(get_session),
+              credential: Credential | None = Depends(get_credential)) -> dict[str, Any]:
+    """One publisher and the names of its datasets (those the reader may see)."""
     org = get_publisher(session, name)
-    names = list(session.scalars(select(Dataset.name).where(Dataset.publisher_id == org.id).order_by(Dataset.name)))
+    names = list(session.scalars(select(Dataset.name).where(Dataset.publisher_id == org.id,
+                                                            visible(private_of(credential))).order_by(Dataset.name)))
     return {**publisher_dict(org), "datasets": names}

@@ -152,6 +152,8 @@ def check_base(dataset: str, base: int, current: Version | None) -> None:
             f"Dataset '{dataset}' is at {now}, not version {base} as If-Match says: another delivery was "
             f"published meanwhile. Fetch version {number}, merge, and push again with If-Match: \"{number}\".",
             details={"current_version": number or None, "base_version": base})
+
+
 def current_version(hub: Hub, name: str) -> Version | None:
     """The dataset's current version as it is now (read in a session of its own)."""
     with hub.sessions() as session:

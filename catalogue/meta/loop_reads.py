@@ -69,6 +69,7 @@ class LoopReads:
             except OperationalError:
                 pass
         return await to_thread.run_sync(get_dataset_access, self.pool, name)
+
     async def dataset_count(self) -> int:
         """The number of datasets, read without the request pool (a health check must not wait for it)."""
         if self._loop is not None:

@@ -29,18 +29,25 @@ def get_dataset(session: Session, name: str) -> Dataset:
 def dataset_not_found(name: str) -> DatasetNotFound:
     """The one answer for a dataset that does not exist, or is private and not the reader's (the same words)."""
     return DatasetNotFound(f"There is no dataset named '{name}'. The list of datasets is at /api/v1/datasets.")
+
+
 def visible(private_of: int | None) -> ColumnElement[bool]:
     """A condition on datasets: public, or private to publisher ``private_of`` (a read-private token's).
+
     None: public datasets only (an anonymous reader, or a token without read-private).
     """
     if private_of is None:
         return Dataset.private.is_(False)
     return or_(Dataset.private.is_(False), Dataset.publisher_id == private_of)
+
+
 def get_dataset_access(engine: Engine, name: str) -> tuple[bool, int] | None:
     """(private, publisher id) of dataset ``name``; None if there is none. One indexed query."""
     with engine.connect() as connection:
         row = connection.execute(select(Dataset.private, Dataset.publisher_id).where(Dataset.name == name)).first()
     return None if row is None else (bool(row[0]), int(row[1]))
+
+
 def get_version(session: Session, dataset: Dataset, number: int | None = None) -> Version:
     """Version ``number`` of ``dataset`` (default: the current one); VersionNotFound if absent."""
     if number is None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import InvalidParameter
-from catalogue.meta.metadata import of_publisher
+from catalogue.meta.metadata import of_publisher, visible
 from catalogue.meta.models import Dataset
 
 ESCAPE = "!"
@@ -79,23 +79,34 @@ def parse_query(q: str) -> list[str]:
     return terms
 
 
-def search_datasets(
-    session: Session, q: str, limit: int = 100, offset: int = 0, *, publisher: str | None = None
-) -> SearchResult:
-    """Datasets matching every word of ``q`` (case-insensitive), title matches first, then by name."""
-    if limit < 0 or offset < 0:
-        raise InvalidParameter("limit and offset must be zero or positive.")
+def matching(q: str) -> tuple[ColumnElement[bool], ColumnElement[int]]:
+    """The condition "matches every word of ``q``" and a rank to sort by (0: the first word is in the title)."""
     terms = parse_query(q)
     text = _searched_text()
     condition = and_(*(_term_matches(t, text) for t in terms))
+    in_title = or_(*(Dataset.title.ilike(_like_pattern(v), escape=ESCAPE) for v in _variants(terms[0])))
+    return condition, case((in_title, 0), else_=1)
+
+
+def search_datasets(
+    session: Session, q: str, limit: int = 100, offset: int = 0, *, publisher: str | None = None,
+    private_of: int | None = None,
+) -> SearchResult:
+    """Datasets matching every word of ``q`` (case-insensitive), title matches first, then by name.
+
+    Only datasets ``visible(private_of)`` are searched (default: the public ones).
+    """
+    if limit < 0 or offset < 0:
+        raise InvalidParameter("limit and offset must be zero or positive.")
+    condition, rank = matching(q)
+    condition = and_(visible(private_of), condition)
     if publisher is not None:
         condition = and_(condition, of_publisher(publisher))
-    in_title = or_(*(Dataset.title.ilike(_like_pattern(v), escape=ESCAPE) for v in _variants(terms[0])))
     # The total comes along with the page (a window over the matches): one pass over the
     # catalogue, where a separate count would make two. A page past the end counts apart.
     rows = session.execute(
         select(Dataset, func.count().over()).where(condition)
-        .order_by(case((in_title, 0), else_=1), Dataset.name)
+        .order_by(rank, Dataset.name)
         .limit(limit).offset(offset)
         .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version))
     ).all()

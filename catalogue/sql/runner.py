@@ -33,19 +33,21 @@ TABLE_HINT = (
 
 
 def run_sql(
-    hub: Hub, pool: SqlPool, sql: str, *, max_rows: int | None = None, time_limit_ms: int | None = None
+    hub: Hub, pool: SqlPool, sql: str, *, max_rows: int | None = None, time_limit_ms: int | None = None,
+    private_of: int | None = None,
 ) -> dict[str, Any]:
     """Run one read-only SELECT: ``{columns: [{name, type}], rows, truncated, row_count, elapsed_ms}``.
 
     ``max_rows`` and ``time_limit_ms`` may lower the limits configured for ``pool``, never raise
     them. Rows are JSON-ready lists: geometry as GeoJSON objects, timestamps as ISO 8601 strings.
+    Private datasets are tables only for ``private_of``, their publisher (else they do not exist).
     """
     settings = pool.settings
     max_rows = _lowered("max_rows", max_rows, settings.sql_max_rows)
     time_limit_ms = _lowered("timeout_ms", time_limit_ms, settings.sql_time_limit_ms)
     started = time.perf_counter()
     checked = check_sql(sql, max_chars=settings.sql_max_chars)
-    views = resolve_views(hub, checked.relations)
+    views = resolve_views(hub, checked.relations, private_of=private_of)
     answer = pool.run(SqlTask(
         sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms,
         hidden_prefix=hub.storage.engine_root(),
@@ -61,13 +63,16 @@ def run_sql(
     }
 
 
-def resolve_views(hub: Hub, names: frozenset[str]) -> dict[str, tuple[str, ...]]:
-    """The Parquet parts behind each view name (``dataset``, ``data_set`` alias, ``dataset@N``)."""
+def resolve_views(hub: Hub, names: frozenset[str], *, private_of: int | None = None) -> dict[str, tuple[str, ...]]:
+    """The Parquet parts behind each view name (``dataset``, ``data_set`` alias, ``dataset@N``).
+
+    A private dataset is a table only when ``private_of`` is its publisher.
+    """
     views: dict[str, tuple[str, ...]] = {}
     with hub.sessions() as session:
         for name in sorted(names):
             base, _, number = name.partition("@")
-            dataset = _find_dataset(session, base)
+            dataset = _find_dataset(session, base, private_of)
             try:
                 ref = resolve_version(hub, session, dataset, int(number) if number else None, None)
             except NotFound as exc:
@@ -76,13 +81,15 @@ def resolve_views(hub: Hub, names: frozenset[str]) -> dict[str, tuple[str, ...]]
     return views
 
 
-def _find_dataset(session: Session, name: str) -> Dataset:
+def _find_dataset(session: Session, name: str, private_of: int | None) -> Dataset:
     candidates = [name] + ([name.replace("_", "-")] if "_" in name else [])
     for candidate in candidates:
         try:
-            return get_dataset(session, candidate)
+            dataset = get_dataset(session, candidate)
         except NotFound:
             continue
+        if not dataset.private or dataset.publisher_id == private_of:
+            return dataset
     raise SqlUnknownTable(f"There is no dataset named '{name}'. {TABLE_HINT}", details={"table": name})
 
 
