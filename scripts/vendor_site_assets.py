@@ -4,7 +4,7 @@
 
 The site never loads anything from another origin: MapLibre (maps), uPlot (charts),
 DuckDB-WASM (the in-browser SQL console, bundled with apache-arrow by esbuild into one
-module) and Swagger UI (the API page) are copied from the exact versions pinned in
+module, duckdb-browser.mjs) and Swagger UI (the API page) are copied from the exact versions pinned in
 ``site/package.json``/``package-lock.json``. The result is committed, so installing the hub
 needs neither Node.js nor npm; run this again only to change a version. Each library's
 licence file (or, where it ships none, its package.json naming the licence) is copied beside it.
@@ -23,11 +23,13 @@ VENDOR = SITE / "static" / "vendor"
 
 # target folder -> [(file in node_modules, name in the target)]
 COPIES: dict[str, list[tuple[str, str]]] = {
-    "maplibre": [("maplibre-gl/dist/maplibre-gl.mjs", "maplibre-gl.mjs"),
-                 ("maplibre-gl/dist/maplibre-gl-worker.mjs", "maplibre-gl-worker.mjs"),
-                 ("maplibre-gl/dist/maplibre-gl-shared.mjs", "maplibre-gl-shared.mjs"),
-                 ("maplibre-gl/dist/maplibre-gl.css", "maplibre-gl.css"),
-                 ("maplibre-gl/LICENSE.txt", "LICENSE.txt")],
+    # MapLibre 5: the last major with a classic-script build; the -csp build starts its worker from
+    # its own file instead of a blob: URL, so the pages' CSP needs no blob: for it.
+    "maplibre-gl": [("maplibre-gl/dist/maplibre-gl.js", "maplibre-gl.js"),
+                    ("maplibre-gl/dist/maplibre-gl-csp.js", "maplibre-gl-csp.js"),
+                    ("maplibre-gl/dist/maplibre-gl-csp-worker.js", "maplibre-gl-csp-worker.js"),
+                    ("maplibre-gl/dist/maplibre-gl.css", "maplibre-gl.css"),
+                    ("maplibre-gl/LICENSE.txt", "LICENSE.txt")],
     "uplot": [("uplot/dist/uPlot.iife.min.js", "uPlot.iife.min.js"), ("uplot/dist/uPlot.min.css", "uPlot.min.css"),
               ("uplot/LICENSE", "LICENSE")],
     "duckdb": [("@duckdb/duckdb-wasm/dist/duckdb-browser-eh.worker.js", "duckdb-browser-eh.worker.js"),
@@ -58,7 +60,7 @@ def vendor() -> list[Path]:
                 raise SystemExit(f"{path} is missing: run `npm ci` in {SITE} (package.json pins the versions).")
             shutil.copyfile(path, target / name)
             written.append(target / name)
-    bundle = VENDOR / "duckdb" / "duckdb.mjs"
+    bundle = VENDOR / "duckdb" / "duckdb-browser.mjs"
     subprocess.run([str(MODULES / ".bin" / "esbuild"), str(SITE / "vendor-src" / "duckdb.mjs"), "--bundle",
                     "--format=esm", "--minify", "--legal-comments=none", f"--outfile={bundle}"],
                    cwd=SITE, check=True)

@@ -1,3 +1,3 @@
-// The part of DuckDB-WASM the SQL console uses, bundled with apache-arrow into one module
-// (scripts/vendor_site_assets.py runs esbuild on this file; the result is site/static/vendor/duckdb/duckdb.mjs).
-export { AsyncDuckDB, ConsoleLogger, LogLevel } from "@duckdb/duckdb-wasm";
+// DuckDB-WASM's browser API, bundled with apache-arrow into one module so the page needs no import map
+// (scripts/vendor_site_assets.py runs esbuild on this file; the result is site/static/vendor/duckdb/duckdb-browser.mjs).
+export * from "@duckdb/duckdb-wasm";
