@@ -261,7 +261,7 @@ def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
     registry = load_registry()
     seams = ("harvesters", "storage", "metadata_exporters", "export_formats")
     assert {seam: registry.names(seam) for seam in seams} == {
-        "harvesters": ["ckan", "dcat", "http-file"], "storage": ["local"], "metadata_exporters": ["datapackage"],
+        "harvesters": ["ckan", "database", "dcat", "http-file", "mqtt", "ogc-features"], "storage": ["local"], "metadata_exporters": ["datapackage"],
         "export_formats": ["csv", "geojson", "json", "ndjson", "parquet", "xlsx"]}
     from catalogue.query.formats.files import ParquetFormat, XlsxFormat
     from catalogue.query.formats.text import CsvFormat, GeojsonFormat, JsonFormat, NdjsonFormat
@@ -285,7 +285,7 @@ def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
         registry.get("storage", "s3")
     assert (caught.value.code, caught.value.message) == (
         "unknown-plugin", "No storage plugin named 's3'. Known storage plugins: local.")
-    with pytest.raises(UnknownPlugin, match=r"Known harvesters plugins: http-file\.$"):
+    with pytest.raises(UnknownPlugin, match=r"Known harvesters plugins: ckan, database, dcat, http-file, mqtt, ogc-features\.$"):
         registry.get("harvesters", "ftp")
 
 

@@ -1,0 +1,234 @@
+"""The demo's live sources beside its feed server: a pygeoapi (OGC API Features) server and MQTT readings.
+
+``PygeoapiServer`` runs pygeoapi in a child process on a free loopback port
+(its configuration is read at import, so each server gets a process of its
+own), serving GeoJSON files through pygeoapi's GeoJSON provider. Tests use it
+as the real OGC API Features server. ``ParkingPublisher`` publishes parking
+occupancy readings to an MQTT broker, as the Stadtwerke's barrier counters
+would. ``start_demo_sources`` starts what is installed and reachable and says
+what it skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STARTUP_S = 60.0  # pygeoapi imports a lot (rasterio, pyproj): the first start takes seconds
+
+
+def pygeoapi_python() -> str | None:
+    """This interpreter if pygeoapi (the optional extra ``ogc``) can be imported here, else None."""
+    from importlib.util import find_spec
+
+    return sys.executable if find_spec("pygeoapi") is not None else None
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One collection served by pygeoapi: a GeoJSON FeatureCollection file and the property naming features."""
+
+    id: str
+    path: Path
+    id_field: str
+    title: str = ""
+
+
+class PygeoapiServer:
+    """A real pygeoapi server in a child process on a free loopback port; ``url`` is its landing page.
+
+    ``python``: the interpreter that has pygeoapi (with uvicorn and PyYAML); this module runs there as a
+    script, so that interpreter needs nothing of urbandata.
+    """
+
+    def __init__(self, collections: list[Collection], workdir: Path | None = None, python: str | None = None) -> None:
+        self.collections = collections
+        self.workdir = workdir
+        self.python = python or sys.executable
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> PygeoapiServer:
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="urbandata-pygeoapi-")
+            self.workdir = Path(self._tmp.name)
+        spec = [{"id": c.id, "path": str(c.path.resolve()), "id_field": c.id_field, "title": c.title or c.id}
+                for c in self.collections]
+        (self.workdir / "collections.json").write_text(json.dumps(spec), encoding="utf-8")
+        self._process = subprocess.Popen(
+            [self.python, str(Path(__file__).resolve()), "pygeoapi", str(self.workdir)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        port = self._read_port()
+        self.url = f"http://127.0.0.1:{port}/"
+        return self
+
+    def _read_port(self) -> int:
+        assert self._process is not None and self._process.stdout is not None
+        found: list[str] = []
+        reader = threading.Thread(target=lambda: found.append(self._process.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(STARTUP_S)
+        line = found[0].strip() if found else ""
+        if not line.isdigit():
+            self.__exit__()
+            raise RuntimeError(f"pygeoapi did not start within {STARTUP_S:g} s (it said {line!r}).")
+        return int(line)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def pygeoapi_config(url: str, collections: list[dict[str, Any]]) -> dict[str, Any]:
+    """A minimal pygeoapi configuration serving each collection through the GeoJSON provider."""
+    resources = {
+        c["id"]: {
+            "type": "collection", "title": c["title"], "description": c["title"], "keywords": ["urbandata"],
+            "extents": {"spatial": {"bbox": [-180, -90, 180, 90],
+                                    "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
+            "providers": [{"type": "feature", "name": "GeoJSON", "data": c["path"], "id_field": c["id_field"]}],
+        }
+        for c in collections
+    }
+    return {
+        "server": {
+            "bind": {"host": "127.0.0.1", "port": 0}, "url": url.rstrip("/"), "mimetype": "application/json; charset=UTF-8",
+            "encoding": "utf-8", "languages": ["en-US"], "limits": {"default_items": 10, "max_items": 10000},
+            "map": {"url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png", "attribution": "OpenStreetMap"},
+        },
+        "logging": {"level": "ERROR"},
+        "metadata": {
+            "identification": {"title": "Musterstadt OGC API", "description": "Demo source of urbandata",
+                               "keywords": ["demo"], "url": "https://www.musterstadt.example/",
+                               "terms_of_service": "https://www.musterstadt.example/"},
+            "license": {"name": "dl-de/by-2-0", "url": "https://www.govdata.de/dl-de/by-2-0"}, "provider": {"name": "Musterstadt"}, "contact": {"name": "Open Data"},
+        },
+        "resources": resources,
+    }
+
+
+def _run_pygeoapi(workdir: Path) -> None:  # pragma: no cover - runs in the child process
+    """Child process: bind a free port, write the configuration for it, serve pygeoapi's Starlette app."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    collections = json.loads((workdir / "collections.json").read_text(encoding="utf-8"))
+    config = pygeoapi_config(f"http://127.0.0.1:{port}", collections)
+    (workdir / "config.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    os.environ["PYGEOAPI_CONFIG"] = str(workdir / "config.yml")
+    os.environ["PYGEOAPI_OPENAPI"] = str(workdir / "openapi.yml")
+    from pygeoapi.openapi import get_oas
+
+    (workdir / "openapi.yml").write_text(yaml.safe_dump(get_oas(config)), encoding="utf-8")
+    from pygeoapi.starlette_app import APP
+
+    server = uvicorn.Server(uvicorn.Config(APP, log_level="error", lifespan="off"))
+    print(port, flush=True)
+    server.run(sockets=[sock])
+
+
+# --- MQTT parking readings ---------------------------------------------------------------------------
+
+LOTS = {  # lot id: capacity and location, as in datasets/feeds/car-parks.geojson
+    "P01": (420, "9.99712, 53.55324"), "P02": (310, "10.00385, 53.55102"), "P03": (520, "9.98544, 53.56011"),
+    "P04": (250, "10.01822, 53.54417"), "P05": (800, "9.95231, 53.58766"), "P06": (180, "10.04467, 53.52988"),
+}
+
+
+def parking_reading(lot: str, when: datetime, occupied: int) -> dict[str, Any]:
+    """One reading of a car park's barrier counter, shaped as schemas/parking-occupancy.json."""
+    capacity, location = LOTS[lot]
+    occupied = max(0, min(capacity, occupied))
+    return {"lot_id": lot, "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S"), "occupied": occupied,
+            "free": capacity - occupied, "capacity": capacity, "location": location}
+
+
+@dataclass
+class ParkingPublisher:
+    """Publishes a reading per car park every ``interval_s`` seconds to ``<prefix>/<lot>`` (QoS 1)."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "musterstadt/parking"
+    interval_s: float = 5.0
+    start: datetime = field(default_factory=lambda: datetime(2026, 11, 26, 0, 0))
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"urbandata-demo-publisher-{os.getpid()}")
+        client.connect(self.host, self.port)
+        client.loop_start()
+        try:
+            step = 0
+            while not self._stop.is_set():
+                when = self.start + timedelta(minutes=15 * step)
+                for number, lot in enumerate(LOTS):
+                    occupied = int(LOTS[lot][0] * (0.3 + 0.25 * ((step + number) % 4)))
+                    client.publish(f"{self.prefix}/{lot}", json.dumps(parking_reading(lot, when, occupied)), qos=1)
+                step += 1
+                self._stop.wait(self.interval_s)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def begin(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="demo-mqtt-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+def broker_reachable(host: str = "127.0.0.1", port: int = 1883, timeout: float = 1.0) -> bool:
+    """Whether something listens on the broker's port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def paho_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("paho") is not None
+
+
+if __name__ == "__main__":  # pragma: no cover - the pygeoapi child process
+    sys.path.pop(0)  # run as a file: api/'s own modules must not hide any of pygeoapi's imports
+    if len(sys.argv) == 3 and sys.argv[1] == "pygeoapi":
+        _run_pygeoapi(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python api/demo_sources.py pygeoapi <workdir>")

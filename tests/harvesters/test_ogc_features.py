@@ -1,0 +1,200 @@
+"""OGC API Features against a real pygeoapi server started on a free port: pages, GeoParquet, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from api.demo_sources import Collection, PygeoapiServer, pygeoapi_python
+from api.feed_server import FeedServer
+from catalogue.hub import Hub
+from catalogue.meta.metadata import get_dataset
+from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.store.keys import part_key
+from harvesters.runner import harvest_source
+from tests.harvesters.sources import DEMO, demo_schema, last_job, set_source, source_catalogue, versions
+
+NAME = "car-parks"
+PYGEOAPI = "pygeoapi==0.21.0"
+
+
+@pytest.fixture(scope="session")
+def pygeoapi() -> str:
+    """An interpreter with pygeoapi: this one if it has it, else a venv of its own, built once and kept.
+
+    pygeoapi is not installed beside the project: its wheel brings a top-level ``tests`` package that
+    hides ours. The venv lives in the user's cache (``URBANDATA_TEST_CACHE`` or ~/.cache/urbandata);
+    the test is skipped when it cannot be built (no package index).
+    """
+    found = pygeoapi_python()
+    if found:
+        return found
+    cache = Path(os.environ.get("URBANDATA_TEST_CACHE", Path.home() / ".cache" / "urbandata"))
+    venv = cache / PYGEOAPI.replace("==", "-")
+    python = venv / "bin" / "python"
+    if python.exists():
+        return str(python)
+    cache.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix="pygeoapi-venv-", dir=cache))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, capture_output=True, timeout=120)
+        subprocess.run([str(building / "bin" / "pip"), "install", "-q", PYGEOAPI, "uvicorn", "starlette", "pyyaml"],
+                       check=True, capture_output=True, timeout=600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        pytest.skip(f"pygeoapi could not be installed into a venv of its own: {exc}")
+    try:
+        building.rename(venv)  # whole or not at all; another session may have won the race
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+    return str(python)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, pygeoapi: str) -> Iterator[tuple[PygeoapiServer, Path]]:
+    """pygeoapi serving a copy of the demo's car parks (the GeoJSON provider reads the file on every request)."""
+    root = tmp_path_factory.mktemp("ogc")
+    feed = root / "car-parks.geojson"
+    shutil.copy(DEMO / "feeds" / "car-parks.geojson", feed)
+    with PygeoapiServer([Collection(NAME, feed, "lot_id", "Parkhäuser")], workdir=root, python=pygeoapi) as server:
+        yield server, feed
+
+
+@pytest.fixture
+def feed(served: tuple[PygeoapiServer, Path]) -> Iterator[Path]:
+    """The served file, restored after a test that changes it."""
+    path = served[1]
+    original = path.read_bytes()
+    yield path
+    path.write_bytes(original)
+
+
+def _hub(tmp_path: Path, url: str, collection: str = NAME, **settings: object) -> Hub:
+    source = {"type": "ogc-features", "url": url, "format": "geojson", "mode": "replace",
+              "options": {"collection": collection, "page_size": 2}}
+    return source_catalogue(tmp_path, NAME, demo_schema(NAME), source, **settings)
+
+
+def _records(hub: Hub) -> list[dict]:
+    engine = QueryEngine(hub)
+    try:
+        with hub.sessions() as session:
+            ds = get_dataset(session, NAME)
+            ref = VersionRef.of(hub, ds, ds.current_version)
+        return engine.records(ref, limit=100, offset=0)["results"]
+    finally:
+        engine.close()
+
+
+def test_first_unchanged_and_changed_runs(tmp_path: Path, served: tuple[PygeoapiServer, Path], feed: Path) -> None:
+    server = served[0]
+    hub = _hub(tmp_path, server.url)
+    try:
+        first = harvest_source(hub, NAME)
+        assert (first.status, first.version) == ("published", 1), first.message
+        assert versions(hub, NAME) == [(1, 6)]
+        rows = {r["lot_id"]: r for r in _records(hub)}
+        assert sorted(rows) == ["P01", "P02", "P03", "P04", "P05", "P06"]
+        assert rows["P01"]["capacity"] == 420
+        with hub.sessions() as session:
+            version = get_dataset(session, NAME).current_version
+            assert version.provenance["pages"] >= 3  # six features, two a page: the next links were followed
+            uri = hub.storage.engine_uri(part_key(NAME, version.parts[0]["sha256"]))
+        geo = json.loads(pq.read_schema(uri).metadata[b"geo"])
+        assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+
+        again = harvest_source(hub, NAME)
+        assert (again.status, again.version) == ("unchanged", 1)
+        assert versions(hub, NAME) == [(1, 6)]
+
+        doc = json.loads(feed.read_text(encoding="utf-8"))
+        doc["features"][0]["properties"]["capacity"] = 450
+        del doc["features"][-1]
+        feed.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        changed = harvest_source(hub, NAME)
+        assert (changed.status, changed.version) == ("published", 2), changed.message
+        assert versions(hub, NAME) == [(2, 5), (1, 6)]
+        with hub.sessions() as session:
+            changes = get_dataset(session, NAME).current_version.changes
+        assert (changes["added"], changes["removed"], changes["changed"]) == (0, 1, 1)
+        assert {r["lot_id"]: r["capacity"] for r in _records(hub)}["P01"] == 450
+    finally:
+        hub.close()
+
+
+def _fails_and_keeps_version(hub: Hub, code: str) -> str:
+    """Harvest once more, expecting failure ``code``; the current version stays 1. The job's message."""
+    outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.error_code) == ("failed", code), outcome.message
+    assert versions(hub, NAME) == [(1, 6)]
+    job = last_job(hub)
+    assert job.status == "failed"
+    return job.message or ""
+
+
+def test_unknown_collection_and_unreachable_server_fail_and_keep_the_version(
+    tmp_path: Path, served: tuple[PygeoapiServer, Path]
+) -> None:
+    hub = _hub(tmp_path, served[0].url)
+    try:
+        assert harvest_source(hub, NAME).status == "published"
+        set_source(hub, NAME, options={"collection": "no-such-collection"})
+        assert "HTTP 404" in _fails_and_keeps_version(hub, "source-unreachable")
+        with FeedServer(tmp_path) as gone:
+            url = gone.url
+        set_source(hub, NAME, url=url, options={"collection": NAME})
+        assert "cannot be reached" in _fails_and_keeps_version(hub, "source-unreachable")
+    finally:
+        hub.close()
+
+
+def _static_api(root: Path, pages: dict[str, object]) -> None:
+    """Files a plain HTTP server serves as if it were an OGC API (the query string is ignored)."""
+    for path, doc in pages.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+
+
+def test_malformed_page_and_next_link_loop_fail_and_keep_the_version(
+    tmp_path: Path, served: tuple[PygeoapiServer, Path]
+) -> None:
+    hub = _hub(tmp_path, served[0].url)
+    api = tmp_path / "api"
+    try:
+        assert harvest_source(hub, NAME).status == "published"
+        with FeedServer(api) as bad:
+            set_source(hub, NAME, url=bad.url, options={"collection": "truncated"})
+            _static_api(api, {"collections/truncated/items": b'{"type": "FeatureCollection", "features": [{"ty'})
+            assert "not JSON" in _fails_and_keeps_version(hub, "malformed-feed")
+
+            feature = json.loads((DEMO / "feeds" / "car-parks.geojson").read_text(encoding="utf-8"))["features"][0]
+            _static_api(api, {"collections/loop/items": {
+                "type": "FeatureCollection", "features": [feature],
+                "links": [{"rel": "next", "type": "application/geo+json", "href": f"{bad.url}collections/loop/items"}],
+            }})
+            set_source(hub, NAME, options={"collection": "loop"})
+            assert "loop" in _fails_and_keeps_version(hub, "malformed-feed")
+    finally:
+        hub.close()
+
+
+def test_a_source_on_loopback_is_refused_unless_allow_listed(
+    tmp_path: Path, served: tuple[PygeoapiServer, Path]
+) -> None:
+    hub = _hub(tmp_path, served[0].url, harvest_allowed_hosts=[])
+    try:
+        outcome = harvest_source(hub, NAME)
+        assert (outcome.status, outcome.error_code) == ("failed", "source-address-refused"), outcome.message
+        assert versions(hub, NAME) == []
+    finally:
+        hub.close()
