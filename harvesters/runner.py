@@ -11,6 +11,7 @@ from sqlalchemy import select
 from catalogue.errors import SourceNotFound, UrbandataError
 from catalogue.hub import Hub
 from catalogue.ingest import jobs
+from catalogue.ingest.commit import current_version
 from catalogue.meta.models import HarvestSource
 from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from harvesters.base import SourceSpec
@@ -62,8 +63,9 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
             known = ", ".join(session.scalars(select(HarvestSource.name).order_by(HarvestSource.name))) or "none"
             raise SourceNotFound(f"There is no harvest source named '{name}'. Known sources: {known}.")
         source_id, dataset_id, dataset = source.id, source.dataset_id, source.dataset.name
-        url, kind, fmt, mode, options, etag = (source.url, source.type, source.format, source.mode,
-                                               dict(source.options), source.etag)
+        url, kind, fmt, mode, options, etag, last_modified = (
+            source.url, source.type, source.format, source.mode, dict(source.options), source.etag,
+            source.last_modified)
     try:
         job_id = jobs.start(hub, source_id, dataset_id)
     except Exception as exc:  # noqa: BLE001 - the database cannot take the job (full, gone): say so, no job
@@ -71,7 +73,7 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
         return HarvestOutcome(name, dataset, "failed", f"{dataset}: {error.message}", error_code=error.code)
     try:
         spec = SourceSpec(name=name, dataset=dataset, url=resolve_url(hub, url), format=fmt, mode=mode,
-                          options=options, etag=etag)
+                          options=options, etag=etag, last_modified=last_modified)
         delivery = hub.registry.get("harvesters", kind)(hub.settings).fetch(spec)
         result = None if delivery is None else ingest_delivery(hub, dataset, delivery, job_id=job_id)
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; jobs.fail describes it
@@ -80,7 +82,9 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
                               error_code=error.code)
     _record(hub, job_id, source_id, delivery, result)
     if result is None:
-        return HarvestOutcome(name, dataset, "unchanged", f"{dataset}: source unchanged (HTTP 304)", job_id=job_id)
+        current = current_version(hub, dataset)
+        return HarvestOutcome(name, dataset, "unchanged", f"{dataset}: source unchanged (HTTP 304)",
+                              version=current.number if current else None, job_id=job_id)
     return HarvestOutcome(name, dataset, result.status, result.message, version=result.version, job_id=job_id)
 
 
@@ -96,15 +100,17 @@ def _record(hub: Hub, job_id: int, source_id: int, delivery: Delivery | None, re
             jobs.finish(hub, job_id, None, note="source reports no change (HTTP 304)")
             return
         jobs.finish(hub, job_id, result, bytes_received=delivery.provenance.get("delivery_bytes") or len(delivery.content))
-        # Remember the ETag only for accepted deliveries: a quarantined one must be fetched again.
+        # Remember the validators only for accepted deliveries: a quarantined one must be fetched again.
         if result.status != "quarantined":
-            _remember_etag(hub, source_id, delivery.provenance.get("etag"))
+            _remember_validators(hub, source_id, delivery.provenance.get("etag"),
+                                 delivery.provenance.get("last_modified"))
     except Exception as exc:  # noqa: BLE001 - said once, without a traceback; nothing published changes
         log.warning("harvest job %s: its outcome could not be recorded: %s", job_id, jobs.describe(exc, hub).message)
 
 
-def _remember_etag(hub: Hub, source_id: int, etag: str | None) -> None:
+def _remember_validators(hub: Hub, source_id: int, etag: str | None, last_modified: str | None) -> None:
+    """The source's ETag and Last-Modified, for the next run's conditional request."""
     with hub.sessions.begin() as session:
         source = session.get(HarvestSource, source_id)
         if source is not None:
-            source.etag = etag
+            source.etag, source.last_modified = etag, last_modified

@@ -18,12 +18,14 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from catalogue.errors import DatabaseBusy, IngestFailed, InsufficientStorage, JobInterrupted, UrbandataError
 from catalogue.hub import Hub
+from catalogue.redact import redact_text
 from catalogue.ingest.delivery import IngestResult
 from catalogue.meta.models import HarvestJob, Version, utcnow
 
@@ -60,8 +62,27 @@ def finish(hub: Hub, job_id: int, result: IngestResult | None, *, note: str = ""
         else:
             job.status, job.message, job.report_key = result.status, result.note or note, result.report_key
             job.version_number, job.rows = result.version, result.rows
+            counted = result.changes if result.status == "published" and result.changes else {}
+            job.rows_added, job.rows_changed, job.rows_removed = (counted.get(k) for k in ("added", "changed", "removed"))
+            job.errors = report_errors(result.report) if result.status == "quarantined" else None
         job.bytes_received = bytes_received
         job.finished_at = utcnow()
+
+
+def report_errors(report: dict[str, Any], limit: int = 100) -> list[dict[str, Any]]:
+    """Up to ``limit`` errors of a Frictionless report, each with the row (or line) and field it came from."""
+    found = list(report.get("errors", []))
+    for task in report.get("tasks", []):
+        found += task.get("errors", [])
+    kept = []
+    for error in found[:limit]:
+        text = redact_text(str(error.get("message") or error.get("note", "")))
+        entry: dict[str, Any] = {"type": error.get("type", ""), "message": text}
+        for source, target in (("rowNumber", "row"), ("fieldName", "field"), ("cell", "cell")):
+            if error.get(source) not in (None, ""):
+                entry[target] = error[source]
+        kept.append(entry)
+    return kept
 
 
 def withdrawn(hub: Hub, source_id: int | None, dataset_id: int, message: str) -> int:
@@ -86,7 +107,9 @@ def fail(hub: Hub, job_id: int, exc: BaseException) -> UrbandataError:
         with hub.sessions.begin() as session:
             job = session.get(HarvestJob, job_id)
             if job is not None:
-                job.status, job.message, job.error_code, job.finished_at = "failed", error.message, error.code, utcnow()
+                job.status, job.error_code, job.finished_at = "failed", error.code, utcnow()
+                job.message = redact_text(error.message)  # a source URL in it never shows its credentials
+                job.errors = [_failure_entry(error)]
     except (SQLAlchemyError, OSError) as second:
         log.warning("job %s could not be marked failed (%s); the collector will end it", job_id, second)
     return error
@@ -130,6 +153,16 @@ def describe(exc: BaseException, hub: Hub | None = None) -> UrbandataError:
     return IngestFailed(
         f"The ingest stopped on an internal error ({text}{at}). Nothing was published and the current version "
         "stays. Please report this with the delivery; its job keeps this message.")
+
+
+def _failure_entry(error: UrbandataError) -> dict[str, Any]:
+    """A failure as a job error: its code and message, and the line or record it names, if any."""
+    entry: dict[str, Any] = {"type": error.code, "message": redact_text(error.message)}
+    details = getattr(error, "details", None) or {}
+    for key in ("line", "record", "row", "field", "url"):
+        if key in details:
+            entry[key] = redact_text(details[key]) if isinstance(details[key], str) else details[key]
+    return entry
 
 
 @dataclass

@@ -143,6 +143,11 @@ class HarvestSource(Base):
     mode: Mapped[str] = mapped_column(String(10), default="replace")
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     etag: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # The Last-Modified of the last accepted delivery, sent back as If-Modified-Since (migration 0004).
+    last_modified: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # When it is harvested on its own: a cron expression or an interval ("15m", "1h", "1d"); None: from
+    # the dataset's update frequency (harvesters.schedule).
+    schedule: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     dataset: Mapped[Dataset] = relationship()
 
@@ -165,6 +170,12 @@ class HarvestJob(Base):
     version_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     bytes_received: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Rows the published version added, changed and removed against the one before (migration 0004).
+    rows_added: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rows_changed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rows_removed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Each error with the record or line it came from: [{"message", "row"|"line"|"record", "field"}].
+    errors: Mapped[list[Any] | None] = mapped_column(nullable=True)
     # The process running the job: the collector ends a job left running by a process that is gone.
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -137,7 +137,7 @@ def test_the_baseline_equals_what_create_all_made_before_migrations(engine: Engi
     assert "pid" not in baseline["harvest_jobs"]
 
 
-@pytest.mark.parametrize("previous", ["0001", "0002"])
+@pytest.mark.parametrize("previous", ["0001", "0002", "0003"])
 def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: Engine, previous: str) -> None:
     assert upgrade_schema(engine, previous) == (None, previous)
     _fill(engine)
@@ -147,6 +147,8 @@ def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: En
         job = session.scalars(select(HarvestJob)).one()
         assert (job.pid, job.host) == (None, None)  # 0002: unknown for jobs recorded before it
         assert session.scalars(select(Dataset)).one().private is False  # 0003: datasets from before push are public
+        # 0004: jobs recorded before it counted no rows added, changed, removed and kept no errors
+        assert (job.rows_added, job.rows_changed, job.rows_removed, job.errors) == (None, None, None, None)
     assert _differences(engine) == []
 
 

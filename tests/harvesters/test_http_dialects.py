@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import openpyxl
 import pytest
-import yaml
 from sqlalchemy import select
 
-from catalogue.hub import Hub, open_hub
-from catalogue.meta.definitions import load_definitions, sync_definitions
+from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.meta.models import HarvestJob
 from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.settings import Settings
 from harvesters.runner import harvest_source
+
+Files = tuple[Any, dict[str, bytes]]  # (the server, the files it serves by name)
 
 NAME = "messwerte"
 SCHEMA = {
@@ -62,7 +59,6 @@ def _xlsx() -> bytes:
     sheet.append(["Messwerte der Stadt Musterstadt"])  # a title row, then a blank one, then the header
     sheet.append([])
     sheet.append(["id", "station", "wert", "tag"])
-    from datetime import datetime
     for id_, station, wert, tag in ROWS:
         sheet.append([id_, station, wert, datetime.fromisoformat(tag)])
     out = io.BytesIO()
@@ -101,65 +97,14 @@ CASES: dict[str, tuple[bytes, str, dict[str, Any]]] = {
 }
 
 
-PUBLISHERS = {"publishers": [{"name": "testamt", "title": "Testamt"}]}
+def _hub(make: Callable[..., Hub], url: str, fmt: str, options: dict[str, Any], **settings: Any) -> Hub:
+    return make(NAME, SCHEMA, {"type": "http-file", "url": url, "format": fmt, "options": options}, **settings)
 
 
-class Server:
-    """A real HTTP server on loopback at a free port; ``answer(handler, server)`` writes each response."""
-
-    def __init__(self, answer: Any) -> None:
-        self.hits: list[tuple[str, dict[str, str]]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - stdlib name
-                server.hits.append((self.path, dict(self.headers)))
-                try:
-                    answer(self, server)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def source_catalogue(tmp_path: Path, name: str, schema: dict[str, Any], source: dict[str, Any],
-                     **settings: Any) -> Hub:
-    """A catalogue whose one dataset ``name`` has ``schema`` and is harvested from ``source``."""
-    root = tmp_path / "defs"
-    (root / "definitions").mkdir(parents=True, exist_ok=True)
-    (root / "schemas").mkdir(exist_ok=True)
-    (root / "publishers.yaml").write_text(yaml.safe_dump(PUBLISHERS), encoding="utf-8")
-    (root / "schemas" / f"{name}.json").write_text(json.dumps(schema), encoding="utf-8")
-    definition = {
-        "name": name, "title": f"Test {name}", "description": "Testdaten.", "publisher": "testamt",
-        "license": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0", "schema": f"schemas/{name}.json",
-        "source": source,
-    }
-    (root / "definitions" / f"{name}.yaml").write_text(yaml.safe_dump(definition), encoding="utf-8")
-    settings.setdefault("harvest_allowed_hosts", ["127.0.0.1"])
-    hub = open_hub(Settings(data_dir=tmp_path / "var", definitions_dir=root, **settings))
-    sync_definitions(hub, load_definitions(root))
-    return hub
-
-
-def versions(hub: Hub, name: str) -> list[tuple[int, int]]:
+def versions(hub: Hub) -> list[tuple[int, int]]:
     """(number, rows) of every version, newest first."""
     with hub.sessions() as session:
-        return [(v.number, v.row_count) for v in list_versions(session, get_dataset(session, name))]
+        return [(v.number, v.row_count) for v in list_versions(session, get_dataset(session, NAME))]
 
 
 def last_job(hub: Hub) -> HarvestJob:
@@ -169,28 +114,6 @@ def last_job(hub: Hub) -> HarvestJob:
         assert job is not None
         session.expunge(job)
         return job
-
-
-def _serve(files: dict[str, bytes]) -> Server:
-    def answer(handler: BaseHTTPRequestHandler, server: Server) -> None:
-        body = files.get(handler.path.lstrip("/"))
-        handler.send_response(200 if body is not None else 404)
-        handler.send_header("Content-Length", str(len(body or b"")))
-        handler.end_headers()
-        handler.wfile.write(body or b"")
-    return Server(answer)
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[Server, dict[str, bytes]]]:
-    files: dict[str, bytes] = {}
-    with _serve(files) as running:
-        yield running, files
-
-
-def _hub(tmp_path: Path, url: str, fmt: str, options: dict[str, Any], schema: dict[str, Any] = SCHEMA) -> Hub:
-    return source_catalogue(tmp_path, NAME, schema, {"type": "http-file", "url": url, "format": fmt,
-                                                     "options": options})
 
 
 def _rows(hub: Hub) -> list[tuple[Any, ...]]:
@@ -206,30 +129,24 @@ def _rows(hub: Hub) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_dialect_publishes_the_same_rows(tmp_path: Path, server: tuple[Server, dict[str, bytes]],
+def test_every_dialect_publishes_the_same_rows(file_server: Files, source_catalogue: Callable[..., Hub],
                                                 case: str) -> None:
-    running, files = server
+    running, files = file_server
     body, fmt, options = CASES[case]
     files[f"{case}.bin"] = body
-    hub = _hub(tmp_path, f"{running.url}{case}.bin", fmt, options)
-    try:
-        outcome = harvest_source(hub, NAME)
-        assert (outcome.status, outcome.version) == ("published", 1), outcome.message
-        assert _rows(hub) == ROWS
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}{case}.bin", fmt, options)
+    outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.version) == ("published", 1), outcome.message
+    assert _rows(hub) == ROWS
 
 
-def test_quoted_line_breaks_are_kept_inside_their_cell(tmp_path: Path, server: tuple[Server, dict[str, bytes]]) -> None:
-    running, files = server
+def test_quoted_line_breaks_are_kept_inside_their_cell(file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    running, files = file_server
     files["lines.csv"] = 'id;station;wert;tag\r\n1;"Nordstraße\r\nEingang B";1.234,5;20.11.2026\r\n'.encode("cp1252")
-    hub = _hub(tmp_path, f"{running.url}lines.csv", "csv",
+    hub = _hub(source_catalogue, f"{running.url}lines.csv", "csv",
                {"delimiter": ";", "encoding": "cp1252", "newlines_in_values": True, **GERMAN})
-    try:
-        assert harvest_source(hub, NAME).status == "published"
-        assert _rows(hub) == [(1, "Nordstraße\r\nEingang B", 1234.5, "2026-11-20")]
-    finally:
-        hub.close()
+    assert harvest_source(hub, NAME).status == "published"
+    assert _rows(hub) == [(1, "Nordstraße\r\nEingang B", 1234.5, "2026-11-20")]
 
 
 @pytest.mark.parametrize("options, named", [
@@ -237,92 +154,73 @@ def test_quoted_line_breaks_are_kept_inside_their_cell(tmp_path: Path, server: t
     ({"delimiter": ";", "decimal_char": ",", "group_char": ","}, "decimal_char and group_char"),
 ])
 def test_an_ambiguous_number_format_fails_naming_the_option(
-        tmp_path: Path, server: tuple[Server, dict[str, bytes]], options: dict[str, Any], named: str) -> None:
-    running, files = server
+        file_server: Files, source_catalogue: Callable[..., Hub], options: dict[str, Any], named: str) -> None:
+    running, files = file_server
     files["a.csv"] = _german_csv(";").encode()
-    hub = _hub(tmp_path, f"{running.url}a.csv", "csv", options)
-    try:
-        outcome = harvest_source(hub, NAME)
-        assert (outcome.status, outcome.error_code) == ("failed", "ambiguous-dialect")
-        assert named in outcome.message
-        job = last_job(hub)
-        assert (job.status, job.error_code) == ("failed", "ambiguous-dialect")
-        assert named in job.message
-        assert versions(hub, NAME) == []
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}a.csv", "csv", options)
+    outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.error_code) == ("failed", "ambiguous-dialect")
+    assert named in outcome.message
+    job = last_job(hub)
+    assert (job.status, job.error_code) == ("failed", "ambiguous-dialect")
+    assert named in job.message
+    assert versions(hub) == []
 
 
 def test_german_numbers_without_a_declared_decimal_mark_are_quarantined_naming_the_option(
-        tmp_path: Path, server: tuple[Server, dict[str, bytes]]) -> None:
-    running, files = server
+        file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    running, files = file_server
     files["a.csv"] = _german_csv(";").encode()
-    hub = _hub(tmp_path, f"{running.url}a.csv", "csv", {"delimiter": ";", "date_format": "%d.%m.%Y"})
-    try:
-        outcome = harvest_source(hub, NAME)
-        assert outcome.status == "quarantined"
-        job = last_job(hub)
-        assert job.status == "quarantined"
-        assert "Field 'wert' holds '1.234,5'" in job.message and 'add decimal_char: ","' in job.message
-        assert {"type": "type-error", "row": 2, "field": "wert", "cell": "1.234,5"} == {
-            k: v for k, v in job.errors[0].items() if k != "message"}
-        assert versions(hub, NAME) == []
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}a.csv", "csv", {"delimiter": ";", "date_format": "%d.%m.%Y"})
+    outcome = harvest_source(hub, NAME)
+    assert outcome.status == "quarantined"
+    job = last_job(hub)
+    assert job.status == "quarantined"
+    assert "Field 'wert' holds '1.234,5'" in job.message and 'add decimal_char: ","' in job.message
+    assert {"type": "type-error", "row": 2, "field": "wert", "cell": "1.234,5"} == {
+        k: v for k, v in job.errors[0].items() if k != "message"}
+    assert versions(hub) == []
 
 
-def test_a_missing_sheet_is_quarantined_listing_the_sheets(tmp_path: Path, server: tuple[Server, dict[str, bytes]]) -> None:
-    running, files = server
+def test_a_missing_sheet_is_quarantined_listing_the_sheets(file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    running, files = file_server
     files["a.xlsx"] = _xlsx()
-    hub = _hub(tmp_path, f"{running.url}a.xlsx", "xlsx", {"sheet": "Tabelle1"})
-    try:
-        assert harvest_source(hub, NAME).status == "quarantined"
-        (error,) = last_job(hub).errors
-        assert error["type"] == "format-error"
-        assert "no sheet named 'Tabelle1'; its sheets are: Deckblatt, Messwerte" in error["message"]
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}a.xlsx", "xlsx", {"sheet": "Tabelle1"})
+    assert harvest_source(hub, NAME).status == "quarantined"
+    (error,) = last_job(hub).errors
+    assert error["type"] == "format-error"
+    assert "no sheet named 'Tabelle1'; its sheets are: Deckblatt, Messwerte" in error["message"]
 
 
-def test_a_missing_zip_member_fails_listing_the_members(tmp_path: Path, server: tuple[Server, dict[str, bytes]]) -> None:
-    running, files = server
+def test_a_missing_zip_member_fails_listing_the_members(file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    running, files = file_server
     files["a.zip"] = _zip("daten/messwerte.csv", ISO_CSV.encode())
-    hub = _hub(tmp_path, f"{running.url}a.zip", "csv", {"zip_member": "messwerte.csv"})
-    try:
-        outcome = harvest_source(hub, NAME)
-        assert (outcome.status, outcome.error_code) == ("failed", "malformed-feed")
-        assert "no member 'messwerte.csv'; it holds: LIESMICH.txt, daten/messwerte.csv" in outcome.message
-        assert list((hub.settings.data_dir / "incoming").iterdir()) == []  # nothing left behind
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}a.zip", "csv", {"zip_member": "messwerte.csv"})
+    outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.error_code) == ("failed", "malformed-feed")
+    assert "no member 'messwerte.csv'; it holds: LIESMICH.txt, daten/messwerte.csv" in outcome.message
+    assert list((hub.settings.data_dir / "incoming").iterdir()) == []  # nothing left behind
 
 
-def test_a_zip_bomb_stops_at_the_decoded_cap(tmp_path: Path, server: tuple[Server, dict[str, bytes]]) -> None:
-    running, files = server
+def test_a_zip_bomb_stops_at_the_decoded_cap(file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    running, files = file_server
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zipped:
         zipped.writestr("bomb.csv", b"id,station,wert,tag\n" + b"0" * (32 << 20))
     files["bomb.zip"] = out.getvalue()
     assert len(files["bomb.zip"]) < 100_000  # 32 MiB in well under 1 % of it
-    hub = source_catalogue(tmp_path, NAME, SCHEMA, {"type": "http-file", "url": f"{running.url}bomb.zip",
-                                                    "format": "csv", "options": {"zip_member": "bomb.csv"}},
-                           harvest_max_decoded_bytes=1 << 20)
-    try:
-        outcome = harvest_source(hub, NAME)
-        assert (outcome.status, outcome.error_code) == ("failed", "feed-too-large")
-        assert f"decompresses to more than {1 << 20} bytes" in outcome.message
-        assert list((hub.settings.data_dir / "incoming").iterdir()) == []
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}bomb.zip", "csv", {"zip_member": "bomb.csv"},
+               harvest_max_decoded_bytes=1 << 20)
+    outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.error_code) == ("failed", "feed-too-large")
+    assert f"decompresses to more than {1 << 20} bytes" in outcome.message
+    assert list((hub.settings.data_dir / "incoming").iterdir()) == []
 
 
-def test_a_bad_ndjson_line_is_named_by_its_number(tmp_path: Path, server: tuple[Server, dict[str, bytes]]) -> None:
-    running, files = server
+def test_a_bad_ndjson_line_is_named_by_its_number(file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    running, files = file_server
     files["a.ndjson"] = b'{"id": 1, "station": "a", "wert": 1, "tag": "2026-11-20"}\n{"id": 2,\n'
-    hub = _hub(tmp_path, f"{running.url}a.ndjson", "ndjson", {})
-    try:
-        assert harvest_source(hub, NAME).status == "quarantined"
-        (error,) = last_job(hub).errors
-        assert error["type"] == "format-error" and "NDJSON line 2 is not valid JSON" in error["message"]
-    finally:
-        hub.close()
+    hub = _hub(source_catalogue, f"{running.url}a.ndjson", "ndjson", {})
+    assert harvest_source(hub, NAME).status == "quarantined"
+    (error,) = last_job(hub).errors
+    assert error["type"] == "format-error" and "NDJSON line 2 is not valid JSON" in error["message"]
