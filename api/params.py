@@ -160,6 +160,11 @@ def known_query_params(route: APIRoute) -> frozenset[str]:
     return known
 
 
+# ``openapi_extra`` of a route that reads its query parameters itself and refuses unknown ones in its own
+# error shape (the CKAN actions take any action's parameters; OGC items take a filter per property).
+OWN_PARAMETERS = "x-checks-own-parameters"
+
+
 async def reject_unknown_params(request: Request) -> None:
     """InvalidParameter (400) for a query parameter the route does not declare: naming it and the known ones.
 
@@ -167,7 +172,7 @@ async def reject_unknown_params(request: Request) -> None:
     Routes left out of the API description (the catch-all for unknown paths) are not checked.
     """
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not route.include_in_schema:
+    if not isinstance(route, APIRoute) or not route.include_in_schema or OWN_PARAMETERS in (route.openapi_extra or {}):
         return
     known = known_query_params(route)
     unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in known]

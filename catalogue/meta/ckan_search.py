@@ -1,0 +1,243 @@
+"""CKAN's package_search over the catalogue database: ``q``, ``fq``, ``sort``, paging, facets, ``ext_bbox``.
+
+``q`` is the catalogue search (every word, title matches first; ``*:*`` or nothing: all datasets).
+``fq`` takes Solr's ``field:value`` terms joined by spaces or ``AND`` for the fields a package has
+here (organization, groups, tags, license_id, name), each ``+`` or ``-`` prefixed if wanted; anything
+else is refused with the fields it could use, never ignored. Filters and counts run in SQL except
+where the value sits in a JSON list (tags, groups) or a spatial extent: those columns alone are read
+and counted in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, Select, and_, cast, func, not_, or_, select, true
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.elements import ColumnElement
+
+from catalogue.errors import InvalidParameter
+from catalogue.meta.ckan_mapping import group_name
+from catalogue.meta.models import Dataset, Organization
+from catalogue.meta.search import matching
+
+MAX_ROWS = 1000
+FACET_FIELDS = ("organization", "groups", "tags", "license_id")
+FQ_FIELDS = (*FACET_FIELDS, "name")
+SORT_KEYS = {
+    "name": Dataset.name, "title": Dataset.title, "title_string": Dataset.title,
+    "metadata_modified": Dataset.modified_at, "metadata_created": Dataset.created_at,
+}
+FQ_TERM = re.compile(r'\s*(?P<sign>[+-]?)(?P<field>[a-z_]+):(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<plain>[^\s"]+))\s*')
+ESCAPE = "!"
+
+
+@dataclass(frozen=True)
+class PackageQuery:
+    """One package_search request, checked."""
+
+    q: str | None = None
+    fq: tuple[tuple[bool, str, str], ...] = ()  # (negated, field, value)
+    sort: tuple[tuple[str, bool], ...] = ()  # (key, descending)
+    rows: int = 10
+    start: int = 0
+    facet_fields: tuple[str, ...] = ()
+    facet_limit: int = 50  # -1: every value
+    facet_mincount: int = 1
+    bbox: tuple[float, float, float, float] | None = None  # west, south, east, north
+
+
+@dataclass
+class PackageHits:
+    """One page of matching datasets, their total and the requested facet counts."""
+
+    count: int
+    datasets: list[Dataset]
+    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+
+def parse_fq(text: str) -> tuple[tuple[bool, str, str], ...]:
+    """The terms of a Solr filter query; InvalidParameter naming the usable fields for anything else."""
+    terms, position = [], 0
+    text = re.sub(r"\s+AND\s+", " ", text.strip())
+    while position < len(text):
+        found = FQ_TERM.match(text, position)
+        if found is None or found["field"] not in FQ_FIELDS:
+            raise InvalidParameter(
+                f"fq: cannot read '{text[position:][:60]}'. Give field:value terms (quote values with spaces) "
+                f"joined by spaces or AND, with the fields {', '.join(FQ_FIELDS)}.", details={"parameter": "fq"})
+        value = found["quoted"] if found["quoted"] is not None else found["plain"]
+        terms.append((found["sign"] == "-", found["field"], re.sub(r"\\(.)", r"\1", value)))
+        position = found.end()
+    return tuple(terms)
+
+
+def parse_sort(text: str) -> tuple[tuple[str, bool], ...]:
+    """``"metadata_modified desc, name asc"`` as (key, descending) pairs; ``score`` is the search rank."""
+    out = []
+    for item in (p.strip() for p in text.split(",") if p.strip()):
+        key, _, direction = item.partition(" ")
+        direction = direction.strip().lower() or "asc"
+        if (key not in SORT_KEYS and key != "score") or direction not in ("asc", "desc"):
+            raise InvalidParameter(f"sort: cannot sort by '{item}'. Use one or more of "
+                                   f"{', '.join(['score', *SORT_KEYS])}, each followed by asc or desc.",
+                                   details={"parameter": "sort"})
+        out.append((key, direction == "desc"))
+    return tuple(out)
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``ext_bbox=west,south,east,north`` in degrees."""
+    try:
+        west, south, east, north = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidParameter(f"ext_bbox takes four numbers west,south,east,north (e.g. 9.9,53.5,10.1,53.6); "
+                               f"got '{text[:80]}'.", details={"parameter": "ext_bbox"}) from None
+    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+        raise InvalidParameter("ext_bbox: west must not exceed east nor south north, longitudes within -180..180 "
+                               "and latitudes within -90..90.", details={"parameter": "ext_bbox"})
+    return west, south, east, north
+
+
+def _json_list_holds(column: Any, value: str) -> ColumnElement[bool]:
+    """Whether a JSON list column holds the string ``value`` (in either JSON spelling of non-ASCII letters)."""
+    spellings = {json.dumps(value), json.dumps(value, ensure_ascii=False)}
+    text = cast(column, String)
+    patterns = ["%" + s.replace(ESCAPE, ESCAPE * 2).replace("%", ESCAPE + "%").replace("_", ESCAPE + "_") + "%"
+                for s in spellings]
+    return or_(*(text.like(p, escape=ESCAPE) for p in patterns))
+
+
+def _fq_condition(name: str, value: str) -> ColumnElement[bool]:
+    if name == "organization":
+        return Dataset.publisher_id.in_(select(Organization.id).where(Organization.name == value).scalar_subquery())
+    if name == "groups":
+        return _json_list_holds(Dataset.themes, value.upper())
+    if name == "tags":
+        return _json_list_holds(Dataset.keywords, value)
+    if name == "license_id":
+        return Dataset.license == value
+    return Dataset.name == value
+
+
+def public() -> ColumnElement[bool]:
+    """Datasets anyone may see: the CKAN actions answer anonymously, so a private dataset is never listed."""
+    private = getattr(Dataset, "private", None)
+    return true() if private is None else private.is_not(True)
+
+
+def _filtered(query: PackageQuery) -> tuple[ColumnElement[bool], ColumnElement[int] | None]:
+    conditions: list[ColumnElement[bool]] = [public()]
+    rank = None
+    if query.q is not None and query.q.strip() not in ("", "*:*", "*"):
+        condition, rank = matching(query.q)
+        conditions.append(condition)
+    for negated, name, value in query.fq:
+        term = _fq_condition(name, value)
+        conditions.append(not_(term) if negated else term)
+    return and_(true(), *conditions), rank
+
+
+def _within(spatial: dict[str, Any], bbox: tuple[float, float, float, float]) -> bool:
+    """Whether a dataset's extent (a bbox or a GeoJSON geometry) meets ``bbox``."""
+    if "bbox" in spatial:
+        west, south, east, north = spatial["bbox"]
+    elif "coordinates" in spatial:
+        points = list(_points(spatial["coordinates"]))
+        if not points:
+            return False
+        west, east = min(p[0] for p in points), max(p[0] for p in points)
+        south, north = min(p[1] for p in points), max(p[1] for p in points)
+    else:
+        return False
+    return bool(west <= bbox[2] and bbox[0] <= east and south <= bbox[3] and bbox[1] <= north)
+
+
+def _points(coordinates: Any) -> Any:
+    if coordinates and isinstance(coordinates[0], (int, float)):
+        yield coordinates
+    else:
+        for inner in coordinates:
+            yield from _points(inner)
+
+
+def _order(query: PackageQuery, rank: ColumnElement[int] | None) -> list[Any]:
+    """The sort CKAN would apply: the asked one, else score then newest first; the name breaks ties."""
+    asked = query.sort or (("score", True), ("metadata_modified", True))
+    out: list[Any] = []
+    for key, descending in asked:
+        if key == "score":
+            if rank is not None:  # a lower rank is a better match: score desc means rank asc
+                out.append(rank.desc() if not descending else rank)
+            continue
+        column = SORT_KEYS[key]
+        out.append(column.desc() if descending else column)
+    return [*out, Dataset.name]
+
+
+def search_packages(session: Session, query: PackageQuery) -> PackageHits:
+    """One page of datasets matching ``query``, its total and the facet counts asked for."""
+    condition, rank = _filtered(query)
+    if query.bbox is not None:
+        ids = [i for i, spatial in session.execute(select(Dataset.id, Dataset.spatial).where(condition))
+               if _within(dict(spatial or {}), query.bbox)]
+        condition = Dataset.id.in_(ids)
+    loads = (selectinload(Dataset.publisher), selectinload(Dataset.current_version))
+    rows = session.execute(select(Dataset, func.count().over()).where(condition).order_by(*_order(query, rank))
+                           .limit(query.rows).offset(query.start).options(*loads)).all()
+    if rows:
+        count = int(rows[0][1])
+    else:
+        count = session.scalar(select(func.count()).select_from(Dataset).where(condition)) or 0
+    facets = {name: _facet(session, name, condition, query) for name in query.facet_fields}
+    return PackageHits(count, [r[0] for r in rows], facets)
+
+
+def _facet(session: Session, name: str, condition: ColumnElement[bool], query: PackageQuery) -> list[tuple[str, int]]:
+    """Values of one facet field among the matches and how many datasets have each, most frequent first."""
+    counts: Counter[str] = Counter()
+    if name == "organization":
+        counts.update(dict(session.execute(
+            select(Organization.name, func.count()).join(Dataset, Dataset.publisher_id == Organization.id)
+            .where(condition).group_by(Organization.name)).tuples().all()))
+    elif name == "license_id":
+        counts.update(dict(session.execute(
+            select(Dataset.license, func.count()).where(condition).group_by(Dataset.license)).tuples().all()))
+    else:
+        column = Dataset.themes if name == "groups" else Dataset.keywords
+        for (values,) in session.execute(select(column).where(condition)):
+            counts.update(set(group_name(v) if name == "groups" else v for v in values or ()))
+    ranked = sorted(((v, c) for v, c in counts.items() if c >= query.facet_mincount), key=lambda vc: (-vc[1], vc[0]))
+    return ranked if query.facet_limit < 0 else ranked[:query.facet_limit]
+
+
+def select_packages(order_by_modified: bool = False) -> Select[Dataset]:
+    """Every dataset with what a package dict needs loaded, by name (or newest first)."""
+    order = (Dataset.modified_at.desc(), Dataset.name) if order_by_modified else (Dataset.name,)
+    return (select(Dataset).where(public()).order_by(*order)
+            .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))
+
+
+def theme_counts(session: Session) -> Counter[str]:
+    """How many datasets have each data theme."""
+    counts: Counter[str] = Counter()
+    for (values,) in session.execute(select(Dataset.themes).where(public())):
+        counts.update(set(values or ()))
+    return counts
+
+
+def tag_counts(session: Session) -> Counter[str]:
+    """How many datasets have each keyword."""
+    counts: Counter[str] = Counter()
+    for (values,) in session.execute(select(Dataset.keywords).where(public())):
+        counts.update(set(values or ()))
+    return counts
+
+
+def publisher_counts(session: Session) -> dict[int, int]:
+    """How many datasets each publisher (by id) has."""
+    return dict(session.execute(select(Dataset.publisher_id, func.count()).where(public()).group_by(Dataset.publisher_id)).tuples().all())
