@@ -19,7 +19,7 @@ from api.params import reject_unknown_params
 from api.ratelimit import install_rate_limit
 from api.routes import catalog, data, live, sql
 from api.routes import push, tokens
-from api.routes import ckan
+from api.routes import ckan, ogc
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -73,6 +73,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(tokens.router, prefix=settings.api_prefix, tags=["tokens"])
     app.include_router(live.router, prefix=settings.api_prefix, tags=["live"])
     app.include_router(ckan.router, tags=["ckan"])  # CKAN's Action API at /api/3/action, its DataStore dump
+    app.include_router(ogc.router, tags=["ogc"])  # OGC API Features at /ogc
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:
