@@ -19,6 +19,7 @@ from api.params import reject_unknown_params
 from api.ratelimit import install_rate_limit
 from api.routes import catalog, data, live, sql
 from api.routes import push, tokens
+from api.routes import packages
 from api.routes import ckan, ogc
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
@@ -72,6 +73,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(push.router, prefix=settings.api_prefix, tags=["push"])
     app.include_router(tokens.router, prefix=settings.api_prefix, tags=["tokens"])
     app.include_router(live.router, prefix=settings.api_prefix, tags=["live"])
+    app.include_router(packages.router, prefix=settings.api_prefix, tags=["packages"])  # Frictionless Data Packages
     app.include_router(ckan.router, tags=["ckan"])  # CKAN's Action API at /api/3/action, its DataStore dump
     app.include_router(ogc.router, tags=["ogc"])  # OGC API Features at /ogc
 

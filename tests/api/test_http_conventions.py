@@ -42,7 +42,7 @@ async def test_anonymous_reads_get_cors_headers(api: httpx.AsyncClient) -> None:
 async def test_no_cors_headers_with_credentials(api: httpx.AsyncClient) -> None:
     for credentials in ({"Authorization": "Bearer x"}, {"Cookie": "session=x"}):
         response = await api.get("/api/v1/datasets", headers={"Origin": ORIGIN, **credentials})
-        assert response.status_code == 200
+        assert response.status_code in (200, 401)  # an unknown token is refused, a cookie ignored
         assert not [k for k in response.headers if k.startswith("access-control-")]
 
 
