@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from api.cli_catalogues import harvest_catalogue_command
 from api.cli_token import token_app
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
@@ -48,6 +49,7 @@ err = Console(stderr=True)
 db_app = typer.Typer(help="The catalogue database: its schema version and migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.command("harvest-catalogue")(harvest_catalogue_command)
 
 DataDir = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var, or URBANDATA_DATA_DIR).")
 STYLES = {"published": "green", "unchanged": "cyan", "quarantined": "yellow", "failed": "red"}

@@ -389,8 +389,10 @@ def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, na
         session.flush()
         if source is None:
             source = HarvestSource(name=name, options={})
-        if source.url != resource.url:
+        if source.url != resource.url:  # another file: its validators do not apply
             source.etag = None
+            if hasattr(source, "last_modified"):
+                source.last_modified = None
         options = {k: v for k, v in source.options.items() if k not in ("withdrawn_at",)}
         options.update(reader, catalogue=catalogue.name, remote_id=entry.remote_id)
         source.dataset_id, source.type, source.url = dataset.id, catalogue.type, resource.url
