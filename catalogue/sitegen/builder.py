@@ -1,7 +1,11 @@
 """Build the static catalogue site (German at the root, English under en/).
 
 Pages are rendered with Jinja2 from the templates in ``site/`` using the same
-catalogue functions the API uses, so site and API never disagree.
+catalogue functions the API uses, so site and API never disagree. Besides the pages
+the build writes what the site's JavaScript enhances them with (the search index,
+map and chart data, a copy of each current version's Parquet file), Atom feeds,
+sitemap.xml and robots.txt: everything a static host needs, with no request to
+another origin.
 """
 
 from __future__ import annotations
@@ -13,53 +17,39 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from catalogue.hub import Hub
-from catalogue.meta.licenses import license_info
+from catalogue.meta.licenses import LICENSES
 from catalogue.meta.metadata import list_publishers
-from catalogue.meta.models import Dataset, Organization, Version
-from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
-from catalogue.schema.model import Field
+from catalogue.meta.models import Dataset, HarvestJob, Version
 from catalogue.meta.vocabularies import FREQUENCIES, THEMES, label
+from catalogue.query.engine import VersionRef
+from catalogue.sitegen import feeds, search_index
+from catalogue.sitegen.static_files import copy_static
+from catalogue.sitegen.data_files import VersionData
+from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
+from catalogue.sitegen.rich_text import markdown
+from catalogue.sitegen.views import card_view, dataset_view, human_bytes, publisher_view, version_view, when
+
+__all__ = ["SiteBuilder", "build_site", "human_bytes"]
 
 LANGS = ("de", "en")
 RECENT_CARDS = 6  # recently updated datasets on the front page
 CHUNK = 500  # names or ids per IN (...) query: SQLite caps the bound parameters of one statement
-
-
-def human_bytes(size: int, lang: str) -> str:
-    """``12,3 kB`` (German) or ``12.3 kB`` (English)."""
-    value, unit = float(size), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            break
-        value /= 1000
-    text = f"{value:.0f}" if unit == "B" else f"{value:.1f}"
-    return (text.replace(".", ",") if lang == "de" else text) + f" {unit}"
-
-
-def _when(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _constraints_text(field: Field) -> str:
-    parts = []
-    for key, value in field.constraints.items():
-        parts.append(key if value is True else f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
-    return "; ".join(parts)
+STATIC_PAGES = ("search.html", "impressum.html", "datenschutz.html", "api.html")
+# The dataset whose geometries every map draws beneath the dataset's own (no tile server by default).
+BASEMAP_DATASET = "city-districts"
 
 
 def _load_datasets(session: Session, names: Collection[str] | None) -> dict[str, Dataset]:
     """The datasets ``names`` (None: all) with publisher and current version, by name."""
-    query = select(Dataset).options(selectinload(Dataset.publisher), selectinload(Dataset.current_version))
+    query = (select(Dataset).where(Dataset.private.is_(False))
+             .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))
     if names is None:
         return {d.name: d for d in session.scalars(query)}
     wanted = sorted(names)
@@ -77,6 +67,25 @@ def _load_versions(session: Session, datasets: Collection[Dataset]) -> dict[int,
         for v in session.scalars(query):
             found.setdefault(v.dataset_id, []).append(v)
     return found
+
+
+def _last_jobs(session: Session, datasets: Collection[Dataset]) -> dict[int, HarvestJob]:
+    """The latest finished harvest job of each of ``datasets``, by dataset id."""
+    ids = sorted(d.id for d in datasets)
+    found: dict[int, HarvestJob] = {}
+    for i in range(0, len(ids), CHUNK):
+        latest = (select(func.max(HarvestJob.id)).where(HarvestJob.dataset_id.in_(ids[i:i + CHUNK]),
+                                                         HarvestJob.finished_at.is_not(None))
+                  .group_by(HarvestJob.dataset_id))
+        for job in session.scalars(select(HarvestJob).options(selectinload(HarvestJob.dataset))
+                                   .where(HarvestJob.id.in_(latest))):
+            found[job.dataset_id] = job
+    return found
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
 
 
 class SiteBuilder:
@@ -99,94 +108,231 @@ class SiteBuilder:
             bytecode_cache=FileSystemBytecodeCache(str(compiled)),
         )
         self.texts = {lang: json.loads((templates / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in LANGS}
-        self.generated_at = _when(datetime.now(timezone.utc))
-        self.api = self.settings.api_prefix
+        self.now = datetime.now(timezone.utc)
+        self.generated_at = when(self.now)
+        configured = self.settings.site_api_base_url.rstrip("/")
+        self.api_base = configured  # empty: relative to each page
+        self.api_url = configured or self.settings.public_url.rstrip("/") + self.settings.api_prefix
+        self.site_url = self.settings.public_url.rstrip("/") + "/"
+        self.connect = " ".join(o for o in {_origin(configured), _origin(self.settings.site_tile_url)} if o)
 
-    def build(self, progress: Callable[[str], None] | None = None, only: Collection[str] | None = None) -> int:
+    def build(self, progress: Callable[[str], None] | None = None, only: Collection[str] | None = None,
+              openapi: dict[str, Any] | None = None) -> int:
         """Render all pages; returns the number of pages written.
 
         With ``only`` (names of datasets added, changed or removed since the last
-        build), render just those datasets' pages and the listing pages that differ
-        from the last build: the pages showing those datasets, the pages after a
-        dataset added or removed, and the front page if its counts or recently
-        updated datasets changed. The pages of a dataset (or publisher) that no longer
-        exists are removed, and so are listing pages beyond the last. A change of a
-        publisher's own metadata, or of the templates, needs a full build.
+        build), render just those datasets' pages, the listing pages that differ from
+        the last build, and the site-wide pages and files (front page, search index,
+        feeds, sitemap). The pages of a dataset (or publisher) that no longer exists
+        are removed, and so are listing pages beyond the last. A change of a
+        publisher's own metadata, of the templates or of the settings needs a full build.
+        ``openapi`` (the API's OpenAPI document, which the kernel cannot make) is written as
+        ``openapi.json`` for the API documentation page.
         """
         out = self.settings.site_dir
         out.mkdir(parents=True, exist_ok=True)
         size = self.settings.site_page_size
+        if openapi is not None:
+            (out / "openapi.json").write_text(json.dumps(openapi, ensure_ascii=False, indent=1), encoding="utf-8")
         if only is None:
-            shutil.copytree(self.settings.site_templates_dir / "static", out / "static", dirs_exist_ok=True)
+            copy_static(self.settings.site_templates_dir / "static", out / "static")
         previous = Manifest.read(out)
         before = previous if only is not None and previous and previous.page_size == size else None
-        with self.hub.sessions() as session:
-            publishers = list_publishers(session)
-            owner = {p.id: p.name for p in publishers}
-            current = Manifest(size, dict(sorted((name, owner[pid]) for name, pid in
-                                                 session.execute(select(Dataset.name, Dataset.publisher_id)))),
-                               [p.name for p in publishers])
-            recent = list(session.scalars(
-                select(Dataset.name).where(Dataset.current_version_id.is_not(None))
-                .order_by(Dataset.modified_at.desc(), Dataset.name).limit(RECENT_CARDS)
-            ))
-            changed = set(current.datasets) if only is None else set(only) & current.datasets.keys()
-            plan = self._plan(current, before, changed, recent)
-            shown = {n for _, listing, numbers in plan for k in numbers for n in listing.page(k)}
-            needed = changed | set(recent) | shown
-            datasets = _load_datasets(session, None if only is None else needed)
-            versions = _load_versions(session, [datasets[n] for n in changed])
-            counts = Counter(current.datasets.values())
-            pages = 0
-            for lang in LANGS:
-                # Cards show no version list: only the pages of changed datasets need one.
-                views = {n: self.dataset_view(d, versions.get(d.id, []), lang) for n, d in datasets.items()}
-                pub_views = {p.name: self.publisher_view(p, counts[p.name]) for p in publishers}
-                if only is None:
-                    # Served for any missing path, so its links must not depend on where it is shown.
-                    self._write(lang, "404.html", "error.html", absolute=True, status=404, message="")
+        data = VersionData(self.hub)
+        try:
+            with self.hub.sessions() as session:
+                pages = self._build(session, data, previous, before, only, progress)
+        finally:
+            data.close()
+        return pages
+
+    def _build(self, session: Session, data: VersionData, previous: Manifest | None, before: Manifest | None,
+               only: Collection[str] | None, progress: Callable[[str], None] | None) -> int:
+        out = self.settings.site_dir
+        size = self.settings.site_page_size
+        publishers = list_publishers(session)
+        owner = {p.id: p.name for p in publishers}
+        rows = session.execute(select(Dataset.name, Dataset.publisher_id, Dataset.title, Dataset.title_en)
+                               .where(Dataset.private.is_(False))).all()
+        current = Manifest(size, dict(sorted((r.name, owner[r.publisher_id]) for r in rows)),
+                           [p.name for p in publishers], {r.name: (r.title, r.title_en or "") for r in rows})
+        recent = list(session.scalars(
+            select(Dataset.name).where(Dataset.current_version_id.is_not(None), Dataset.private.is_(False))
+            .order_by(Dataset.modified_at.desc(), Dataset.name).limit(RECENT_CARDS)
+        ))
+        changed = set(current.datasets) if only is None else set(only) & current.datasets.keys()
+        plans = {lang: self._plan(current, before, changed, lang) for lang in LANGS}
+        shown = {n for plan in plans.values() for _, listing, numbers in plan for k in numbers for n in listing.page(k)}
+        datasets = _load_datasets(session, None if only is None else changed | set(recent) | shown)
+        changed_ds = [datasets[n] for n in sorted(changed)]
+        versions = _load_versions(session, changed_ds)
+        jobs = _last_jobs(session, changed_ds)
+        formats = data.formats()
+        facts, copies = self._version_files(data, changed_ds, progress)
+        counts = Counter(current.datasets.values())
+        entries = {} if only is None else search_index.read_entries(out)
+        for d in changed_ds:
+            entries[d.name] = self._search_entry(d, formats)
+        for name in set(entries) - current.datasets.keys():
+            del entries[name]
+        pages = 0
+        for lang in LANGS:
+            cards = {n: card_view(d, lang) for n, d in datasets.items()}
+            pub_views = {p.name: publisher_view(p, counts[p.name]) for p in publishers}
+            if only is None:
+                # Served for any missing path, so its links must not depend on where it is shown.
+                self._write(lang, "404.html", "error.html", absolute=True, status=404, message="")
+                pages += 1 + self._write_static_pages(lang, formats)
+            for d in changed_ds:
+                view = dataset_view(d, versions.get(d.id, []), lang, api_url=self.api_url,
+                                    public_url=self.settings.public_url, facts=facts.get(d.name),
+                                    last_job=jobs.get(d.id), now=self.now, formats=formats,
+                                    has_parquet_copy=copies.get(d.name, False))
+                pages += self._write_dataset(lang, view)
+            self._write(lang, "index.html", "index.html", recent=[cards[n] for n in recent],
+                        publishers=sorted(pub_views.values(), key=lambda p: search_index.fold(
+                            p["title_en"] if lang == "en" and p["title_en"] else p["title"])),
+                        total=len(current.datasets), themes=self._theme_counts(session, lang),
+                        version_count=self._published_count(session))
+            pages += 1
+            for publisher, listing, numbers in plans[lang]:
+                for number in sorted(numbers):
+                    context: dict[str, Any] = {"datasets": [cards[n] for n in listing.page(number)],
+                                               "pagination": listing.pagination(number)}
+                    if publisher is not None:
+                        template, context["p"] = "publisher.html", pub_views[publisher]
+                    else:
+                        template = "datasets.html"
+                    self._write(lang, listing.path(number), template, **context)
                     pages += 1
-                for name in sorted(changed):
-                    self._write(lang, f"datasets/{name}.html", "dataset.html", d=views[name])
-                    pages += 1
-                    if progress:
-                        progress(name)
-                for publisher, listing, numbers in plan:
-                    for number in sorted(numbers):
-                        context: dict[str, Any] = {"datasets": [views[n] for n in listing.page(number)],
-                                                   "pagination": listing.pagination(number)}
-                        if publisher is not None:
-                            template, context["p"] = "publisher.html", pub_views[publisher]
-                        elif number == 1:
-                            template = "index.html"
-                            context.update(recent=[views[n] for n in recent], publishers=list(pub_views.values()),
-                                           total=len(current.datasets))
-                        else:
-                            template = "datasets.html"
-                        self._write(lang, listing.path(number), template, **context)
-                        pages += 1
-                    if numbers:
-                        self._remove_pages_beyond(lang, listing)
+                if numbers:
+                    self._remove_pages_beyond(lang, listing)
         self._remove_gone(current, previous, only)
+        search_index.write_index(out, entries)
+        self._write_feeds(session, changed_ds, versions)
+        self._write_sitemap(current, publishers=[p.name for p in publishers])
         if current != previous:
             current.write(out)
         return pages
 
     def _plan(self, current: Manifest, before: Manifest | None, changed: set[str],
-              recent: list[str]) -> list[tuple[str | None, Listing, set[int]]]:
-        """Each listing (with its publisher; None for the index) and the numbers of its pages to render."""
+              lang: str) -> list[tuple[str | None, Listing, set[int]]]:
+        """Each listing (with its publisher; None for all datasets) and the numbers of its pages to render."""
         size = current.page_size
-        index = index_listing(list(current.datasets), size)
-        front = index.pages_to_render(None if before is None else list(before.datasets), changed)
-        if before is None or before.datasets != current.datasets or before.publishers != current.publishers \
-                or changed & set(recent):
-            front.add(1)  # the front page's counts, publishers or recently updated datasets changed
-        plan: list[tuple[str | None, Listing, set[int]]] = [(None, index, front)]
-        old = {} if before is None else before.by_publisher()
-        for publisher, names in current.by_publisher().items():
+        index = index_listing(current.ordered(lang), size)
+        plan: list[tuple[str | None, Listing, set[int]]] = [
+            (None, index, index.pages_to_render(None if before is None else before.ordered(lang), changed))]
+        old = {} if before is None else before.by_publisher(lang)
+        for publisher, names in current.by_publisher(lang).items():
             listing = publisher_listing(publisher, names, size)
             plan.append((publisher, listing, listing.pages_to_render(old.get(publisher), changed)))
         return plan
+
+    def _theme_counts(self, session: Session, lang: str) -> list[dict[str, Any]]:
+        counts: Counter[str] = Counter()
+        for themes in session.scalars(select(Dataset.themes).where(Dataset.private.is_(False))):
+            counts.update(themes or [])
+        return [{"code": c, "label": label(THEMES, c, lang), "count": n}
+                for c, n in sorted(counts.items(), key=lambda item: label(THEMES, item[0], lang))]
+
+    def _published_count(self, session: Session) -> int:
+        return int(session.scalar(select(func.count()).select_from(Version).join(Dataset, Version.dataset_id == Dataset.id)
+                                  .where(Dataset.private.is_(False))) or 0)
+
+    def _version_files(self, data: VersionData, datasets: list[Dataset],
+                       progress: Callable[[str], None] | None) -> tuple[dict[str, Any], dict[str, bool]]:
+        """Preview, map and chart data of each dataset's current version, its Parquet copy; map and chart files."""
+        facts: dict[str, Any] = {}
+        copies: dict[str, bool] = {}
+        root = self.settings.site_dir / "data"
+        for d in datasets:
+            folder = root / d.name
+            shutil.rmtree(folder, ignore_errors=True)
+            v = d.current_version
+            if v is None:
+                continue
+            ref = VersionRef.of(self.hub, d, v)
+            found = data.facts(ref, bool(d.schema.geometry_fields))
+            facts[d.name] = found
+            folder.mkdir(parents=True, exist_ok=True)
+            for kind in ("map", "chart"):
+                if found.get(kind):
+                    (folder / f"{kind}.json").write_text(json.dumps(found[kind], ensure_ascii=False,
+                                                                    separators=(",", ":")), encoding="utf-8")
+            if d.name == BASEMAP_DATASET and found.get("map"):
+                shutil.copyfile(folder / "map.json", root / "basemap.json")
+            copies[d.name] = data.copy_parquet(ref, folder / f"v{v.number}.parquet")
+            if progress:
+                progress(d.name)
+        return facts, copies
+
+    def _search_entry(self, d: Dataset, formats: list[str]) -> dict[str, Any]:
+        de, en = card_view(d, "de"), card_view(d, "en")
+        schema = d.schema
+        has_geometry = bool(schema.geometry_fields)
+        doc = {
+            "name": d.name, "title": d.title, "title_en": d.title_en or "", "excerpt": de["excerpt"],
+            "excerpt_en": en["excerpt"], "publisher": d.publisher.name, "publisher_title": d.publisher.title,
+            "publisher_title_en": d.publisher.title_en or "", "themes": list(d.themes),
+            "theme_labels": [t["label"] for t in de["themes"]], "theme_labels_en": [t["label"] for t in en["themes"]],
+            "license": de["license"]["short"], "frequency": d.update_frequency,
+            "formats": [f for f in formats if f != "geojson" or has_geometry],
+            "geometry": has_geometry, "timeseries": schema.time_field is not None,
+            "modified": de["modified"], "version": de["current_version"],
+        }
+        texts = [d.title, d.title_en or "", d.description or "", d.description_en or "", *d.keywords,
+                 *(f.name for f in schema.fields), *(f.title or "" for f in schema.fields)]
+        return {"doc": doc, "terms": search_index.doc_terms(texts),
+                "title_terms": search_index.doc_terms([d.title, d.title_en or ""])}
+
+    def _write_dataset(self, lang: str, d: dict[str, Any]) -> int:
+        name = d["name"]
+        self._write(lang, f"datasets/{name}.html", "dataset.html", d=d)
+        folder = self.settings.site_dir / ("" if lang == "de" else "en") / "datasets" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        for v in d["versions"]:
+            self._write(lang, v["page"], "version.html", d=d, v=v)
+        if d["parquet_copy"]:
+            self._write(lang, f"datasets/{name}/sql.html", "sql.html", d=d, wasm=True)
+        return 1 + len(d["versions"]) + (1 if d["parquet_copy"] else 0)
+
+    def _write_static_pages(self, lang: str, formats: list[str]) -> int:
+        self._write(lang, "search.html", "search.html",
+                    licences=sorted(v["short"] for v in LICENSES.values()),
+                    frequencies=[{"code": c, "label": label(FREQUENCIES, c, lang)} for c in FREQUENCIES],
+                    formats=formats, themes=[{"code": c, "label": label(THEMES, c, lang)} for c in THEMES])
+        self._write(lang, "impressum.html", "legal.html", heading=self.texts[lang]["impressum"],
+                    body=markdown(self.settings.site_impressum))
+        self._write(lang, "datenschutz.html", "legal.html", heading=self.texts[lang]["privacy"],
+                    body=markdown(self.settings.site_privacy))
+        self._write(lang, "api.html", "api.html", has_openapi=(self.settings.site_dir / "openapi.json").is_file())
+        return len(STATIC_PAGES)
+
+    def _write_feeds(self, session: Session, changed: list[Dataset], versions: dict[int, list[Version]]) -> None:
+        out = self.settings.site_dir / "feeds"
+        out.mkdir(parents=True, exist_ok=True)
+        for d in changed:
+            entries = [feeds.FeedEntry(d.name, d.title, v.number, v.created_at, v.row_count, v.content_hash)
+                       for v in versions.get(d.id, [])]
+            (out / f"{d.name}.atom").write_text(feeds.atom(
+                f"urn:urbandata:{d.name}", d.title, f"{self.site_url}feeds/{d.name}.atom", self.site_url, entries,
+                entries[0].created_at if entries else self.now), encoding="utf-8")
+        newest = session.execute(
+            select(Dataset.name, Dataset.title, Version.number, Version.created_at, Version.row_count,
+                   Version.content_hash).join(Version, Version.dataset_id == Dataset.id)
+            .where(Dataset.private.is_(False))
+            .order_by(Version.created_at.desc(), Version.id.desc()).limit(feeds.ATOM_ENTRIES)).all()
+        entries = [feeds.FeedEntry(*row) for row in newest]
+        (out / "all.atom").write_text(feeds.atom(
+            "urn:urbandata:all", "Datendrehscheibe Musterstadt", f"{self.site_url}feeds/all.atom", self.site_url,
+            entries, entries[0].created_at if entries else self.now), encoding="utf-8")
+
+    def _write_sitemap(self, current: Manifest, publishers: list[str]) -> None:
+        out = self.settings.site_dir
+        pages = ["index.html", *STATIC_PAGES, *(f"datasets/{n}.html" for n in current.datasets),
+                 *(f"publishers/{p}.html" for p in publishers)]
+        (out / "sitemap.xml").write_text(feeds.sitemap(self.site_url, pages), encoding="utf-8")
+        (out / "robots.txt").write_text(feeds.robots(self.site_url), encoding="utf-8")
 
     def _remove_pages_beyond(self, lang: str, listing: Listing) -> None:
         folder = self.settings.site_dir / ("" if lang == "de" else "en") / listing.rest
@@ -195,18 +341,34 @@ class SiteBuilder:
                 path.unlink()
 
     def _remove_gone(self, current: Manifest, previous: Manifest | None, only: Collection[str] | None) -> None:
-        """Remove the pages of datasets and publishers that no longer exist."""
+        """Remove the pages and files of datasets and publishers that no longer exist."""
         gone = (set(only or ()) | set(previous.datasets if previous else ())) - current.datasets.keys()
         gone_publishers = set(previous.publishers if previous else ()) - set(current.publishers)
+        site = self.settings.site_dir
+        for name in gone:
+            shutil.rmtree(site / "data" / name, ignore_errors=True)
+            if name == BASEMAP_DATASET:
+                (site / "data" / "basemap.json").unlink(missing_ok=True)
+            (site / "feeds" / f"{name}.atom").unlink(missing_ok=True)
         for lang in LANGS:
-            root = self.settings.site_dir / ("" if lang == "de" else "en")
+            root = site / ("" if lang == "de" else "en")
             for name in gone:
                 (root / "datasets" / f"{name}.html").unlink(missing_ok=True)
+                shutil.rmtree(root / "datasets" / name, ignore_errors=True)
             for name in gone_publishers:
                 (root / "publishers" / f"{name}.html").unlink(missing_ok=True)
                 shutil.rmtree(root / "publishers" / name, ignore_errors=True)
 
-    def _write(self, lang: str, page: str, template: str, absolute: bool = False, **context: Any) -> None:
+    def _csp(self, wasm: bool) -> str:
+        """The pages' Content-Security-Policy: own scripts and styles only; WebAssembly only on the SQL console."""
+        extra = f" {self.connect}" if self.connect else ""
+        script = "'self' 'wasm-unsafe-eval'" if wasm else "'self'"
+        return (f"default-src 'self'; script-src {script}; style-src 'self'; img-src 'self' data:; "
+                f"connect-src 'self'{extra}; worker-src 'self'; object-src 'none'; base-uri 'self'; "
+                f"form-action 'self'{' ' + _origin(self.api_base) if _origin(self.api_base) else ''}")
+
+    def _write(self, lang: str, page: str, template: str, absolute: bool = False, wasm: bool = False,
+               **context: Any) -> None:
         depth = page.count("/")
         root = "../" * depth
         lang_root = "" if lang == "de" else "en/"
@@ -214,6 +376,7 @@ class SiteBuilder:
         to_site_root = "../" * (depth + (0 if lang == "de" else 1))
         if absolute:
             root, to_site_root = "/" + lang_root, "/"
+        api = self.api_base or (to_site_root + self.settings.api_prefix.strip("/"))
         texts = self.texts[lang]
 
         def t(key: str) -> str:
@@ -224,8 +387,9 @@ class SiteBuilder:
             return english if lang == "en" and english else obj[field]
 
         html = self.env.get_template(template).render(
-            t=t, txt=txt, lang=lang, root=root, static=f"{to_site_root}static/",
-            other_lang_url=f"{to_site_root}{other_root}{page}", api=self.api,
+            t=t, txt=txt, lang=lang, root=root, static=f"{to_site_root}static/", site_root=to_site_root,
+            other_lang_url=f"{to_site_root}{other_root}{page}", api=api, api_url=self.api_url,
+            csp=self._csp(wasm), tile_url=self.settings.site_tile_url,
             site={"title": texts.get("site_title", "Datendrehscheibe Musterstadt"), "generated_at": self.generated_at},
             **context,
         )
@@ -233,76 +397,9 @@ class SiteBuilder:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(html, encoding="utf-8")
 
-    def publisher_view(self, org: Organization, dataset_count: int) -> dict[str, Any]:
-        """Template context P for one publisher."""
-        return {
-            "name": org.name, "title": org.title, "title_en": org.title_en, "description": org.description,
-            "description_en": org.description_en, "homepage": org.homepage, "email": org.email,
-            "dataset_count": dataset_count,
-        }
 
-    def dataset_view(self, d: Dataset, versions: list[Version], lang: str) -> dict[str, Any]:
-        """Template context D for one dataset in one language."""
-        schema = d.schema
-        has_geometry = bool(schema.geometry_fields)
-        lic = license_info(d.license)
-        current = d.current_version
-        base = f"{self.api}/datasets/{d.name}"
-        return {
-            "name": d.name, "title": d.title, "title_en": d.title_en,
-            "description": d.description, "description_en": d.description_en,
-            "keywords": list(d.keywords),
-            "themes": [{"code": c, "label": label(THEMES, c, lang)} for c in d.themes],
-            "publisher": {"name": d.publisher.name, "title": d.publisher.title, "title_en": d.publisher.title_en},
-            "license": {"iri": lic["iri"], "title": lic["title"], "short": lic["short"]},
-            "contact": dict(d.contact) if d.contact else None,
-            "update_frequency": label(FREQUENCIES, d.update_frequency, lang),
-            "spatial_bbox": d.spatial.get("bbox"),
-            "temporal": {
-                "start": d.temporal_start.isoformat() if d.temporal_start else None,
-                "end": d.temporal_end.isoformat() if d.temporal_end else None,
-            },
-            "primary_key": list(schema.primary_key),
-            "schema_fields": [
-                {"name": f.name, "type": f.type, "title": f.title or "", "description": f.description or "",
-                 "format": "" if f.format == "default" else f.format, "constraints": _constraints_text(f)}
-                for f in schema.fields
-            ],
-            "has_geometry": has_geometry,
-            "current_version": current.number if current else None,
-            "row_count": current.row_count if current else None,
-            "modified": _when(d.modified_at) if current else None,
-            "versions": [self._version_view(d.name, v, has_geometry, lang) for v in versions],
-            "api_records_url": f"{base}/records",
-            "citation": self._citation(d, current) if current else "",
-        }
-
-    def _version_view(self, name: str, v: Version, has_geometry: bool, lang: str) -> dict[str, Any]:
-        base = f"{self.api}/datasets/{name}"
-        downloads = [
-            {"label": "Parquet", "url": f"{base}/exports/parquet?version={v.number}"},
-            {"label": "CSV", "url": f"{base}/exports/csv?version={v.number}"},
-        ]
-        if has_geometry:
-            downloads.append({"label": "GeoJSON", "url": f"{base}/exports/geojson?version={v.number}"})
-        downloads.append({"label": "Data Package (JSON)", "url": f"{base}/versions/{v.number}/datapackage.json"})
-        return {
-            "number": v.number, "created_at": _when(v.created_at), "row_count": v.row_count,
-            "bytes_human": human_bytes(v.bytes, lang), "sha256": v.content_hash,
-            "changes": {"added": v.changes.get("added", 0), "removed": v.changes.get("removed", 0)} if v.number > 1 else None,
-            "downloads": downloads,
-        }
-
-    def _citation(self, d: Dataset, v: Version) -> str:
-        year = v.created_at.year
-        url = f"{self.settings.public_url.rstrip('/')}{self.api}/datasets/{d.name}/versions/{v.number}"
-        return (
-            f"{d.publisher.title} ({year}): {d.title}, Version {v.number}. Datendrehscheibe Musterstadt. "
-            f"{url} (Lizenz: {license_info(d.license)['short']}; SHA-256: {v.content_hash})"
-        )
-
-
-def build_site(hub: Hub, progress: Callable[[str], None] | None = None, changed: Collection[str] | None = None) -> Path:
+def build_site(hub: Hub, progress: Callable[[str], None] | None = None, changed: Collection[str] | None = None,
+               openapi: dict[str, Any] | None = None) -> Path:
     """Build the whole site, or with ``changed`` only what those datasets touch; returns its directory."""
-    SiteBuilder(hub).build(progress, only=changed)
+    SiteBuilder(hub).build(progress, only=changed, openapi=openapi)
     return hub.settings.site_dir

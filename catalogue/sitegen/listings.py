@@ -1,9 +1,10 @@
 """Paginated dataset listings of the static site, and which of their pages a rebuild must re-render.
 
-A listing (every dataset on the index, or one publisher's datasets) is sorted by
-dataset name, so editing a dataset never moves it to another page; only a dataset
-added or removed shifts the pages after it. The built site keeps a manifest of what
-it was built from, so an incremental build can compare each listing before and after.
+A listing (every dataset, or one publisher's datasets) is sorted by title in the
+page's language (folded, the name breaking ties), so a dataset added, removed or
+retitled shifts the pages from its old or new place on. The built site keeps a
+manifest of what it was built from (each dataset's publisher and titles), so an
+incremental build can compare each listing before and after.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catalogue.sitegen.search_index import fold
+
 MANIFEST = ".manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 NEIGHBOURS = 2  # page links shown either side of the current page
 
 
@@ -80,8 +83,8 @@ class Listing:
 
 
 def index_listing(names: Sequence[str], size: int) -> Listing:
-    """Every dataset: page 1 is the front page, further pages are ``page/<n>.html``."""
-    return Listing("index.html", "page/", names, size)
+    """Every dataset: page n is ``page/<n>.html`` (the front page links to page 1)."""
+    return Listing("page/1.html", "page/", names, size)
 
 
 def publisher_listing(publisher: str, names: Sequence[str], size: int) -> Listing:
@@ -91,16 +94,23 @@ def publisher_listing(publisher: str, names: Sequence[str], size: int) -> Listin
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a site was built from: its page size, every dataset (by name) with its publisher, every publisher."""
+    """What a site was built from: its page size, every dataset (by name) with its publisher and its
+    (German, English) titles, every publisher."""
 
     page_size: int
     datasets: dict[str, str]
     publishers: list[str]
+    titles: dict[str, tuple[str, str]]
 
-    def by_publisher(self) -> dict[str, list[str]]:
-        """Dataset names of each publisher, sorted."""
+    def ordered(self, lang: str) -> list[str]:
+        """Dataset names sorted by their title in ``lang`` (folded), the name breaking ties."""
+        which = 0 if lang == "de" else 1
+        return sorted(self.datasets, key=lambda n: (fold(self.titles[n][which] or self.titles[n][0]), n))
+
+    def by_publisher(self, lang: str) -> dict[str, list[str]]:
+        """Dataset names of each publisher, in title order."""
         own: dict[str, list[str]] = {p: [] for p in self.publishers}
-        for name in sorted(self.datasets):
+        for name in self.ordered(lang):
             own.setdefault(self.datasets[name], []).append(name)
         return own
 
@@ -111,14 +121,15 @@ class Manifest:
             doc = json.loads((site_dir / MANIFEST).read_text(encoding="utf-8"))
             if doc["format"] != MANIFEST_FORMAT:
                 return None
-            return cls(int(doc["page_size"]), dict(doc["datasets"]), list(doc["publishers"]))
+            titles = {str(n): (str(t[0]), str(t[1])) for n, t in doc["titles"].items()}
+            return cls(int(doc["page_size"]), dict(doc["datasets"]), list(doc["publishers"]), titles)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def write(self, site_dir: Path) -> None:
         """Store the manifest in ``site_dir``; replaced in one step, so a reader never sees half of it."""
         doc = {"format": MANIFEST_FORMAT, "page_size": self.page_size, "publishers": self.publishers,
-               "datasets": self.datasets}
+               "datasets": self.datasets, "titles": {n: list(t) for n, t in sorted(self.titles.items())}}
         partial = site_dir / f"{MANIFEST}.partial"
         partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
         os.replace(partial, site_dir / MANIFEST)

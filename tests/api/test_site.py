@@ -24,7 +24,9 @@ BASE = "http://hub.test/"
 DATASETS = ["car-parks", "city-districts", "egovernment-services", "groundwater-levels", "parking-occupancy",
             "waste-bin-fill-levels"]
 PUBLISHERS = ["abfallwirtschaft", "stadtverwaltung", "stadtwerke", "wasserverband"]
-PAGES = ["index.html"] + [f"datasets/{n}.html" for n in DATASETS] + [f"publishers/{p}.html" for p in PUBLISHERS]
+PAGES = (["index.html", "page/1.html", "search.html", "impressum.html", "datenschutz.html", "api.html"]
+         + [f"datasets/{n}{page}" for n in DATASETS for page in (".html", "/v1.html", "/sql.html")]
+         + [f"publishers/{p}.html" for p in PUBLISHERS])
 LANGS = {"de": "", "en": "en/"}
 LICENCE_TITLES = {
     "http://dcat-ap.de/def/licenses/dl-by-de/2.0": "Datenlizenz Deutschland – Namensnennung – Version 2.0",
@@ -68,7 +70,8 @@ async def test_every_page_exists_in_both_languages_and_is_served(api: httpx.Asyn
             assert text == (site / prefix / name).read_text(encoding="utf-8")
             assert f'<html lang="{lang}">' in text
             # The language switch points at the same page in the other language.
-            (alternate,) = [a["href"] for t, a in Tags(text).tags if t == "link" and a.get("rel") == "alternate"]
+            (alternate,) = [a["href"] for t, a in Tags(text).tags
+                            if t == "link" and a.get("rel") == "alternate" and a.get("hreflang")]
             assert urljoin(f"{BASE}{prefix}{name}", alternate) == f"{BASE}{other}{name}"
         assert await page(api, f"/{prefix}") == (site / prefix / "index.html").read_text(encoding="utf-8")
 
@@ -87,10 +90,15 @@ async def test_dataset_pages_show_metadata_schema_and_working_downloads(
             for field in schema["fields"]:
                 assert f"<code>{field['name']}</code>" in text
             base = f"/api/v1/datasets/{name}"
-            downloads = {h for h in Tags(text).attrs("a", "href") if h.startswith(base)}
-            assert downloads == {f"{base}/exports/parquet?version=1", f"{base}/exports/csv?version=1",
-                                 f"{base}/versions/1/datapackage.json", f"{base}/records"} | (
-                {f"{base}/exports/geojson?version=1"} if has_geometry else set())
+            # Relative links: the site works wherever it is served from, the API under the same root.
+            page_url = f"{BASE}{prefix}datasets/{name}.html"
+            links = {urljoin(page_url, h) for h in Tags(text).attrs("a", "href")}
+            downloads = {urlsplit(u)._replace(scheme="", netloc="").geturl() for u in links
+                         if urlsplit(u).path.startswith(base)}
+            formats = ["csv", "json", "ndjson", "parquet", "xlsx", *(["geojson"] if has_geometry else [])]
+            assert downloads == {f"{base}/exports/{f}?version=1" for f in formats} | {
+                f"{base}/exports/csv?version=1&number_style=german", f"{base}/versions/1/datapackage.json",
+                f"{base}/records"}
             for url in sorted(downloads):
                 response = await api.get(url)
                 assert response.status_code == 200, (url, response.text[:200])

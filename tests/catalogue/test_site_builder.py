@@ -43,7 +43,7 @@ class Page(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         self.refs += [v for k, v in attrs if k in ("href", "src") and v]
-        if tag == "link" and a.get("rel") == "alternate":
+        if tag == "link" and a.get("rel") == "alternate" and a.get("hreflang"):
             self.alternate = a["href"] or ""
         if tag == "nav" and a.get("class") == "pagination":
             self._in_nav = True
@@ -108,7 +108,7 @@ def small_hub(tmp_path: Path) -> Iterator[Hub]:
 def snapshot(site: Path) -> dict[str, str]:
     """Every file of a built site by path, without the build time in the footer."""
     return {p.relative_to(site).as_posix(): GENERATED.sub(r"\1", p.read_text(encoding="utf-8"))
-            for p in sorted(site.rglob("*")) if p.is_file()}
+            for p in sorted(site.rglob("*")) if p.is_file() and "vendor" not in p.parts}
 
 
 def full_build_elsewhere(hub: Hub, tmp_path: Path) -> dict[str, str]:
@@ -133,12 +133,15 @@ def cards(site: Path, page: str) -> list[str]:
     return re.findall(r'<h3 class="card__title"><a href="[./]*datasets/([^"]+)\.html">', listing)
 
 
-def test_listings_are_paginated_by_name_in_both_languages(small_hub: Hub) -> None:
+SITE_PAGES = ["404.html", "index.html", "search.html", "impressum.html", "datenschutz.html", "api.html"]
+
+
+def test_listings_are_paginated_by_title_in_both_languages(small_hub: Hub) -> None:
     site = small_hub.settings.site_dir
     pages = SiteBuilder(small_hub).build()
     names = [f"ds-{i:02d}" for i in range(1, 15)]
     listings = {
-        "index.html": names[0:3], "page/2.html": names[3:6], "page/3.html": names[6:9], "page/4.html": names[9:12],
+        "page/1.html": names[0:3], "page/2.html": names[3:6], "page/3.html": names[6:9], "page/4.html": names[9:12],
         "page/5.html": names[12:14],
         "publishers/amt-a.html": ["ds-01", "ds-03", "ds-05"],
         "publishers/amt-a/page/2.html": ["ds-07", "ds-09", "ds-11"],
@@ -148,7 +151,8 @@ def test_listings_are_paginated_by_name_in_both_languages(small_hub: Hub) -> Non
         "publishers/amt-b/page/3.html": ["ds-14"],
     }
     expected = sorted(f"{root}{page}" for root in LANG_ROOTS
-                      for page in ["404.html", *listings, *(f"datasets/{n}.html" for n in names)])
+                      for page in [*SITE_PAGES, *listings, *(f"datasets/{n}.html" for n in names),
+                                   *(f"datasets/{n}/v1.html" for n in names)])
     assert html_pages(site) == expected
     assert pages == len(expected)
     for root in LANG_ROOTS:
@@ -157,6 +161,8 @@ def test_listings_are_paginated_by_name_in_both_languages(small_hub: Hub) -> Non
     recent = front.split('<section id="recent"', 1)[1].split("</section>", 1)[0]
     assert re.findall(r'href="datasets/([^"]+)\.html"', recent) == [f"ds-{i:02d}" for i in range(14, 8, -1)]
     assert "<strong>14</strong> Datensätze" in front
+    # The front page shows each recently updated dataset once, and no full listing.
+    assert sorted(re.findall(r'href="datasets/([^"]+)\.html"', front)) == [f"ds-{i:02d}" for i in range(9, 15)]
 
 
 def test_page_navigation_marks_the_current_page_and_links_its_neighbours(small_hub: Hub) -> None:
@@ -165,7 +171,7 @@ def test_page_navigation_marks_the_current_page_and_links_its_neighbours(small_h
     de = Page((site / "page/3.html").read_text(encoding="utf-8")).nav
     assert de == [
         ("../page/2.html#datasets", "prev", None),
-        ("../index.html#datasets", "Seite 1", None),
+        ("../page/1.html#datasets", "Seite 1", None),
         ("../page/2.html#datasets", "Seite 2", None),
         ("../page/3.html#datasets", "Seite 3", "page"),
         ("../page/4.html#datasets", "Seite 4", None),
@@ -208,16 +214,30 @@ def test_a_changed_title_re_renders_its_page_and_the_listing_pages_showing_it(sm
     SiteBuilder(small_hub).build()
     for page in site.rglob("*.html"):
         page.write_text("", encoding="utf-8")
-    set_values(small_hub, "ds-08", title="Neuer Titel", title_en="New title")
+    set_values(small_hub, "ds-08", title="Titel ds-08 neu", title_en="Title ds-08 new")  # keeps its place
 
     pages = SiteBuilder(small_hub).build(only=["ds-08"])
 
     rendered = sorted(p for p in html_pages(site) if (site / p).read_text(encoding="utf-8"))
     assert rendered == sorted(f"{root}{page}" for root in LANG_ROOTS
-                              for page in ["datasets/ds-08.html", "page/3.html", "publishers/amt-b/page/2.html"])
+                              for page in ["index.html", "datasets/ds-08.html", "datasets/ds-08/v1.html",
+                                           "page/3.html", "publishers/amt-b/page/2.html"])
     assert pages == len(rendered)
-    assert "Neuer Titel" in (site / "page/3.html").read_text(encoding="utf-8")
-    assert "New title" in (site / "en/publishers/amt-b/page/2.html").read_text(encoding="utf-8")
+    assert "Titel ds-08 neu" in (site / "page/3.html").read_text(encoding="utf-8")
+    assert "Title ds-08 new" in (site / "en/publishers/amt-b/page/2.html").read_text(encoding="utf-8")
+
+
+def test_a_retitled_dataset_moves_to_its_place_by_title_in_each_language(small_hub: Hub) -> None:
+    site = small_hub.settings.site_dir
+    SiteBuilder(small_hub).build()
+    set_values(small_hub, "ds-14", title="Ährenfeld", title_en="Zebra crossings")  # Ä sorts as A
+
+    SiteBuilder(small_hub).build(only=["ds-14"])
+
+    assert cards(site, "page/1.html") == ["ds-14", "ds-01", "ds-02"]
+    assert cards(site, "publishers/amt-b.html") == ["ds-14", "ds-02", "ds-04"]
+    assert cards(site, "en/page/1.html") == ["ds-01", "ds-02", "ds-03"]
+    assert cards(site, "en/page/5.html") == ["ds-13", "ds-14"]
 
 
 def test_an_added_dataset_re_renders_the_pages_from_its_position_on(small_hub: Hub) -> None:
@@ -231,7 +251,7 @@ def test_an_added_dataset_re_renders_the_pages_from_its_position_on(small_hub: H
 
     rendered = sorted(p for p in html_pages(site) if (site / p).read_text(encoding="utf-8"))
     assert rendered == sorted(f"{root}{page}" for root in LANG_ROOTS for page in [
-        "datasets/ds-07b.html", "index.html", "page/3.html", "page/4.html", "page/5.html",
+        "datasets/ds-07b.html", "datasets/ds-07b/v1.html", "index.html", "page/1.html", "page/3.html", "page/4.html", "page/5.html",
         "publishers/amt-b.html", "publishers/amt-b/page/2.html", "publishers/amt-b/page/3.html"])
     assert cards(site, "page/3.html") == ["ds-07", "ds-07b", "ds-08"]
     assert cards(site, "en/page/5.html") == ["ds-12", "ds-13", "ds-14"]
@@ -327,7 +347,7 @@ def test_a_new_page_size_re_renders_every_listing(small_hub: Hub, tmp_path: Path
     try:
         SiteBuilder(resized).build(only=["ds-01"])
         site = resized.settings.site_dir
-        assert sorted(p for p in html_pages(site) if p.startswith("page/")) == ["page/2.html", "page/3.html"]
+        assert sorted(p for p in html_pages(site) if p.startswith("page/")) == ["page/1.html", "page/2.html", "page/3.html"]
         assert snapshot(site) == full_build_elsewhere(resized, tmp_path)
     finally:
         resized.close()

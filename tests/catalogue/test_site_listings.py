@@ -13,7 +13,7 @@ def test_pages_hold_the_names_in_order_at_their_paths() -> None:
     index = index_listing(NAMES, 3)
     assert index.page_count == 5
     assert [list(index.page(n)) for n in range(1, 6)] == [NAMES[0:3], NAMES[3:6], NAMES[6:9], NAMES[9:12], NAMES[12:]]
-    assert [index.path(n) for n in (1, 2, 5)] == ["index.html", "page/2.html", "page/5.html"]
+    assert [index.path(n) for n in (1, 2, 5)] == ["page/1.html", "page/2.html", "page/5.html"]
     own = publisher_listing("amt-a", [], 3)
     assert (own.page_count, list(own.page(1)), own.path(1), own.path(2)) == (
         1, [], "publishers/amt-a.html", "publishers/amt-a/page/2.html")
@@ -33,7 +33,7 @@ def test_navigation_shows_the_ends_and_two_pages_either_side() -> None:
     assert listing.pagination(6) == {
         "number": 6, "count": 12, "prev": "page/5.html", "next": "page/7.html",
         "items": [
-            {"number": 1, "path": "index.html", "current": False},
+            {"number": 1, "path": "page/1.html", "current": False},
             {"number": None, "path": None, "current": False},
             *[{"number": k, "path": f"page/{k}.html", "current": k == 6} for k in (4, 5, 6, 7, 8)],
             {"number": None, "path": None, "current": False},
@@ -66,12 +66,15 @@ def test_a_change_of_the_page_count_touches_every_page() -> None:
 
 
 def test_the_manifest_round_trips_and_a_broken_one_reads_as_none(tmp_path: Path) -> None:
-    manifest = Manifest(3, {"ds-01": "amt-a", "ds-02": "amt-b", "ds-03": "amt-a"}, ["amt-a", "amt-b", "amt-c"])
+    titles = {"ds-01": ("Zoo", "Zoo"), "ds-02": ("Bäder", "Pools"), "ds-03": ("Ämter", "Offices")}
+    manifest = Manifest(3, {"ds-01": "amt-a", "ds-02": "amt-b", "ds-03": "amt-a"}, ["amt-a", "amt-b", "amt-c"], titles)
     manifest.write(tmp_path)
     assert Manifest.read(tmp_path) == manifest
-    assert manifest.by_publisher() == {"amt-a": ["ds-01", "ds-03"], "amt-b": ["ds-02"], "amt-c": []}
+    assert manifest.by_publisher("de") == {"amt-a": ["ds-03", "ds-01"], "amt-b": ["ds-02"], "amt-c": []}
+    assert manifest.ordered("de") == ["ds-03", "ds-02", "ds-01"]  # Ä sorts as A
+    assert manifest.ordered("en") == ["ds-03", "ds-02", "ds-01"]
     assert [p.name for p in tmp_path.iterdir()] == [MANIFEST]
-    for broken in ("", "{", '{"format": 1}', '{"format": 99, "page_size": 3, "datasets": {}, "publishers": []}'):
+    for broken in ("", "{", '{"format": 2}', '{"format": 99, "page_size": 3, "datasets": {}, "publishers": []}'):
         (tmp_path / MANIFEST).write_text(broken, encoding="utf-8")
         assert Manifest.read(tmp_path) is None
     assert Manifest.read(tmp_path / "missing") is None

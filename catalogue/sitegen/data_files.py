@@ -1,0 +1,195 @@
+"""What the site shows of a version's rows, read at build time: preview rows, map features, a chart's series,
+the sizes of its downloads, and a copy of its Parquet file for the in-browser SQL console.
+
+Everything here is keyed by the version's content hash and kept in ``data_dir/cache/site-data``,
+so a rebuild never reads a version twice (versions never change).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catalogue.errors import UrbandataError
+from catalogue.hub import Hub
+from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.query.exports import CsvOptions, ExportFile, export_version, format_names
+from catalogue.query.formats.files import parquet_key
+from catalogue.query.planning import RecordsRequest
+from catalogue.schema.model import TableSchema
+from catalogue.schema.sql_text import ident
+from catalogue.store.changes import parquet_scan
+
+PREVIEW_ROWS = 10
+MAP_FEATURES = 5000
+CHART_POINTS = 5000
+CACHE_FORMAT = 1
+LABELS = {"csv": "CSV", "csv-de": "CSV (de)", "json": "JSON", "ndjson": "NDJSON", "geojson": "GeoJSON",
+          "parquet": "Parquet", "xlsx": "XLSX (Excel)"}
+
+
+@dataclass(frozen=True)
+class Download:
+    """One download of a version: its format key, label, API path (below the API base) and size."""
+
+    key: str
+    label: str
+    path: str
+    size: int | None
+
+
+def chart_fields(schema: TableSchema) -> tuple[str, str, str] | None:
+    """(entity, time, value) of a time series: the first key field, the time field, the first numeric non-key field."""
+    time = schema.time_field
+    if time is None or not schema.primary_key:
+        return None
+    entity = schema.primary_key[0]
+    value = next((f.name for f in schema.fields if f.type in ("integer", "number") and f.name not in schema.primary_key),
+                 None)
+    return None if value is None or entity == time else (entity, time, value)
+
+
+def download_options(registry_names: list[str], name: str, number: int, has_geometry: bool) -> list[tuple[str, str, str]]:
+    """(key, label, API path) of every download of version ``number``, in the order shown."""
+    base = f"/datasets/{name}"
+    found: list[tuple[str, str, str]] = []
+    for fmt in registry_names:
+        if fmt == "geojson" and not has_geometry:
+            continue
+        found.append((fmt, LABELS.get(fmt, fmt.upper()), f"{base}/exports/{fmt}?version={number}"))
+        if fmt == "csv":
+            found.append(("csv-de", LABELS["csv-de"], f"{base}/exports/csv?version={number}&number_style=german"))
+    found.append(("datapackage", "Data Package (JSON)", f"{base}/versions/{number}/datapackage.json"))
+    return found
+
+
+class VersionData:
+    """Reads what the site needs of versions, through one query engine opened on first use."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.cache = hub.settings.data_dir / "cache" / "site-data"
+        self._engine: QueryEngine | None = None
+
+    @property
+    def engine(self) -> QueryEngine:
+        if self._engine is None:
+            self._engine = QueryEngine(self.hub)
+        return self._engine
+
+    def close(self) -> None:
+        """Close the query engine if one was opened."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def formats(self) -> list[str]:
+        """The registered export formats, in their order."""
+        return format_names(self.hub.registry)
+
+    def facts(self, ref: VersionRef, has_geometry: bool) -> dict[str, Any]:
+        """Preview rows, map features, chart series and download sizes of ``ref`` (cached by its content hash)."""
+        kept = self.cache / f"{ref.dataset}-{ref.content_hash}.json"
+        try:
+            doc = json.loads(kept.read_text(encoding="utf-8"))
+            if doc.get("format") == CACHE_FORMAT:
+                return dict(doc)
+        except (OSError, ValueError):
+            pass
+        doc = {"format": CACHE_FORMAT, "preview": self._preview(ref), "sizes": self._sizes(ref, has_geometry),
+               "map": self._map(ref) if has_geometry else None, "chart": self._chart(ref)}
+        self.cache.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_suffix(".partial")
+        partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+        os.replace(partial, kept)
+        return doc
+
+    def copy_parquet(self, ref: VersionRef, target: Path) -> bool:
+        """Copy the version's whole Parquet file to ``target``; False if it has none."""
+        if not ref.keys:
+            return False
+        try:
+            key = parquet_key(self.engine, ref)
+        except (UrbandataError, OSError):
+            return False
+        source = self.hub.storage.local_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        if source is not None:
+            # A copy, not a hard link: the store's files are private to the hub (mode 0600), a static host must read it.
+            shutil.copyfile(source, partial)
+        else:
+            with self.hub.storage.open_read(key) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.replace(partial, target)
+        return True
+
+    def _preview(self, ref: VersionRef) -> dict[str, Any]:
+        if not ref.uris:
+            return {"columns": [f.name for f in ref.schema.fields], "rows": []}
+        page = self.engine.records(ref, limit=PREVIEW_ROWS, offset=0)
+        columns = [f.name for f in ref.schema.fields]
+        rows = [[_cell(row.get(c)) for c in columns] for row in page["results"]]
+        return {"columns": columns, "rows": rows}
+
+    def _map(self, ref: VersionRef) -> dict[str, Any] | None:
+        geometry = ref.schema.geometry_fields
+        if not ref.uris or not geometry:
+            return None
+        page = self.engine.records(ref, limit=MAP_FEATURES, offset=0)
+        features = []
+        for row in page["results"]:
+            shape = row.get(geometry[0])
+            if isinstance(shape, dict):
+                props = {k: _cell(v) for k, v in row.items() if k not in geometry}
+                features.append({"type": "Feature", "geometry": shape, "properties": props})
+        return {"type": "FeatureCollection", "features": features}
+
+    def _chart(self, ref: VersionRef) -> dict[str, Any] | None:
+        fields = chart_fields(ref.schema)
+        if fields is None or not ref.uris:
+            return None
+        entity, time, value = fields
+        sql = (f"SELECT CAST({ident(entity)} AS VARCHAR), strftime(date_trunc('hour', CAST({ident(time)} AS TIMESTAMP)), "
+               f"'%Y-%m-%dT%H:%M'), avg({ident(value)}) FROM {parquet_scan(list(ref.uris))} "
+               f"GROUP BY 1, 2 ORDER BY 1, 2 LIMIT {CHART_POINTS}")
+        rows = self.engine.run(lambda cur: cur.execute(sql).fetchall())
+        series: dict[str, list[list[Any]]] = {}
+        for who, hour, mean in rows:
+            series.setdefault(str(who), []).append([hour, None if mean is None else round(float(mean), 3)])
+        return {"entity": entity, "time": time, "value": value, "aggregate": "hourly mean",
+                "series": [{"name": k, "points": v} for k, v in series.items()]}
+
+    def _sizes(self, ref: VersionRef, has_geometry: bool) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        if not ref.uris:
+            return sizes
+        variants = [(f, CsvOptions()) for f in self.formats() if f != "geojson" or has_geometry]
+        variants.insert(1, ("csv-de", CsvOptions(delimiter=";", number_style="german")))
+        for key, options in variants:
+            fmt = "csv" if key == "csv-de" else key
+            try:
+                result = export_version(self.hub, self.engine, ref, fmt, RecordsRequest(limit=None), options)
+            except (UrbandataError, OSError):
+                continue
+            if isinstance(result, ExportFile):
+                sizes[key] = result.path.stat().st_size
+                if result.temporary:
+                    result.path.unlink(missing_ok=True)
+            else:
+                sizes[key] = sum(len(chunk) for chunk in result)
+        return sizes
+
+
+def _cell(value: Any) -> Any:
+    """A preview cell: geometry shown by its type, long text shortened."""
+    if isinstance(value, dict):
+        return value.get("type", "")
+    if isinstance(value, str) and len(value) > 120:
+        return value[:117] + "…"
+    return value

@@ -1,0 +1,191 @@
+/* Search over the prebuilt static index (search/index.json), with facets.
+ * Matching mirrors catalogue/sitegen/search_index.py: folded words (ä→a, ß→ss, accents dropped),
+ * a query word matches every term it begins, and so does its stem (German endings cut); all words must match.
+ * The query and facets live in the address (search.html?q=...&theme=...), so a search can be linked. */
+(function () {
+  "use strict";
+  var box = document.querySelector(".search[data-index]");
+  if (!box) { return; }
+  var lang = document.body.getAttribute("data-lang");
+  var root = box.getAttribute("data-root");
+  var ENDINGS = ["ern", "en", "er", "es", "e", "n", "s"];
+  var MIN_STEM = 4;
+  var FACETS = ["publisher", "themes", "license", "formats", "frequency", "geometry", "timeseries"];
+  var labels = JSON.parse(document.getElementById("search-labels").textContent);
+
+  function fold(text) {
+    return text.toLowerCase().replace(/ä/g, "a").replace(/ö/g, "o").replace(/ü/g, "u").replace(/ß/g, "ss")
+      .replace(/ẞ/g, "ss").normalize("NFKD").replace(/[\u0300-\u036f]/g, "");
+  }
+  function words(text) { return fold(text).match(/[0-9a-z]+/g) || []; }
+  function stem(word) {
+    for (var i = 0; i < ENDINGS.length; i++) {
+      var e = ENDINGS[i];
+      if (word.slice(-e.length) === e && word.length - e.length >= MIN_STEM) { return word.slice(0, -e.length); }
+    }
+    return word;
+  }
+  function matching(index, word) {
+    var terms = index.terms, found = new Set();
+    [word, stem(word)].forEach(function (prefix) {
+      var lo = 0, hi = terms.length;
+      while (lo < hi) { var mid = (lo + hi) >> 1; if (terms[mid] < prefix) { lo = mid + 1; } else { hi = mid; } }
+      for (; lo < terms.length && terms[lo].indexOf(prefix) === 0; lo++) {
+        index.postings[lo].forEach(function (i) { found.add(i); });
+      }
+    });
+    return found;
+  }
+  function has(held, value) {
+    if (Array.isArray(held)) { return held.indexOf(value) >= 0; }
+    if (typeof held === "boolean") { return value === (held ? "true" : "false"); }
+    return held === value;
+  }
+  function search(index, query, filters) {
+    var hits = null, qw = words(query);
+    qw.forEach(function (w) {
+      var found = matching(index, w);
+      hits = hits === null ? found : new Set(Array.from(hits).filter(function (i) { return found.has(i); }));
+    });
+    var chosen = hits === null ? index.docs.map(function (_, i) { return i; }) : Array.from(hits);
+    Object.keys(filters).forEach(function (k) {
+      chosen = chosen.filter(function (i) { return has(index.docs[i][k], filters[k]); });
+    });
+    var score = function (i) {
+      var held = index.title_terms[i];
+      return qw.filter(function (w) {
+        return held.some(function (t) { return t.indexOf(w) === 0 || t.indexOf(stem(w)) === 0; });
+      }).length;
+    };
+    return chosen.sort(function (a, b) { return score(b) - score(a) || a - b; });
+  }
+
+  function label(key, value, doc) {
+    if (key === "themes") {
+      var th = labels.themes.filter(function (t) { return t.code === value; })[0];
+      return th ? th.label : value;
+    }
+    if (key === "frequency") {
+      var f = labels.frequencies.filter(function (t) { return t.code === value; })[0];
+      return f ? f.label : value;
+    }
+    if (key === "publisher" && doc) { return (lang === "en" && doc.publisher_title_en) || doc.publisher_title; }
+    if (key === "formats") { return value.toUpperCase(); }
+    return value;
+  }
+
+  function fillFacets(index, results, filters) {
+    FACETS.forEach(function (key) {
+      var select = document.getElementById("facet-" + key);
+      if (!select) { return; }
+      var counts = {}, example = {};
+      results.forEach(function (i) {
+        var v = index.docs[i][key];
+        (Array.isArray(v) ? v : [typeof v === "boolean" ? String(v) : v]).forEach(function (x) {
+          if (x === null || x === undefined || x === "") { return; }
+          counts[x] = (counts[x] || 0) + 1;
+          example[x] = index.docs[i];
+        });
+      });
+      var keep = filters[key];
+      select.replaceChildren();
+      var all = document.createElement("option");
+      all.value = "";
+      all.textContent = box.getAttribute("data-all");
+      select.appendChild(all);
+      Object.keys(counts).sort().forEach(function (v) {
+        var o = document.createElement("option");
+        o.value = v;
+        var text = (key === "geometry" || key === "timeseries") ? (v === "true" ? "✓" : "–") : label(key, v, example[v]);
+        o.textContent = text + " (" + counts[v] + ")";
+        select.appendChild(o);
+      });
+      if (keep && !counts[keep]) {
+        var o = document.createElement("option");
+        o.value = keep;
+        o.textContent = label(key, keep) + " (0)";
+        select.appendChild(o);
+      }
+      select.value = keep || "";
+    });
+  }
+
+  function card(doc) {
+    var li = document.createElement("li");
+    li.className = "card";
+    var h = document.createElement("h3");
+    h.className = "card__title";
+    var a = document.createElement("a");
+    a.href = root + "datasets/" + encodeURIComponent(doc.name) + ".html";
+    a.textContent = (lang === "en" && doc.title_en) || doc.title;
+    h.appendChild(a);
+    li.appendChild(h);
+    var pub = document.createElement("p");
+    pub.className = "card__publisher";
+    pub.textContent = (lang === "en" && doc.publisher_title_en) || doc.publisher_title;
+    li.appendChild(pub);
+    var text = (lang === "en" && doc.excerpt_en) || doc.excerpt;
+    if (text) {
+      var p = document.createElement("p");
+      p.className = "card__desc";
+      p.textContent = text;
+      li.appendChild(p);
+    }
+    return li;
+  }
+
+  function state() {
+    var params = new URLSearchParams(window.location.search), filters = {};
+    FACETS.forEach(function (k) {
+      var v = params.get(k === "themes" ? "theme" : k === "formats" ? "format" : k);
+      if (v) { filters[k] = v; }
+    });
+    return { q: params.get("q") || "", filters: filters };
+  }
+
+  function address(q, filters) {
+    var params = new URLSearchParams();
+    if (q) { params.set("q", q); }
+    Object.keys(filters).forEach(function (k) {
+      params.set(k === "themes" ? "theme" : k === "formats" ? "format" : k, filters[k]);
+    });
+    var s = params.toString();
+    return window.location.pathname + (s ? "?" + s : "");
+  }
+
+  fetch(box.getAttribute("data-index"), { credentials: "omit" }).then(function (r) { return r.json(); }).then(function (index) {
+    var input = document.getElementById("search-q");
+    var form = document.querySelector("form.search-form");
+    var facetForm = box.querySelector("form.facets");
+    var count = box.querySelector(".search-results__count");
+    var list = box.querySelector(".search-results__list");
+    var current = state();
+    input.value = current.q;
+    box.hidden = false;
+
+    function run() {
+      var found = search(index, current.q, current.filters);
+      list.replaceChildren.apply(list, found.slice(0, 200).map(function (i) { return card(index.docs[i]); }));
+      count.textContent = found.length ? box.getAttribute("data-count").replace("{n}", String(found.length))
+        : box.getAttribute("data-none");
+      fillFacets(index, found, current.filters);
+      box.setAttribute("data-ready", "true");
+    }
+
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      current.q = input.value;
+      history.replaceState(null, "", address(current.q, current.filters));
+      run();
+    }, true);
+    input.addEventListener("input", function () { current.q = input.value; run(); });
+    facetForm.addEventListener("change", function (event) {
+      var key = event.target.name;
+      if (event.target.value) { current.filters[key] = event.target.value; } else { delete current.filters[key]; }
+      history.replaceState(null, "", address(current.q, current.filters));
+      run();
+    });
+    run();
+  });
+})();
