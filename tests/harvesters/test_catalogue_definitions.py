@@ -82,3 +82,14 @@ def test_harvest_catalogue_command_harvests_a_ckan_portal(tmp_path: Path) -> Non
             assert session.scalars(select(Dataset.name)).all() == ["baumkataster"]
     finally:
         hub.close()
+
+
+def test_the_examples_in_datasets_readme_are_valid_definitions(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "datasets" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Catalogue sources", 1)[1]
+    examples = [yaml.safe_load(block.split("```", 1)[0]) for block in section.split("```yaml\n")[1:]]
+    for doc in examples:
+        write(tmp_path, doc["name"], doc)
+
+    assert [(c.name, c.type) for c in load_catalogues(tmp_path)] == [("govdata-musterstadt", "ckan"),
+                                                                     ("land-opendata", "dcat")]
