@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Column, Table
 
 from api.cli_catalogues import harvest_catalogue_command
+from api.cli_follow import follow_command
 from api.cli_token import token_app
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
@@ -50,6 +51,7 @@ db_app = typer.Typer(help="The catalogue database: its schema version and migrat
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.command("harvest-catalogue")(harvest_catalogue_command)
+app.command("follow")(follow_command)
 
 DataDir = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var, or URBANDATA_DATA_DIR).")
 STYLES = {"published": "green", "unchanged": "cyan", "quarantined": "yellow", "failed": "red"}
