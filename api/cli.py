@@ -391,6 +391,7 @@ def demo(
 ) -> None:
     """Run the demo city: create the catalogue, harvest every feed over HTTP, build the site, serve it."""
     from api.feed_server import FeedServer
+    from api.demo_live import feeding
 
     base = _settings(data_dir)
     feeds = base.definitions_dir
@@ -413,7 +414,8 @@ def demo(
                 f"Try: urbandata versions parking-occupancy"
             )
             if sock is not None:
-                _serve(settings, hub, sock)
+                with feeding(hub, host, port):  # Stadtwerke push parking readings meanwhile
+                    _serve(settings, hub, sock)
             hub.close()
     except UrbandataError as exc:
         if sock is not None:
