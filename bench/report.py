@@ -22,6 +22,8 @@ SECTIONS = [
     ("memory", "5. Server memory under a group-by", ["mem."]),
     ("catalogue", "6. Catalogue: site build and search", ["site.", "search.", "catalogue."]),
     ("pruning", "7. Parquet statistics: a filter on the sorted key reads a fraction of the file", ["prune."]),
+    ("catalogue-harvest", "8. Catalogue harvests: a CKAN portal and a DCAT catalogue (datasets/s, peak RSS)",
+     ["harvest.ckan.", "harvest.dcat."]),
 ]
 
 
