@@ -5,8 +5,10 @@ Every answer is CKAN's envelope ``{help, success, result}``; every error CKAN's 
 409 Validation Error, 400 Search Query Error and unknown actions). Parameters come as a query
 string (GET) or a JSON object (POST, as ckanapi sends them); an unknown one is refused. The
 mapping (packages, resources, organisations, groups) is :mod:`catalogue.meta.ckan_mapping`; the
-DataStore runs on the records planner and the SQL endpoint's sandbox. The actions answer
-anonymously: private datasets are never listed (``include_private`` is accepted and has no effect).
+DataStore runs on the records planner and the SQL endpoint's sandbox. Private datasets are seen
+only with a ``read-private`` token of their publisher (``Authorization: Bearer udt_…``; ckanapi sends
+its ``apikey`` as ``Authorization``): package_search lists them with ``include_private=true``;
+package_show, resource_show and the DataStore read them; to anyone else they do not exist.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.auth import get_credential, private_of
 from api.params import OWN_PARAMETERS
 from catalogue.errors import InvalidParameter, NotFound, UrbandataError
 from catalogue.hub import Hub
@@ -30,6 +33,7 @@ from catalogue.meta import ckan_search as search
 from catalogue.meta.licenses import LICENSES
 from catalogue.meta.metadata import get_publisher
 from catalogue.meta.models import Dataset, Organization, Version
+from catalogue.meta.tokens import Credential
 from catalogue.meta.vocabularies import THEMES
 from catalogue.query.ckan_datastore import (
     RECORDS_FORMATS, field_dicts, formatted_records, search_request, xml_rows,
@@ -120,6 +124,7 @@ class Context:
     engine: QueryEngine
     request: Request
     links: mapping.Links
+    reader: int | None = None  # the publisher whose private datasets the caller's token may read
 
     def session(self) -> Session:
         return self.hub.sessions()  # type: ignore[no-any-return]
@@ -213,6 +218,7 @@ async def call_action(request: Request, name: str) -> Response:
     if func is None:
         return ckan_error(help_url, 400, "Bad Request", f"Bad request - Action name not known: {name}")
     try:
+        ctx.reader = private_of(await get_credential(request))
         args = Args(await _arguments(request))
         result = await run_in_threadpool(func, ctx, args) if name in SYNC else func(ctx, args)
         args.refuse_unread(name)
@@ -264,7 +270,8 @@ def current_packages(ctx: Context, args: Args) -> list[dict[str, Any]]:
 @action("package_search")
 def package_search(ctx: Context, args: Args) -> dict[str, Any]:
     """Search datasets: q, fq, sort, rows (at most 1000), start, facet.field, facet.limit, facet.mincount, ext_bbox."""
-    args.boolean("include_private")  # anonymous: public datasets only, as CKAN answers a caller without a key
+    # Private datasets only when asked for and the token may read them (CKAN's include_private).
+    reader = ctx.reader if args.boolean("include_private") else None
     args.boolean("include_drafts")
     args.boolean("facet", True)
     facet_fields = args.get("facet.field") or []
@@ -280,7 +287,8 @@ def package_search(ctx: Context, args: Args) -> dict[str, Any]:
         q=args.text("q"), fq=search.parse_fq(args.text("fq") or ""), sort=search.parse_sort(args.text("sort") or ""),
         rows=args.integer("rows", 10, highest=search.MAX_ROWS), start=args.integer("start", 0),
         facet_fields=tuple(facet_fields), facet_limit=args.integer("facet.limit", 50, lowest=-1),
-        facet_mincount=args.integer("facet.mincount", 1), bbox=search.parse_bbox(bbox_text) if bbox_text else None)
+        facet_mincount=args.integer("facet.mincount", 1), bbox=search.parse_bbox(bbox_text) if bbox_text else None,
+        reader=reader)
     with ctx.session() as session:
         hits = search.search_packages(session, query)
         results = [mapping.package_dict(d, ctx.links) for d in hits.datasets]
@@ -306,8 +314,10 @@ def _facet_titles(session: Session, facets: dict[str, list[tuple[str, int]]]) ->
     return titles
 
 
-def _public_dataset(session: Session, name: str) -> Dataset:
-    dataset = session.scalar(search.select_packages().where(Dataset.name == name))
+def _visible_dataset(ctx: Context, session: Session, name: str) -> Dataset:
+    """The dataset ``name`` if the caller may see it (a private one only with a read-private token of its
+    publisher); else the same NotFound as for a dataset that does not exist."""
+    dataset = session.scalar(search.select_packages(reader=ctx.reader).where(Dataset.name == name))
     if dataset is None:
         raise NotFound(f"There is no dataset '{name}'; package_list lists them.")
     return dataset
@@ -320,7 +330,7 @@ def package_show(ctx: Context, args: Args) -> dict[str, Any]:
     args.boolean("include_tracking")
     args.boolean("include_plugin_data")
     with ctx.session() as session:
-        return mapping.package_dict(_public_dataset(session, args.text("id", required=True) or ""), ctx.links)
+        return mapping.package_dict(_visible_dataset(ctx, session, args.text("id", required=True) or ""), ctx.links)
 
 
 @action("resource_show")
@@ -329,7 +339,7 @@ def resource_show(ctx: Context, args: Args) -> dict[str, Any]:
     args.boolean("include_tracking")
     ref = mapping.parse_resource_id(args.text("id", required=True) or "")
     with ctx.session() as session:
-        dataset = _public_dataset(session, ref.name)
+        dataset = _visible_dataset(ctx, session, ref.name)
         version = session.scalar(select(Version).where(Version.dataset_id == dataset.id,
                                                        Version.number == ref.number))
         found = [r for r in mapping.resource_dicts(dataset, version, ctx.links) if r["id"] == ref.id] if version else []
@@ -426,7 +436,7 @@ def _version_of(ctx: Context, resource: str) -> tuple[str, VersionRef]:
     else:
         name, number = resource, None
     with ctx.session() as session:
-        _public_dataset(session, name)
+        _visible_dataset(ctx, session, name)
     version = ctx.engine.version(name, number)
     return mapping.resource_id(name, version.number, mapping.DATASTORE_FORMAT), version
 
@@ -484,7 +494,7 @@ def datastore_info(ctx: Context, args: Args) -> dict[str, Any]:
 def datastore_search_sql(ctx: Context, args: Args) -> dict[str, Any]:
     """One read-only SELECT through the SQL endpoint's sandbox; tables are resource ids ("name@3") or dataset names."""
     sql = args.text("sql", required=True) or ""
-    answer = run_sql(ctx.hub, ctx.request.app.state.sql_pool, sql)
+    answer = run_sql(ctx.hub, ctx.request.app.state.sql_pool, sql, private_of=ctx.reader)
     names = [c["name"] for c in answer["columns"]]
     return {"sql": sql, "fields": [{"id": c["name"], "type": c["type"]} for c in answer["columns"]],
             "records": [dict(zip(names, row)) for row in answer["rows"]],
@@ -497,9 +507,11 @@ DUMP_FORMATS = {"csv": ("csv", "text/csv; charset=utf-8"), "tsv": ("csv", "text/
 
 @router.get("/datastore/dump/{resource_id}", response_model=None, summary="Download a resource's table")
 def datastore_dump(request: Request, resource_id: str,
-                   format: str = Query("csv", description="csv, tsv, json or xml.")) -> Response:  # noqa: A002
+                   format: str = Query("csv", description="csv, tsv, json or xml."),  # noqa: A002
+                   credential: Credential | None = Depends(get_credential)) -> Response:
     """Every row of a resource's table as CSV, TSV, JSON or XML (CKAN's DataStore dump)."""
-    ctx = Context(request.app.state.hub, request.app.state.query_engine, request, _links(request))
+    ctx = Context(request.app.state.hub, request.app.state.query_engine, request, _links(request),
+                  private_of(credential))
     help_url = _help(ctx, "datastore_dump")
     try:
         if format not in DUMP_FORMATS:

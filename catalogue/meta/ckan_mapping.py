@@ -190,7 +190,7 @@ def package_dict(dataset: Dataset, links: Links) -> dict[str, Any]:
             for k in dataset.keywords]
     return {
         "id": dataset.name, "name": dataset.name, "title": dataset.title, "notes": dataset.description,
-        "type": "dataset", "state": "active", "private": False, "isopen": True,
+        "type": "dataset", "state": "active", "private": bool(dataset.private), "isopen": True,
         "license_id": dataset.license, "license_title": license["title"], "license_url": license["url"],
         "author": dataset.publisher.title, "author_email": dataset.publisher.email or None,
         "maintainer": dataset.contact.get("name") or None, "maintainer_email": dataset.contact.get("email") or None,

@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import InvalidParameter
 from catalogue.meta.ckan_mapping import group_name
+from catalogue.meta.metadata import visible
 from catalogue.meta.models import Dataset, Organization
 from catalogue.meta.search import matching
 
@@ -49,6 +50,7 @@ class PackageQuery:
     facet_limit: int = 50  # -1: every value
     facet_mincount: int = 1
     bbox: tuple[float, float, float, float] | None = None  # west, south, east, north
+    reader: int | None = None  # the publisher whose private datasets are included (a read-private token's)
 
 
 @dataclass
@@ -125,13 +127,12 @@ def _fq_condition(name: str, value: str) -> ColumnElement[bool]:
 
 
 def public() -> ColumnElement[bool]:
-    """Datasets anyone may see: the CKAN actions answer anonymously, so a private dataset is never listed."""
-    private = getattr(Dataset, "private", None)
-    return true() if private is None else private.is_not(True)
+    """Datasets anyone may see (no private one)."""
+    return visible(None)
 
 
 def _filtered(query: PackageQuery) -> tuple[ColumnElement[bool], ColumnElement[int] | None]:
-    conditions: list[ColumnElement[bool]] = [public()]
+    conditions: list[ColumnElement[bool]] = [visible(query.reader)]
     rank = None
     if query.q is not None and query.q.strip() not in ("", "*:*", "*"):
         condition, rank = matching(query.q)
@@ -215,10 +216,11 @@ def _facet(session: Session, name: str, condition: ColumnElement[bool], query: P
     return ranked if query.facet_limit < 0 else ranked[:query.facet_limit]
 
 
-def select_packages(order_by_modified: bool = False) -> Select[Dataset]:
-    """Every dataset with what a package dict needs loaded, by name (or newest first)."""
+def select_packages(order_by_modified: bool = False, reader: int | None = None) -> Select[Dataset]:
+    """Every dataset ``reader`` may see (see ``PackageQuery``), with what a package dict needs loaded, by name
+    (or newest first)."""
     order = (Dataset.modified_at.desc(), Dataset.name) if order_by_modified else (Dataset.name,)
-    return (select(Dataset).where(public()).order_by(*order)
+    return (select(Dataset).where(visible(reader)).order_by(*order)
             .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))
 
 

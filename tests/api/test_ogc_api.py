@@ -12,13 +12,13 @@ from tests.api.live_server import live_server
 from tests.api.test_ckan_api import harvested_demo
 
 PUBLIC = "http://hub.example"
-COLLECTIONS = ["car-parks", "city-districts", "groundwater-levels", "parking-occupancy"]
+COLLECTIONS = ["car-parks", "groundwater-levels", "parking-occupancy"]  # city-districts is made private
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("ogc")
-    data_dir = harvested_demo(root)
+    data_dir = harvested_demo(root, private=("city-districts",))
     with live_server({"data_dir": str(data_dir), "public_url": "http://hub.example"}, root / "server.log") as url:
         yield url
 
@@ -117,6 +117,11 @@ def test_refusals(served: str) -> None:
     assert error("collections/car-parks/items", bbox="1,2,3") == (400, "invalid-parameter")
     assert error("collections/car-parks/items", limit="0") == (400, "invalid-parameter")
     assert error("collections/car-parks/items", datetime="yesterday") == (400, "invalid-parameter")
-    assert error("collections/city-districts/items", datetime="2026-01-01") == (400, "invalid-parameter")
+    assert error("collections/parking-occupancy/items", datetime="2026-01-01/2026-01-02/x") == (400, "invalid-parameter")
+    assert error("collections/car-parks/items", datetime="2026-01-01") == (400, "invalid-parameter")  # no time field
+    # A private dataset is no collection, to an anonymous reader as to everyone.
+    assert error("collections/city-districts") == (404, "not-found")
+    assert error("collections/city-districts/items") == (404, "not-found")
+    assert error("collections/city-districts/items/01") == (404, "not-found")
     assert error("collections/car-parks/items", **{"bbox-crs": "EPSG:25832"}) == (400, "invalid-parameter")
     assert error("conformance", f="html") == (400, "invalid-parameter")
