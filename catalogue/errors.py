@@ -91,6 +91,13 @@ class AmbiguousDialect(MalformedFeed):
     code = "ambiguous-dialect"
 
 
+class UpsertWithoutKey(UrbandataError):
+    """A delivery in mode upsert for a dataset without a primary key (nothing says which rows it replaces)."""
+
+    code = "upsert-without-key"
+    status = 422
+
+
 class SourceUnreachable(UrbandataError):
     """A harvest source did not answer, or answered with an error status."""
 

@@ -23,14 +23,14 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from catalogue.errors import BaseVersionConflict, CommitConflict
+from catalogue.errors import BaseVersionConflict, CommitConflict, UpsertWithoutKey
 from catalogue.hub import Hub
 from catalogue.ingest import tables
 from catalogue.ingest.csv_scan import RepeatedKey, repeats_key
@@ -116,8 +116,13 @@ def publish(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Ver
     report_key = _write_report(hub, offer)
     replaced: list[dict[str, Any]] | None = None  # replace mode: parts independent of the current version
     for _ in range(ATTEMPTS):
-        if offer.mode == "append" and current is not None and current.parts:
-            parts = list(current.parts) + _appended_parts(hub, con, offer, current)
+        base = current if current is not None and current.parts else None
+        if base is not None and offer.mode == "append" and base.schema.hash == offer.schema.hash:
+            parts = list(base.parts) + _appended_parts(hub, con, offer, base)
+        elif base is not None and offer.mode in ("append", "upsert"):
+            # Upsert (the delivery's rows win by key), or append across a schema change (the current rows
+            # win): every row is rewritten with the new schema, so no part lacks an added column.
+            parts = _write_all(hub, con, _merged(hub, con, offer, base))
         else:
             replaced = replaced if replaced is not None else _write_all(hub, con, offer)
             parts = replaced
@@ -188,6 +193,35 @@ def _appended_parts(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, curr
     return write_parts(hub, offer.dataset, con, relation, _geo(con, offer, relation, new_rows))
 
 
+def _merged(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Version) -> Offer:
+    """The offer with the current version's rows it does not replace, merged by primary key.
+
+    Upsert: a delivered row replaces the current row of its key, other current rows stay. Append across
+    a schema change: current rows stay, delivered rows with a new key are added. Columns the current
+    parts lack (an added field) are NULL in their rows.
+    """
+    key = list(offer.schema.primary_key)
+    if not key:
+        raise UpsertWithoutKey(
+            f"Dataset '{offer.dataset}' has no primary key, so mode '{offer.mode}' cannot tell which rows a delivery "
+            "replaces. Add a primaryKey to its Table Schema, or harvest it in mode replace.")
+    if offer.check_key and repeats_key(con, offer.relation, key):
+        raise RepeatedKey()
+    using = ", ".join(ident(k) for k in key)
+    columns = ", ".join(ident(f.name) for f in offer.schema.fields)
+    old_uris = [hub.storage.engine_uri(part_key(offer.dataset, p["sha256"])) for p in current.parts]
+    delivered = f"SELECT {columns} FROM ({offer.relation})"
+    kept = f"SELECT * FROM {parquet_scan(old_uris)}"
+    if offer.mode == "upsert":
+        sql = f"{delivered} UNION ALL BY NAME ({kept} ANTI JOIN ({delivered}) AS d USING ({using}))"
+    else:
+        sql = f"{kept} UNION ALL BY NAME ({delivered} ANTI JOIN ({kept}) AS k USING ({using}))"
+    con.execute(f"CREATE OR REPLACE TABLE {tables.NEW} AS SELECT {columns} FROM ({sql})")
+    (rows,) = con.execute(f"SELECT count(*) FROM {tables.NEW}").fetchone()  # type: ignore[misc]
+    return replace(offer, relation=f"SELECT * FROM {tables.NEW} ORDER BY {using}", rows=rows, check_key=False,
+                   windows=())
+
+
 def _geo(con: duckdb.DuckDBPyConnection, offer: Offer, relation: str, rows: int) -> dict[str, Any] | None:
     columns = list(offer.schema.geometry_fields)
     return geo_metadata(con, relation, columns) if columns and rows else None
@@ -216,6 +250,9 @@ def _draft(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Vers
         new_uris = [uri(part_key(offer.dataset, p["sha256"])) for p in parts]
         changes = summarize_changes(con, old_uris, new_uris, current.schema if current else offer.schema, offer.schema)
         changes["schema_changed"] = current is not None and current.schema.hash != offer.schema.hash
+        if changes["schema_changed"]:
+            assert current is not None
+            changes["fields_added"] = [n for n in offer.schema.names if n not in current.schema.names]
     return Draft(parts, content_hash, changes, current)
 
 

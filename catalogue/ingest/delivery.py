@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODES = ("replace", "append")
+MODES = ("replace", "append", "upsert")
 
 
 @dataclass

@@ -30,6 +30,7 @@ from catalogue.ingest import tables
 from catalogue.ingest.commit import Offer, check_base, publish
 from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, validate_csv
 from catalogue.ingest.dialect import apply_dialect, number_hint
+from catalogue.ingest.evolution import refusal_report, refused_changes
 from catalogue.ingest.delivery import MODES, Delivery, IngestResult
 from catalogue.ingest.latest import keep_live_values
 from catalogue.ingest.quarantine import quarantine
@@ -74,6 +75,13 @@ def _ingest(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int | None)
             check_base(target.name, delivery.base_version, target.current)
         # The source's dialect options (decimal_char, date_format...) fill in what the fields leave open.
         target = Target(target.name, apply_dialect(target.schema, delivery.options), target.current)
+        if target.current is not None:
+            refused = refused_changes(target.current.schema, target.schema)
+            if refused:
+                result = quarantine(hub, target.name, delivery, refusal_report(refused, target.name),
+                                    current=target.current, rows=0, job_id=job_id)
+                result.note = f"schema change refused: {refused[0]}"
+                return result
         with _workspace(hub, target) as (con, spill):
             read_by_duckdb = False
             held = _held_instants(hub, con, target, delivery)
