@@ -7,10 +7,12 @@ needs a token asks for ``require_scope(...)``: no token is a 401, a valid one
 without the scope a 403.
 
 ``hide_private_datasets`` runs before every route (api/app.py): on every path
-with a ``/datasets/{name}`` a private dataset is a 404, worded exactly like a
-dataset that does not exist, unless the request carries a token of its
-publisher with the ``read-private`` scope (or, to write, any valid token of
-its publisher: the route then checks the scope it needs).
+with a ``/datasets/{name}`` a private dataset is a 404, the very answer a
+dataset that does not exist gets there (both are answered by it, before any
+other check), unless the request carries a token of its publisher with the
+``read-private`` scope (or, to write, any valid token of its publisher: the
+route then checks the scope it needs). The OGC API and CKAN routes answer
+anonymously and list public datasets only (their own modules).
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ async def hide_private_datasets(request: Request, credential: Credential | None 
     if not isinstance(name, str):
         return
     access = await request.app.state.loop_reads.dataset_access(name)
-    if access is None or not access[0]:
-        return  # public, or missing (the route says so itself)
+    if access is None:  # answered here too, so a missing and a hidden dataset get the same answer, at the same step
+        raise dataset_not_found(name)
+    if not access[0]:
+        return
     owner = credential is not None and credential.publisher_id == access[1]
     if owner and (request.method not in READ_METHODS or "read-private" in credential.scopes):  # type: ignore[union-attr]
         return
