@@ -1,206 +1,45 @@
-"""CKAN's Action API (version 3) under /api/3/action/ (and /api/action/, as CKAN too serves it), so ckanapi and CKAN harvesters read the hub unchanged.
+"""CKAN's Action API (version 3) under /api/3/action/ (and /api/action/, as CKAN too serves it), so ckanapi and
+CKAN harvesters read the hub unchanged.
 
 Every answer is CKAN's envelope ``{help, success, result}``; every error CKAN's shape
 ``{help, success: false, error: {__type, message}}`` with CKAN's status codes (404 Not Found Error,
 409 Validation Error, 400 Search Query Error and unknown actions). Parameters come as a query
 string (GET) or a JSON object (POST, as ckanapi sends them); an unknown one is refused. The
 mapping (packages, resources, organisations, groups) is :mod:`catalogue.meta.ckan_mapping`; the
-DataStore runs on the records planner and the SQL endpoint's sandbox. Private datasets are seen
-only with a ``read-private`` token of their publisher (``Authorization: Bearer udt_…``; ckanapi sends
-its ``apikey`` as ``Authorization``): package_search lists them with ``include_private=true``;
-package_show, resource_show and the DataStore read them; to anyone else they do not exist.
+DataStore actions are in :mod:`api.routes.ckan_datastore`. Private datasets are seen only with a
+``read-private`` token of their publisher (``Authorization: Bearer udt_…``; ckanapi sends its
+``apikey`` without ``Bearer``, so give it a requests session carrying the header): package_search
+lists them with ``include_private=true``; package_show, resource_show and the DataStore read them;
+to anyone else they do not exist.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import get_credential, private_of
 from api.params import OWN_PARAMETERS
+from api.routes import ckan_datastore
+from api.routes.ckan_calls import (
+    ACTIONS, SYNC, Args, Context, action, arguments, ckan_error, error_response, help_url, links_of, visible_dataset,
+)
 from catalogue.errors import InvalidParameter, NotFound, UrbandataError
-from catalogue.hub import Hub
 from catalogue.meta import ckan_mapping as mapping
 from catalogue.meta import ckan_search as search
 from catalogue.meta.licenses import LICENSES
 from catalogue.meta.metadata import get_publisher
 from catalogue.meta.models import Dataset, Organization, Version
-from catalogue.meta.tokens import Credential
 from catalogue.meta.vocabularies import THEMES
-from catalogue.query.ckan_datastore import (
-    RECORDS_FORMATS, field_dicts, formatted_records, search_request, xml_rows,
-)
-from catalogue.query.cursors import settings_secret
-from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.query.exports import CsvOptions, ExportFile, export_format, export_version, format_names, read_file
-from catalogue.query.paging import page_limit
-from catalogue.query.planning import RecordsRequest
-from catalogue.query.records import plan_records, run_records
-from catalogue.sql.runner import run_sql
 
 router = APIRouter()
+router.include_router(ckan_datastore.router)  # the DataStore dump; its actions registered on import
 CKAN_VERSION = "2.10.4"  # the Action API this one follows
-JSON_PARAMETERS = {"filters", "facet.field", "fields", "q", "organizations", "groups"}
-
-
-class Args:
-    """One action's parameters: typed getters, and every name read so leftovers can be refused."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-        self.read: set[str] = set()
-
-    def get(self, name: str, default: Any = None) -> Any:
-        self.read.add(name)
-        return self.values.get(name, default)
-
-    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.get(name)
-        if value is None or value == "":
-            if required:
-                raise InvalidParameter(f"Missing value: '{name}' is required.", details={"parameter": name})
-            return default
-        if not isinstance(value, str):
-            raise InvalidParameter(f"{name} takes a text.", details={"parameter": name})
-        return value
-
-    def integer(self, name: str, default: int, *, lowest: int = 0, highest: int = 2**63 - 1) -> int:
-        value = self.get(name)
-        if value is None or value == "":
-            return default
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise InvalidParameter(f"{name} takes a whole number; got '{str(value)[:40]}'.",
-                                   details={"parameter": name}) from None
-        if not lowest <= number <= highest:
-            raise InvalidParameter(f"{name} must be between {lowest} and {highest}; got {number}.",
-                                   details={"parameter": name})
-        return number
-
-    def boolean(self, name: str, default: bool = False) -> bool:
-        value = self.get(name)
-        if value is None or value == "":
-            return default
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("true", "1", "yes", "on"):
-            return True
-        if str(value).lower() in ("false", "0", "no", "off"):
-            return False
-        raise InvalidParameter(f"{name} takes true or false; got '{str(value)[:40]}'.", details={"parameter": name})
-
-    def listed(self, name: str) -> list[str] | None:
-        """A list given as a JSON list, a JSON string, or comma-separated text."""
-        value = self.get(name)
-        if value is None or value == "":
-            return None
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InvalidParameter(f"{name} takes a list of names.", details={"parameter": name})
-        return value
-
-    def refuse_unread(self, action: str) -> None:
-        unread = sorted(set(self.values) - self.read)
-        if unread:
-            raise InvalidParameter(f"{action} takes no parameter '{unread[0]}'; it takes "
-                                   f"{', '.join(sorted(self.read)) or 'none'}.", details={"parameter": unread[0]})
-
-
-@dataclass
-class Context:
-    """What an action works with."""
-
-    hub: Hub
-    engine: QueryEngine
-    request: Request
-    links: mapping.Links
-    reader: int | None = None  # the publisher whose private datasets the caller's token may read
-
-    def session(self) -> Session:
-        return self.hub.sessions()  # type: ignore[no-any-return]
-
-
-Action = Callable[[Context, Args], Any]
-ACTIONS: dict[str, Action] = {}
-SYNC = set()  # actions that run in a thread (database or engine work)
-SEARCH_ERRORS = {"package_search": {"q", "fq", "sort", "ext_bbox"}}
-
-
-def action(name: str, *, threaded: bool = True) -> Callable[[Action], Action]:
-    def register(func: Action) -> Action:
-        ACTIONS[name] = func
-        if threaded:
-            SYNC.add(name)
-        return func
-    return register
-
-
-def _help(ctx: Context, name: str) -> str:
-    return f"{ctx.links.public_url}/api/3/action/help_show?name={name}"
-
-
-def ckan_error(help_url: str, status: int, kind: str, message: str, **fields: Any) -> JSONResponse:
-    """CKAN's error envelope."""
-    error = {"__type": kind, "message": message, **fields}
-    return JSONResponse({"help": help_url, "success": False, "error": error}, status_code=status)
-
-
-def _error_response(name: str, help_url: str, exc: UrbandataError) -> JSONResponse:
-    parameter = str(exc.details.get("parameter", "")) if exc.details else ""
-    if isinstance(exc, NotFound):
-        return ckan_error(help_url, 404, "Not Found Error", f"Not found: {exc.message}")
-    if exc.status == 400 and parameter in SEARCH_ERRORS.get(name, ()):
-        return ckan_error(help_url, 400, "Search Query Error", f"Search Query is invalid: {exc.message}")
-    if exc.status in (400, 413, 422):
-        return ckan_error(help_url, 409, "Validation Error", exc.message, **{parameter or "data": [exc.message]})
-    kinds = {401: "Authorization Error", 403: "Authorization Error", 429: "Rate Limited",
-             503: "Service Unavailable"}
-    response = ckan_error(help_url, exc.status, kinds.get(exc.status, "Internal Server Error"), exc.message)
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-async def _arguments(request: Request) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, value in request.query_params.multi_items():
-        if key in JSON_PARAMETERS and value[:1] in ("[", "{", '"'):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise InvalidParameter(f"{key} is not valid JSON.", details={"parameter": key}) from None
-        values[key] = value
-    if request.method == "POST":
-        body = await request.body()
-        if body.strip():
-            try:
-                posted = json.loads(body)
-            except ValueError:
-                raise InvalidParameter("The request body must be a JSON object of the action's parameters.",
-                                       details={"parameter": "body"}) from None
-            if not isinstance(posted, dict):
-                raise InvalidParameter("The request body must be a JSON object of the action's parameters.",
-                                       details={"parameter": "body"})
-            values.update(posted)
-    return values
-
-
-def _links(request: Request) -> mapping.Links:
-    hub: Hub = request.app.state.hub
-    settings = hub.settings
-    formats = tuple((f, export_format(hub.registry, f).media_type) for f in format_names(hub.registry))
-    return mapping.Links(settings.public_url.rstrip("/"), settings.api_prefix, formats)
 
 
 @router.api_route("/api/3/action/{name}", methods=["GET", "POST"], response_model=None,
@@ -212,19 +51,19 @@ async def call_action(request: Request, name: str) -> Response:
 
     Parameters as a query string or as a JSON object in a POST body, as in CKAN.
     """
-    ctx = Context(request.app.state.hub, request.app.state.query_engine, request, _links(request))
-    help_url = _help(ctx, name)
+    ctx = Context(request.app.state.hub, request.app.state.query_engine, request, links_of(request))
+    url = help_url(ctx, name)
     func = ACTIONS.get(name)
     if func is None:
-        return ckan_error(help_url, 400, "Bad Request", f"Bad request - Action name not known: {name}")
+        return ckan_error(url, 400, "Bad Request", f"Bad request - Action name not known: {name}")
     try:
         ctx.reader = private_of(await get_credential(request))
-        args = Args(await _arguments(request))
+        args = Args(await arguments(request))
         result = await run_in_threadpool(func, ctx, args) if name in SYNC else func(ctx, args)
         args.refuse_unread(name)
     except UrbandataError as exc:
-        return _error_response(name, help_url, exc)
-    return JSONResponse({"help": help_url, "success": True, "result": result})
+        return error_response(name, url, exc)
+    return JSONResponse({"help": url, "success": True, "result": result})
 
 
 # -- site and catalogue ------------------------------------------------------------------------------------
@@ -314,15 +153,6 @@ def _facet_titles(session: Session, facets: dict[str, list[tuple[str, int]]]) ->
     return titles
 
 
-def _visible_dataset(ctx: Context, session: Session, name: str) -> Dataset:
-    """The dataset ``name`` if the caller may see it (a private one only with a read-private token of its
-    publisher); else the same NotFound as for a dataset that does not exist."""
-    dataset = session.scalar(search.select_packages(reader=ctx.reader).where(Dataset.name == name))
-    if dataset is None:
-        raise NotFound(f"There is no dataset '{name}'; package_list lists them.")
-    return dataset
-
-
 @action("package_show")
 def package_show(ctx: Context, args: Args) -> dict[str, Any]:
     """One dataset by name (or id, which is the name) with its current version's resources."""
@@ -330,7 +160,7 @@ def package_show(ctx: Context, args: Args) -> dict[str, Any]:
     args.boolean("include_tracking")
     args.boolean("include_plugin_data")
     with ctx.session() as session:
-        return mapping.package_dict(_visible_dataset(ctx, session, args.text("id", required=True) or ""), ctx.links)
+        return mapping.package_dict(visible_dataset(ctx, session, args.text("id", required=True) or ""), ctx.links)
 
 
 @action("resource_show")
@@ -339,7 +169,7 @@ def resource_show(ctx: Context, args: Args) -> dict[str, Any]:
     args.boolean("include_tracking")
     ref = mapping.parse_resource_id(args.text("id", required=True) or "")
     with ctx.session() as session:
-        dataset = _visible_dataset(ctx, session, ref.name)
+        dataset = visible_dataset(ctx, session, ref.name)
         version = session.scalar(select(Version).where(Version.dataset_id == dataset.id,
                                                        Version.number == ref.number))
         found = [r for r in mapping.resource_dicts(dataset, version, ctx.links) if r["id"] == ref.id] if version else []
@@ -423,108 +253,3 @@ def tag_list(ctx: Context, args: Args) -> list[Any]:
 def license_list(ctx: Context, args: Args) -> list[dict[str, Any]]:
     """Every licence (the DCAT-AP.de IRI is the id)."""
     return mapping.license_list()
-
-
-# -- DataStore ----------------------------------------------------------------------------------------------
-
-
-def _version_of(ctx: Context, resource: str) -> tuple[str, VersionRef]:
-    """The version a resource id (or a dataset name: its current version) names, and the id to answer with."""
-    if "@" in resource:
-        ref = mapping.parse_resource_id(resource)
-        name, number = ref.name, ref.number
-    else:
-        name, number = resource, None
-    with ctx.session() as session:
-        _visible_dataset(ctx, session, name)
-    version = ctx.engine.version(name, number)
-    return mapping.resource_id(name, version.number, mapping.DATASTORE_FORMAT), version
-
-
-@action("datastore_search")
-def datastore_search(ctx: Context, args: Args) -> dict[str, Any]:
-    """Rows of a resource: resource_id, filters, q, fields, sort, limit, offset, include_total, records_format."""
-    rid, ref = _version_of(ctx, args.text("resource_id", required=True) or args.text("id") or "")
-    settings = ctx.hub.settings
-    offset = args.integer("offset", 0)
-    limit = page_limit(args.integer("limit", 100, lowest=0), offset, settings)
-    records_format = args.text("records_format", "objects") or "objects"
-    if records_format not in RECORDS_FORMATS:
-        raise InvalidParameter(f"records_format must be one of {', '.join(RECORDS_FORMATS)}.",
-                               details={"parameter": "records_format"})
-    filters, q, fields = args.get("filters"), args.get("q"), args.listed("fields")
-    if filters is not None and not isinstance(filters, dict):
-        raise InvalidParameter("filters takes a JSON object of field names and values.",
-                               details={"parameter": "filters"})
-    args.boolean("distinct")
-    args.boolean("plain", True)
-    query = search_request(ref.schema, filters=filters, q=q, fields=fields, sort=args.text("sort"),
-                           limit=max(limit, 1), offset=offset)
-    secret = settings_secret(settings)
-    plan = plan_records(query, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count, cursor_secret=secret)
-    found = ctx.engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=max(limit, 1),
-                                                   time_limit_ms=settings.query_time_limit_ms, cursor_secret=secret))
-    records = json.loads(found["results_json"])[:limit]
-    names = fields or [f.name for f in ref.schema.fields]
-    described = {f["id"]: f for f in field_dicts(ref.schema)}
-    base = f"/api/3/action/datastore_search?resource_id={rid}"
-    result: dict[str, Any] = {
-        "resource_id": rid, "fields": [{"id": n, "type": described[n]["type"]} for n in names],
-        "records": formatted_records(records, names, records_format), "records_format": records_format,
-        "limit": limit, "offset": offset,
-        "_links": {"start": base, "next": f"{base}&offset={offset + limit}"},
-    }
-    if records_format in ("csv", "tsv"):
-        result["records_format"] = records_format
-    if args.boolean("include_total", True):
-        result["total"] = found["total_count"]
-        result["total_was_estimated"] = False
-    return result
-
-
-@action("datastore_info")
-def datastore_info(ctx: Context, args: Args) -> dict[str, Any]:
-    """A resource's table: its row count and fields."""
-    rid, ref = _version_of(ctx, args.text("id") or args.text("resource_id", required=True) or "")
-    return {"meta": {"id": rid, "count": ref.row_count, "table_type": "BASE TABLE", "aliases": []},
-            "fields": field_dicts(ref.schema)}
-
-
-@action("datastore_search_sql")
-def datastore_search_sql(ctx: Context, args: Args) -> dict[str, Any]:
-    """One read-only SELECT through the SQL endpoint's sandbox; tables are resource ids ("name@3") or dataset names."""
-    sql = args.text("sql", required=True) or ""
-    answer = run_sql(ctx.hub, ctx.request.app.state.sql_pool, sql, private_of=ctx.reader)
-    names = [c["name"] for c in answer["columns"]]
-    return {"sql": sql, "fields": [{"id": c["name"], "type": c["type"]} for c in answer["columns"]],
-            "records": [dict(zip(names, row)) for row in answer["rows"]],
-            "records_truncated": answer["truncated"]}
-
-
-DUMP_FORMATS = {"csv": ("csv", "text/csv; charset=utf-8"), "tsv": ("csv", "text/tab-separated-values; charset=utf-8"),
-                "json": ("json", "application/json"), "xml": ("ndjson", "application/xml")}
-
-
-@router.get("/datastore/dump/{resource_id}", response_model=None, summary="Download a resource's table")
-def datastore_dump(request: Request, resource_id: str,
-                   format: str = Query("csv", description="csv, tsv, json or xml."),  # noqa: A002
-                   credential: Credential | None = Depends(get_credential)) -> Response:
-    """Every row of a resource's table as CSV, TSV, JSON or XML (CKAN's DataStore dump)."""
-    ctx = Context(request.app.state.hub, request.app.state.query_engine, request, _links(request),
-                  private_of(credential))
-    help_url = _help(ctx, "datastore_dump")
-    try:
-        if format not in DUMP_FORMATS:
-            raise InvalidParameter(f"format must be one of {', '.join(DUMP_FORMATS)}; got '{format[:20]}'.",
-                                   details={"parameter": "format"})
-        rid, ref = _version_of(ctx, resource_id)
-        fmt, media_type = DUMP_FORMATS[format]
-        options = CsvOptions(delimiter="\t") if format == "tsv" else None
-        result = export_version(ctx.hub, ctx.engine, ref, fmt, RecordsRequest(limit=None), options)
-    except UrbandataError as exc:
-        return _error_response("datastore_dump", help_url, exc)
-    headers = {"Content-Disposition": f'attachment; filename="{rid}.{format}"', "X-Dataset-Version": str(ref.number)}
-    if format != "xml" and isinstance(result, ExportFile) and not result.temporary:
-        return FileResponse(result.path, media_type=media_type, headers=headers)
-    chunks = read_file(result.path, delete=result.temporary) if isinstance(result, ExportFile) else result
-    return StreamingResponse(xml_rows(chunks) if format == "xml" else chunks, media_type=media_type, headers=headers)
