@@ -5,17 +5,14 @@ from __future__ import annotations
 import shutil
 import time
 
-from sqlalchemy import select
-
 from bench.catalogue_data import add_dataset, grow_catalogue, remove_datasets
 from bench.context import Context
 from bench.measure import Figure, Target
 from catalogue.hub import Hub, open_hub
-from catalogue.meta.models import Dataset
 from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import SiteBuilder
-from catalogue.sitegen.listings import index_listing
+from catalogue.sitegen.listings import Manifest, index_listing
 
 SECTION = "catalogue"
 SEARCHES = {
@@ -63,8 +60,11 @@ def _check_rebuild(hub: Hub, name: str, word: str) -> None:
     site = hub.settings.site_dir
     size = hub.settings.site_page_size
     with hub.sessions() as session:
-        names = sorted(session.scalars(select(Dataset.name)))
         found = search_datasets(session, word, 5, 0)
+    manifest = Manifest.read(site)  # the listings' order: by German title (folded), the name breaking ties
+    if manifest is None:
+        raise RuntimeError("the rebuilt site has no manifest")
+    names = manifest.ordered("de")
     if [d.name for d in found.datasets] != [name]:
         raise RuntimeError(f"search for {word!r} did not find the new dataset {name}")
     if not (site / "datasets" / f"{name}.html").exists():

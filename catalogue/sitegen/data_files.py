@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
@@ -27,6 +29,7 @@ from catalogue.store.changes import parquet_scan
 PREVIEW_ROWS = 10
 MAP_FEATURES = 5000
 CHART_POINTS = 5000
+SIZE_ROWS_MAX = 200_000  # versions up to this many rows get every download's size, measured by writing it once
 CACHE_FORMAT = 1
 LABELS = {"csv": "CSV", "csv-de": "CSV (de)", "json": "JSON", "ndjson": "NDJSON", "geojson": "GeoJSON",
           "parquet": "Parquet", "xlsx": "XLSX (Excel)"}
@@ -100,8 +103,12 @@ class VersionData:
                 return dict(doc)
         except (OSError, ValueError):
             pass
-        doc = {"format": CACHE_FORMAT, "preview": self._preview(ref), "sizes": self._sizes(ref, has_geometry),
-               "map": self._map(ref) if has_geometry else None, "chart": self._chart(ref)}
+        try:
+            doc = {"format": CACHE_FORMAT, "preview": self._preview(ref), "sizes": self._sizes(ref, has_geometry),
+                   "map": self._map(ref) if has_geometry else None, "chart": self._chart(ref)}
+        except (duckdb.Error, UrbandataError, OSError):
+            # A version whose files cannot be read (a damaged store) still gets its page, without these.
+            return {"format": CACHE_FORMAT, "preview": None, "sizes": {}, "map": None, "chart": None}
         self.cache.mkdir(parents=True, exist_ok=True)
         partial = kept.with_suffix(".partial")
         partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
@@ -109,23 +116,24 @@ class VersionData:
         return doc
 
     def copy_parquet(self, ref: VersionRef, target: Path) -> bool:
-        """Copy the version's whole Parquet file to ``target``; False if it has none."""
+        """Copy the version's whole Parquet file to ``target``; False if it has none or it cannot be read."""
         if not ref.keys:
             return False
-        try:
-            key = parquet_key(self.engine, ref)
-        except (UrbandataError, OSError):
-            return False
-        source = self.hub.storage.local_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        partial.unlink(missing_ok=True)
-        if source is not None:
-            # A copy, not a hard link: the store's files are private to the hub (mode 0600), a static host must read it.
-            shutil.copyfile(source, partial)
-        else:
-            with self.hub.storage.open_read(key) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        try:
+            key = parquet_key(self.engine, ref)
+            source = self.hub.storage.local_path(key)
+            if source is not None:
+                # A copy, not a hard link: the store's files are private to the hub (mode 0600); a static host
+                # must read this one.
+                shutil.copyfile(source, partial)
+            else:
+                with self.hub.storage.open_read(key) as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        except (duckdb.Error, UrbandataError, OSError):
+            partial.unlink(missing_ok=True)
+            return False
         os.replace(partial, target)
         return True
 
@@ -167,8 +175,8 @@ class VersionData:
 
     def _sizes(self, ref: VersionRef, has_geometry: bool) -> dict[str, int]:
         sizes: dict[str, int] = {}
-        if not ref.uris:
-            return sizes
+        if not ref.uris or ref.row_count > SIZE_ROWS_MAX:
+            return sizes  # larger versions: only the stored Parquet size is shown (writing every export takes long)
         variants = [(f, CsvOptions()) for f in self.formats() if f != "geojson" or has_geometry]
         variants.insert(1, ("csv-de", CsvOptions(delimiter=";", number_style="german")))
         for key, options in variants:

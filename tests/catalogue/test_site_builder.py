@@ -6,6 +6,7 @@ into another directory: both must leave the same files with the same content.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -351,3 +352,26 @@ def test_a_new_page_size_re_renders_every_listing(small_hub: Hub, tmp_path: Path
         assert snapshot(site) == full_build_elsewhere(resized, tmp_path)
     finally:
         resized.close()
+
+
+def test_one_changed_dataset_rewrites_its_pages_and_the_site_wide_indexes_only(small_hub: Hub) -> None:
+    site = small_hub.settings.site_dir
+    SiteBuilder(small_hub).build()
+    kept = {".manifest.json", ".search-docs.json"}  # what the incremental build compares against
+    for path in site.rglob("*"):
+        if path.is_file() and path.name not in kept and "static" not in path.parts:
+            path.write_text("", encoding="utf-8")
+    set_values(small_hub, "ds-08", description="Neue Beschreibung")
+
+    SiteBuilder(small_hub).build(only=["ds-08"])
+
+    rewritten = sorted(p.relative_to(site).as_posix() for p in site.rglob("*")
+                       if p.is_file() and p.name not in kept and "static" not in p.parts and p.stat().st_size)
+    assert rewritten == sorted([
+        *(f"{root}{page}" for root in LANG_ROOTS for page in [
+            "datasets/ds-08.html", "datasets/ds-08/v1.html", "index.html", "page/3.html",
+            "publishers/amt-b/page/2.html"]),
+        "feeds/all.atom", "feeds/ds-08.atom", "robots.txt", "search/index.json", "sitemap.xml"])
+    index = json.loads((site / "search" / "index.json").read_text(encoding="utf-8"))
+    assert len(index["docs"]) == 14  # the other datasets' entries came from the kept ones
+    assert "neue" in index["terms"] and "beschreibung" in index["terms"]
