@@ -394,6 +394,7 @@ def demo(
     from api.demo_live import feeding
 
     base = _settings(data_dir)
+    from api.demo_sources import start_demo_sources
     feeds = base.definitions_dir
     sock: socket.socket | None = None
     try:
@@ -408,6 +409,7 @@ def demo(
             hub = _init(settings)
             outcomes = _harvest(hub, list_sources(hub))
             _build_site(hub)
+            start_demo_sources(hub, console, live=sock is not None)  # pygeoapi and MQTT, when installed and reachable
             bad = [o for o in outcomes if o.status in ("failed", "quarantined")]
             console.print(
                 f"{len(outcomes) - len(bad)} of {len(outcomes)} sources harvested without problems. "

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,123 @@ def paho_installed() -> bool:
     from importlib.util import find_spec
 
     return find_spec("paho") is not None
+
+
+# --- the demo's hook ------------------------------------------------------------------------------
+
+OGC_DATASET = "car-parks"  # harvested from pygeoapi instead of its GeoJSON file while the demo runs
+MQTT_DATASET = "parking-occupancy"  # gains the readings published to the broker while the demo runs
+MQTT_TOPICS = "musterstadt/parking"
+
+
+class DemoSources:
+    """What ``start_demo_sources`` started; ``stop`` ends it all (also at exit)."""
+
+    def __init__(self) -> None:
+        self.pygeoapi: PygeoapiServer | None = None
+        self.publisher: ParkingPublisher | None = None
+        self.follower: threading.Thread | None = None
+        self.stop_follow = threading.Event()
+        self.restore: Callable[[], None] | None = None
+
+    def stop(self) -> None:
+        self.stop_follow.set()
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self.follower is not None:
+            self.follower.join(15)
+        if self.restore is not None:
+            self.restore()
+            self.restore = None
+        if self.pygeoapi is not None:
+            self.pygeoapi.__exit__()
+            self.pygeoapi = None
+
+
+def start_demo_sources(hub: Any, out: Any, *, live: bool = True, python: str | None = None) -> DemoSources:
+    """Start the demo's OGC API Features and MQTT sources when installed and reachable; say what was skipped.
+
+    pygeoapi serves datasets/feeds/car-parks.geojson and the car-parks source is pointed at it (its
+    definition is restored when the demo ends, and by any `urbandata init`). Parking readings are
+    published to the local broker every few seconds and followed into parking-occupancy (jobs without a
+    source row, so no other harvest takes them from the demo's session). ``live``: the demo serves
+    afterwards (without, there is no time for a live feed). ``python``: an interpreter with pygeoapi
+    (default: this one, if it has it).
+    """
+    import atexit
+
+    started = DemoSources()
+    atexit.register(started.stop)
+    python = python or pygeoapi_python()
+    if python is None:
+        out.print("pygeoapi is not installed (the extra 'ogc': pip install pygeoapi): skipping the OGC API Features source; "
+                  f"{OGC_DATASET} is harvested from its GeoJSON file.")
+    else:
+        feed = hub.settings.definitions_dir / "feeds" / f"{OGC_DATASET}.geojson"
+        started.pygeoapi = PygeoapiServer([Collection(OGC_DATASET, feed, "lot_id", "Parkhäuser")], python=python)
+        started.pygeoapi.__enter__()
+        started.restore = _point_source(hub, OGC_DATASET, type="ogc-features", url=started.pygeoapi.url,
+                                        options={"collection": OGC_DATASET, "page_size": 100})
+        out.print(f"OGC API Features (pygeoapi) at {started.pygeoapi.url}: {OGC_DATASET} is harvested from there.")
+    if not live:
+        out.print(f"Not serving: no live MQTT feed for {MQTT_DATASET}.")
+    elif not paho_installed():
+        out.print(f"paho-mqtt is not installed (the extra 'mqtt': pip install paho-mqtt): skipping the MQTT source of {MQTT_DATASET}.")
+    elif not broker_reachable():
+        out.print(f"No MQTT broker on 127.0.0.1:1883: skipping the MQTT source of {MQTT_DATASET}.")
+    else:
+        _start_mqtt(hub, started, out)
+    return started
+
+
+def _point_source(hub: Any, name: str, **fields: Any) -> Callable[[], None]:
+    """Change a harvest source's row; the function that puts the old values back."""
+    from sqlalchemy import select
+
+    from catalogue.meta.models import HarvestSource
+
+    with hub.sessions.begin() as session:
+        source = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
+        if source is None:
+            return lambda: None
+        before = {key: getattr(source, key) for key in fields}
+        for key, value in fields.items():
+            setattr(source, key, value)
+
+    def restore() -> None:
+        with hub.sessions.begin() as session:
+            found = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
+            for key, value in before.items():
+                setattr(found, key, value)
+
+    return restore
+
+
+def _start_mqtt(hub: Any, started: DemoSources, out: Any) -> None:
+    from harvesters.base import SourceSpec
+    from harvesters.mqtt import Subscription, follow
+
+    import hashlib
+
+    client = f"urbandata-demo-{hashlib.sha256(str(hub.settings.data_dir.resolve()).encode()).hexdigest()[:12]}"
+    spec = SourceSpec(name=f"{MQTT_DATASET}-mqtt", dataset=MQTT_DATASET, url="mqtt://127.0.0.1:1883", format="json",
+                      mode="append", options={"topics": [f"{MQTT_TOPICS}/#"], "client_id": client,
+                                              "flush_rows": 600, "flush_seconds": 2.0})
+    Subscription(hub.settings, spec).close()  # the session exists before the first reading is published
+
+    def run() -> None:
+        try:
+            follow(hub, spec, started.stop_follow)
+        except Exception as exc:  # noqa: BLE001 - the demo goes on without its live feed, saying why
+            out.print(f"The MQTT follower of {MQTT_DATASET} stopped: {exc}")
+
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
+    started.publisher = ParkingPublisher(prefix=MQTT_TOPICS, start=now - timedelta(minutes=now.minute % 15))
+    started.publisher.begin()
+    started.follower = threading.Thread(target=run, name="demo-mqtt-follower", daemon=True)
+    started.follower.start()
+    out.print(f"MQTT: parking readings published to 127.0.0.1:1883 ({MQTT_TOPICS}/<lot>) every "
+              f"{started.publisher.interval_s:g} s and followed into {MQTT_DATASET}.")
 
 
 if __name__ == "__main__":  # pragma: no cover - the pygeoapi child process

@@ -38,6 +38,7 @@ from catalogue.errors import MalformedFeed, SourceNotFound, SourceUnreachable
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest import jobs
 from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
+from catalogue.meta.metadata import get_dataset
 from catalogue.meta.models import HarvestSource, utcnow
 from catalogue.schema.model import TableSchema
 from catalogue.settings import Settings
@@ -328,16 +329,25 @@ class FollowStats:
     last: IngestResult | None = None
 
 
-def follow(hub: Hub, name: str, stop: threading.Event, *,
+def follow(hub: Hub, name: str | SourceSpec, stop: threading.Event, *,
            on_part: Callable[[str, FollowStats], None] | None = None) -> FollowStats:
-    """Stream the MQTT source ``name`` into its dataset until ``stop`` is set; each flushed part is a job."""
-    with hub.sessions() as session:
-        row = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
-        if row is None:
-            raise SourceNotFound(f"There is no harvest source named '{name}'.")
-        source = SourceSpec(name=name, dataset=row.dataset.name, url=row.url, format=row.format, mode="append",
-                            options=dict(row.options))
-        source_id, dataset_id = row.id, row.dataset_id
+    """Stream an MQTT source into its dataset until ``stop`` is set; each flushed part is a job.
+
+    ``name``: a harvest source of the catalogue, or a SourceSpec not kept there (the demo's live
+    feed, whose jobs then name no source).
+    """
+    if isinstance(name, SourceSpec):
+        source, source_id = name, None
+        with hub.sessions() as session:
+            dataset_id = get_dataset(session, source.dataset).id
+    else:
+        with hub.sessions() as session:
+            row = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
+            if row is None:
+                raise SourceNotFound(f"There is no harvest source named '{name}'.")
+            source = SourceSpec(name=name, dataset=row.dataset.name, url=row.url, format=row.format,
+                                mode="append", options=dict(row.options))
+            source_id, dataset_id = row.id, row.dataset_id
     schema = _dataset_schema(hub, source.dataset)
     rows = int(source.options.get("flush_rows", FLUSH_ROWS))
     seconds = float(source.options.get("flush_seconds", FLUSH_SECONDS))
@@ -357,7 +367,7 @@ def follow(hub: Hub, name: str, stop: threading.Event, *,
     return stats
 
 
-def _flush(hub: Hub, source: SourceSpec, source_id: int, dataset_id: int, part: Part, stats: FollowStats) -> str:
+def _flush(hub: Hub, source: SourceSpec, source_id: int | None, dataset_id: int, part: Part, stats: FollowStats) -> str:
     """Append one part as one job; the line saying what happened. Raises if the job could not be done."""
     job_id = jobs.start(hub, source_id, dataset_id)
     stats.jobs.append(job_id)

@@ -247,3 +247,23 @@ def _spec(hub: Hub) -> SourceSpec:
         row = session.scalar(select(HarvestSource).where(HarvestSource.name == NAME))
         return SourceSpec(name=NAME, dataset=NAME, url=row.url, format="json", mode="append",
                           options=dict(row.options))
+
+
+def test_the_demo_publishes_parking_readings_and_follows_them_into_the_dataset(hub: Hub) -> None:
+    import io
+
+    from rich.console import Console
+
+    from api.demo_sources import start_demo_sources
+
+    said = io.StringIO()
+    started = start_demo_sources(hub, Console(file=said, width=200), live=True)
+    try:
+        assert "followed into parking-occupancy" in said.getvalue()
+        deadline = time.monotonic() + WAIT_S
+        while not versions(hub, NAME) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert versions(hub, NAME) and versions(hub, NAME)[0][1] >= 6  # a reading of each car park at least
+    finally:
+        started.stop()
+    assert not started.follower.is_alive()

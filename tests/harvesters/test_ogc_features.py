@@ -198,3 +198,28 @@ def test_a_source_on_loopback_is_refused_unless_allow_listed(
         assert versions(hub, NAME) == []
     finally:
         hub.close()
+
+
+def test_the_demo_harvests_car_parks_from_pygeoapi_and_restores_the_source(hub: Hub, pygeoapi: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    from api.demo_sources import start_demo_sources
+    from catalogue.meta.models import HarvestSource
+    from sqlalchemy import select
+
+    said = io.StringIO()
+    started = start_demo_sources(hub, Console(file=said, width=200), live=False, python=pygeoapi)
+    try:
+        assert "OGC API Features (pygeoapi) at http://127.0.0.1:" in said.getvalue()
+        outcome = harvest_source(hub, NAME)
+        assert (outcome.status, outcome.version) == ("published", 1), outcome.message
+        with hub.sessions() as session:
+            version = get_dataset(session, NAME).current_version
+            assert (version.row_count, version.provenance["collection"]) == (6, NAME)
+    finally:
+        started.stop()
+    with hub.sessions() as session:
+        source = session.scalar(select(HarvestSource).where(HarvestSource.name == NAME))
+        assert (source.type, source.url) == ("http-file", "feeds/car-parks.geojson")
