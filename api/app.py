@@ -20,6 +20,7 @@ from api.ratelimit import install_rate_limit
 from api.routes import catalog, data, live, sql
 from api.routes import push, tokens
 from api.routes import packages
+from api.routes import dcat
 from api.routes import ckan, ogc
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
@@ -67,6 +68,8 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     install_rate_limit(app, settings)  # inside the HTTP rules: a 429 carries the security headers too
     install_http_rules(app, settings)
+    app.include_router(dcat.dataset_router, prefix=settings.api_prefix)  # before catalog's /datasets/{name}
+    app.include_router(dcat.router)  # DCAT-AP.de: /catalog.ttl|.jsonld|.rdf
     app.include_router(catalog.router, prefix=settings.api_prefix, tags=["catalogue"])
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])
     app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])

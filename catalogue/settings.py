@@ -162,6 +162,16 @@ class Settings(BaseSettings):
         "nur zur Auslieferung und Absicherung des Angebots.",
         description="Text of the site's Datenschutz (privacy) page (paragraphs separated by blank lines).",
     )
+    dcat_catalog_title: str = Field(
+        default="Offene Daten Musterstadt", description="Title of the DCAT-AP.de catalogue (/catalog.ttl).")
+    dcat_catalog_description: str = Field(
+        default="Validierte, versionierte offene Daten der Stadt und ihrer Unternehmen.",
+        description="Description of the DCAT-AP.de catalogue.")
+    dcat_page_size: int = Field(default=100, gt=0, le=1000, description="Datasets per page of /catalog.ttl|.jsonld|.rdf.")
+    dcat_contributor_id: str = Field(
+        default="", description="dcatde:contributorID IRI of the hub in GovData's contributor list (empty: omitted).")
+    dcat_political_geocoding_uri: str = Field(
+        default="", description="dcatde:politicalGeocodingURI of the city (a municipality key IRI; empty: omitted).")
     cors_origins: list[str] = Field(
         default=["*"],
         description="Origins a browser app may read the API from (CORS), or ['*'] for any; never with credentials: "

@@ -16,6 +16,7 @@ from api.auth import get_credential, private_of
 from api.deps import get_hub, get_session
 from api.params import int_path, int_query
 from api.routes.data import link_header
+from api.routes.dcat import dataset_rdf, rdf_syntax
 from catalogue.errors import NotFound
 from catalogue.query.metadata_exporters import load_descriptor
 from catalogue.hub import Hub
@@ -67,9 +68,14 @@ def offset_links(public_url: str, url: URL, offset: int, limit: int, total: int)
     return links
 
 
-@router.get("/datasets/{name}")
-def dataset(name: str, session: Session = Depends(get_session)) -> dict[str, Any]:
-    """One dataset's metadata, Table Schema and current version."""
+@router.get("/datasets/{name}", response_model=None)
+def dataset(name: str, request: Request, response: Response,
+            session: Session = Depends(get_session)) -> dict[str, Any] | Response:
+    """One dataset's metadata, Table Schema and current version; DCAT-AP.de when Accept prefers RDF."""
+    syntax = rdf_syntax(request.headers.get("accept", ""))
+    if syntax is not None:
+        return dataset_rdf(request, session, name, syntax)
+    response.headers["Vary"] = "Accept"
     return dataset_dict(get_dataset(session, name))
 
 
