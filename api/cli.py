@@ -20,6 +20,7 @@ from rich.table import Column, Table
 from api.cli_catalogues import harvest_catalogue_command
 from api.cli_follow import follow_command
 from api.cli_token import token_app
+from api.openapi_doc import openapi_document
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
 from catalogue.ingest.gc import collect
@@ -216,7 +217,8 @@ def _print_quarantine(hub: Hub, outcome: HarvestOutcome, out: Console) -> None:
 def _build_site(hub: Hub) -> Path:
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as progress:
         task = progress.add_task("Building site")
-        out = build_site(hub, progress=lambda name: progress.update(task, description=f"Building site: {name}"))
+        out = build_site(hub, progress=lambda name: progress.update(task, description=f"Building site: {name}"),
+                         openapi=openapi_document(hub))
     console.print(f"Site built in [bold]{out.resolve()}[/bold]")
     return out
 

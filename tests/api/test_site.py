@@ -159,3 +159,19 @@ async def test_the_builders_hidden_files_are_not_served(api: httpx.AsyncClient, 
     for path in (MANIFEST, f"en/../{MANIFEST}", "en/.hidden"):
         assert (await api.get(f"{BASE}{path}")).status_code == 404, path
     assert (await api.get(f"{BASE}index.html")).status_code == 200
+
+
+def test_the_build_writes_the_openapi_document_for_the_api_docs_page(make_catalogue: Any) -> None:
+    from api.openapi_doc import openapi_document
+    from catalogue.sitegen.builder import build_site
+
+    hub = make_catalogue("zahlen", {"fields": [{"name": "id", "type": "integer"}]}, b"id\n1\n")
+    site = build_site(hub, openapi=openapi_document(hub))
+    doc = json.loads((site / "openapi.json").read_text(encoding="utf-8"))
+    assert doc["info"]["title"] == "urbandata API" and "/api/v1/datasets/{name}/exports/{fmt}" in doc["paths"]
+    for page in ("api.html", "en/api.html"):
+        tags = Tags((site / page).read_text(encoding="utf-8"))
+        assert [a["data-spec"] for t, a in tags.tags if a.get("class") == "api-docs"] == ["openapi.json"
+                                                                                       if page == "api.html" else
+                                                                                       "../openapi.json"]
+        assert ("openapi.json" if page == "api.html" else "../openapi.json") in tags.attrs("a", "href")
