@@ -25,25 +25,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from catalogue.errors import DefinitionError, FeedTooLarge, MalformedFeed, SourceUnreachable, TooManyRedirects
+from catalogue.errors import DefinitionError, MalformedFeed, SourceUnreachable
 from catalogue.hub import Hub
 from catalogue.ingest import jobs
-from catalogue.meta.licenses import LICENSES
 from catalogue.meta.models import Dataset, HarvestSource, Organization, utcnow
 from catalogue.settings import Settings
 from harvesters.base import SourceSpec
+from harvesters.catalogue_licenses import map_license
 from harvesters.catalogue_schema import infer_schema, sniff_csv_options
-from harvesters.guard import ACCEPT_ENCODING, Deadline, WatchedStream, decoded_pieces, guarded_client
 from harvesters.runner import harvest_source
 
 log = logging.getLogger(__name__)
 
 DATA_FORMATS = ("csv", "json", "geojson")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,99}$")
-PAGE_CAP_BYTES = 64 << 20  # one catalogue page (JSON or RDF) is parsed whole: never more than this
 
 
 @dataclass(frozen=True)
@@ -134,40 +132,6 @@ class CatalogueOutcome:
         return sum(1 for d in self.datasets if d.status == status)
 
 
-# Our licence vocabulary (catalogue/meta/licenses.py) under the ids CKAN portals and DCAT catalogues use.
-LICENSE_ALIASES = {
-    "dl-by-de/2.0": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
-    "dl-de-by-2.0": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
-    "dl-de/by-2-0": "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
-    "dl-zero-de/2.0": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
-    "dl-de-zero-2.0": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
-    "dl-de/zero-2-0": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
-    "cc-by-4.0": "http://dcat-ap.de/def/licenses/cc-by/4.0",
-    "cc-by/4.0": "http://dcat-ap.de/def/licenses/cc-by/4.0",
-    "cc-zero": "http://dcat-ap.de/def/licenses/cc-zero",
-    "cc0-1.0": "http://dcat-ap.de/def/licenses/cc-zero",
-    "cc0": "http://dcat-ap.de/def/licenses/cc-zero",
-    "http://creativecommons.org/publicdomain/zero/1.0/": "http://dcat-ap.de/def/licenses/cc-zero",
-    "http://creativecommons.org/licenses/by/4.0/": "http://dcat-ap.de/def/licenses/cc-by/4.0",
-}
-
-
-def map_license(remote: str, catalogue: CatalogueSpec, dataset: str) -> str:
-    """The licence IRI of ours for the remote id, IRI or URL ``remote``; DefinitionError when there is none."""
-    given = {k.lower(): v for k, v in catalogue.options.get("licenses", {}).items()}
-    key = remote.strip().lower().replace("https://", "http://")
-    for known in (given, {k.lower(): k for k in LICENSES}, LICENSE_ALIASES,
-                  {v["url"].lower().replace("https://", "http://"): k for k, v in LICENSES.items()}):
-        if key in known and known[key] in LICENSES:
-            return str(known[key])
-    raise DefinitionError(
-        f"Dataset '{dataset}' of catalogue '{catalogue.name}' has the licence '{remote or '(none)'}', which is not "
-        f"in the hub's licence vocabulary ({', '.join(sorted(LICENSES))}). Map it in the catalogue's options "
-        f"(licenses: {{'{remote or '...'}': <one of these IRIs>}}) if it is one of them; it was not harvested.",
-        details={"catalogue": catalogue.name, "dataset": dataset, "license": remote},
-    )
-
-
 def data_format(declared: str, url: str) -> str:
     """csv, json or geojson from a declared format (CKAN format, DCAT media type or file-type IRI) or the URL."""
     text = declared.strip().lower().rsplit("/", 1)[-1]
@@ -184,52 +148,10 @@ def data_format(declared: str, url: str) -> str:
 def local_name(catalogue: CatalogueSpec, remote: RemoteDataset) -> str:
     """The dataset's name here: the prefix and the remote slug, cut to 100 characters with a hash if longer."""
     slug = re.sub(r"[^a-z0-9-]+", "-", remote.name.lower()).strip("-") or "dataset"
-    name = catalogue.options.get("prefix", "") + slug
+    name = str(catalogue.options.get("prefix", "")) + slug
     if len(name) > 100:
         name = name[:91].rstrip("-") + "-" + hashlib.sha256(remote.remote_id.encode()).hexdigest()[:8]
     return name
-
-
-def get_document(settings: Settings, url: str, what: str, accept: str) -> tuple[bytes, str]:
-    """A catalogue page through the outbound guard (deadline, caps, redirects): its bytes and content type."""
-    cap = min(settings.harvest_max_bytes, PAGE_CAP_BYTES)
-    deadline = Deadline(settings.harvest_deadline_s, f"Reading {what} ({url})")
-    headers = {"User-Agent": "urbandata-harvester/0.1", "Accept": accept, "Accept-Encoding": ACCEPT_ENCODING}
-
-    def too_large(size: int) -> FeedTooLarge:
-        return FeedTooLarge(f"{what} ({url}) is larger than {cap} bytes ({size} received); stopped there.",
-                            details={"url": url, "max_bytes": cap})
-    try:
-        with guarded_client(settings, deadline) as client, client.stream("GET", url, headers=headers) as response:
-            if response.status_code >= 400:
-                raise SourceUnreachable(
-                    f"{what} answered HTTP {response.status_code} for {url}. Check the catalogue's URL.",
-                    details={"url": url, "http_status": response.status_code})
-            assert isinstance(response.stream, httpx.SyncByteStream)
-            response.stream = WatchedStream(response.stream, deadline, cap, too_large)
-            body = bytearray()
-            for piece in decoded_pieces(response.iter_raw(), response.headers.get("Content-Encoding", "")):
-                body += piece
-                if len(body) > cap:
-                    raise too_large(len(body))
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and not response.headers.get("Content-Encoding") and int(declared) != len(body):
-                raise MalformedFeed(f"{what} ({url}) was cut off: {len(body)} of {declared} bytes arrived.",
-                                    details={"url": url})
-            return bytes(body), response.headers.get("Content-Type", "")
-    except httpx.TooManyRedirects as exc:
-        raise TooManyRedirects(f"{what} ({url}) redirected more than {settings.harvest_max_redirects} times.",
-                               details={"url": url}) from exc
-    except httpx.TimeoutException as exc:
-        deadline.check(slack=0.05)
-        raise SourceUnreachable(f"{what} ({url}) did not answer within {settings.harvest_timeout_s:g} s.",
-                                details={"url": url}) from exc
-    except httpx.RemoteProtocolError as exc:
-        raise MalformedFeed(f"{what} ({url}) broke off its answer or sent a broken one ({exc}); the page is "
-                            "incomplete, nothing was changed. Try again later.", details={"url": url}) from exc
-    except httpx.HTTPError as exc:
-        raise SourceUnreachable(f"{what} cannot be reached at {url}: {type(exc).__name__} ({exc}). "
-                                "Check the URL and that the server is running.", details={"url": url}) from exc
 
 
 def harvest_catalogue(hub: Hub, catalogue: CatalogueSpec) -> CatalogueOutcome:
@@ -345,7 +267,7 @@ def _first_look(harvester: CatalogueHarvester, catalogue: CatalogueSpec, name: s
             delivery.path.unlink(missing_ok=True)
 
 
-def _publisher(session: Any, catalogue: CatalogueSpec, entry: RemoteDataset, name: str) -> Organization:
+def _publisher(session: Session, catalogue: CatalogueSpec, entry: RemoteDataset, name: str) -> Organization:
     wanted = catalogue.options.get("publisher")
     if wanted:
         org = session.scalar(select(Organization).where(Organization.name == wanted))
@@ -374,6 +296,11 @@ def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, na
             raise DefinitionError(f"Catalogue '{catalogue.name}' lists a dataset that would be named '{name}', but "
                                   "a dataset of that name exists here and is not this catalogue's. Set a 'prefix' "
                                   "option on the catalogue.", details={"dataset": name})
+        if source is not None and source.options.get("remote_id") not in (None, entry.remote_id):
+            raise DefinitionError(f"Catalogue '{catalogue.name}' lists two datasets named '{name}' here "
+                                  f"({source.options['remote_id']} and {entry.remote_id}); the second was not "
+                                  "harvested. Ask the publisher to give them distinct identifiers.",
+                                  details={"dataset": name, "remote_ids": [source.options["remote_id"], entry.remote_id]})
         if dataset is None:
             assert schema is not None
             dataset = Dataset(name=name, table_schema=schema)
@@ -383,16 +310,14 @@ def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, na
         dataset.license = license_iri
         dataset.publisher = _publisher(session, catalogue, entry, name)
         dataset.modified_at = utcnow()
-        if hasattr(Dataset, "private"):
-            dataset.private = False  # back at the source: public again
+        if source is not None and "withdrawn_at" in source.options:
+            dataset.private = False  # withdrawn by us, back at the source: public again
         session.add(dataset)
         session.flush()
         if source is None:
             source = HarvestSource(name=name, options={})
         if source.url != resource.url:  # another file: its validators do not apply
-            source.etag = None
-            if hasattr(source, "last_modified"):
-                source.last_modified = None
+            source.etag, source.last_modified = None, None
         options = {k: v for k, v in source.options.items() if k not in ("withdrawn_at",)}
         options.update(reader, catalogue=catalogue.name, remote_id=entry.remote_id)
         source.dataset_id, source.type, source.url = dataset.id, catalogue.type, resource.url
@@ -420,7 +345,7 @@ def _withdraw(hub: Hub, catalogue: CatalogueSpec, source_id: int, remote_id: str
         source.options = {**source.options, "withdrawn_at": utcnow().isoformat()}
         dataset_id = source.dataset_id
         dataset = session.get(Dataset, dataset_id)
-        if dataset is not None and hasattr(Dataset, "private"):
+        if dataset is not None:
             dataset.private = True
     jobs.withdrawn(hub, source_id, dataset_id, message)
     log.warning("%s", message)

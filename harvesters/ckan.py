@@ -18,7 +18,8 @@ from catalogue.errors import MalformedFeed
 from catalogue.ingest.pipeline import Delivery
 from catalogue.settings import Settings
 from harvesters.base import SourceSpec
-from harvesters.catalogue_sources import CatalogueSpec, RemoteDataset, RemoteResource, data_format, get_document
+from harvesters.catalogue_pages import get_document
+from harvesters.catalogue_sources import CatalogueSpec, RemoteDataset, RemoteResource, data_format
 from harvesters.http_file import HttpFileHarvester
 
 DEFAULT_ROWS = 100

@@ -253,3 +253,40 @@ def test_broken_portal_fails_the_run_and_changes_nothing(hub: Hub, portal: Porta
     assert versions(hub) == before
     with hub.sessions() as session:  # nothing withdrawn
         assert session.scalars(select(Dataset.private)).all() == [False] * 3
+
+
+def test_a_package_without_id_is_reported_and_withdraws_nothing(hub: Hub, portal: Portal) -> None:
+    harvest_catalogue(hub, spec(portal))
+    del portal.packages[1]["id"]  # spielplaetze: no id, so it cannot be matched with ours
+
+    outcome = harvest_catalogue(hub, spec(portal))
+
+    assert {d.dataset: (d.status, d.error_code) for d in outcome.datasets} == {
+        "baumkataster": ("skipped", None), "spielplaetze": ("failed", "malformed-feed"),
+        "pegelstaende": ("skipped", None)}
+    with hub.sessions() as session:
+        assert session.scalars(select(Dataset.private)).all() == [False] * 3
+
+
+def test_two_packages_with_one_local_name_harvest_only_the_first(hub: Hub, portal: Portal) -> None:
+    twin = copy.deepcopy(portal.packages[0])
+    twin.update(id="id-other-baumkataster", name="Baumkataster")  # the same name here once lower-cased
+    portal.packages.append(twin)
+
+    outcome = harvest_catalogue(hub, spec(portal))
+
+    assert [(d.dataset, d.status, d.error_code) for d in outcome.datasets if d.dataset == "baumkataster"] == [
+        ("baumkataster", "published", None), ("baumkataster", "failed", "invalid-definition")]
+    assert versions(hub)["baumkataster"] == [(1, 2)]
+
+
+def test_a_portal_inside_the_network_is_refused_unless_allow_listed(tmp_path: Path, portal: Portal) -> None:
+    hub = open_hub(Settings(data_dir=tmp_path / "strict", harvest_allowed_hosts=[]))
+    try:
+        outcome = harvest_catalogue(hub, spec(portal))
+    finally:
+        hub.close()
+
+    assert (outcome.status, outcome.error_code, outcome.datasets) == ("failed", "source-address-refused", [])
+    assert "resolves to 127.0.0.1, a loopback address" in outcome.message
+    assert portal.server.log == []
