@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench import phase_catalogue, phase_catalogue_harvest, phase_http, phase_ingest, phase_pruning, phase_queries
+from bench import phase_live
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -29,8 +30,9 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("catalogue", "6 catalogue", phase_catalogue.run),
     ("pruning", "7 Parquet statistics", phase_pruning.run),
     ("catalogue-harvest", "8 CKAN/DCAT harvests", phase_catalogue_harvest.run),
+    ("live", "10 live values", phase_live.run),
 ]
-OPTIONAL = ("http", "catalogue", "pruning", "catalogue-harvest")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -14,7 +14,7 @@ from api.deps import get_engine, get_hub, get_kept_results
 from api.live_channels import LiveChannels, Subscriber
 from api.params import DataParams, records_params
 from api.routes.data import CachedPage, page_link, validated_json
-from catalogue.errors import InvalidParameter
+from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.hub import Hub
 from catalogue.query.cached import KeptResults
 from catalogue.query.cursors import settings_secret
@@ -148,7 +148,12 @@ async def _events(channels: LiveChannels, subscriber: Subscriber, render: Render
         yield b"retry: 3000\n: live values of version %d on\n\n" % newest
         while True:
             for number in range(sent + 1, newest + 1):
-                yield await render(number)
+                try:
+                    event = await render(number)
+                except UrbandataError as exc:  # e.g. a filter the version's schema no longer fits: say so, end
+                    yield b"event: error\ndata: " + json.dumps({"error": exc.to_dict()}).encode() + b"\n\n"
+                    return
+                yield event
                 sent = number
             if subscriber.dropped:
                 yield b"event: dropped\ndata: {\"reason\": \"the client fell too far behind; resume with Last-Event-ID\"}\n\n"

@@ -14,6 +14,7 @@ from typing import Any
 from catalogue.errors import LiveValuesUnavailable
 from catalogue.query.cursors import PROCESS_SECRET
 from catalogue.query.engine import QueryEngine, VersionRef
+from catalogue.query.pruning import part_rows
 from catalogue.query.records import RecordsRequest, plan_records, run_records
 from catalogue.store.keys import latest_key
 from catalogue.store.live import LiveKey, Snapshot, latest_rows, live_key, new_rows
@@ -51,7 +52,8 @@ def latest_page(engine: QueryEngine, ref: VersionRef, request: RecordsRequest, *
                 cursor_secret: bytes = PROCESS_SECRET) -> tuple[dict[str, Any], bool]:
     """A records page over ``ref``'s latest row per entity: ``run_records``' answer and whether it pages by cursor."""
     uri = latest_uri(engine, ref)
-    plan = plan_records(request, ref.schema, [uri], ref.number, cursor_secret=cursor_secret)
+    # The file's row count (from its footer, read once: the file never changes) spares a count per page.
+    plan = plan_records(request, ref.schema, [uri], ref.number, row_count=part_rows(uri), cursor_secret=cursor_secret)
     found = engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=limit,
                                                time_limit_ms=engine.hub.settings.query_time_limit_ms,
                                                cursor_secret=cursor_secret))

@@ -222,3 +222,4 @@ def test_the_demo_pushes_parking_readings_that_reach_latest_and_the_stream(harve
     for old, new in zip(before["results"], after["results"]):
         assert (new["lot_id"], new["capacity"], new["location"]) == (old["lot_id"], old["capacity"], old["location"])
         assert new["timestamp"] > old["timestamp"] and new["occupied"] + new["free"] == new["capacity"]
+
