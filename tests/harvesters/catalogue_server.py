@@ -2,7 +2,8 @@
 
 ``routes`` maps a path to a function of the query string returning (status, content type, body);
 ``files`` maps a path to (content type, body); ``log`` keeps every path+query asked for.
-A path in ``truncated`` is answered with a Content-Length larger than its body.
+A path in ``truncated`` is answered with a Content-Length larger than its body; one in ``redirects``
+with a 302 to its Location.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class CatalogueServer:
     routes: dict[str, Route] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     truncated: set[str] = field(default_factory=set)
+    redirects: dict[str, str] = field(default_factory=dict)  # path → Location (a 302)
     log: list[str] = field(default_factory=list)
 
     def paths(self) -> list[str]:
@@ -36,6 +38,12 @@ def _handler(state: CatalogueServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             state.log.append(self.path)
             parts = urlsplit(self.path)
+            if parts.path in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[parts.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if parts.path in state.routes:
                 status, kind, body = state.routes[parts.path](parse_qs(parts.query))
             elif parts.path in state.files:

@@ -290,3 +290,18 @@ def test_a_portal_inside_the_network_is_refused_unless_allow_listed(tmp_path: Pa
     assert (outcome.status, outcome.error_code, outcome.datasets) == ("failed", "source-address-refused", [])
     assert "resolves to 127.0.0.1, a loopback address" in outcome.message
     assert portal.server.log == []
+
+
+def test_an_oversized_listing_page_and_a_redirect_loop_fail_the_run(tmp_path: Path, portal: Portal) -> None:
+    hub = open_hub(Settings(data_dir=tmp_path / "small", harvest_allowed_hosts=["127.0.0.1"], harvest_max_bytes=2000))
+    try:
+        oversized = harvest_catalogue(hub, spec(portal))
+        portal.server.redirects["/api/3/action/package_search"] = "/api/3/action/package_search?again=1"
+        looping = harvest_catalogue(hub, spec(portal))
+        with hub.sessions() as session:
+            assert session.scalars(select(Dataset.name)).all() == []
+    finally:
+        hub.close()
+
+    assert (oversized.status, oversized.error_code, looping.status, looping.error_code) == (
+        "failed", "feed-too-large", "failed", "too-many-redirects")

@@ -106,6 +106,15 @@ def test_turtle_catalogue_over_two_hydra_pages(hub: Hub, endpoint: Catalogue) ->
     assert "/data/baeume.pdf" not in endpoint.data_requests()  # the CSV distribution was chosen
 
 
+def test_hydra_next_of_the_current_vocabulary_is_followed(hub: Hub, endpoint: Catalogue) -> None:
+    endpoint.pages["1"] = endpoint.pages["1"].replace("hydra:nextPage", "hydra:next")
+
+    outcome = harvest_catalogue(hub, spec(endpoint))
+
+    assert set(statuses(outcome)) == {"baumkataster", "spielplaetze", "pegelstaende"}
+    assert "/catalog.ttl?page=2" in endpoint.server.log
+
+
 @pytest.mark.parametrize("path", ["/dcat_catalog.rdf", "/dcat_catalog.jsonld"])
 def test_rdf_xml_and_json_ld_catalogues(hub: Hub, endpoint: Catalogue, path: str) -> None:
     outcome = harvest_catalogue(hub, spec(endpoint, path))
