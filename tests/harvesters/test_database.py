@@ -36,10 +36,10 @@ def source_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield dsn
 
 
-def _hub(tmp_path: Path, **options: object) -> Hub:
+def _hub(tmp_path: Path, settings: dict[str, object] | None = None, **options: object) -> Hub:
     source = {"type": "database", "url": "postgresql://stadtwerke-db/parking", "format": "csv", "mode": "replace",
               "options": {"dsn_env": DSN_ENV, "batch_rows": 2, **options}}
-    return source_catalogue(tmp_path, NAME, demo_schema(NAME), source)
+    return source_catalogue(tmp_path, NAME, demo_schema(NAME), source, **(settings or {}))
 
 
 def _execute(dsn: str, statement: str) -> None:
@@ -119,6 +119,13 @@ def test_broken_sources_fail_keep_the_version_and_the_job_says_why(
         monkeypatch.delenv(DSN_ENV)
         fails("source-unreachable", DSN_ENV, "not set")
         monkeypatch.setenv(DSN_ENV, source_db)
+        capped = _hub(tmp_path / "capped", settings={"harvest_max_bytes": 100}, table="readings")
+        try:  # beyond the byte cap the read stops and nothing is published
+            outcome = harvest_source(capped, NAME)
+            assert (outcome.status, outcome.error_code) == ("failed", "feed-too-large"), outcome.message
+            assert versions(capped, NAME) == []
+        finally:
+            capped.close()
         _execute(source_db, "INSERT INTO readings VALUES ('P09', '2026-11-20 00:00', 5, 95, 100, '9.98, 53.56')")
         outcome = harvest_source(hub, NAME)  # a row the schema refuses (P09 is no car park): quarantined
         assert outcome.status == "quarantined", outcome.message

@@ -223,3 +223,14 @@ def test_the_demo_harvests_car_parks_from_pygeoapi_and_restores_the_source(hub: 
     with hub.sessions() as session:
         source = session.scalar(select(HarvestSource).where(HarvestSource.name == NAME))
         assert (source.type, source.url) == ("http-file", "feeds/car-parks.geojson")
+
+
+def test_pages_beyond_the_byte_cap_stop_the_run(tmp_path: Path, served: tuple[PygeoapiServer, Path]) -> None:
+    hub = _hub(tmp_path, served[0].url, harvest_max_bytes=1500)  # about three pages of two car parks
+    try:
+        outcome = harvest_source(hub, NAME)
+        assert (outcome.status, outcome.error_code) == ("failed", "feed-too-large"), outcome.message
+        assert "URBANDATA_HARVEST_MAX_BYTES" in (last_job(hub).message or "")
+        assert versions(hub, NAME) == []
+    finally:
+        hub.close()
