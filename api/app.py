@@ -18,7 +18,7 @@ from api.middleware import install_http_rules
 from api.params import reject_unknown_params
 from api.ratelimit import install_rate_limit
 from api.routes import catalog, data, live, sql
-from api.routes import push, tokens
+from api.routes import manage, push, tokens
 from api.routes import packages
 from api.routes import dcat
 from api.routes import ckan, ogc
@@ -79,6 +79,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(packages.router, prefix=settings.api_prefix, tags=["packages"])  # Frictionless Data Packages
     app.include_router(ckan.router, tags=["ckan"])  # CKAN's Action API at /api/3/action, its DataStore dump
     app.include_router(ogc.router, tags=["ogc"])  # OGC API Features at /ogc
+    app.include_router(manage.router, prefix=settings.api_prefix, tags=["push"])
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:

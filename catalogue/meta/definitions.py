@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 from sqlalchemy import select
 
-from catalogue.errors import DefinitionError, SchemaError
+from catalogue.errors import DatasetExists, DefinitionError, SchemaError
 from catalogue.hub import Hub
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, HarvestSource, Organization
@@ -164,20 +164,7 @@ def sync_definitions(hub: Hub, definitions: Definitions) -> None:
         sources = {s.name: s for s in session.scalars(select(HarvestSource))}
         for doc in definitions.datasets:
             dataset = existing.get(doc["name"]) or Dataset(name=doc["name"])
-            dataset.title = doc["title"]
-            dataset.title_en = doc.get("title_en", "")
-            dataset.description = doc["description"].strip()
-            dataset.description_en = doc.get("description_en", "").strip()
-            dataset.keywords = doc.get("keywords", [])
-            dataset.themes = doc.get("themes", [])
-            dataset.license = doc["license"]
-            dataset.publisher = orgs[doc["publisher"]]
-            dataset.contact = doc.get("contact", {})
-            dataset.update_frequency = doc.get("update_frequency", "UNKNOWN")
-            dataset.spatial = doc.get("spatial", {})
-            dataset.temporal_start = _as_date(doc.get("temporal", {}).get("start"))
-            dataset.temporal_end = _as_date(doc.get("temporal", {}).get("end"))
-            dataset.table_schema = doc["schema"].descriptor  # the database keeps the JSON as written
+            _apply(dataset, doc, orgs[doc["publisher"]])
             session.add(dataset)
             session.flush()
             if "source" in doc:
@@ -190,3 +177,67 @@ def sync_definitions(hub: Hub, definitions: Definitions) -> None:
                 source.mode = src.get("mode", "replace")
                 source.options = src.get("options", {})
                 session.add(source)
+
+
+def _apply(dataset: Dataset, doc: dict[str, Any], publisher: Organization) -> None:
+    """Set ``dataset``'s metadata from a checked definition (its ``schema`` parsed)."""
+    dataset.title = doc["title"]
+    dataset.title_en = doc.get("title_en", "")
+    dataset.description = doc["description"].strip()
+    dataset.description_en = doc.get("description_en", "").strip()
+    dataset.keywords = doc.get("keywords", [])
+    dataset.themes = doc.get("themes", [])
+    dataset.license = doc["license"]
+    dataset.publisher = publisher
+    dataset.contact = doc.get("contact", {})
+    dataset.update_frequency = doc.get("update_frequency", "UNKNOWN")
+    dataset.spatial = doc.get("spatial", {})
+    dataset.temporal_start = _as_date(doc.get("temporal", {}).get("start"))
+    dataset.temporal_end = _as_date(doc.get("temporal", {}).get("end"))
+    dataset.table_schema = doc["schema"].descriptor  # the database keeps the JSON as written
+    if "private" in doc:  # a definition that says nothing leaves the flag as it is
+        dataset.private = doc["private"]
+
+
+def check_definition(doc: Any) -> dict[str, Any]:
+    """One dataset definition sent as JSON (the API's), checked like a file in definitions/: its schema parsed.
+
+    The schema must be inline; a source cannot be set this way. Raises one DefinitionError listing every problem.
+    """
+    validator = jsonschema.Draft202012Validator(definition_json_schema(), format_checker=jsonschema.FormatChecker())
+    problems = [f"at {'/'.join(str(p) for p in e.path) or '(top level)'}: {e.message}"
+                for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.path))]
+    if isinstance(doc, dict):
+        if "source" in doc:
+            problems.append("'source' cannot be set through the API: a pushed dataset's deliveries come by push.")
+        if isinstance(doc.get("schema"), str):
+            problems.append("'schema' must be the Table Schema itself (a JSON object), not a file name.")
+        if isinstance(doc.get("license"), str):
+            try:
+                license_info(doc["license"])
+            except DefinitionError as exc:
+                problems.append(exc.message)
+        if isinstance(doc.get("schema"), dict):
+            try:
+                doc = {**doc, "schema": TableSchema.parse(doc["schema"])}
+            except (DefinitionError, SchemaError) as exc:
+                problems += exc.details.get("problems", [exc.message])
+    if problems:
+        raise DefinitionError(f"{len(problems)} problem(s) in the dataset definition:\n- " + "\n- ".join(problems),
+                              details={"problems": problems})
+    return dict(doc)
+
+
+def create_dataset(hub: Hub, doc: dict[str, Any]) -> str:
+    """Create the dataset of a checked definition (``check_definition``); DatasetExists if the name is taken."""
+    with hub.sessions.begin() as session:
+        if session.scalar(select(Dataset.id).where(Dataset.name == doc["name"])) is not None:
+            raise DatasetExists(f"A dataset named '{doc['name']}' exists already; choose another name "
+                                "(its metadata changes through its definition).", details={"name": doc["name"]})
+        publisher = session.scalar(select(Organization).where(Organization.name == doc["publisher"]))
+        if publisher is None:
+            raise DefinitionError(f"There is no publisher named '{doc['publisher']}'.")
+        dataset = Dataset(name=doc["name"])
+        _apply(dataset, doc, publisher)
+        session.add(dataset)
+    return str(doc["name"])
