@@ -22,6 +22,7 @@ from api.routes import manage, push, tokens
 from api.routes import packages
 from api.routes import dcat
 from api.routes import ckan, ogc
+from api.routes import harvest
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -74,6 +75,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(data.router, prefix=settings.api_prefix, tags=["data"])
     app.include_router(sql.router, prefix=settings.api_prefix, tags=["sql"])
     app.include_router(push.router, prefix=settings.api_prefix, tags=["push"])
+    app.include_router(harvest.router, prefix=settings.api_prefix, tags=["harvest"])
     app.include_router(tokens.router, prefix=settings.api_prefix, tags=["tokens"])
     app.include_router(live.router, prefix=settings.api_prefix, tags=["live"])
     app.include_router(packages.router, prefix=settings.api_prefix, tags=["packages"])  # Frictionless Data Packages

@@ -31,6 +31,7 @@ from catalogue.ingest.commit import Offer, check_base, publish
 from catalogue.ingest.csv_scan import RepeatedKey, ScanFailed, validate_csv
 from catalogue.ingest.dialect import apply_dialect, number_hint
 from catalogue.ingest.evolution import refusal_report, refused_changes
+from catalogue.redact import redact_url
 from catalogue.ingest.delivery import MODES, Delivery, IngestResult
 from catalogue.ingest.latest import keep_live_values
 from catalogue.ingest.quarantine import quarantine
@@ -160,7 +161,7 @@ def _try_csv_scan(hub: Hub, con: duckdb.DuckDBPyConnection, spill: Path, target:
     report is missing, and pyarrow's exact-types pass is skipped) and the
     result if it was published.
     """
-    place = delivery.provenance.get("source_url", "push")
+    place = redact_url(delivery.provenance.get("source_url", "push"))
     try:
         scanned = validate_csv(con, _on_disk(delivery, spill), delivery.options, target.schema, spill,
                                name=target.name, place=place, held=held)
@@ -183,7 +184,7 @@ def _validate(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, delivery
     if a cell does not read that way, or the delivery is invalid, again as
     text so the report quotes every cell as it was delivered.
     """
-    place = delivery.provenance.get("source_url", "push")
+    place = redact_url(delivery.provenance.get("source_url", "push"))
     checked: Validated | None = None
     for exact in (True, False) if exact_first else (False,):
         try:

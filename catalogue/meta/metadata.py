@@ -11,6 +11,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
+from catalogue.redact import redact_text, redact_url
 from catalogue.errors import DatasetNotFound, InvalidParameter, PublisherNotFound, VersionNotFound
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, HarvestJob, Organization, Version
@@ -190,7 +191,9 @@ def version_dict(version: Version) -> dict[str, Any]:
         "sha256": version.content_hash,
         "parts": list(version.parts),
         "changes": dict(version.changes),
-        "provenance": {k: v for k, v in version.provenance.items() if k != "schema_hash"},
+        # A source URL is shown without its user info and secret query values (catalogue.redact).
+        "provenance": {k: redact_url(v) if k == "source_url" and isinstance(v, str) else v
+                       for k, v in version.provenance.items() if k != "schema_hash"},
     }
 
 
@@ -226,7 +229,7 @@ def dataset_dict(dataset: Dataset) -> dict[str, Any]:
 def job_dict(job: HarvestJob) -> dict[str, Any]:
     """A delivery (harvest job) as JSON-ready metadata."""
     return {
-        "id": job.id, "status": job.status, "message": job.message, "error_code": job.error_code,
+        "id": job.id, "status": job.status, "message": redact_text(job.message or ""), "error_code": job.error_code,
         "started_at": job.started_at.isoformat(), "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "version": job.version_number, "rows": job.rows, "bytes_received": job.bytes_received,
         "has_report": job.report_key is not None,

@@ -6,6 +6,7 @@ from typing import Any
 
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, Version
+from catalogue.redact import redact_url
 from catalogue.settings import Settings
 
 
@@ -45,7 +46,9 @@ def build_descriptor(settings: Settings, dataset: Dataset, version: Version) -> 
             "bytes": version.bytes,
             "sha256": version.content_hash,
             "parts": list(version.parts),
-            "provenance": dict(version.provenance),
+            # the source URL without user info or secret query values (catalogue.redact)
+            "provenance": {k: redact_url(v) if k == "source_url" and isinstance(v, str) else v
+                           for k, v in version.provenance.items()},
             "changes": dict(version.changes),
         },
     }

@@ -73,7 +73,7 @@ def file_server(answering: Callable[..., AnsweringServer]) -> tuple[AnsweringSer
     files: dict[str, bytes] = {}
 
     def answer(handler: BaseHTTPRequestHandler, server: AnsweringServer) -> None:
-        body = files.get(handler.path.lstrip("/"))
+        body = files.get(handler.path.split("?")[0].lstrip("/"))
         handler.send_response(200 if body is not None else 404)
         handler.send_header("Content-Length", str(len(body or b"")))
         handler.end_headers()
