@@ -187,15 +187,16 @@ def search_packages(session: Session, query: PackageQuery) -> PackageHits:
         ids = [i for i, spatial in session.execute(select(Dataset.id, Dataset.spatial).where(condition))
                if _within(dict(spatial or {}), query.bbox)]
         condition = Dataset.id.in_(ids)
-    loads = (selectinload(Dataset.publisher), selectinload(Dataset.current_version))
-    rows = session.execute(select(Dataset, func.count().over()).where(condition).order_by(*_order(query, rank))
-                           .limit(query.rows).offset(query.start).options(*loads)).all()
-    if rows:
-        count = int(rows[0][1])
-    else:
-        count = session.scalar(select(func.count()).select_from(Dataset).where(condition)) or 0
+    # The page is found by id alone, then loaded: sorting whole rows (descriptions, schemas) to keep ten took
+    # 1.5 s at 100,000 datasets, the ids alone a fraction of it; the count is its own query for the same reason.
+    ids = list(session.scalars(select(Dataset.id).where(condition).order_by(*_order(query, rank))
+                               .limit(query.rows).offset(query.start))) if query.rows else []
+    count = session.scalar(select(func.count()).select_from(Dataset).where(condition)) or 0
+    loaded = {d.id: d for d in session.scalars(
+        select(Dataset).where(Dataset.id.in_(ids))
+        .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))} if ids else {}
     facets = {name: _facet(session, name, condition, query) for name in query.facet_fields}
-    return PackageHits(count, [r[0] for r in rows], facets)
+    return PackageHits(count, [loaded[i] for i in ids], facets)
 
 
 def _facet(session: Session, name: str, condition: ColumnElement[bool], query: PackageQuery) -> list[tuple[str, int]]:
