@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench import phase_catalogue, phase_catalogue_harvest, phase_http, phase_ingest, phase_pruning, phase_queries
 from bench import phase_live
+from bench import phase_ckan
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -30,9 +31,10 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("catalogue", "6 catalogue", phase_catalogue.run),
     ("pruning", "7 Parquet statistics", phase_pruning.run),
     ("catalogue-harvest", "8 CKAN/DCAT harvests", phase_catalogue_harvest.run),
+    ("ckan", "9 CKAN package_search", phase_ckan.run),
     ("live", "10 live values", phase_live.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -24,6 +24,7 @@ SECTIONS = [
     ("pruning", "7. Parquet statistics: a filter on the sorted key reads a fraction of the file", ["prune."]),
     ("catalogue-harvest", "8. Catalogue harvests: a CKAN portal and a DCAT catalogue (datasets/s, peak RSS)",
      ["harvest.ckan.", "harvest.dcat."]),
+    ("ckan", "9. CKAN package_search: first page latency (p50, p99) by catalogue size", ["ckan."]),
     ("live", "10. Live values: /latest against the length of the history, push to stream delay", ["live."]),
 ]
 
