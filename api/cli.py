@@ -19,6 +19,7 @@ from rich.table import Column, Table
 
 from api.cli_catalogues import harvest_catalogue_command
 from api.cli_follow import follow_command
+from api.cli_push import push as push_command
 from api.cli_token import token_app
 from api.openapi_doc import openapi_document
 from catalogue.meta.definitions import load_definitions, sync_definitions
@@ -51,6 +52,7 @@ err = Console(stderr=True)
 db_app = typer.Typer(help="The catalogue database: its schema version and migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.command("push")(push_command)
 app.command("harvest-catalogue")(harvest_catalogue_command)
 app.command("follow")(follow_command)
 
