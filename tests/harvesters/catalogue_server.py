@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+# The data of three small datasets, as their resources (distributions) serve them.
+TREES_CSV = "baum_id;art;pflanzjahr;hoehe_m\nB1;Linde;1990;12.5\nB2;Weißdorn;2001;8.25\n".encode("cp1252")
+PLAYGROUNDS = {"type": "FeatureCollection", "features": [
+    {"type": "Feature", "properties": {"spielplatz_id": "S1", "name": "Am Teich", "geraete": 4},
+     "geometry": {"type": "Point", "coordinates": [9.95, 53.55]}},
+    {"type": "Feature", "properties": {"spielplatz_id": "S2", "name": "Lindenhof", "geraete": 7},
+     "geometry": {"type": "Point", "coordinates": [10.01, 53.58]}}]}
+GAUGES = [{"pegel": "P1", "datum": "2026-11-01", "stand_m": 2.31}, {"pegel": "P2", "datum": "2026-11-01", "stand_m": 1.07}]
+
 Route = Callable[[dict[str, list[str]]], tuple[int, str, bytes]]
 
 

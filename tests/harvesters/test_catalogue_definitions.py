@@ -16,8 +16,8 @@ from catalogue.meta.models import Dataset
 from catalogue.settings import Settings
 from harvesters.catalogue_definitions import load_catalogues
 from harvesters.catalogue_sources import CatalogueSpec
-from tests.harvesters.catalogue_server import catalogue_server
-from tests.harvesters.test_ckan import TREES_CSV, Portal, package
+from tests.harvesters.catalogue_server import TREES_CSV, catalogue_server
+from tests.harvesters.test_ckan import Portal, package
 
 
 def write(root: Path, name: str, doc: object) -> None:
@@ -86,7 +86,7 @@ def test_harvest_catalogue_command_harvests_a_ckan_portal(tmp_path: Path) -> Non
 
 def test_the_examples_in_datasets_readme_are_valid_definitions(tmp_path: Path) -> None:
     readme = (Path(__file__).parents[2] / "datasets" / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Catalogue sources", 1)[1]
+    section = readme.split("## Catalogue sources", 1)[1].split("\n## ", 1)[0]
     examples = [yaml.safe_load(block.split("```", 1)[0]) for block in section.split("```yaml\n")[1:]]
     for doc in examples:
         write(tmp_path, doc["name"], doc)

@@ -22,19 +22,12 @@ from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version
 from catalogue.settings import Settings
 from harvesters.catalogue_sources import CatalogueOutcome, CatalogueSpec, harvest_catalogue
 from harvesters.ckan import search_filter
-from tests.harvesters.catalogue_server import CatalogueServer, catalogue_server, refusing_port
+from tests.harvesters.catalogue_server import (
+    GAUGES, PLAYGROUNDS, TREES_CSV, CatalogueServer, catalogue_server, refusing_port,
+)
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "ckan_package_search.json").read_text(encoding="utf-8"))
 TEMPLATE = FIXTURE["result"]["results"][0]
-
-TREES_CSV = "baum_id;art;pflanzjahr;hoehe_m\nB1;Linde;1990;12.5\nB2;Eiche;2001;8.25\n".encode("cp1252")
-PLAYGROUNDS = {"type": "FeatureCollection", "features": [
-    {"type": "Feature", "properties": {"spielplatz_id": "S1", "name": "Am Teich", "geraete": 4},
-     "geometry": {"type": "Point", "coordinates": [9.95, 53.55]}},
-    {"type": "Feature", "properties": {"spielplatz_id": "S2", "name": "Lindenhof", "geraete": 7},
-     "geometry": {"type": "Point", "coordinates": [10.01, 53.58]}}]}
-GAUGES = [{"pegel": "P1", "datum": "2026-11-01", "stand_m": 2.31}, {"pegel": "P2", "datum": "2026-11-01", "stand_m": 1.07}]
-
 
 def package(server: CatalogueServer, name: str, path: str, fmt: str, *, org: str = "stadt-musterstadt",
             tags: tuple[str, ...] = ("Umwelt",), license_id: str = "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
@@ -134,7 +127,7 @@ def test_first_run_publishes_every_package_with_its_metadata(hub: Hub, portal: P
                                                  {"name": "hoehe_m", "type": "number"}], "missingValues": [""]}
         source = session.scalar(select(HarvestSource).where(HarvestSource.name == "baumkataster"))
         assert (source.type, source.format, source.options) == ("ckan", "csv", {
-            "delimiter": ";", "encoding": "utf-8", "catalogue": "govdata", "remote_id": "id-baumkataster",
+            "delimiter": ";", "encoding": "cp1252", "catalogue": "govdata", "remote_id": "id-baumkataster",
             "marker": "2026-11-20T09:30:01.551092"})
         jobs = session.scalars(select(HarvestJob.status)).all()
     assert sorted(jobs) == ["published"] * 3

@@ -18,8 +18,9 @@ from catalogue.hub import Hub, open_hub
 from catalogue.meta.models import Dataset, HarvestJob, Version
 from catalogue.settings import Settings
 from harvesters.catalogue_sources import CatalogueOutcome, CatalogueSpec, harvest_catalogue
-from tests.harvesters.catalogue_server import CatalogueServer, catalogue_server, refusing_port
-from tests.harvesters.test_ckan import GAUGES, PLAYGROUNDS, TREES_CSV
+from tests.harvesters.catalogue_server import (
+    GAUGES, PLAYGROUNDS, TREES_CSV, CatalogueServer, catalogue_server, refusing_port,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ORIGIN = "https://daten.musterstadt.example"
