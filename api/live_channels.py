@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 from catalogue.commit_notices import COMMITS
 from catalogue.meta.loop_reads import LoopReads
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -120,7 +123,11 @@ class LiveChannels:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(channel.wake.wait(), self.poll_s)
             channel.wake.clear()
-            newest = await self.newest(channel.dataset)
+            try:
+                newest = await self.newest(channel.dataset)
+            except Exception:  # noqa: BLE001 - the database away for a moment: the next look tries again
+                log.warning("live values: the current version of %s could not be read", channel.dataset, exc_info=True)
+                continue
             if newest <= channel.newest:
                 continue
             channel.newest = newest

@@ -6,13 +6,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api.deps import get_engine, get_hub, get_kept_results
-from api.live_channels import LiveChannels, Subscriber
-from api.params import DataParams, records_params
+from api.live_channels import LiveChannels
+from api.params import DATA_PARAMETERS, DataParams, records_params
 from api.routes.data import CachedPage, page_link, validated_json
 from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.hub import Hub
@@ -82,7 +82,7 @@ async def get_live_channels(request: Request) -> LiveChannels:
 @router.get("/datasets/{name}/stream", response_model=None)
 async def stream(
     name: str,
-    where: str | None = Query(None, description="ODSQL filter on the new rows, e.g. `lot_id = 'P01'`."),
+    where: str | None = DATA_PARAMETERS["where"].default,  # the records' declaration: one filter language
     last_event_id: str | None = Header(
         None, alias="Last-Event-ID", description="Version last received: the stream resumes after it."),
     hub: Hub = Depends(get_hub),
@@ -100,7 +100,6 @@ async def stream(
     rows = RecordsRequest(where=where, limit=settings.max_returned_rows)
     current = await run_in_threadpool(_check_stream, engine, name, rows)
     after = _resume_point(last_event_id, current)
-    subscriber, newest = await channels.subscribe(name)
 
     async def render(number: int) -> bytes:
         def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, bytes]:
@@ -114,8 +113,7 @@ async def stream(
         _, data, _ = await kept.get(name, number, None, rows.cache_key("stream"), bytes, compute, len)
         return b"id: %d\nevent: rows\ndata: " % number + data + b"\n\n"
 
-    events = _events(channels, subscriber, render, sent=after if after is not None else newest, newest=newest,
-                     heartbeat_s=settings.stream_heartbeat_s)
+    events = _events(channels, name, render, after=after, heartbeat_s=settings.stream_heartbeat_s)
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -141,9 +139,15 @@ def _resume_point(last_event_id: str | None, current: int) -> int | None:
     return int(text)
 
 
-async def _events(channels: LiveChannels, subscriber: Subscriber, render: Render, *, sent: int, newest: int,
+async def _events(channels: LiveChannels, name: str, render: Render, *, after: int | None,
                   heartbeat_s: float) -> AsyncIterator[bytes]:
-    """The event stream of one client: versions after ``sent`` up to the newest, then each new one."""
+    """The event stream of one client: versions after ``after`` (default: the newest) up to the newest, then each new one.
+
+    The client subscribes here, where the stream starts, so the ``finally`` that ends its
+    subscription always runs (a generator that never started would never run it).
+    """
+    subscriber, newest = await channels.subscribe(name)
+    sent = newest if after is None else after
     try:
         yield b"retry: 3000\n: live values of version %d on\n\n" % newest
         while True:
