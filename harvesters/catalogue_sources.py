@@ -32,6 +32,7 @@ from catalogue.errors import DefinitionError, MalformedFeed, SourceUnreachable
 from catalogue.hub import Hub
 from catalogue.ingest import jobs
 from catalogue.meta.models import Dataset, HarvestSource, Organization, utcnow
+from catalogue.redact import redact_text
 from catalogue.settings import Settings
 from harvesters.base import SourceSpec
 from harvesters.catalogue_licenses import map_license
@@ -165,7 +166,7 @@ def harvest_catalogue(hub: Hub, catalogue: CatalogueSpec) -> CatalogueOutcome:
         remote = list(harvester.discover(catalogue))
     except Exception as exc:  # noqa: BLE001 - a failed listing is the run's outcome, nothing changed
         error = jobs.describe(exc, hub)
-        return CatalogueOutcome(catalogue.name, "failed", f"{catalogue.name}: {error.message}",
+        return CatalogueOutcome(catalogue.name, "failed", redact_text(f"{catalogue.name}: {error.message}"),
                                 error_code=error.code)
     owned = _owned_sources(hub, catalogue)
     outcome = CatalogueOutcome(catalogue.name, "finished")
@@ -191,6 +192,8 @@ def harvest_catalogue(hub: Hub, catalogue: CatalogueSpec) -> CatalogueOutcome:
     for remote_id, (source_id, name) in owned.items():
         if remote_id not in seen and not unidentified:
             outcome.datasets.append(_withdraw(hub, catalogue, source_id, remote_id, name))
+    for entry_outcome in outcome.datasets:  # shown to people: a source URL never shows its credentials
+        entry_outcome.message = redact_text(entry_outcome.message)
     counts = {s: outcome.count(s) for s in ("published", "unchanged", "skipped", "quarantined", "failed", "withdrawn")}
     outcome.message = f"{catalogue.name}: {len(remote)} datasets listed; " + ", ".join(
         f"{n} {s}" for s, n in counts.items() if n)

@@ -298,3 +298,15 @@ def test_an_oversized_listing_page_and_a_redirect_loop_fail_the_run(tmp_path: Pa
 
     assert (oversized.status, oversized.error_code, looping.status, looping.error_code) == (
         "failed", "feed-too-large", "failed", "too-many-redirects")
+
+
+def test_outcomes_never_show_credentials_of_resource_urls(hub: Hub, portal: Portal) -> None:
+    secret_url = portal.server.url.replace("http://", "http://harvester:geheim@") + "/data/missing.csv?apikey=abc123"
+    portal.packages[0]["resources"][1]["url"] = secret_url
+
+    outcome = harvest_catalogue(hub, spec(portal))
+
+    failed = next(d for d in outcome.datasets if d.dataset == "baumkataster")
+    assert failed.status == "failed"
+    assert "geheim" not in failed.message and "abc123" not in failed.message
+    assert "***@127.0.0.1" in failed.message and "apikey=***" in failed.message
