@@ -18,7 +18,7 @@ import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import typer
@@ -43,7 +43,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[red]error[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
 
