@@ -310,3 +310,15 @@ def test_outcomes_never_show_credentials_of_resource_urls(hub: Hub, portal: Port
     assert failed.status == "failed"
     assert "geheim" not in failed.message and "abc123" not in failed.message
     assert "***@127.0.0.1" in failed.message and "apikey=***" in failed.message
+
+
+def test_a_harvested_dataset_is_an_ordinary_source_of_the_runner(hub: Hub, portal: Portal) -> None:
+    from harvesters.runner import harvest_source
+
+    harvest_catalogue(hub, spec(portal))
+    portal.server.files["/data/baeume.csv"] = ("text/csv", TREES_CSV + b"B3;Ahorn;2015;4.0\n")
+
+    outcome = harvest_source(hub, "baumkataster")  # as `urbandata harvest baumkataster` or a schedule runs it
+
+    assert (outcome.status, outcome.version) == ("published", 2)
+    assert versions(hub)["baumkataster"] == [(1, 2), (2, 3)]
