@@ -37,7 +37,15 @@ MAX_PARAM_CHARS = 16_384
 
 SITE_CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
             "form-action 'self'; frame-ancestors 'none'")
+# The SQL console pages (datasets/<name>/sql.html) and DuckDB-WASM's worker (a worker keeps the policy its
+# own script was served with) compile WebAssembly: that, and nothing else, is allowed there beyond SITE_CSP
+# (the page's own meta policy narrows it further).
+SQL_CONSOLE_CSP = SITE_CSP + "; script-src 'self' 'wasm-unsafe-eval'"
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _compiles_wasm(path: str) -> bool:
+    return path.endswith("/sql.html") or "/static/vendor/duckdb/" in path
 COMMON_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -150,7 +158,8 @@ class HttpRules:
             await self.app(scope, receive, send)
             return
         is_api = scope["path"].startswith(self.api_prefixes)
-        extra = [*COMMON_HEADERS, (b"content-security-policy", (API_CSP if is_api else SITE_CSP).encode()),
+        policy = API_CSP if is_api else SQL_CONSOLE_CSP if _compiles_wasm(scope["path"]) else SITE_CSP
+        extra = [*COMMON_HEADERS, (b"content-security-policy", policy.encode()),
                  *self.cors_headers(scope)]
         if scope["method"] == "OPTIONS" and any(n == b"access-control-request-method" for n, _ in scope["headers"]):
             await self.preflight(scope, send, [h for h in extra if not h[0].startswith(b"access-control")])

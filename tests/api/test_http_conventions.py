@@ -148,3 +148,33 @@ async def test_diff_csv_renders_values_as_the_csv_export(make_catalogue) -> None
         ["_change", "lot_id", "open_24h", "since", "geometry"], ["added", "P2", "false", "2026-03-04", "POINT (10.25 53.5)"]]
     assert list(csv.reader(export.text.lstrip("\ufeff").splitlines())) == [
         ["lot_id", "open_24h", "since", "geometry"], ["P2", "false", "2026-03-04", "POINT (10.25 53.5)"]]
+
+
+async def test_openapi_documents_the_envelope_not_422_and_format_enums(api: httpx.AsyncClient) -> None:
+    from catalogue.query.exports import format_names
+
+    document = (await api.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)
+            assert responses["400"]["content"]["application/json"]["schema"] == envelope, (method, path)
+            assert responses["503"]["content"]["application/json"]["schema"] == envelope, (method, path)
+            if "{" in path:
+                assert responses["404"]["content"]["application/json"]["schema"] == envelope, (method, path)
+    export = document["paths"]["/api/v1/datasets/{name}/exports/{fmt}"]["get"]
+    fmt = next(p for p in export["parameters"] if p["name"] == "fmt")
+    app_registry = api._transport.app.state.hub.registry  # type: ignore[attr-defined]
+    assert fmt["schema"]["enum"] == format_names(app_registry)
+    diff = document["paths"]["/api/v1/datasets/{name}/diff"]["get"]
+    assert next(p for p in diff["parameters"] if p["name"] == "format")["schema"]["enum"] == ["json", "csv"]
+    example = document["paths"]["/api/v1/datasets/{name}"]["get"]["responses"]["404"]["content"]["application/json"]
+    assert example["example"]["error"]["code"] == "dataset-not-found"
+
+
+async def test_a_bad_parameter_is_the_documented_400(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/v1/datasets?limit=0")
+    assert response.status_code == 400
+    assert set(response.json()) == {"error"} and response.json()["error"]["code"] == "invalid-parameter"

@@ -1,0 +1,80 @@
+"""The OpenAPI description as the API behaves: the error envelope it sends, never a 422 it does not,
+and the export formats as an enum of the registered ones.
+
+FastAPI documents a 422 ``HTTPValidationError`` on every route with parameters; this API answers
+invalid input with 400 in its one envelope (api/errors.py). The document is refined once, when
+first asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from catalogue.query.exports import format_names
+
+ENVELOPE = "ErrorEnvelope"
+ERRORS = {
+    "400": ("Invalid parameter or request.", "invalid-parameter",
+            "Invalid value for limit: Input should be less than or equal to 1000."),
+    "404": ("Nothing there: an unknown dataset, version or path.", "dataset-not-found",
+            "Dataset 'no-such-dataset' not found."),
+    "413": ("The request body is larger than allowed.", "payload-too-large",
+            "The request body is larger than the maximum allowed."),
+    "429": ("Too many requests from this client; Retry-After says when to try again.", "too-many-requests",
+            "Too many requests; try again in 2 seconds."),
+    "503": ("Busy: the database, query workers or a deadline; Retry-After says when to try again.", "database-busy",
+            "The catalogue database is busy with other requests; try again in a moment."),
+}
+ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["error"], "title": ENVELOPE,
+    "description": "Every error, in one envelope (the CKAN-compatible routes use CKAN's).",
+    "properties": {"error": {"type": "object", "required": ["code", "status", "message"], "properties": {
+        "code": {"type": "string", "description": "A stable kebab-case code, e.g. dataset-not-found."},
+        "status": {"type": "integer", "description": "The HTTP status."},
+        "message": {"type": "string", "description": "What went wrong, where, and how to fix it."},
+        "details": {"type": "object", "description": "Machine-readable specifics (the parameter, limits, ...)."},
+    }}},
+}
+
+
+def _error(status: str) -> dict[str, Any]:
+    description, code, message = ERRORS[status]
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{ENVELOPE}"},
+        "example": {"error": {"code": code, "status": int(status), "message": message}}}}}
+
+
+def refine(document: dict[str, Any], formats: list[str]) -> dict[str, Any]:
+    """``document`` with the error envelope on every operation, no 422, and format enums."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas[ENVELOPE] = ENVELOPE_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            wanted = ["400", "429", "503"] + (["404"] if "{" in path else []) + \
+                (["413"] if "requestBody" in operation else [])
+            for status in wanted:
+                responses.setdefault(status, _error(status))
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "fmt" and path.endswith("/exports/{fmt}"):
+                    parameter["schema"] = {"type": "string", "enum": formats, "title": "Export format"}
+                elif parameter["name"] == "format" and path.endswith("/diff"):
+                    parameter["schema"] = {"type": "string", "enum": ["json", "csv"], "default": "json"}
+    return document
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Refine ``app``'s OpenAPI document (built once, on the first request for it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = refine(build(), format_names(app.state.hub.registry))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
