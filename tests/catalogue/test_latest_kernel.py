@@ -157,3 +157,44 @@ def test_a_failing_listener_is_dropped_and_the_commit_stands(parking: Hub) -> No
     finally:
         COMMITS.forget(broken)
     assert calls == [2]
+
+
+def test_an_upsert_merges_the_previous_latest_rows_with_the_rows_it_changed_or_added(parking: Hub) -> None:
+    # P01's last reading is corrected, P02 gets a newer one, an old P03 reading is corrected (not its latest).
+    rows = HEADER + ("P01,2026-12-01T03:00:00,77,\"9.9, 53.5\"\n"
+                     "P02,2026-12-01T04:00:00,8,\"9.9, 53.5\"\n"
+                     "P03,2026-12-01T00:00:00,1,\"9.9, 53.5\"\n")
+    result = ingest_delivery(parking, "parking", Delivery(rows.encode(), "csv", {}, "upsert", {"source_url": "t"}))
+    assert (result.status, result.version) == ("published", 2)
+    engine, ref = current_ref(parking, "parking")
+    try:
+        before = engine.version("parking", 1)
+        assert added_parts(snapshot_of(ref), snapshot_of(before)) is None  # an upsert rewrites its parts
+        key = latest_key("parking", 2, ref.content_hash)
+        expected = [("P01", "03:00", 77), ("P02", "04:00", 8), ("P03", "03:00", 32)]
+        assert rows_of([parking.storage.engine_uri(key)]) == expected  # merged at commit time
+        assert engine.run(lambda cur: rows_of(new_rows(cur, parking.storage, snapshot_of(ref),
+                                                       snapshot_of(before)))) == [
+            ("P01", "03:00", 77), ("P02", "04:00", 8), ("P03", "00:00", 1)]
+        parking.storage.local_path(key).unlink()  # type: ignore[union-attr]
+        assert rows_of([latest_uri(engine, ref)]) == expected  # recomputed from every row: the same
+    finally:
+        engine.close()
+
+
+def test_an_append_reads_the_previous_latest_file_not_the_history(parking: Hub) -> None:
+    engine, first = current_ref(parking, "parking")
+    try:
+        # Stand-in previous file holding only P02: were the history read, P01 and P03 would come back.
+        path = parking.storage.local_path(latest_key("parking", 1, first.content_hash))
+        assert path is not None
+        con = duckdb.connect()
+        con.execute(f"COPY (SELECT * FROM read_parquet('{path}') WHERE lot_id = 'P02') TO '{path}.new' (FORMAT parquet)")
+        con.close()
+        path.with_name(path.name + ".new").replace(path)
+        more = HEADER + "P04,2026-12-01T05:00:00,4,\"9.9, 53.5\"\n"
+        ingest_delivery(parking, "parking", Delivery(more.encode(), "csv", {}, "append", {"source_url": "t"}))
+        ref = engine.version("parking")
+        assert rows_of([latest_uri(engine, ref)]) == [("P02", "03:00", 31), ("P04", "05:00", 4)]
+    finally:
+        engine.close()
