@@ -42,6 +42,8 @@ from harvesters.runner import harvest_source
 log = logging.getLogger(__name__)
 
 DATA_FORMATS = ("csv", "json", "geojson")
+EU_THEMES = {"AGRI", "ECON", "EDUC", "ENER", "ENVI", "GOVE", "HEAL", "INTR", "JUST", "OP_DATPRO", "REGI", "SOCI",
+             "TECH", "TRAN"}  # as definition.schema.json lists them
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,99}$")
 
 
@@ -63,6 +65,9 @@ class RemoteDataset:
     title: str
     description: str = ""
     keywords: tuple[str, ...] = ()
+    themes: tuple[str, ...] = ()  # EU data themes (ENVI, TRAN...), from any IRI or id ending in one
+    contact_name: str = ""
+    contact_email: str = ""
     license: str = ""  # the source's licence id, IRI or URL; mapped by ``map_license``
     publisher_name: str = ""
     publisher_title: str = ""
@@ -310,6 +315,9 @@ def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, na
         dataset.title = (entry.title or name)[:300]
         dataset.description = entry.description.strip() or entry.title or name
         dataset.keywords = list(entry.keywords)
+        dataset.themes = sorted({t.rstrip("/").rsplit("/", 1)[-1].upper() for t in entry.themes} & EU_THEMES)
+        contact = {"name": entry.contact_name, "email": entry.contact_email.removeprefix("mailto:")}
+        dataset.contact = {k: v for k, v in contact.items() if v}
         dataset.license = license_iri
         dataset.publisher = _publisher(session, catalogue, entry, name)
         dataset.modified_at = utcnow()

@@ -31,6 +31,7 @@ from harvesters.http_file import HttpFileHarvester
 
 DCAT = Namespace("http://www.w3.org/ns/dcat#")
 HYDRA = Namespace("http://www.w3.org/ns/hydra/core#")
+VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 RDF_FORMATS = {"turtle": "turtle", "ttl": "turtle", "xml": "xml", "rdf": "xml", "rdf+xml": "xml",
                "json-ld": "json-ld", "jsonld": "json-ld", "ld+json": "json-ld"}
 ACCEPT = "text/turtle, application/rdf+xml;q=0.9, application/ld+json;q=0.8"
@@ -161,6 +162,7 @@ def describe_dataset(graph: Graph, node: Any) -> RemoteDataset:
                              problem=f"A dcat:Dataset ({title or 'untitled'}) has neither a URI nor a dct:identifier; "
                              "it was not harvested.")
     publisher = graph.value(node, DCTERMS.publisher)
+    contact = graph.value(node, DCAT.contactPoint)
     publisher_title = _text(graph, publisher, FOAF.name) if publisher is not None else ""
     publisher_name = publisher_title or (urlsplit(str(publisher)).path.rstrip("/").rsplit("/", 1)[-1]
                                          if isinstance(publisher, URIRef) else "")
@@ -180,6 +182,9 @@ def describe_dataset(graph: Graph, node: Any) -> RemoteDataset:
         title=title,
         description=_text(graph, node, DCTERMS.description),
         keywords=tuple(sorted({str(k) for k in graph.objects(node, DCAT.keyword)})),
+        themes=tuple(sorted(str(t) for t in graph.objects(node, DCAT.theme))),
+        contact_name=_text(graph, contact, VCARD.fn) if contact is not None else "",
+        contact_email=str(graph.value(contact, VCARD.hasEmail) or "") if contact is not None else "",
         license=licenses[0] if licenses else "",
         publisher_name=publisher_name,
         publisher_title=publisher_title,

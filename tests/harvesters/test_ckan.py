@@ -121,6 +121,8 @@ def test_first_run_publishes_every_package_with_its_metadata(hub: Hub, portal: P
                 trees.publisher.title, trees.private) == (
             "Titel baumkataster", TEMPLATE["notes"], ["Umwelt"], "http://dcat-ap.de/def/licenses/dl-by-de/2.0",
             "stadt-musterstadt", "Organisation stadt-musterstadt", False)
+        assert (trees.themes, trees.contact) == (["ENVI"], {"name": "Open-Data-Team",
+                                                           "email": "opendata@musterstadt.example"})
         # Types inferred from the data; the German dialect (";", cp1252) sniffed.
         assert trees.table_schema == {"fields": [{"name": "baum_id", "type": "string"}, {"name": "art", "type": "string"},
                                                  {"name": "pflanzjahr", "type": "integer"},

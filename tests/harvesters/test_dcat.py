@@ -101,6 +101,10 @@ def test_turtle_catalogue_over_two_hydra_pages(hub: Hub, endpoint: Catalogue) ->
     assert metadata(hub, "baumkataster") == (
         "Baumkataster", "Alle Straßenbäume der Stadt mit Art, Pflanzjahr und Höhe.", ["Bäume", "Umwelt"],
         "http://dcat-ap.de/def/licenses/dl-by-de/2.0", "stadt-musterstadt", "Stadt Musterstadt")
+    with hub.sessions() as session:
+        trees = session.scalar(select(Dataset).where(Dataset.name == "baumkataster"))
+        assert (trees.themes, trees.contact) == (["ENVI"], {"name": "Open-Data-Team",
+                                                           "email": "opendata@musterstadt.example"})
     assert metadata(hub, "spielplaetze")[3] == "http://dcat-ap.de/def/licenses/cc-by/4.0"
     assert metadata(hub, "pegelstaende")[3:] == ("http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
                                                  "wasserverband-musterstadt", "Wasserverband Musterstadt")
