@@ -1,8 +1,10 @@
 """OGC API Features, Part 1 Core with GeoJSON, under /ogc: every public dataset with a geometry is a collection.
 
-Claims only what holds: Core and GeoJSON (tested with OWSLib). The items route reads its own query
-parameters: ``limit``, ``offset``, ``cursor`` (from ``next`` links), ``bbox``, ``bbox-crs`` (CRS84
-only), ``datetime``, ``f``, and one equality filter per property; anything else is a 400.
+Claims only what holds (tested with OWSLib): Core and GeoJSON; from Part 3 queryables, property
+filters, and CQL2 text filters in the parts ODSQL can say (basic CQL2, LIKE/IN/BETWEEN,
+S_INTERSECTS). The items route reads its own query parameters: ``limit``, ``offset``, ``cursor`` (from ``next`` links), ``bbox``, ``bbox-crs`` (CRS84
+only), ``datetime``, ``filter`` (CQL2 text; ``filter-lang``, ``filter-crs``), ``f``, and one equality
+filter per property; anything else is a 400.
 """
 
 from __future__ import annotations
@@ -33,8 +35,18 @@ GEOJSON = "application/geo+json"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    # Part 3, as far as catalogue.query.cql2 maps CQL2 text onto ODSQL (tests/api/test_ogc_api.py holds each).
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
 ]
-ITEMS_PARAMETERS = {"limit", "offset", "cursor", "bbox", "bbox-crs", "datetime", "f"}
+ITEMS_PARAMETERS = {"limit", "offset", "cursor", "bbox", "bbox-crs", "datetime", "f", "filter", "filter-lang",
+                    "filter-crs"}
 DEFAULT_LIMIT = 10
 
 
@@ -95,6 +107,8 @@ def _collection(root: str, dataset: Dataset) -> dict[str, Any]:
             {"href": f"{root}/collections/{dataset.name}", "rel": "self", "type": "application/json",
              "title": dataset.title},
             {"href": items, "rel": "items", "type": GEOJSON, "title": f"{dataset.title} (GeoJSON)"},
+            {"href": f"{root}/collections/{dataset.name}/queryables", "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+             "type": "application/schema+json", "title": "Queryables"},
             {"href": dataset.license, "rel": "license", "type": "text/html", "title": "Licence"},
         ],
     }
@@ -136,6 +150,18 @@ def collection(request: Request, name: str) -> Response:
     return _json(_collection(_root(hub), _collections(hub, name)[0]))
 
 
+@router.get("/ogc/collections/{name}/queryables", response_model=None, openapi_extra={OWN_PARAMETERS: True},
+            summary="The queryables of an OGC API collection")
+def queryables(request: Request, name: str) -> Response:
+    """The properties a filter may name, as a JSON Schema (Part 3)."""
+    _check_f(request, ("json",))
+    hub: Hub = request.app.state.hub
+    dataset = _collections(hub, name)[0]
+    url = f"{_root(hub)}/collections/{name}/queryables"
+    return _json(ogc.queryables(dataset.current_version.schema if dataset.current_version else dataset.schema, url,
+                                dataset.title), "application/schema+json")
+
+
 def _items_query(request: Request) -> tuple[ogc.ItemsQuery, int | None, int, str | None]:
     params = request.query_params
     for key in params:
@@ -143,8 +169,11 @@ def _items_query(request: Request) -> tuple[ogc.ItemsQuery, int | None, int, str
             raise InvalidParameter(f"{key} is given more than once.", details={"parameter": key})
     if params.get("f", "json") not in ("json", "geojson"):
         raise InvalidParameter("f must be json or geojson.", details={"parameter": "f"})
-    if params.get("bbox-crs", ogc.CRS84) != ogc.CRS84:
-        raise InvalidParameter(f"bbox-crs: only {ogc.CRS84} is supported.", details={"parameter": "bbox-crs"})
+    for crs in ("bbox-crs", "filter-crs"):
+        if params.get(crs, ogc.CRS84) != ogc.CRS84:
+            raise InvalidParameter(f"{crs}: only {ogc.CRS84} is supported.", details={"parameter": crs})
+    if params.get("filter-lang", "cql2-text") != "cql2-text":
+        raise InvalidParameter("filter-lang: only cql2-text is supported.", details={"parameter": "filter-lang"})
     numbers = {}
     for key in ("limit", "offset"):
         text = params.get(key)
@@ -155,7 +184,7 @@ def _items_query(request: Request) -> tuple[ogc.ItemsQuery, int | None, int, str
             numbers[key] = int(text)
     query = ogc.ItemsQuery(
         bbox=ogc.parse_bbox(params["bbox"]) if "bbox" in params else None, datetime=params.get("datetime"),
-        properties=tuple((k, v) for k, v in params.items() if k not in ITEMS_PARAMETERS))
+        properties=tuple((k, v) for k, v in params.items() if k not in ITEMS_PARAMETERS), filter=params.get("filter"))
     return query, numbers.get("limit"), numbers.get("offset", 0), params.get("cursor")
 
 

@@ -3,8 +3,9 @@
 A collection is a dataset with a geometry field; its first geometry field is each feature's geometry
 and the other fields its properties. A feature's id is its primary key (several key fields joined
 with ``~``), or its position in the version when the dataset has none. ``bbox`` becomes the records
-API's ``in_bbox()``, ``datetime`` a comparison on the first date or date-time field, and a property
-filter (``?district=Altstadt``) a refine; paging is the records planner's, so past the offset wall
+API's ``in_bbox()``, ``datetime`` a comparison on the first date or date-time field, a property
+filter (``?district=Altstadt``) a refine, and a CQL2 text ``filter`` (:mod:`catalogue.query.cql2`) an
+ODSQL ``where``; paging is the records planner's, so past the offset wall
 the ``next`` link carries a keyset cursor.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalogue.errors import InvalidParameter, NotFound
+from catalogue.query.cql2 import odsql_where
 from catalogue.query.planning import RecordsRequest
 from catalogue.schema.model import TableSchema
 
@@ -32,6 +34,7 @@ class ItemsQuery:
     bbox: tuple[float, float, float, float] | None = None  # west, south, east, north (CRS84)
     datetime: str | None = None
     properties: tuple[tuple[str, str], ...] = ()
+    filter: str | None = None  # CQL2 text (Part 3)
 
 
 def geometry_field(schema: TableSchema) -> str | None:
@@ -101,6 +104,8 @@ def items_request(schema: TableSchema, query: ItemsQuery, *, limit: int, offset:
         where.append(f"in_bbox(`{geometry}`, {south}, {west}, {north}, {east})")
     if query.datetime:
         where.append(_datetime_filter(schema, query.datetime))
+    if query.filter is not None:
+        where.append(odsql_where(schema, query.filter))
     known = {f.name: f for f in schema.fields}
     for name, _ in query.properties:
         if name not in known or known[name].is_geometry:
@@ -110,6 +115,29 @@ def items_request(schema: TableSchema, query: ItemsQuery, *, limit: int, offset:
                 details={"parameter": name})
     return RecordsRequest(where=" and ".join(f"({w})" for w in where) or None, limit=limit, offset=offset,
                           refine=[f"{n}:{v}" for n, v in query.properties], cursor=cursor)
+
+
+JSON_TYPES = {"string": ("string", None), "integer": ("integer", None), "number": ("number", None),
+              "boolean": ("boolean", None), "date": ("string", "date"), "datetime": ("string", "date-time"),
+              "time": ("string", "time"), "year": ("integer", None), "geopoint": (None, "geometry-point"),
+              "geojson": (None, "geometry-any")}
+
+
+def queryables(schema: TableSchema, url: str, title: str) -> dict[str, object]:
+    """The collection's queryables (Part 3) as a JSON Schema: every field, the geometry one by its format."""
+    properties: dict[str, object] = {}
+    for f in schema.fields:
+        kind, fmt = JSON_TYPES.get(f.type, ("string", None))
+        entry: dict[str, object] = {"title": f.title or f.name}
+        if kind is not None:
+            entry["type"] = kind
+        if fmt is not None:
+            entry["format"] = fmt
+        if f.description:
+            entry["description"] = f.description
+        properties[f.name] = entry
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": url, "type": "object",
+            "title": title, "properties": properties, "additionalProperties": False}
 
 
 def feature_id(schema: TableSchema, row: dict[str, Any], position: int) -> str | int:

@@ -44,7 +44,15 @@ def test_landing_conformance_and_collections(features: Features) -> None:
         {"href": f"{PUBLIC}/ogc/collections", "rel": "data", "type": "application/json", "title": "Collections"}]
     assert features.conformance() == {"conformsTo": [
         "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
-        "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson"]}
+        "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+        "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+        "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+        "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+        "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+        "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+        "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+        "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+        "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions"]}
     # Only datasets with a geometry field are collections (not egovernment-services, nor waste bins with lon/lat).
     assert features.feature_collections() == COLLECTIONS
     car_parks = features.collection("car-parks")
@@ -56,7 +64,8 @@ def test_landing_conformance_and_collections(features: Features) -> None:
                    "temporal": {"interval": [["2026-11-01", None]],
                                 "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}}}
     assert [(link["rel"], link["type"]) for link in car_parks["links"]] == [
-        ("self", "application/json"), ("items", "application/geo+json"), ("license", "text/html")]
+        ("self", "application/json"), ("items", "application/geo+json"),
+        ("http://www.opengis.net/def/rel/ogc/1.0/queryables", "application/schema+json"), ("license", "text/html")]
 
 
 def test_items_limit_and_next_links_walk_the_whole_collection(features: Features, served: str) -> None:
@@ -125,3 +134,58 @@ def test_refusals(served: str) -> None:
     assert error("collections/city-districts/items/01") == (404, "not-found")
     assert error("collections/car-parks/items", **{"bbox-crs": "EPSG:25832"}) == (400, "invalid-parameter")
     assert error("conformance", f="html") == (400, "invalid-parameter")
+
+
+def test_queryables(features: Features) -> None:
+    found = features.collection_queryables("parking-occupancy")
+    properties = found.pop("properties")
+    assert found == {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                     "$id": f"{PUBLIC}/ogc/collections/parking-occupancy/queryables", "type": "object",
+                     "title": "Parkhausbelegung", "additionalProperties": False}
+    assert [(n, p.get("type"), p.get("format")) for n, p in properties.items()] == [
+        ("lot_id", "string", None), ("timestamp", "string", "date-time"), ("occupied", "integer", None),
+        ("free", "integer", None), ("capacity", "integer", None), ("location", None, "geometry-point")]
+    assert all(p["title"] for p in properties.values())
+
+
+@pytest.mark.parametrize(("cql", "expected"), [
+    ("capacity > 400", ["P01", "P03", "P06"]),
+    ("capacity >= 400 AND open_24h = true", ["P01", "P03", "P06"]),
+    ("NOT (open_24h = TRUE) OR lot_id = 'P01'", ["P01", "P04", "P05"]),
+    ('"lot_id" <> \'P01\' AND 500 <= capacity', ["P03", "P06"]),
+    ("name LIKE 'Park%'", ["P01", "P03", "P04", "P05"]),
+    ("name NOT LIKE 'Parkhaus%' AND lot_id NOT IN ('P02')", ["P05", "P06"]),
+    ("lot_id IN ('P02', 'P05')", ["P02", "P05"]),
+    ("capacity BETWEEN 300 AND 420", ["P01", "P02", "P04"]),
+    ("capacity NOT BETWEEN 300 AND 650", ["P05"]),
+    ("address IS NULL", []),
+    ("address IS NOT NULL AND fee_per_hour_eur < 1.5", ["P06"]),
+    ("S_INTERSECTS(geometry, BBOX(9.99, 53.55, 10.0, 53.56))", ["P01"]),
+    ("S_INTERSECTS(geometry, POINT(9.99712 53.55324))", ["P01"]),
+    ("S_INTERSECTS(geometry, POLYGON((9.9 53.5, 10.0 53.5, 10.0 53.552, 9.9 53.552, 9.9 53.5)))", ["P03"]),
+])
+def test_cql2_text_filters(features: Features, cql: str, expected: list[str]) -> None:
+    found = features.collection_items("car-parks", filter=cql, limit=100)
+    assert [f["id"] for f in found["features"]] == expected
+
+
+def test_cql2_dates_and_refusals(features: Features, served: str) -> None:
+    found = features.collection_items("groundwater-levels", limit=100,
+                                      filter="date = DATE('2026-11-03') AND gauge_id = 'GW-101'")
+    assert [f["id"] for f in found["features"]] == ["GW-101~2026-11-03"]
+    later = features.collection_items("parking-occupancy", limit=1,
+                                      filter="timestamp >= TIMESTAMP('2026-11-20T23:45:00') AND lot_id = 'P01'")
+    assert later["numberMatched"] == 1
+
+    def refused(**params: str) -> str:
+        answer = httpx.get(f"{served}/ogc/collections/car-parks/items", params=params)
+        assert answer.status_code == 400, answer.text
+        return str(answer.json()["error"]["message"])
+
+    assert "'colour' is no property" in refused(filter="colour = 'red'")
+    assert "T_AFTER() is not supported" in refused(filter="T_AFTER(capacity, 3)")
+    assert "arithmetic" in refused(filter="capacity + 1 > 3")
+    assert refused(filter="capacity >")
+    assert refused(filter="capacity ; drop")
+    assert "cql2-text" in refused(filter="capacity > 1", **{"filter-lang": "cql2-json"})
+    assert "no geometry property" in refused(filter="S_INTERSECTS(capacity, BBOX(0, 0, 1, 1))")
