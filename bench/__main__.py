@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench import phase_catalogue, phase_catalogue_harvest, phase_http, phase_ingest, phase_pruning, phase_queries
 from bench import phase_live
+from bench import phase_mqtt
 from bench import phase_ckan
 from bench.context import Context
 from bench.loadgen import ensure_wrk
@@ -33,8 +34,9 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("catalogue-harvest", "8 CKAN/DCAT harvests", phase_catalogue_harvest.run),
     ("ckan", "9 CKAN package_search", phase_ckan.run),
     ("live", "10 live values", phase_live.run),
+    ("mqtt", "11 MQTT readings", phase_mqtt.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
