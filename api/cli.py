@@ -40,6 +40,7 @@ from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
+from harvesters.schedule import HarvestScheduler, due_sources
 
 app = typer.Typer(
     help="urbandata: an open urban-data hub. Harvest, validate, version, query and publish a city's open data.",
@@ -184,7 +185,24 @@ def _harvest(hub: Hub, names: list[str]) -> list[HarvestOutcome]:
             if outcome.status == "quarantined" and outcome.job_id is not None:
                 _print_quarantine(hub, outcome, progress.console)
             progress.advance(task)
+    if outcomes:
+        console.print(_summary(outcomes))
     return outcomes
+
+
+def _summary(outcomes: list[HarvestOutcome]) -> Table:
+    """One row per harvest run: status, version, rows added/removed/changed, time, and why when it failed."""
+    table = Table("source", "status", "version", "+rows", "−rows", "~rows", "seconds", "note", title="Harvest summary")
+    for o in outcomes:
+        style = STYLES.get(o.status, "white")
+        c = o.changes or {}
+        note = f"[{o.error_code}]" if o.error_code else ""
+        table.add_row(escape(o.source), f"[{style}]{o.status}[/{style}]", str(o.version or "—"),
+                      str(c.get("added", "")), str(c.get("removed", "")), str(c.get("changed", "")),
+                      f"{o.seconds:.1f}" if o.seconds is not None else "", escape(note))
+    counts = {status: sum(o.status == status for o in outcomes) for status in STYLES}
+    table.caption = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    return table
 
 
 def _report_errors(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -257,6 +275,7 @@ def validate(
 def harvest(
     name: str | None = typer.Argument(None, help="Harvest source (dataset) name."),
     all_sources: bool = typer.Option(False, "--all", help="Harvest every source."),
+    due: bool = typer.Option(False, "--due", help="Harvest the sources whose schedule is due, once each."),
     feed_base_url: str | None = typer.Option(
         None,
         help="Root URL of the feed server that relative source URLs (like feeds/car-parks.geojson) resolve against: "
@@ -264,14 +283,22 @@ def harvest(
     ),
     data_dir: Path | None = DataDir,
 ) -> None:
-    """Harvest one source, or all with --all; exits 1 if any delivery failed or was quarantined."""
-    if bool(name) == all_sources:
-        err.print("Give a source name or --all (not both).")
+    """Harvest one source, all with --all, or the due ones with --due; rebuilds the site after a publication.
+
+    Exits 1 if any delivery failed or was quarantined.
+    """
+    if [bool(name), all_sources, due].count(True) != 1:
+        err.print("Give a source name, --all or --due (one of them).")
         raise typer.Exit(2)
     overrides = {"feed_base_url": feed_base_url} if feed_base_url else {}
     try:
         hub = _open_existing(_settings(data_dir, **overrides))
-        outcomes = _harvest(hub, list_sources(hub) if all_sources else [name])  # type: ignore[list-item]
+        names = list_sources(hub) if all_sources else due_sources(hub) if due else [name]
+        if due and not names:
+            console.print("No source is due.")
+        outcomes = _harvest(hub, names) if names else []  # type: ignore[arg-type]
+        if any(o.status == "published" for o in outcomes):
+            _build_site(hub)
     except UrbandataError as exc:
         _fail(exc)
         return
@@ -367,6 +394,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
     data_dir: Path | None = DataDir,
+    harvest_due: bool = typer.Option(True, "--harvest-due/--no-harvest-due",
+                                     help="Harvest due sources in the background (one at a time), rebuilding the "
+                                     "site after each round that publishes."),
 ) -> None:
     """Serve the site and the API (upgrading the catalogue schema first when this release needs it)."""
     try:
@@ -383,7 +413,12 @@ def serve(
         sock.close()
         _fail(exc)
         return
-    _serve(settings, hub, sock)
+    scheduler = HarvestScheduler(hub, after_publish=lambda: build_site(hub)).start() if harvest_due else None
+    try:
+        _serve(settings, hub, sock)
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
 
 
 @app.command()
@@ -396,9 +431,9 @@ def demo(
     """Run the demo city: create the catalogue, harvest every feed over HTTP, build the site, serve it."""
     from api.feed_server import FeedServer
     from api.demo_live import feeding
+    from api.demo_sources import start_demo_sources
 
     base = _settings(data_dir)
-    from api.demo_sources import start_demo_sources
     feeds = base.definitions_dir
     sock: socket.socket | None = None
     try:
@@ -411,9 +446,9 @@ def demo(
             allowed = [*base.harvest_allowed_hosts, "127.0.0.1"]
             settings = _public_url(_settings(data_dir, feed_base_url=server.url, harvest_allowed_hosts=allowed), host, port)
             hub = _init(settings)
+            start_demo_sources(hub, console, live=sock is not None)  # pygeoapi and MQTT, when installed and reachable
             outcomes = _harvest(hub, list_sources(hub))
             _build_site(hub)
-            start_demo_sources(hub, console, live=sock is not None)  # pygeoapi and MQTT, when installed and reachable
             bad = [o for o in outcomes if o.status in ("failed", "quarantined")]
             console.print(
                 f"{len(outcomes) - len(bad)} of {len(outcomes)} sources harvested without problems. "

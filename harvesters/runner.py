@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urljoin
 
 from sqlalchemy import select
@@ -30,6 +32,8 @@ class HarvestOutcome:
     version: int | None = None
     job_id: int | None = None
     error_code: str | None = None
+    seconds: float | None = None  # wall time of the run
+    changes: dict[str, Any] | None = None  # rows added, removed, changed of a published version
 
 
 def list_sources(hub: Hub) -> list[str]:
@@ -52,6 +56,13 @@ def resolve_url(hub: Hub, url: str) -> str:
 
 
 def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
+    """Harvest one source now (``run_source``), with the run's wall time on its outcome."""
+    began = time.monotonic()
+    outcome = run_source(hub, name)
+    return replace(outcome, seconds=round(time.monotonic() - began, 3))
+
+
+def run_source(hub: Hub, name: str) -> HarvestOutcome:
     """Harvest one source now; never raises for a source's fault or a failed ingest, the outcome says it.
 
     Every exception after the job started, ours included (a full disk, a busy
@@ -85,7 +96,8 @@ def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
         current = current_version(hub, dataset)
         return HarvestOutcome(name, dataset, "unchanged", f"{dataset}: source unchanged (HTTP 304)",
                               version=current.number if current else None, job_id=job_id)
-    return HarvestOutcome(name, dataset, result.status, result.message, version=result.version, job_id=job_id)
+    return HarvestOutcome(name, dataset, result.status, result.message, version=result.version, job_id=job_id,
+                          changes=result.changes if result.status == "published" else None)
 
 
 def _record(hub: Hub, job_id: int, source_id: int, delivery: Delivery | None, result: IngestResult | None) -> None:

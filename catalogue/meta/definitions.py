@@ -176,6 +176,7 @@ def sync_definitions(hub: Hub, definitions: Definitions) -> None:
                 source.format = src["format"]
                 source.mode = src.get("mode", "replace")
                 source.options = src.get("options", {})
+                source.schedule = src.get("schedule")
                 session.add(source)
 
 

@@ -71,11 +71,18 @@ def test_harvest_all_then_versions_and_build_site(tmp_path: Path, feed_server: F
     assert result.exit_code == 0, result.output
     rows = {"car-parks": 6, "city-districts": 6, "egovernment-services": 16, "groundwater-levels": 150,
             "parking-occupancy": 576, "waste-bin-fill-levels": 40}
-    assert [line.strip() for line in result.stdout.splitlines() if line.strip()] == [
-        f"published  {n}: published version 1 ({r} rows; +{r} −0 ~0)" for n, r in rows.items()]
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    summary = lines.index("Harvest summary")
+    assert lines[:summary] == [f"published  {n}: published version 1 ({r} rows; +{r} −0 ~0)" for n, r in rows.items()]
+    table = [[cell.strip() for cell in line.split("│")[2:7]] for line in lines[summary:] if "│ published │" in line]
+    assert table == [["published", "1", str(r), "0", "0"] for r in rows.values()]  # status, version, +, −, ~
+    assert flat(result.stdout).endswith(f"6 published Site built in {(tmp_path / 'site').resolve()}")
 
     again = run("harvest", "car-parks", "--feed-base-url", feed_server.url, "-d", str(tmp_path))
-    assert (again.exit_code, flat(again.stdout)) == (0, "unchanged car-parks: unchanged, version 1 stays current")
+    assert again.exit_code == 0
+    # The feed server answers If-Modified-Since: one request, HTTP 304, no version and no site rebuild.
+    assert flat(again.stdout).startswith("unchanged car-parks: source unchanged (HTTP 304) Harvest summary")
+    assert "Site built" not in again.stdout
 
     versions = run("versions", "car-parks", "-d", str(tmp_path))
     assert versions.exit_code == 0, versions.output
@@ -114,7 +121,7 @@ def test_error_output_keeps_the_error_code(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["harvest"], ["harvest", "car-parks", "--all"]])
 def test_harvest_needs_a_name_or_all(tmp_path: Path, args: list[str]) -> None:
     result = run(*args, "-d", str(tmp_path))
-    assert (result.exit_code, result.stdout, result.stderr) == (2, "", "Give a source name or --all (not both).\n")
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", "Give a source name, --all or --due (one of them).\n")
 
 
 def test_every_command_has_help() -> None:
