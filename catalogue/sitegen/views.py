@@ -11,6 +11,7 @@ from typing import Any
 
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, HarvestJob, Organization, Version
+from catalogue.meta.schema_org import schema_org_dataset
 from catalogue.meta.vocabularies import FREQUENCIES, THEMES, label
 from catalogue.schema.model import Field
 from catalogue.sitegen import citation
@@ -130,6 +131,8 @@ def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str
         "parquet_copy": f"data/{d.name}/v{current.number}.parquet" if current and has_parquet_copy else None,
         "examples": examples(api_url, d.name, current.number, has_geometry) if current else [],
         "citation": cite(d, current, public_url, api_url) if current else None,
+        "schema_org": schema_org_dataset(d, current, api_url=api_url, formats=formats, page_url=(
+            f"{public_url.rstrip('/')}/{'' if lang == 'de' else 'en/'}datasets/{d.name}.html")),
     })
     return view
 
