@@ -13,17 +13,19 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 import requests
-from sqlalchemy import update
+from sqlalchemy import select, update
 from ckanapi import CKANAPIError, NotFound, RemoteCKAN, SearchQueryError, ValidationError
 
+from api.app import create_app
 from api.feed_server import FeedServer
-from catalogue.hub import open_hub
+from catalogue.hub import Hub, open_hub
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.meta.models import Dataset
 from catalogue.meta.tokens import create_token
 from catalogue.settings import Settings
+from harvesters.catalogue_sources import CatalogueSpec, harvest_catalogue
 from harvesters.runner import harvest_source, list_sources
-from tests.api.live_server import live_server
+from tests.api.live_server import live_server, threaded_server
 from tests.conftest import DEMO
 
 # egovernment-services is made private (tests below): listed only to a read-private token of its publisher.
@@ -334,3 +336,30 @@ def test_private_datasets_only_with_a_read_private_token_of_their_publisher(
     # A wrong token is refused before any route runs (api/auth.py, app-wide): the hub's envelope, not CKAN's.
     wrong = httpx.get(f"{served}/api/3/action/package_list", headers={"Authorization": "Bearer udt_nonsense"})
     assert (wrong.status_code, wrong.json()["error"]["status"]) == (401, 401)
+
+
+def test_round_trip_the_hub_harvests_its_own_ckan_api(data_dir: Path, tmp_path: Path) -> None:
+    """A second catalogue harvested from this one's CKAN API holds the same public datasets and rows."""
+    settings = Settings(data_dir=data_dir)
+    source = open_hub(settings)
+    app = create_app(settings, source)
+    target = open_hub(Settings(data_dir=tmp_path / "second", harvest_allowed_hosts=["127.0.0.1"]))
+    try:
+        with threaded_server(app) as (host, port):
+            # The resources' URLs start from the public URL, known once the server has its port.
+            settings.public_url = f"http://{host}:{port}"
+            outcome = harvest_catalogue(target, CatalogueSpec(name="musterstadt", type="ckan", url=settings.public_url,
+                                                              options={"rows": 2}))
+        assert (outcome.status, {d.dataset: d.status for d in outcome.datasets}) == (
+            "finished", {name: "published" for name in DEMO_NAMES})
+        assert rows_by_dataset(target) == {n: r for n, r in rows_by_dataset(source).items() if n != PRIVATE}
+    finally:
+        app.state.query_engine.close()
+        app.state.sql_pool.close()
+        target.close()
+        source.close()
+
+
+def rows_by_dataset(hub: Hub) -> dict[str, int]:
+    with hub.sessions() as session:
+        return {d.name: d.current_version.row_count for d in session.scalars(select(Dataset)) if d.current_version}
