@@ -166,3 +166,73 @@ def test_credentials_in_the_source_url_never_reach_the_job(
     shown = f"http://***@127.0.0.1:{server.url.rsplit(':', 1)[1].rstrip('/')}/z.csv?apikey=***&page=1"
     assert shown in job.message and shown == job.errors[0]["url"]
     assert "geheim" not in repr(job.errors) + job.message and "s3cr3t" not in repr(job.errors) + job.message
+
+
+def _published_then(answering: Callable[..., Any], source_catalogue: Callable[..., Hub], broken: Callable[..., None],
+                    **settings: Any) -> tuple[Hub, Any]:
+    """A source published once, then answering with ``broken``; the hub and the second run's outcome."""
+    def answer(handler: BaseHTTPRequestHandler, server: Any) -> None:
+        if len(server.hits) > 1:
+            broken(handler)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(BODY)))
+        handler.end_headers()
+        handler.wfile.write(BODY)
+
+    server = answering(answer)
+    hub = _catalogue(source_catalogue, server.url + "z.csv", **settings)
+    assert harvest_source(hub, NAME).status == "published"
+    return hub, harvest_source(hub, NAME)
+
+
+def _endless(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)  # no Content-Length: the body streams until the cap stops it
+    handler.end_headers()
+    for _ in range(64):
+        handler.wfile.write(b"9,x\n" * 4096)
+
+
+def _malformed(handler: BaseHTTPRequestHandler) -> None:
+    body = b'id,name\n3,x,y\n'  # a cell beyond the header
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.parametrize("broken, status, code, words", [
+    (_endless, "failed", "feed-too-large", "more than the limit of 65536 bytes"),
+    (_malformed, "quarantined", None, "1 validation errors"),
+], ids=["oversized-without-length", "malformed"])
+def test_after_a_broken_answer_the_version_stays_and_the_job_says_why(
+        answering: Callable[..., Any], source_catalogue: Callable[..., Hub], broken: Callable[..., None], status: str,
+        code: str | None, words: str) -> None:
+    hub, outcome = _published_then(answering, source_catalogue, broken, harvest_max_bytes=65536)
+    assert (outcome.status, outcome.error_code) == (status, code)
+    job = _job(hub, outcome.job_id)
+    assert (job.status, job.error_code) == (status, code)
+    assert words in job.message and job.errors
+    version = current_version(hub, NAME)
+    assert (version.number, version.row_count) == (1, 2)  # type: ignore[union-attr]
+    assert list((hub.settings.data_dir / "incoming").iterdir()) == []
+
+
+def test_an_unreachable_source_is_retried_then_fails_and_the_version_stays(
+        answering: Callable[..., Any], source_catalogue: Callable[..., Hub]) -> None:
+    import socket
+
+    server = answering(lambda handler, _: (handler.send_response(200), handler.send_header("Content-Length", str(len(BODY))),
+                                           handler.end_headers(), handler.wfile.write(BODY)))
+    hub = _catalogue(source_catalogue, server.url + "z.csv")
+    assert harvest_source(hub, NAME).status == "published"
+    with socket.socket() as refusing:  # bound, not listening: every connection is refused
+        refusing.bind(("127.0.0.1", 0))
+        with hub.sessions.begin() as session:
+            session.scalar(select(HarvestSource).where(HarvestSource.name == NAME)).url = \
+                f"http://127.0.0.1:{refusing.getsockname()[1]}/z.csv"
+        outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.error_code) == ("failed", "source-unreachable")
+    job = _job(hub, outcome.job_id)
+    assert "cannot be reached" in job.message and "ConnectError" in job.message
+    assert current_version(hub, NAME).number == 1  # type: ignore[union-attr]
