@@ -329,19 +329,39 @@ def _start_mqtt(hub: Any, started: DemoSources, out: Any) -> None:
                                               "flush_rows": 600, "flush_seconds": 2.0})
     Subscription(hub.settings, spec).close()  # the session exists before the first reading is published
 
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
+    started.publisher = ParkingPublisher(prefix=MQTT_TOPICS, start=now - timedelta(minutes=now.minute % 15))
+
     def run() -> None:
+        # Live once the site is served, as the push feed (api/demo_live.py): the harvest and the first
+        # pages show version 1 of every dataset.
+        if not _served(hub.settings.public_url, started.stop_follow) or started.stop_follow.wait(
+                started.publisher.interval_s):
+            return
+        started.publisher.begin()
         try:
             follow(hub, spec, started.stop_follow)
         except Exception as exc:  # noqa: BLE001 - the demo goes on without its live feed, saying why
             out.print(f"The MQTT follower of {MQTT_DATASET} stopped: {exc}")
 
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
-    started.publisher = ParkingPublisher(prefix=MQTT_TOPICS, start=now - timedelta(minutes=now.minute % 15))
-    started.publisher.begin()
     started.follower = threading.Thread(target=run, name="demo-mqtt-follower", daemon=True)
     started.follower.start()
-    out.print(f"MQTT: parking readings published to 127.0.0.1:1883 ({MQTT_TOPICS}/<lot>) every "
-              f"{started.publisher.interval_s:g} s and followed into {MQTT_DATASET}.")
+    out.print(f"MQTT: once the site is served, parking readings are published to 127.0.0.1:1883 "
+              f"({MQTT_TOPICS}/<lot>) every {started.publisher.interval_s:g} s and followed into {MQTT_DATASET}.")
+
+
+def _served(url: str, stop: threading.Event) -> bool:
+    """Wait until the hub at ``url`` answers /health (False: stopped before)."""
+    import httpx
+
+    while not stop.is_set():
+        try:
+            if httpx.get(f"{url.rstrip('/')}/health", timeout=2, trust_env=False).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        stop.wait(0.2)
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover - the pygeoapi child process

@@ -252,21 +252,35 @@ def _spec(hub: Hub) -> SourceSpec:
                           options=dict(row.options))
 
 
-def test_the_demo_publishes_parking_readings_and_follows_them_into_the_dataset(hub: Hub) -> None:
+def test_the_demo_publishes_parking_readings_once_served_and_follows_them_into_the_dataset(
+    settings: Any, tmp_path: Path
+) -> None:
     import io
 
     from rich.console import Console
 
     from api.demo_sources import start_demo_sources
+    from catalogue.hub import open_hub
+    from catalogue.meta.definitions import load_definitions, sync_definitions
 
+    hub = open_hub(settings)
+    sync_definitions(hub, load_definitions(settings.definitions_dir))
+    app = create_app(settings, hub)
     said = io.StringIO()
-    started = start_demo_sources(hub, Console(file=said, width=200), live=True)
     try:
-        assert "followed into parking-occupancy" in said.getvalue()
-        deadline = time.monotonic() + WAIT_S
-        while not versions(hub, NAME) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert versions(hub, NAME) and versions(hub, NAME)[0][1] >= 6  # a reading of each car park at least
+        with threaded_server(app) as (host, port):
+            hub.settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
+            started = start_demo_sources(hub, Console(file=said, width=200), live=True)
+            try:
+                assert "followed into parking-occupancy" in said.getvalue()
+                deadline = time.monotonic() + WAIT_S
+                while not versions(hub, NAME) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert versions(hub, NAME) and versions(hub, NAME)[0][1] >= 6  # a reading of each car park at least
+            finally:
+                started.stop()
+            assert started.follower is not None and not started.follower.is_alive()
     finally:
-        started.stop()
-    assert not started.follower.is_alive()
+        app.state.query_engine.close()
+        app.state.sql_pool.close()
+        hub.close()
