@@ -42,9 +42,11 @@ router.include_router(ckan_datastore.router)  # the DataStore dump; its actions 
 CKAN_VERSION = "2.10.4"  # the Action API this one follows
 
 
-@router.api_route("/api/3/action/{name}", methods=["GET", "POST"], response_model=None,
+# Left out of /openapi.json, which describes the hub's own API and its error envelope: CKAN's API is
+# documented by CKAN (and by help_show), and answers in CKAN's envelope.
+@router.api_route("/api/3/action/{name}", methods=["GET", "POST"], response_model=None, include_in_schema=False,
                   openapi_extra={OWN_PARAMETERS: True}, summary="Call a CKAN action")
-@router.api_route("/api/action/{name}", methods=["GET", "POST"], response_model=None,
+@router.api_route("/api/action/{name}", methods=["GET", "POST"], response_model=None, include_in_schema=False,
                   openapi_extra={OWN_PARAMETERS: True}, summary="Call a CKAN action (unversioned path, as ckanapi uses)")
 async def call_action(request: Request, name: str) -> Response:
     """One CKAN Action API call (``package_search``, ``datastore_search``, ...: see ``help_show``).

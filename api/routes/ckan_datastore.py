@@ -109,7 +109,8 @@ DUMP_FORMATS = {"csv": ("csv", "text/csv; charset=utf-8"), "tsv": ("csv", "text/
                 "json": ("json", "application/json"), "xml": ("ndjson", "application/xml")}
 
 
-@router.get("/datastore/dump/{resource_id}", response_model=None, summary="Download a resource's table")
+@router.get("/datastore/dump/{resource_id}", response_model=None, include_in_schema=False,
+            summary="Download a resource's table")
 def datastore_dump(request: Request, resource_id: str,
                    format: str = Query("csv", description="csv, tsv, json or xml."),  # noqa: A002
                    credential: Credential | None = Depends(get_credential)) -> Response:
@@ -118,6 +119,10 @@ def datastore_dump(request: Request, resource_id: str,
                   private_of(credential))
     url = help_url(ctx, "datastore_dump")
     try:
+        unknown = [k for k in request.query_params if k != "format"]
+        if unknown:
+            raise InvalidParameter(f"The dump takes no parameter '{unknown[0]}'; it takes format.",
+                                   details={"parameter": unknown[0]})
         if format not in DUMP_FORMATS:
             raise InvalidParameter(f"format must be one of {', '.join(DUMP_FORMATS)}; got '{format[:20]}'.",
                                    details={"parameter": "format"})

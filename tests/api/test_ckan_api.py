@@ -297,6 +297,9 @@ def test_datastore_dump_formats(served: str) -> None:
     assert rows["tsv"].headers["content-type"] == "text/tab-separated-values; charset=utf-8"
     refused = httpx.get(f"{served}/datastore/dump/car-parks@1", params={"format": "pdf"})
     assert (refused.status_code, refused.json()["error"]["__type"]) == (409, "Validation Error")
+    unknown = httpx.get(f"{served}/datastore/dump/car-parks@1", params={"bom": "true"})
+    assert (unknown.status_code, unknown.json()["error"]["bom"]) == (
+        409, ["The dump takes no parameter 'bom'; it takes format."])
     missing = httpx.get(f"{served}/datastore/dump/car-parks@9")
     assert (missing.status_code, missing.json()["error"]["__type"]) == (404, "Not Found Error")
 
