@@ -119,6 +119,14 @@ def test_broken_sources_fail_keep_the_version_and_the_job_says_why(
         monkeypatch.delenv(DSN_ENV)
         fails("source-unreachable", DSN_ENV, "not set")
         monkeypatch.setenv(DSN_ENV, source_db)
+        slow = _hub(tmp_path / "slow", settings={"harvest_deadline_s": 1.0},
+                    query="SELECT r.* FROM readings r, pg_sleep(10)")
+        try:  # the statement timeout is the harvest deadline
+            outcome = harvest_source(slow, NAME)
+            assert (outcome.status, outcome.error_code) == ("failed", "harvest-deadline-exceeded"), outcome.message
+            assert versions(slow, NAME) == []
+        finally:
+            slow.close()
         capped = _hub(tmp_path / "capped", settings={"harvest_max_bytes": 100}, table="readings")
         try:  # beyond the byte cap the read stops and nothing is published
             outcome = harvest_source(capped, NAME)

@@ -216,6 +216,12 @@ def test_one_shot_harvest_and_broken_brokers(tmp_path: Path, prefix: str) -> Non
         outcome = harvest_source(hub, NAME)
         assert (outcome.status, outcome.version) == ("published", 1), outcome.message
         assert versions(hub, NAME) == [(1, 6)]
+        again = harvest_source(hub, NAME)  # nothing new on the broker
+        assert again.status == "unchanged" and versions(hub, NAME) == [(1, 6)]
+        _publish(prefix, _readings(6) + _readings(3, start=6))  # six repeated, three new
+        changed = harvest_source(hub, NAME)
+        assert (changed.status, changed.version) == ("published", 2), changed.message
+        assert versions(hub, NAME) == [(2, 9), (1, 6)]
     finally:
         hub.close()
 

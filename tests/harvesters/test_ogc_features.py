@@ -234,3 +234,46 @@ def test_pages_beyond_the_byte_cap_stop_the_run(tmp_path: Path, served: tuple[Py
         assert versions(hub, NAME) == []
     finally:
         hub.close()
+
+
+def test_a_dripping_server_is_stopped_at_the_harvest_deadline(tmp_path: Path) -> None:
+    """A server that sends its items a few bytes a second: each read is quick, the run's deadline ends it."""
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/geo+json")
+            self.end_headers()
+            try:
+                for _ in range(600):
+                    if stop.is_set():
+                        return
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    hub = _hub(tmp_path, f"http://127.0.0.1:{server.server_address[1]}/", harvest_deadline_s=1.0)
+    try:
+        outcome = harvest_source(hub, NAME)
+        assert (outcome.status, outcome.error_code) == ("failed", "harvest-deadline-exceeded"), outcome.message
+        assert versions(hub, NAME) == []
+    finally:
+        hub.close()
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
