@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +29,14 @@ from catalogue.meta.search import matching
 
 MAX_ROWS = 1000
 FACET_FIELDS = ("organization", "groups", "tags", "license_id")
-FQ_FIELDS = (*FACET_FIELDS, "name")
+FQ_FIELDS = (*FACET_FIELDS, "name", "metadata_modified", "metadata_created")
+RANGE_FIELDS = {"metadata_modified": Dataset.modified_at, "metadata_created": Dataset.created_at}
 SORT_KEYS = {
     "name": Dataset.name, "title": Dataset.title, "title_string": Dataset.title,
     "metadata_modified": Dataset.modified_at, "metadata_created": Dataset.created_at,
 }
-FQ_TERM = re.compile(r'\s*(?P<sign>[+-]?)(?P<field>[a-z_]+):(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<plain>[^\s"]+))\s*')
+FQ_TERM = re.compile(r'\s*(?P<sign>[+-]?)(?P<field>[a-z_]+):(?:"(?P<quoted>(?:[^"\\]|\\.)*)"'
+                     r'|\[(?P<low>\S+) TO (?P<high>[^\s\]]+)\]|(?P<plain>[^\s"\[]+))\s*')
 ESCAPE = "!"
 
 
@@ -72,10 +75,29 @@ def parse_fq(text: str) -> tuple[tuple[bool, str, str], ...]:
             raise InvalidParameter(
                 f"fq: cannot read '{text[position:][:60]}'. Give field:value terms (quote values with spaces) "
                 f"joined by spaces or AND, with the fields {', '.join(FQ_FIELDS)}.", details={"parameter": "fq"})
-        value = found["quoted"] if found["quoted"] is not None else found["plain"]
-        terms.append((found["sign"] == "-", found["field"], re.sub(r"\\(.)", r"\1", value)))
+        if (found["low"] is not None) != (found["field"] in RANGE_FIELDS):
+            raise InvalidParameter(
+                f"fq: '{found.group().strip()}': ranges [from TO to] are for {' and '.join(RANGE_FIELDS)} (which take "
+                "nothing else), e.g. metadata_modified:[2026-11-01T00:00:00Z TO *].", details={"parameter": "fq"})
+        if found["low"] is not None:
+            value = f"{_moment(found['low'])}/{_moment(found['high'])}"
+        else:
+            value = re.sub(r"\\(.)", r"\1", found["quoted"] if found["quoted"] is not None else found["plain"])
+        terms.append((found["sign"] == "-", found["field"], value))
         position = found.end()
     return tuple(terms)
+
+
+def _moment(text: str) -> str:
+    """A range end of a Solr date range: ``*`` or an ISO 8601 time (``Z`` or an offset; none: UTC)."""
+    if text == "*":
+        return text
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidParameter(f"fq: '{text}' is no ISO 8601 time (e.g. 2026-11-01T00:00:00Z) nor *.",
+                               details={"parameter": "fq"}) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
 
 
 def parse_sort(text: str) -> tuple[tuple[str, bool], ...]:
@@ -115,6 +137,11 @@ def _json_list_holds(column: Any, value: str) -> ColumnElement[bool]:
 
 
 def _fq_condition(name: str, value: str) -> ColumnElement[bool]:
+    if name in RANGE_FIELDS:
+        low, high = value.split("/")
+        column = RANGE_FIELDS[name]
+        return and_(true(), *([column >= datetime.fromisoformat(low)] if low != "*" else []),
+                    *([column <= datetime.fromisoformat(high)] if high != "*" else []))
     if name == "organization":
         return Dataset.publisher_id.in_(select(Organization.id).where(Organization.name == value).scalar_subquery())
     if name == "groups":

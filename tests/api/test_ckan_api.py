@@ -156,6 +156,11 @@ def test_package_search_q_fq_sort_paging_and_facets(ckan: RemoteCKAN) -> None:
     assert names(q="*:*", sort="name asc", rows=2, start=2) == DEMO_NAMES[2:4]
     assert names(q="*:*", sort="name asc", include_private=True) == DEMO_NAMES  # no token: public ones only
     assert names(ext_bbox="9.95,53.55,10.0,53.6", sort="name asc") == DEMO_NAMES
+    # ckanext-harvest's incremental listing: a range on metadata_modified.
+    assert names(fq="metadata_modified:[2000-01-01T00:00:00Z TO *]", sort="name asc") == DEMO_NAMES
+    assert names(fq="metadata_modified:[* TO 2000-01-01T00:00:00Z]") == []
+    modified = ckan.action.package_show(id="car-parks")["metadata_modified"]
+    assert names(fq=f"metadata_created:[* TO *] AND metadata_modified:[{modified} TO {modified}]") == ["car-parks"]
     assert ckan.call_action("package_search", {"ext_bbox": "11,54,12,55"})["count"] == 0
     everything = ckan.call_action("package_search", {"rows": 1000, "facet.field": ["tags"], "facet.mincount": 2,
                                                      "facet.limit": -1})
@@ -166,6 +171,10 @@ def test_package_search_q_fq_sort_paging_and_facets(ckan: RemoteCKAN) -> None:
 def test_package_search_refuses_what_it_cannot_answer(ckan: RemoteCKAN) -> None:
     with pytest.raises(SearchQueryError, match="res_format"):
         ckan.call_action("package_search", {"fq": "res_format:CSV"})
+    with pytest.raises(SearchQueryError, match="ranges"):
+        ckan.call_action("package_search", {"fq": "name:[a TO b]"})
+    with pytest.raises(SearchQueryError, match="no ISO 8601 time"):
+        ckan.call_action("package_search", {"fq": "metadata_modified:[yesterday TO *]"})
     with pytest.raises(SearchQueryError, match="cannot sort by 'views_recent desc'"):
         ckan.call_action("package_search", {"sort": "views_recent desc"})
     with pytest.raises(ValidationError) as caught:
