@@ -8,6 +8,7 @@ first asked for.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -46,16 +47,21 @@ def _error(status: str) -> dict[str, Any]:
         "example": {"error": {"code": code, "status": int(status), "message": message}}}}}
 
 
+def _framework_422(response: dict[str, Any] | None) -> bool:
+    """Whether ``response`` is FastAPI's automatic 422 (``HTTPValidationError``), which this API never sends."""
+    schema = ((response or {}).get("content", {}).get("application/json", {}).get("schema", {}))
+    return schema.get("$ref", "").endswith("/HTTPValidationError")
+
+
 def refine(document: dict[str, Any], formats: list[str]) -> dict[str, Any]:
     """``document`` with the error envelope on every operation, no 422, and format enums."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas[ENVELOPE] = ENVELOPE_SCHEMA
-    for name in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(name, None)
     for path, operations in document.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
+            if _framework_422(responses.get("422")):  # a route that does send a 422 declares its own
+                responses.pop("422")
             wanted = ["400", "429", "503"] + (["404"] if "{" in path else []) + \
                 (["413"] if "requestBody" in operation else [])
             for status in wanted:
@@ -65,6 +71,9 @@ def refine(document: dict[str, Any], formats: list[str]) -> dict[str, Any]:
                     parameter["schema"] = {"type": "string", "enum": formats, "title": "Export format"}
                 elif parameter["name"] == "format" and path.endswith("/diff"):
                     parameter["schema"] = {"type": "string", "enum": ["json", "csv"], "default": "json"}
+    if "HTTPValidationError" not in json.dumps(document.get("paths", {})):
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
     return document
 
 

@@ -19,6 +19,7 @@ from bench import phase_catalogue, phase_catalogue_harvest, phase_http, phase_in
 from bench import phase_live
 from bench import phase_mqtt
 from bench import phase_ckan
+from bench import phase_dcat
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -33,10 +34,11 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("pruning", "7 Parquet statistics", phase_pruning.run),
     ("catalogue-harvest", "8 CKAN/DCAT harvests", phase_catalogue_harvest.run),
     ("ckan", "9 CKAN package_search", phase_ckan.run),
+    ("dcat", "12 DCAT-AP.de /catalog.ttl", phase_dcat.run),
     ("live", "10 live values", phase_live.run),
     ("mqtt", "11 MQTT readings", phase_mqtt.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

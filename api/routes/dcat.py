@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ router = APIRouter()  # at the app's root: /catalog.ttl
 dataset_router = APIRouter()  # under the API prefix: /datasets/{name}.ttl
 
 Extension = Literal["ttl", "jsonld", "rdf"]
-RDF_RESPONSES = {200: {"description": "The DCAT-AP.de document.", "content": {
+RDF_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"description": "The DCAT-AP.de document.", "content": {
     "text/turtle": {}, "application/ld+json": {}, "application/rdf+xml": {}}}}
 
 
