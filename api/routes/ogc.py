@@ -205,6 +205,9 @@ async def items(request: Request, name: str) -> Response:
     def compute() -> tuple[int, dict[str, Any]]:
         _collections(hub, name)
         ref = engine.version(name)
+        if cursor is not None and not ref.schema.primary_key:
+            raise InvalidParameter("cursor: this collection has no key, so its features are numbered by position; "
+                                   "page it with offset.", details={"parameter": "cursor"})
         secret = settings_secret(settings)
         request_ = ogc.items_request(ref.schema, query, limit=limit, offset=offset, cursor=cursor)
         plan = plan_records(request_, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count,
@@ -212,21 +215,26 @@ async def items(request: Request, name: str) -> Response:
         found = engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=limit,
                                                    time_limit_ms=settings.query_time_limit_ms, cursor_secret=secret))
         found["features"] = ogc.features(ref.schema, found["results_json"], offset + 1)
+        # Without a key a feature's id is its position, which a cursor page does not know: such a collection
+        # pages by offset alone.
+        found["keyed"] = bool(ref.schema.primary_key)
         return ref.number, found
 
     number, found = await run_in_threadpool(compute)
     root = _root(hub)
     here = f"{root}/collections/{name}/items"
     kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "cursor", "limit")]
-    links = [{"href": f"{here}?{urlencode(kept + [('limit', limit), ('offset', offset)])}", "rel": "self",
+    place = [("cursor", cursor)] if cursor is not None else [("offset", offset)]
+    links = [{"href": f"{here}?{urlencode(kept + [('limit', limit), *place])}", "rel": "self",
               "type": GEOJSON, "title": "This page"},
              {"href": f"{root}/collections/{name}", "rel": "collection", "type": "application/json",
               "title": "The collection"}]
     following = None
-    if found["next_cursor"] is not None:
+    if found["next_cursor"] is not None and found["keyed"]:
         following = kept + [("limit", limit), ("cursor", found["next_cursor"])]
-    elif cursor is None and offset + limit < found["total_count"]:
-        following = kept + [("limit", limit), ("offset", offset + limit)]
+    elif cursor is None and offset + limit < min(found["total_count"], settings.max_offset_rows):
+        # The last page before the offset wall is shortened to end at it (a page past it is refused).
+        following = kept + [("limit", min(limit, settings.max_offset_rows - offset - limit)), ("offset", offset + limit)]
     if following is not None:
         links.append({"href": f"{here}?{urlencode(following)}", "rel": "next", "type": GEOJSON, "title": "Next page"})
     body = {"type": "FeatureCollection", "features": found["features"], "numberMatched": found["total_count"],

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from owslib.ogcapi.features import Features
+
+from api.app import create_app
 
 from tests.api.live_server import live_server
 from tests.api.test_ckan_api import harvested_demo
@@ -189,3 +193,32 @@ def test_cql2_dates_and_refusals(features: Features, served: str) -> None:
     assert refused(filter="capacity ; drop")
     assert "cql2-text" in refused(filter="capacity > 1", **{"filter-lang": "cql2-json"})
     assert "no geometry property" in refused(filter="S_INTERSECTS(capacity, BBOX(0, 0, 1, 1))")
+
+
+@pytest.mark.anyio
+async def test_a_collection_without_key_numbers_its_features_and_pages_by_offset(make_catalogue: Any) -> None:
+    points = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10 + i / 100, 53.5]},
+         "properties": {"label": f"Punkt {i}"}} for i in range(7)]}
+    schema = {"fields": [{"name": "label", "type": "string"}, {"name": "geometry", "type": "geojson"}]}
+    hub = make_catalogue("punkte", schema, json.dumps(points).encode(), "geojson", max_offset_rows=5)
+    app = create_app(hub.settings, hub)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+            pages, url = [], "/ogc/collections/punkte/items?limit=2"
+            while url:
+                page = (await client.get(url)).json()
+                pages.append([(f["id"], f["properties"]["label"]) for f in page["features"]])
+                following = [link["href"] for link in page["links"] if link["rel"] == "next"]
+                url = following[0].removeprefix(hub.settings.public_url) if following else ""
+            # Offsets 0, 2, then a page shortened to end at the offset wall (5); no cursor past it.
+            assert pages == [[(1, "Punkt 0"), (2, "Punkt 1")], [(3, "Punkt 2"), (4, "Punkt 3")], [(5, "Punkt 4")]]
+            third = (await client.get("/ogc/collections/punkte/items/3")).json()
+            assert (third["id"], third["properties"]) == (3, {"label": "Punkt 2"})
+            assert (await client.get("/ogc/collections/punkte/items/0")).status_code == 404
+            refused = await client.get("/ogc/collections/punkte/items", params={"cursor": "x"})
+            assert (refused.status_code, refused.json()["error"]["details"]) == (400, {"parameter": "cursor"})
+            assert "no key" in refused.json()["error"]["message"]
+    finally:
+        app.state.query_engine.close()
+        app.state.sql_pool.close()
