@@ -52,6 +52,7 @@ FLUSH_ROWS = 1000
 FLUSH_SECONDS = 5.0
 SESSION_EXPIRY_S = 86_400  # the broker keeps the session (and unacknowledged readings) a day
 RECEIVE_MAXIMUM = 65_535  # unacknowledged readings the broker may send ahead (MQTT 5); parts ack in bulk
+RETRY_S = 2.0  # wait after a failed part before reconnecting
 PAYLOAD_SHOWN = 4096  # bytes of a bad payload kept in the quarantine file
 
 
@@ -324,6 +325,7 @@ class FollowStats:
     appended: int = 0  # rows the dataset gained (a reading it already holds is not appended again)
     repeats: int = 0  # a key repeated inside one part
     redelivered: int = 0  # messages the broker marked as sent again (DUP)
+    failed: int = 0  # parts whose job failed (their readings come again after a reconnect)
     quarantined: int = 0
     jobs: list[int] = field(default_factory=list)
     last: IngestResult | None = None
@@ -358,7 +360,20 @@ def follow(hub: Hub, name: str | SourceSpec, stop: threading.Event, *,
             messages = subscription.take(rows, seconds, stop)
             if not messages:
                 continue
-            line = _flush(hub, source, source_id, dataset_id, sort_messages(messages, schema), stats)
+            try:
+                line = _flush(hub, source, source_id, dataset_id, sort_messages(messages, schema), stats)
+            except Exception as exc:  # noqa: BLE001 - the job says why; the broker keeps the readings
+                stats.failed += 1
+                line = (f"{source.dataset}: a part of {len(messages)} messages failed ({jobs.describe(exc, hub).message}); "
+                        f"reconnecting in {RETRY_S:g} s, the broker sends them again")
+                log.warning("%s", line)
+                if on_part is not None:
+                    on_part(line, stats)
+                subscription.close()  # unacknowledged: redelivered on the next connection
+                if stop.wait(RETRY_S):
+                    break
+                subscription = Subscription(hub.settings, source)
+                continue
             subscription.ack(messages)  # only now: what was not stored is sent again after a reconnect
             if on_part is not None:
                 on_part(line, stats)

@@ -290,3 +290,33 @@ def test_the_demo_publishes_parking_readings_once_served_and_follows_them_into_t
         app.state.query_engine.close()
         app.state.sql_pool.close()
         hub.close()
+
+
+def test_a_failed_part_is_sent_again_by_the_broker_and_stored_after_the_failure(tmp_path: Path, prefix: str) -> None:
+    from sqlalchemy import update
+
+    from catalogue.meta.models import Dataset
+
+    hub = _hub(tmp_path, prefix)
+
+    def rename(old: str, new: str) -> None:  # a real failure of the ingest: its dataset cannot be found
+        with hub.sessions.begin() as session:
+            session.execute(update(Dataset).where(Dataset.name == old).values(name=new))
+
+    try:
+        _open_session(hub)
+        with Follower(hub) as follower:
+            _publish(prefix, _readings(2))
+            follower.until(lambda s: s.appended >= 2)
+            rename(NAME, "elsewhere")
+            _publish(prefix, _readings(5, start=2))
+            follower.until(lambda s: s.failed >= 1)
+            assert last_job(hub).status == "failed"
+            assert versions(hub, "elsewhere") == [(1, 2)]
+            rename("elsewhere", NAME)
+            stats = follower.until(lambda s: s.appended >= 7)
+        assert stats.redelivered >= 5  # the broker sent the unacknowledged readings again
+        found = versions(hub, NAME)
+        assert (found[0][1], found[-1]) == (7, (1, 2))
+    finally:
+        hub.close()
