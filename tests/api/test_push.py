@@ -106,15 +106,14 @@ def test_replace_with_the_current_rows_is_unchanged(api: str, pusher: dict[str, 
     assert (answer.status_code, answer.json()["status"], answer.json()["version"]) == (200, "unchanged", 1)
 
 
-def test_upsert_is_refused_with_400_while_the_pipeline_has_no_upsert(api: str, pusher: dict[str, str]) -> None:
+def test_upsert_goes_to_the_pipelines_upsert_and_an_unknown_mode_is_a_400(api: str, pusher: dict[str, str]) -> None:
     answer = httpx.post(f"{api}/datasets/meters/deliveries", params={"mode": "upsert"}, content=b"id,name,value\n9,X,1\n",
                         headers={**pusher, **CSV})
-    if "upsert" in MODES:  # the harvest work built it into the pipeline: then it publishes
-        assert answer.status_code == 201, answer.text
-        assert [r["id"] for r in _rows(api)] == [1, 2, 3, 9]
-    else:
-        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid-parameter")
-        assert "upsert" in answer.json()["error"]["message"]
+    assert "upsert" in MODES and answer.status_code == 201, answer.text  # the one upsert, in the pipeline
+    assert [r["id"] for r in _rows(api)] == [1, 2, 3, 9]
+    changed = httpx.post(f"{api}/datasets/meters/deliveries", params={"mode": "upsert"},
+                         content=b"id,name,value\n2,Mitte,0.5\n", headers={**pusher, **CSV})
+    assert changed.status_code == 201 and [(r["id"], r["value"]) for r in _rows(api)][1] == (2, 0.5)
     unknown = httpx.post(f"{api}/datasets/meters/deliveries", params={"mode": "merge"}, content=b"id\n1\n",
                          headers={**pusher, **CSV})
     assert unknown.status_code == 400 and "replace" in unknown.json()["error"]["message"]
@@ -244,3 +243,21 @@ def test_a_private_dataset_takes_pushes_from_its_publisher_and_is_a_404_to_other
     assert (other.status_code, other.json()["error"]["code"]) == (404, "dataset-not-found")
     own = httpx.post(url, content=body, headers={**pusher, **CSV})
     assert (own.status_code, own.json()["version"]) == (201, 2), own.text
+
+
+def test_csv_is_read_in_the_dialect_the_datasets_source_declares(hub: Hub, api: str, pusher: dict[str, str]) -> None:
+    from sqlalchemy import select
+
+    from catalogue.meta.models import Dataset, HarvestSource
+
+    with hub.sessions.begin() as session:
+        dataset_id = session.scalar(select(Dataset.id).where(Dataset.name == "meters"))
+        session.add(HarvestSource(name="meters", dataset_id=dataset_id, type="http-file", url="https://example.org/m.csv",
+                                  format="csv", options={"delimiter": ";", "decimal_char": ",", "encoding": "cp1252"}))
+    body = "id;name;value\n1;Nord;1,25\n2;Süd;2,75\n".encode("cp1252")
+    answer = httpx.post(f"{api}/datasets/meters/deliveries", content=body, headers={**pusher, **CSV})
+    assert answer.status_code == 201, answer.text
+    assert [(r["name"], r["value"]) for r in _rows(api)] == [("Nord", 1.25), ("Süd", 2.75)]
+    as_json = httpx.post(f"{api}/datasets/meters/deliveries", content=b'[{"id": 1, "name": "Nord", "value": 3.5}]',
+                         headers={**pusher, "Content-Type": "application/json"})  # the CSV options stay with CSV
+    assert as_json.status_code == 201, as_json.text
