@@ -2,7 +2,7 @@
 
 openpyxl reads in read-only mode, row by row, so a large sheet is never held as
 cell objects. Cells become text as validation expects it: numbers as written
-(``12``, ``3.25``), booleans as ``true``/``false``, and date cells in the
+(``12``, ``3.25``, or ``3,25`` in a field whose decimal mark is a comma), booleans as ``true``/``false``, and date cells in the
 field's own format (a German ``%d.%m.%Y`` field gets ``20.11.2026``), ISO
 otherwise.
 """
@@ -55,8 +55,8 @@ def _sheet_table(book: Any, options: dict[str, Any], schema: TableSchema) -> pa.
     while header and header[-1] is None:  # trailing empty header cells: the sheet's used range, not columns
         header = header[:-1]
     labels = ["" if cell is None else str(cell).strip() for cell in header]
-    kinds = {f.name: (f.type, f.format) for f in schema.fields}
-    cell_kinds = [kinds.get(label, ("string", "default")) for label in labels]
+    kinds = {f.name: (f.type, f.format, f.decimal_char if f.type == "number" else ".") for f in schema.fields}
+    cell_kinds = [kinds.get(label, ("string", "default", ".")) for label in labels]
     columns: list[list[str | None]] = [[] for _ in labels]
     for row in rows:
         if row is None or all(cell is None for cell in row):
@@ -68,8 +68,9 @@ def _sheet_table(book: Any, options: dict[str, Any], schema: TableSchema) -> pa.
                      for i, (label, cells) in enumerate(zip(labels, columns))})
 
 
-def _cell_text(value: Any, kind: str, fmt: str) -> str | None:
-    """One cell as text; a date cell in its field's strftime format when it has one, else ISO."""
+def _cell_text(value: Any, kind: str, fmt: str, decimal: str) -> str | None:
+    """One cell as text; a date cell in its field's strftime format when it has one, else ISO; a number with
+    its field's decimal mark (a sheet holds numbers, not text: the mark a CSV of the same rows would use)."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -82,4 +83,6 @@ def _cell_text(value: Any, kind: str, fmt: str) -> str | None:
         return value.isoformat()
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
+    if isinstance(value, float):
+        return repr(value).replace(".", decimal)
     return str(value)
