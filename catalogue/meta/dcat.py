@@ -13,6 +13,7 @@ shipped as data in ``vocab/`` (:func:`vocabulary_graph`), for offline validation
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,7 @@ def add_dataset(graph: Graph, iris: Iris, ds: Dataset, versions: list[Version], 
     formats = [f for f in formats if f in DISTRIBUTIONS]
     _describe(graph, iris, node, ds, ds.title, ds.title_en)
     graph.add((node, DCTERMS.identifier, Literal(str(node))))
-    graph.add((node, DCAT.landingPage, URIRef(f"{iris.settings.public_url.rstrip('/')}/datasets/{ds.name}/")))
+    graph.add((node, DCAT.landingPage, URIRef(f"{iris.settings.public_url.rstrip('/')}/datasets/{ds.name}.html")))
     current = next((v for v in versions if v.id == ds.current_version_id), None)
     if current is not None:
         graph.add((node, DCAT.version, Literal(str(current.number))))
@@ -269,8 +270,48 @@ def dataset_graph(session: Session, settings: Settings, ds: Dataset, formats: It
 
 def serialise(graph: Graph, syntax: str) -> bytes:
     """``graph`` as ``turtle``, ``json-ld`` or ``xml`` (RDF/XML)."""
+    if syntax == "turtle":
+        return turtle(graph)
     data: Any = graph.serialize(format=syntax, encoding="utf-8")
     return bytes(data)
+
+
+_LOCAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def turtle(graph: Graph) -> bytes:
+    """``graph`` as plain Turtle: one block per subject, predicates as prefixed names, objects in full.
+
+    rdflib's pretty Turtle writer took 1.6 s for a catalogue page of 100 datasets (9,600 triples)
+    against 0.13 s for N-Triples; this writer groups by subject like it, without its searches for
+    lists and nesting, in about the time of N-Triples.
+    """
+    prefixes = {str(ns): prefix for prefix, ns in graph.namespaces() if prefix}
+    used: set[str] = set()
+
+    def name(term: Any, predicate: bool = False) -> str:
+        if predicate:
+            if term == RDF.type:
+                return "a"
+            text = str(term)
+            cut = max(text.rfind("#"), text.rfind("/")) + 1
+            prefix = prefixes.get(text[:cut])
+            if prefix is not None and _LOCAL_NAME.fullmatch(text[cut:]):
+                used.add(prefix)
+                return f"{prefix}:{text[cut:]}"
+        return str(term.n3())
+
+    by_subject: dict[Any, list[tuple[str, str]]] = {}
+    for subject, predicate, value in graph:
+        by_subject.setdefault(subject, []).append((name(predicate, True), name(value)))
+    blocks = []
+    for subject in sorted(by_subject, key=lambda s: (isinstance(s, BNode), str(s))):
+        pairs = sorted(by_subject[subject])
+        body = " ;\n    ".join(f"{p} {o}" for p, o in pairs)
+        blocks.append(f"{name(subject)} {body} .\n")
+    head = "".join(f"@prefix {prefix}: <{ns}> .\n" for ns, prefix in sorted(prefixes.items(), key=lambda x: x[1])
+                   if prefix in used)
+    return (head + "\n" + "\n".join(blocks)).encode("utf-8")
 
 
 def vocabulary_graph() -> Graph:

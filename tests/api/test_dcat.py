@@ -10,6 +10,7 @@ import httpx
 import pyshacl
 import pytest
 from rdflib import Graph, Literal, URIRef
+from rdflib.compare import isomorphic
 from rdflib.namespace import DCTERMS, RDF, SH
 
 from catalogue.meta.dcat import DCAT, HYDRA, vocabulary_graph
@@ -94,8 +95,10 @@ async def test_the_three_syntaxes_hold_the_same_graph(api: httpx.AsyncClient, ex
     assert response.headers["content-type"].startswith(media_type)
     turtle = await fetched(api, "/catalog.ttl")
     other = Graph().parse(data=response.content, format=syntax)
-    assert len(other) == len(turtle)
-    assert set(other.subjects(RDF.type, DCAT.Dataset)) == set(turtle.subjects(RDF.type, DCAT.Dataset))
+    for graph in (turtle, other):  # the paging view is named for the document's own URL
+        for view in [s for s in graph.subjects(RDF.type, HYDRA.PartialCollectionView)]:
+            graph.remove((view, None, None))
+    assert len(turtle) > 500 and isomorphic(other, turtle)  # the hand-written Turtle says what rdflib's writers do
 
 
 @pytest.mark.parametrize("extension", ["ttl", "jsonld", "rdf"])
