@@ -69,6 +69,11 @@ async def _busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# Set in a request's scope by a route whose answer never ends by itself (a stream of live values): an
+# asyncio.Event the route's stream watches, set when the server shuts down so the stream ends at once.
+ENDLESS_STREAM = "urbandata.endless_stream"
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline for reading each request and a cap on open connections."""
 
@@ -100,6 +105,15 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        closing = cycle.scope.get(ENDLESS_STREAM) if cycle is not None and not cycle.response_complete else None
+        if isinstance(closing, asyncio.Event):
+            # An event stream would hold the shutdown for GRACEFUL_SHUTDOWN_S and then be cancelled: it ends
+            # now, completing its response (its client reconnects with Last-Event-ID).
+            closing.set()
+        super().shutdown()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

@@ -11,9 +11,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api.deps import get_engine, get_hub, get_kept_results
-from api.live_channels import LiveChannels
+from api.live_channels import LiveChannels, Subscriber
 from api.params import DATA_PARAMETERS, DataParams, records_params
 from api.routes.data import CachedPage, page_link, validated_json
+from api.server import ENDLESS_STREAM
 from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.hub import Hub
 from catalogue.query.cached import KeptResults
@@ -81,6 +82,7 @@ async def get_live_channels(request: Request) -> LiveChannels:
 
 @router.get("/datasets/{name}/stream", response_model=None)
 async def stream(
+    request: Request,
     name: str,
     where: str | None = DATA_PARAMETERS["where"].default,  # the records' declaration: one filter language
     last_event_id: str | None = Header(
@@ -100,6 +102,7 @@ async def stream(
     rows = RecordsRequest(where=where, limit=settings.max_returned_rows)
     current = await run_in_threadpool(_check_stream, engine, name, rows)
     after = _resume_point(last_event_id, current)
+    closing = request.scope[ENDLESS_STREAM] = asyncio.Event()  # set when the server shuts down (api.server)
 
     async def render(number: int) -> bytes:
         def compute(identity: tuple[int, str] | None) -> tuple[VersionRef, bytes]:
@@ -113,7 +116,7 @@ async def stream(
         _, data, _ = await kept.get(name, number, None, rows.cache_key("stream"), bytes, compute, len)
         return b"id: %d\nevent: rows\ndata: " % number + data + b"\n\n"
 
-    events = _events(channels, name, render, after=after, heartbeat_s=settings.stream_heartbeat_s)
+    events = _events(channels, name, render, after=after, heartbeat_s=settings.stream_heartbeat_s, closing=closing)
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -140,7 +143,7 @@ def _resume_point(last_event_id: str | None, current: int) -> int | None:
 
 
 async def _events(channels: LiveChannels, name: str, render: Render, *, after: int | None,
-                  heartbeat_s: float) -> AsyncIterator[bytes]:
+                  heartbeat_s: float, closing: asyncio.Event) -> AsyncIterator[bytes]:
     """The event stream of one client: versions after ``after`` (default: the newest) up to the newest, then each new one.
 
     The client subscribes here, where the stream starts, so the ``finally`` that ends its
@@ -162,10 +165,27 @@ async def _events(channels: LiveChannels, name: str, render: Render, *, after: i
             if subscriber.dropped:
                 yield b"event: dropped\ndata: {\"reason\": \"the client fell too far behind; resume with Last-Event-ID\"}\n\n"
                 return
-            try:
-                async with asyncio.timeout(heartbeat_s):
-                    newest = max(newest, await subscriber.queue.get())
-            except TimeoutError:
+            told = await _next_version(subscriber, closing, heartbeat_s)
+            if told is None:
                 yield b": heartbeat\n\n"
+            elif told < 0:
+                yield b": the server is shutting down\n\n"
+                return
+            else:
+                newest = max(newest, told)
     finally:
         channels.unsubscribe(subscriber)
+
+
+async def _next_version(subscriber: Subscriber, closing: asyncio.Event, timeout_s: float) -> int | None:
+    """The next version number the channel tells ``subscriber``; None after ``timeout_s``; -1 when closing."""
+    told = asyncio.ensure_future(subscriber.queue.get())
+    stop = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait((told, stop), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        told.cancel()  # a get cancelled before it took an item leaves the item in the queue
+    if told.done() and not told.cancelled():
+        return told.result()
+    return -1 if closing.is_set() else None

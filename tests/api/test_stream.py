@@ -21,7 +21,7 @@ from catalogue.hub import Hub
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.meta.loop_reads import LoopReads
 from catalogue.settings import PROJECT_ROOT
-from tests.api.live_server import threaded_server
+from tests.api.live_server import start_server, stop_server, threaded_server
 
 URL = "/api/v1/datasets/readings/stream"
 SCHEMA = {"fields": [{"name": "sensor", "type": "string"}, {"name": "at", "type": "datetime"},
@@ -224,3 +224,21 @@ def test_the_demo_pushes_parking_readings_that_reach_latest_and_the_stream(harve
         assert (new["lot_id"], new["capacity"], new["location"]) == (old["lot_id"], old["capacity"], old["location"])
         assert new["timestamp"] > old["timestamp"] and new["occupied"] + new["free"] == new["capacity"]
 
+
+
+def test_a_server_shutting_down_closes_open_streams_instead_of_waiting_for_them(readings: Hub, tmp_path: Path) -> None:
+    settings = {"data_dir": str(readings.settings.data_dir), "definitions_dir": str(readings.settings.definitions_dir),
+                "stream_heartbeat_s": 0.3}
+    log = tmp_path / "server.log"
+    proc, base_url = start_server(settings, log)
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client, client.stream("GET", URL) as response:
+            stream = events(response)
+            assert next(stream) == {"comment": "live values of version 1 on"}
+            stop_server(proc)
+            rest = list(stream)  # the server closed the stream: the client's read ends
+    finally:
+        stop_server(proc)
+    assert rest[-1] == {"comment": "the server is shutting down"}
+    assert set(map(str, rest[:-1])) <= {str({"comment": "heartbeat"})}
+    assert "graceful shutdown exceeded" not in log.read_text(errors="replace")
