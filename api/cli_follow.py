@@ -26,7 +26,7 @@ def follow_command(
     data_dir: Path | None = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var)."),
 ) -> None:
     """Follow an MQTT source: keep its session open and append a part of readings every flush, until Ctrl-C."""
-    settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     if not catalogue_exists(settings):
         err.print(f"[red]error[/red] There is no catalogue in {escape(str(settings.data_dir))}; run `urbandata init`.")
         raise typer.Exit(1)

@@ -330,15 +330,14 @@ def _start_mqtt(hub: Any, started: DemoSources, out: Any) -> None:
     Subscription(hub.settings, spec).close()  # the session exists before the first reading is published
 
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0, tzinfo=None)
-    started.publisher = ParkingPublisher(prefix=MQTT_TOPICS, start=now - timedelta(minutes=now.minute % 15))
+    publisher = started.publisher = ParkingPublisher(prefix=MQTT_TOPICS, start=now - timedelta(minutes=now.minute % 15))
 
     def run() -> None:
         # Live once the site is served, as the push feed (api/demo_live.py): the harvest and the first
         # pages show version 1 of every dataset.
-        if not _served(hub.settings.public_url, started.stop_follow) or started.stop_follow.wait(
-                started.publisher.interval_s):
+        if not _served(hub.settings.public_url, started.stop_follow) or started.stop_follow.wait(publisher.interval_s):
             return
-        started.publisher.begin()
+        publisher.begin()
         try:
             follow(hub, spec, started.stop_follow)
         except Exception as exc:  # noqa: BLE001 - the demo goes on without its live feed, saying why
@@ -347,7 +346,7 @@ def _start_mqtt(hub: Any, started: DemoSources, out: Any) -> None:
     started.follower = threading.Thread(target=run, name="demo-mqtt-follower", daemon=True)
     started.follower.start()
     out.print(f"MQTT: once the site is served, parking readings are published to 127.0.0.1:1883 "
-              f"({MQTT_TOPICS}/<lot>) every {started.publisher.interval_s:g} s and followed into {MQTT_DATASET}.")
+              f"({MQTT_TOPICS}/<lot>) every {publisher.interval_s:g} s and followed into {MQTT_DATASET}.")
 
 
 def _served(url: str, stop: threading.Event) -> bool:

@@ -40,7 +40,7 @@ DATASET = "mqtt-readings"
 FLUSH_ROWS = 5_000
 FLUSH_S = 1.0
 STALL_S = 60.0  # a side that makes no progress this long has lost readings
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "fields": [
         {"name": "sensor_id", "type": "string", "constraints": {"required": True}},
         {"name": "timestamp", "type": "datetime", "constraints": {"required": True}},
@@ -229,7 +229,7 @@ def run(ctx: Context) -> None:
         res.skipped[SECTION] = "no MQTT broker on 127.0.0.1:1883 or paho-mqtt missing"
         return
     readings = 5_000 if ctx.quick else min(20_000, max(2_000, ctx.rows // 500))
-    turns = {"ours": {"rate": [], "p50": [], "p99": []}, "baseline": {"rate": [], "p50": [], "p99": []}}
+    turns: dict[str, dict[str, list[float]]] = {side: {"rate": [], "p50": [], "p99": []} for side in ("ours", "baseline")}
     for turn in range(max(1, min(ctx.repeat, 2 if ctx.quick else 3))):
         for side, measure in (("baseline", _baseline), ("ours", _ours)):
             ctx.step(f"mqtt: {readings:,} readings, {side}, turn {turn + 1}")

@@ -84,7 +84,7 @@ class DatabaseHarvester:
             )
         if table:
             return psycopg.sql.SQL("SELECT * FROM {}").format(psycopg.sql.Identifier(*str(table).split(".", 1)))
-        return psycopg.sql.SQL(str(query))  # type: ignore[arg-type] - the operator's query, run READ ONLY
+        return psycopg.sql.SQL(str(query))  # the operator's query, run READ ONLY
 
     def _copy(self, source: SourceSpec, psycopg: Any, dsn: str, statement: Any, batch: int, deadline: Deadline,
               fd: int) -> tuple[int, int, str]:
