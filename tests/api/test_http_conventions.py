@@ -183,3 +183,20 @@ async def test_a_bad_parameter_is_the_documented_400(api: httpx.AsyncClient) -> 
     response = await api.get("/api/v1/datasets?limit=0")
     assert response.status_code == 400
     assert set(response.json()) == {"error"} and response.json()["error"]["code"] == "invalid-parameter"
+
+
+def test_head_through_the_real_server_ends_streamed_answers_early(demo_hub) -> None:
+    """Under uvicorn, a HEAD of a streamed export gets the GET's headers and no body, and the connection
+    stays usable (the rest of the stream is not computed, so nothing is written after the headers)."""
+    from api.app import create_app
+    from tests.api.live_server import threaded_server
+
+    app = create_app(demo_hub.settings, demo_hub)
+    with threaded_server(app) as (host, port), httpx.Client(base_url=f"http://{host}:{port}") as client:
+        for path in ("/api/v1/datasets/parking-occupancy/exports/csv", "/api/v1/datasets/parking-occupancy/exports/ndjson",
+                     "/api/v1/datasets/parking-occupancy/exports/parquet", "/health"):
+            got, head = client.get(path), client.head(path)
+            assert (got.status_code, head.status_code, head.content) == (200, 200, b""), path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+            assert head.headers.get("etag") == got.headers.get("etag"), path
+        assert client.get("/health").json()["status"] == "ok"  # the same connection, still in step
