@@ -261,7 +261,8 @@ class SiteBuilder:
                                                                     separators=(",", ":")), encoding="utf-8")
             if d.name == BASEMAP_DATASET and found.get("map"):
                 shutil.copyfile(folder / "map.json", root / "basemap.json")
-            copies[d.name] = data.copy_parquet(ref, folder / f"v{v.number}.parquet")
+            copies[d.name] = data.copy_parquet(ref, folder / f"v{v.number}.parquet") and \
+                data.copy_arrow(ref, folder / f"v{v.number}.arrows")
             if progress:
                 progress(d.name)
         return facts, copies

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
@@ -29,6 +31,7 @@ from catalogue.store.changes import parquet_scan
 PREVIEW_ROWS = 10
 MAP_FEATURES = 5000
 CHART_POINTS = 5000
+ARROW_ROWS_MAX = 1_000_000  # the SQL console's Arrow file is fetched whole by the browser
 SIZE_ROWS_MAX = 200_000  # versions up to this many rows get every download's size, measured by writing it once
 CACHE_FORMAT = 1
 LABELS = {"csv": "CSV", "csv-de": "CSV (de)", "json": "JSON", "ndjson": "NDJSON", "geojson": "GeoJSON",
@@ -132,6 +135,28 @@ class VersionData:
                 with self.hub.storage.open_read(key) as src, open(partial, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         except (duckdb.Error, UrbandataError, OSError):
+            partial.unlink(missing_ok=True)
+            return False
+        os.replace(partial, target)
+        return True
+
+    def copy_arrow(self, ref: VersionRef, target: Path) -> bool:
+        """Write the version's rows as an Arrow IPC stream at ``target`` for the in-browser SQL console.
+
+        DuckDB-WASM reads Parquet only through its parquet extension, which it would download from
+        extensions.duckdb.org (no request may leave the site); an Arrow stream it takes in without one.
+        False when the version has no local files or more than ``ARROW_ROWS_MAX`` rows.
+        """
+        paths = [self.hub.storage.local_path(key) for key in ref.keys]
+        if not paths or ref.row_count > ARROW_ROWS_MAX or any(p is None for p in paths):
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            table = pq.ParquetDataset([str(p) for p in paths]).read()
+            with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+        except (pa.ArrowException, OSError):
             partial.unlink(missing_ok=True)
             return False
         os.replace(partial, target)

@@ -149,7 +149,8 @@ def test_hostile_metadata_and_cells_are_escaped_and_markdown_is_sanitised(tmp_pa
         for page in ("datasets/boese.html", "en/datasets/boese.html", "page/1.html", "index.html"):
             text = read(site, page)
             tags = Tags(text)
-            assert [t for t, _ in tags.tags if t == "script"] == [("script")], page  # only site.js
+            scripts = [a.get("src") for t, a in tags.tags if t == "script" and a.get("type") != "application/ld+json"]
+            assert len(scripts) == 1 and scripts[0].endswith("static/js/site.js"), page  # the site's own only
             assert not [a for _, a in tags.tags if any(k.startswith("on") for k in a)], page
             assert not [h for h in tags.hrefs() if h.strip().lower().startswith("javascript:")], page
             assert "<img" not in text, page
@@ -233,3 +234,16 @@ def test_schema_types_are_not_broken_mid_word(demo_hub: Hub) -> None:
     assert "break-word" not in css and "word-break: break-all" not in css
     assert '<td><code class="type">datetime</code></td>' in read(demo_hub.settings.site_dir,
                                                                  "datasets/parking-occupancy.html")
+
+
+def test_the_sql_console_gets_the_versions_rows_as_an_arrow_stream_and_parquet(demo_hub: Hub) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    site = demo_hub.settings.site_dir
+    with pa.OSFile(str(site / "data" / "parking-occupancy" / "v1.arrows")) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    assert table.equals(pq.read_table(site / "data" / "parking-occupancy" / "v1.parquet"))
+    page = read(site, "en/datasets/parking-occupancy/sql.html")
+    assert 'data-arrow="../../../data/parking-occupancy/v1.arrows"' in page
+    assert '<script src="../../../static/js/sql.js" defer></script>' in page
