@@ -20,6 +20,7 @@ from bench import phase_live
 from bench import phase_mqtt
 from bench import phase_ckan
 from bench import phase_dcat
+from bench import phase_reharvest
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -37,8 +38,9 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("dcat", "12 DCAT-AP.de /catalog.ttl", phase_dcat.run),
     ("live", "10 live values", phase_live.run),
     ("mqtt", "11 MQTT readings", phase_mqtt.run),
+    ("reharvest", "13 unchanged re-harvest", phase_reharvest.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

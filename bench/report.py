@@ -28,6 +28,7 @@ SECTIONS = [
     ("live", "10. Live values: /latest against the length of the history, push to stream delay", ["live."]),
     ("mqtt", "11. MQTT: readings/s committed and publish → queryable delay against a minimal subscriber", ["mqtt."]),
     ("dcat", "12. DCAT-AP.de: /catalog.ttl first page latency (p50, p99) by catalogue size", ["dcat."]),
+    ("reharvest", "13. Unchanged re-harvest of every demo source: requests per source and wall time", ["reharvest."]),
 ]
 
 

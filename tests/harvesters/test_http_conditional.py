@@ -236,3 +236,42 @@ def test_an_unreachable_source_is_retried_then_fails_and_the_version_stays(
     job = _job(hub, outcome.job_id)
     assert "cannot be reached" in job.message and "ConnectError" in job.message
     assert current_version(hub, NAME).number == 1  # type: ignore[union-attr]
+
+
+def test_an_unchanged_reharvest_of_the_demo_sends_one_conditional_request_per_source(tmp_path: Any) -> None:
+    """What bench/phase_reharvest.py measures: every demo source again, unchanged, costs one request (a 304)."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from catalogue.hub import open_hub
+    from catalogue.meta.definitions import load_definitions, sync_definitions
+    from catalogue.settings import PROJECT_ROOT, Settings
+    from harvesters.runner import list_sources
+
+    seen: list[tuple[str, str | None, int]] = []
+
+    class Counting(SimpleHTTPRequestHandler):
+        def send_response(self, code: int, message: str | None = None) -> None:
+            seen.append((self.path, self.headers.get("If-Modified-Since"), code))
+            super().send_response(code, message)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Counting, directory=str(PROJECT_ROOT / "datasets")))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hub = open_hub(Settings(data_dir=tmp_path / "var", feed_base_url=f"http://127.0.0.1:{httpd.server_address[1]}/",
+                            harvest_allowed_hosts=["127.0.0.1"]))
+    try:
+        sync_definitions(hub, load_definitions(hub.settings.definitions_dir))
+        names = list_sources(hub)
+        assert {harvest_source(hub, n).status for n in names} == {"published"}
+        seen.clear()
+        assert {harvest_source(hub, n).status for n in names} == {"unchanged"}
+    finally:
+        hub.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(seen) == len(names) == 6
+    assert all(since is not None and code == 304 for _, since, code in seen)
