@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.auth import hide_private_datasets
+from api.auth import PrivateAnswers, hide_private_datasets
 from api.errors import install_error_handlers
 from api.middleware import install_http_rules
 from api.openapi_schema import install_openapi
@@ -70,6 +70,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     install_rate_limit(app, settings)  # inside the HTTP rules: a 429 carries the security headers too
     install_http_rules(app, settings)
+    app.add_middleware(PrivateAnswers)  # an answer to a token is no shared cache's to keep
     install_openapi(app)  # the error envelope, no 422, format enums
     app.include_router(dcat.dataset_router, prefix=settings.api_prefix)  # before catalog's /datasets/{name}
     app.include_router(dcat.router)  # DCAT-AP.de: /catalog.ttl|.jsonld|.rdf

@@ -18,6 +18,7 @@ anonymously and list public datasets only (their own modules).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -104,3 +105,31 @@ def require_publisher(credential: Credential, publisher_id: int, publisher: str,
             f"This token belongs to publisher '{credential.publisher}'; {what} belongs to '{publisher}'. "
             f"Use a token of '{publisher}'.",
             details={"token_publisher": credential.publisher, "publisher": publisher})
+
+
+class PrivateAnswers:
+    """ASGI middleware: an answer to a request with a token is never stored by a shared cache.
+
+    It may hold private datasets (a listing, a private dataset's rows), and the
+    routes mark their answers ``public``; RFC 9111 lets a shared cache keep a
+    ``public`` answer even to a request with ``Authorization``. So such answers
+    become ``private, no-cache`` (the client may still revalidate with its ETag).
+    Anonymous answers never hold a private dataset and stay as they are.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not any(name == b"authorization" for name, _ in scope.get("headers", ())):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_private(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
+                headers.append((b"cache-control", b"private, no-cache"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_private)
