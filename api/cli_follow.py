@@ -32,10 +32,10 @@ def follow_command(
         raise typer.Exit(1)
     hub = open_hub(settings)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if seconds:
-        threading.Timer(seconds, stop.set).start()
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(seconds, stop.set) if seconds else None
+    if timer is not None:
+        timer.start()
     console.print(f"Following {escape(name)} (Ctrl-C stops; the broker keeps unacknowledged readings for the next run).")
     try:
         stats = follow(hub, name, stop, on_part=lambda line, _: console.print(f"  {escape(line)}"))
@@ -44,6 +44,10 @@ def follow_command(
         raise typer.Exit(1) from None
     finally:
         hub.close()
+        if timer is not None:
+            timer.cancel()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     _summary(stats)
 
 

@@ -320,3 +320,23 @@ def test_a_failed_part_is_sent_again_by_the_broker_and_stored_after_the_failure(
         assert (found[0][1], found[-1]) == (7, (1, 2))
     finally:
         hub.close()
+
+
+def test_urbandata_follow_streams_for_a_while_and_sums_up(tmp_path: Path, prefix: str) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    hub = _hub(tmp_path, prefix)
+    try:
+        _open_session(hub)
+        _publish(prefix, _readings(12) + [b"nonsense"])  # kept by the broker for the session until follow runs
+        result = CliRunner().invoke(app, ["follow", NAME, "--for", "3", "-d", str(tmp_path / "var")])
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert "12 valid readings, 12 rows appended, 0 repeats dropped, 1 bad messages quarantined" in text
+        assert versions(hub, NAME)[0][1] == 12
+        missing = CliRunner().invoke(app, ["follow", "no-such-source", "--for", "1", "-d", str(tmp_path / "var")])
+        assert missing.exit_code == 1 and "source-not-found" in missing.output
+    finally:
+        hub.close()
