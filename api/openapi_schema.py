@@ -40,6 +40,39 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
 }
 
 
+def _object(example: dict[str, Any], **properties: dict[str, Any]) -> dict[str, Any]:
+    """A 200 response: an object with the example's keys (each typed where given) and the example."""
+    props = {key: properties.get(key, {}) for key in example}
+    return {"description": "OK", "content": {"application/json": {
+        "schema": {"type": "object", "required": list(example), "properties": props}, "example": example}}}
+
+
+_LINKS = {"type": "object", "description": "`next` (and the Link header's `prev`): the following page's URL."}
+_COUNT = {"type": "integer", "minimum": 0}
+# The JSON answers of the main read routes (path after the API prefix): their shape and a real example.
+SUCCESS = {
+    "/datasets": _object({"total_count": 6, "limit": 1, "offset": 0, "results": [
+        {"name": "car-parks", "title": "Parkhäuser", "title_en": "Car parks", "themes": ["TRAN"],
+         "current_version": {"number": 1, "row_count": 6}}]},
+        total_count=_COUNT, limit=_COUNT, offset=_COUNT, results={"type": "array", "items": {"type": "object"}}),
+    "/datasets/{name}/records": _object({
+        "dataset": "car-parks", "version": 1, "total_count": 6, "limit": 1, "offset": 0,
+        "results": [{"lot_id": "P01", "capacity": 420}],
+        "links": {"next": "https://hub.example/api/v1/datasets/car-parks/records?select=lot_id%2Ccapacity&version=1"
+                          "&cursor=eyJ2IjoxLCJrIjowfQ.JAxs0hscSjfBBu4o4Os2kg&limit=1"}},
+        dataset={"type": "string"}, version={"type": "integer"}, total_count=_COUNT, limit=_COUNT, offset=_COUNT,
+        results={"type": "array", "items": {"type": "object"}}, links=_LINKS),
+    "/datasets/{name}/facets": _object({"dataset": "car-parks", "version": 1, "facets": [
+        {"name": "operator", "facets": [{"value": "Stadtwerke Musterstadt GmbH", "count": 5},
+                                        {"value": "Parkhausgesellschaft Königstraße mbH", "count": 1}]}]},
+        dataset={"type": "string"}, version={"type": "integer"}, facets={"type": "array", "items": {"type": "object"}}),
+    "/datasets/{name}/versions": _object({"dataset": "car-parks", "total_count": 1, "results": [
+        {"number": 1, "created_at": "2026-12-04T23:39:59.792928+00:00", "row_count": 6, "bytes": 3732,
+         "sha256": "959982cd9b21bdf6fb05202abcd83b5366516606124a7b873b9b68de476beadb"}]},
+        dataset={"type": "string"}, total_count=_COUNT, results={"type": "array", "items": {"type": "object"}}),
+}
+
+
 def _error(status: str) -> dict[str, Any]:
     description, code, message = ERRORS[status]
     return {"description": description, "content": {"application/json": {
@@ -53,13 +86,17 @@ def _framework_422(response: dict[str, Any] | None) -> bool:
     return schema.get("$ref", "").endswith("/HTTPValidationError")
 
 
-def refine(document: dict[str, Any], formats: list[str]) -> dict[str, Any]:
-    """``document`` with the error envelope on every operation, no 422, and format enums."""
+def refine(document: dict[str, Any], formats: list[str], api_prefix: str = "/api/v1") -> dict[str, Any]:
+    """``document`` with the error envelope on every operation, no 422, format enums, 200 examples."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas[ENVELOPE] = ENVELOPE_SCHEMA
     for path, operations in document.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
+            success = SUCCESS.get(path.removeprefix(api_prefix)) if path.startswith(api_prefix) else None
+            if success is not None and not responses.get("200", {}).get("content", {}).get(
+                    "application/json", {}).get("schema", {}).get("properties"):
+                responses["200"] = success
             if _framework_422(responses.get("422")):  # a route that does send a 422 declares its own
                 responses.pop("422")
             wanted = ["400", "429", "503"] + (["404"] if "{" in path else []) + \
@@ -83,7 +120,8 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = refine(build(), format_names(app.state.hub.registry))
+            hub = app.state.hub
+            app.openapi_schema = refine(build(), format_names(hub.registry), hub.settings.api_prefix)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -200,3 +200,18 @@ def test_head_through_the_real_server_ends_streamed_answers_early(demo_hub) -> N
             assert head.headers["content-type"] == got.headers["content-type"], path
             assert head.headers.get("etag") == got.headers.get("etag"), path
         assert client.get("/health").json()["status"] == "ok"  # the same connection, still in step
+
+
+@pytest.mark.parametrize("path, real", [
+    ("/api/v1/datasets", "/api/v1/datasets?limit=1"),
+    ("/api/v1/datasets/{name}/records", "/api/v1/datasets/car-parks/records?limit=1&select=lot_id,capacity"),
+    ("/api/v1/datasets/{name}/facets", "/api/v1/datasets/car-parks/facets?facet=operator"),
+    ("/api/v1/datasets/{name}/versions", "/api/v1/datasets/car-parks/versions"),
+])
+async def test_documented_answers_have_the_real_answers_shape(api: httpx.AsyncClient, path: str, real: str) -> None:
+    document = (await api.get("/openapi.json")).json()
+    documented = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+    answer = (await api.get(real)).json()
+    assert list(documented["schema"]["properties"]) == list(answer) == list(documented["example"])
+    assert set(documented["example"]["results"][0] if "results" in answer else {}) <= set(
+        answer["results"][0] if "results" in answer else {})
