@@ -176,3 +176,11 @@ async def test_private_datasets_never_appear(make_catalogue) -> None:
     assert [str(d) for d in graph.objects(URIRef(f"{BASE}/catalog"), DCAT.dataset)] == [f"{BASE}/api/v1/datasets/open-one"]
     assert "hidden-one" not in catalogue.text
     assert (one.status_code, negotiated.status_code) == (404, 404)
+
+
+async def test_a_harvester_holding_the_document_gets_a_304(api: httpx.AsyncClient) -> None:
+    first = await api.get("/catalog.ttl")
+    again = await api.get("/catalog.ttl", headers={"If-None-Match": first.headers["etag"]})
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", first.headers["etag"])
+    other = await api.get("/api/v1/datasets/car-parks.jsonld", headers={"If-None-Match": first.headers["etag"]})
+    assert other.status_code == 200 and other.headers["etag"] != first.headers["etag"]
