@@ -3,7 +3,8 @@
     python scripts/vendor_site_assets.py          # npm ci in site/ when needed, then copy and bundle
 
 The site never loads anything from another origin: MapLibre (maps), uPlot (charts),
-DuckDB-WASM (the in-browser SQL console, bundled with apache-arrow by esbuild into one
+DuckDB-WASM 1.28 (the in-browser SQL console — the last release with Parquet built in, see
+site/static/vendor/README.md — bundled with apache-arrow by esbuild into one
 module, duckdb-browser.mjs) and Swagger UI (the API page) are copied from the exact versions pinned in
 ``site/package.json``/``package-lock.json``. The result is committed, so installing the hub
 needs neither Node.js nor npm; run this again only to change a version. Each library's
