@@ -45,4 +45,11 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every URL in it redacted (for messages that quote a URL)."""
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in text, redacted; punctuation ending the sentence stays outside it."""
+    url = match.group(0)
+    kept = url.rstrip(".,;:!?)")
+    return redact_url(kept) + url[len(kept):]

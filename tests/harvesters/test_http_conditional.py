@@ -9,6 +9,7 @@ the job says why.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -275,3 +276,15 @@ def test_an_unchanged_reharvest_of_the_demo_sends_one_conditional_request_per_so
         httpd.server_close()
     assert len(seen) == len(names) == 6
     assert all(since is not None and code == 304 for _, since, code in seen)
+
+
+def test_retry_after_in_seconds_or_as_an_http_date() -> None:
+    from email.utils import format_datetime
+
+    from catalogue.meta.models import utcnow
+    from harvesters.http_file import retry_after
+
+    assert (retry_after("7"), retry_after(None), retry_after(""), retry_after("soon")) == (7.0, None, None, None)
+    later = retry_after(format_datetime(utcnow() + timedelta(seconds=120), usegmt=True))
+    assert later is not None and 100 < later <= 120
+    assert retry_after("Wed, 02 Dec 2020 10:00:00 GMT") == 0.0  # a date in the past: at once
