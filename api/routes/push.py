@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -70,7 +71,8 @@ async def push(
             earlier = await run_in_threadpool(delivery_keys.claim, hub, target.dataset_id, key, digest)
             if earlier is not None:
                 status, body = earlier
-                return JSONResponse(body, status_code=status, headers={"Idempotent-Replayed": "true"})
+                return JSONResponse(body, status_code=status, headers={**_headers(status, body),
+                                                                       "Idempotent-Replayed": "true"})
         provenance = {"source_url": "push", "pushed_by": f"{credential.publisher} token {credential.token_id}",
                       "delivery_sha256": digest, "delivery_bytes": size}
         try:
@@ -91,12 +93,17 @@ async def push(
         status, body = answer(hub, result, job_id)
         if key is not None:
             await run_in_threadpool(delivery_keys.record, hub, target.dataset_id, key, status, body)
-        headers = {"ETag": f'"{result.version}"'} if result.version else {}
-        if status == 201:
-            headers["Location"] = body["version_url"]
-        return JSONResponse(body, status_code=status, headers=headers)
+        return JSONResponse(body, status_code=status, headers=_headers(status, body))
     finally:
         path.unlink(missing_ok=True)
+
+
+def _headers(status: int, body: dict[str, Any]) -> dict[str, str]:
+    """ETag (the version now current) and, for a new version, its Location; the same for a replayed answer."""
+    headers = {"ETag": f'"{body["version"]}"'} if status < 300 and body.get("version") else {}
+    if status == 201:
+        headers["Location"] = body["version_url"]
+    return headers
 
 
 def _base_version(if_match: str | None) -> int | None:

@@ -152,6 +152,7 @@ def test_the_same_idempotency_key_and_body_answer_the_first_result_again(api: st
     again = httpx.post(f"{api}/datasets/meters/deliveries", content=body, headers={**pusher, **CSV, **key})
     assert (first.status_code, again.status_code) == (201, 201)
     assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert (again.headers["ETag"], again.headers["Location"]) == (first.headers["ETag"], first.headers["Location"])
     assert _current(api) == 2 and len(httpx.get(f"{api}/datasets/meters/versions").json()["results"]) == 2
     other = httpx.post(f"{api}/datasets/meters/deliveries", content=b"id,name,value\n1,Nord,0\n",
                        headers={**pusher, **CSV, **key})
