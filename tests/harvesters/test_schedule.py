@@ -152,3 +152,41 @@ def test_harvest_due_on_the_command_line_prints_a_summary_and_rebuilds_the_site(
 
     both = runner.invoke(app, ["harvest", NAME, "--due", "--data-dir", data_dir], env=env)
     assert both.exit_code == 2 and "one of them" in both.output
+
+
+@pytest.mark.timeout(120)
+def test_serve_harvests_due_sources_in_the_background_and_stops_cleanly(
+        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server, files = file_server
+    files["l.csv"] = b"id,no2\n1,21.5\n"
+    hub = _catalogue(source_catalogue, server.url + "l.csv", schedule="1d")
+    env = {**os.environ, "URBANDATA_DEFINITIONS_DIR": str(hub.settings.definitions_dir), "PYTHONUNBUFFERED": "1"}
+    serving = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", "0", "-d", str(hub.settings.data_dir)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not server.hits:  # the first round starts with the server
+            assert serving.poll() is None and time.monotonic() < deadline, "serve harvested nothing within a minute"
+            time.sleep(0.1)
+        while True:
+            with hub.sessions() as session:
+                status = session.scalar(select(HarvestJob.status).order_by(HarvestJob.id.desc()))
+            if status != "running":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        serving.send_signal(signal.SIGINT)
+        out, errors = serving.communicate(timeout=60)
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+            serving.communicate()
+    assert (status, serving.returncode, out.strip().splitlines()[-1]) == ("published", 0, "Stopped."), errors
+    assert len(server.hits) == 1
+    assert (hub.settings.data_dir / "site" / "index.html").exists()  # rebuilt after the publication
