@@ -248,3 +248,27 @@ def test_the_demo_excel_export_publishes_the_same_parts_as_its_csv(tmp_path: Any
         finally:
             hub.close()
     assert parts["xlsx"] == parts["csv"]
+
+
+def test_the_http_file_examples_in_datasets_readme_are_valid_definitions(tmp_path: Any) -> None:
+    import yaml
+
+    from catalogue.meta.definitions import load_definitions
+    from catalogue.settings import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "datasets" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## HTTP files", 1)[1].split("\n## ", 1)[0]
+    sources = [yaml.safe_load(block.split("```", 1)[0])["source"] for block in section.split("```yaml\n")[1:]]
+    assert [s["format"] for s in sources] == ["csv", "json", "ndjson", "geojson", "xlsx", "csv"]
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "publishers.yaml").write_text(yaml.safe_dump({"publishers": [{"name": "testamt", "title": "T"}]}))
+    (tmp_path / "schemas" / "s.json").write_text(json.dumps(SCHEMA))
+    for number, source in enumerate(sources):
+        definition = {"name": f"beispiel-{number}", "title": "Beispiel", "description": "Beispiel.",
+                      "publisher": "testamt", "license": "http://dcat-ap.de/def/licenses/dl-zero-de/2.0",
+                      "schema": "schemas/s.json", "source": source}
+        (tmp_path / "definitions" / f"beispiel-{number}.yaml").write_text(yaml.safe_dump(definition, allow_unicode=True))
+    loaded = load_definitions(tmp_path)
+    assert [d["source"]["format"] for d in sorted(loaded.datasets, key=lambda d: d["name"])] == [
+        s["format"] for s in sources]
