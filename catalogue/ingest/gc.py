@@ -23,6 +23,7 @@ from sqlalchemy import select
 from catalogue.hub import Hub
 from catalogue.ingest.commit import dataset_lock
 from catalogue.ingest.jobs import Interrupted, interrupt_orphans
+from catalogue.meta import delivery_keys
 from catalogue.meta.models import Dataset, Version
 from catalogue.store.keys import descriptor_key, part_key
 
@@ -64,6 +65,7 @@ def collect(hub: Hub, grace: timedelta = GRACE) -> Collected:
     for name in names:
         done.files += _unreferenced(hub, name, older_than)
     done.jobs = interrupt_orphans(hub, min(grace, JOB_GRACE))
+    delivery_keys.forget_old(hub)  # pushed deliveries' Idempotency-Keys past the time they are honoured
     return done
 
 

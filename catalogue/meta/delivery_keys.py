@@ -5,7 +5,8 @@ holds the answer (``record``) or is let go again when the ingest failed on
 something that was not the delivery's fault (``release``), so a retry runs
 it. The same key with another body is refused; while its first delivery is
 still being ingested, a repeat is told to wait. A claim left by a process
-that died is taken over after ``STALE_CLAIM``.
+that died is taken over after ``STALE_CLAIM``; answers are kept ``KEPT_FOR``
+(the collector, ``urbandata gc``, forgets older ones).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from catalogue.meta.models import DeliveryKey, utcnow
 MAX_KEY_CHARS = 200
 IN_PROGRESS = 0
 STALE_CLAIM = timedelta(minutes=30)
+KEPT_FOR = timedelta(days=7)  # how long a key's answer is given again; the collector forgets older ones
 
 
 def check_key(key: str) -> str:
@@ -80,3 +82,11 @@ def release(hub: Hub, dataset_id: int, key: str) -> None:
     with hub.sessions.begin() as session:
         session.execute(delete(DeliveryKey).where(DeliveryKey.dataset_id == dataset_id, DeliveryKey.key == key,
                                                   DeliveryKey.status == IN_PROGRESS))
+
+
+def forget_old(hub: Hub, older_than: timedelta = KEPT_FOR) -> int:
+    """Remove answered keys older than ``older_than`` (the collector's work); how many."""
+    with hub.sessions.begin() as session:
+        gone = session.execute(delete(DeliveryKey).where(DeliveryKey.status != IN_PROGRESS,
+                                                         DeliveryKey.created_at < utcnow() - older_than))
+        return int(getattr(gone, "rowcount", 0) or 0)

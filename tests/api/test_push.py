@@ -262,3 +262,23 @@ def test_csv_is_read_in_the_dialect_the_datasets_source_declares(hub: Hub, api: 
     as_json = httpx.post(f"{api}/datasets/meters/deliveries", content=b'[{"id": 1, "name": "Nord", "value": 3.5}]',
                          headers={**pusher, "Content-Type": "application/json"})  # the CSV options stay with CSV
     assert as_json.status_code == 201, as_json.text
+
+
+def test_the_collector_forgets_idempotency_keys_after_a_week(hub: Hub, api: str, pusher: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from catalogue.ingest.gc import collect
+    from catalogue.meta.models import DeliveryKey, utcnow
+
+    for key in ("old", "new"):
+        answer = httpx.post(f"{api}/datasets/meters/deliveries", content=f"id,name,value\n1,{key},1\n".encode(),
+                            headers={**pusher, **CSV, "Idempotency-Key": key})
+        assert answer.status_code == 201
+    with hub.sessions.begin() as session:
+        session.execute(update(DeliveryKey).where(DeliveryKey.key == "old").values(created_at=utcnow() - timedelta(days=8)))
+    collect(hub)
+    with hub.sessions() as session:
+        assert list(session.scalars(select(DeliveryKey.key))) == ["new"]
+        assert session.scalar(select(func.count()).select_from(DeliveryKey)) == 1
