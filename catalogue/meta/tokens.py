@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
 from catalogue.errors import (
@@ -44,6 +46,7 @@ TOKEN_CHARS = len(PREFIX) + 43
 SHOWN_CHARS = 8  # "udt_" and four more: tells tokens apart in lists, useless to an attacker
 LAST_USED_EVERY = timedelta(minutes=5)  # last_used_at is written at most this often per token
 
+log = logging.getLogger(__name__)
 _keys: dict[Path, bytes] = {}
 _keys_lock = threading.Lock()
 
@@ -162,10 +165,13 @@ def verify_token(hub: Hub, plaintext: str) -> Credential:
         credential = Credential(token.id, token.publisher_id, token.publisher.name, frozenset(token.scopes))
         stale = token.last_used_at is None or now - token.last_used_at >= LAST_USED_EVERY
     if stale:
-        with hub.sessions.begin() as session:
-            found = session.get(ApiToken, credential.token_id)
-            if found is not None:
-                found.last_used_at = now
+        try:
+            with hub.sessions.begin() as session:
+                found = session.get(ApiToken, credential.token_id)
+                if found is not None:
+                    found.last_used_at = now
+        except SQLAlchemyError as exc:  # bookkeeping only: a busy database must not refuse a valid token
+            log.warning("last use of token %s not recorded: %s", credential.token_id, type(exc).__name__)
     return credential
 
 
