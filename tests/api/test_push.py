@@ -6,15 +6,18 @@ import io
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import update
 
 from catalogue.hub import Hub
 from catalogue.ingest.delivery import MODES
+from catalogue.meta.models import ApiToken, utcnow
 from catalogue.meta.tokens import revoke_token, verify_token
 from tests.api.push_support import bearer, make_push_hub, serving, token
 
@@ -232,6 +235,13 @@ def test_tokens_other_publishers_revoked_tokens_and_missing_scopes_are_refused(h
     revoke_token(hub, verify_token(hub, revoked).token_id)
     refused = httpx.post(url, content=body, headers={**bearer(revoked), **CSV})
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "token-revoked")
+    expired = token(hub, "stadtwerke", "push")
+    with hub.sessions.begin() as session:
+        session.execute(update(ApiToken).where(ApiToken.id == verify_token(hub, expired).token_id)
+                        .values(expires_at=utcnow() - timedelta(minutes=1)))
+    late = httpx.post(url, content=body, headers={**bearer(expired), **CSV})
+    assert (late.status_code, late.json()["error"]["code"]) == (401, "token-expired")
+    assert "expired at" in late.json()["error"]["message"] and late.headers["WWW-Authenticate"].startswith("Bearer")
     missing = httpx.post(f"{api}/datasets/nope/deliveries", content=body, headers={**bearer(token(hub, "stadtwerke", "push")), **CSV})
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "dataset-not-found")
     assert _current(api) == 1
