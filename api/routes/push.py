@@ -17,10 +17,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from api.auth import require_publisher, require_scope
 from api.deps import get_hub
-from catalogue.errors import DeliveryTooLarge, InvalidParameter, UrbandataError
+from catalogue.errors import BadRequest, DeliveryTooLarge, InvalidParameter, UrbandataError
 from catalogue.hub import Hub
 from catalogue.ingest.push import answer, check_mode, delivery_format, push_delivery, push_target
 from catalogue.meta import delivery_keys
@@ -145,6 +146,10 @@ async def _receive(request: Request, hub: Hub, cap: int) -> tuple[Path, int, str
                     pending, held = [], 0
             if pending:
                 await run_in_threadpool(out.write, b"".join(pending))
+    except ClientDisconnect:
+        path.unlink(missing_ok=True)
+        raise BadRequest(f"The body ended after {size:,} bytes: the client went away. Nothing was delivered; "
+                         "send it again (with the same Idempotency-Key).") from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -292,3 +292,27 @@ def test_the_collector_forgets_idempotency_keys_after_a_week(hub: Hub, api: str,
     with hub.sessions() as session:
         assert list(session.scalars(select(DeliveryKey.key))) == ["new"]
         assert session.scalar(select(func.count()).select_from(DeliveryKey)) == 1
+
+
+def test_a_client_going_away_mid_body_delivers_nothing_and_leaves_no_file(hub: Hub, api: str,
+                                                                          pusher: dict[str, str]) -> None:
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    where = urlsplit(api)
+    scratch = hub.settings.data_dir / "store" / ".scratch"
+    with socket.create_connection((where.hostname, where.port)) as conn:
+        conn.sendall((f"POST {where.path}/datasets/meters/deliveries HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: {pusher['Authorization']}\r\nContent-Type: text/csv\r\n"
+                      "Content-Length: 3000\r\n\r\nid,name,value\n1,Nord,").encode())
+        deadline = time.monotonic() + 30
+        while not list(scratch.glob("*.push")):  # the server is receiving it
+            assert time.monotonic() < deadline, "the server never started receiving"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while list(scratch.glob("*.push")):
+        assert time.monotonic() < deadline, "the partial body was left on disk"
+        time.sleep(0.05)
+    assert _current(api) == 1
+    assert httpx.get(f"{api}/datasets/meters/deliveries").json()["results"] == []
