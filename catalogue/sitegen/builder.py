@@ -261,8 +261,11 @@ class SiteBuilder:
                                                                     separators=(",", ":")), encoding="utf-8")
             if d.name == BASEMAP_DATASET and found.get("map"):
                 shutil.copyfile(folder / "map.json", root / "basemap.json")
-            copies[d.name] = data.copy_parquet(ref, folder / f"v{v.number}.parquet") and \
-                data.copy_arrow(ref, folder / f"v{v.number}.arrows")
+            parquet = folder / f"v{v.number}.parquet"
+            copies[d.name] = data.copy_parquet(ref, parquet) and data.copy_arrow(ref, folder / f"v{v.number}.arrows")
+            if parquet.is_file():
+                zipped = data.write_package_zip(ref, v.descriptor_key, parquet, folder / f"{d.name}-v{v.number}.zip")
+                facts[d.name] = {**found, "package_zip": zipped}
             if progress:
                 progress(d.name)
         return facts, copies

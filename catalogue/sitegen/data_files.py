@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ PREVIEW_ROWS = 10
 MAP_FEATURES = 5000
 CHART_POINTS = 5000
 ARROW_ROWS_MAX = 1_000_000  # the SQL console's Arrow file is fetched whole by the browser
+ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 SIZE_ROWS_MAX = 200_000  # versions up to this many rows get every download's size, measured by writing it once
 CACHE_FORMAT = 1
 LABELS = {"csv": "CSV", "csv-de": "CSV (de)", "json": "JSON", "ndjson": "NDJSON", "geojson": "GeoJSON",
@@ -161,6 +163,29 @@ class VersionData:
             return False
         os.replace(partial, target)
         return True
+
+    def write_package_zip(self, ref: VersionRef, descriptor_key: str, parquet: Path, target: Path) -> int | None:
+        """A Data Package zip of the version at ``target``: its descriptor, the resource pointing at the Parquet
+        file inside the zip; returns its size (None when the descriptor cannot be read)."""
+        try:
+            descriptor = json.loads(self.hub.storage.read_bytes(descriptor_key))
+        except (UrbandataError, OSError, ValueError):
+            return None
+        inside = f"data/{ref.dataset}-v{ref.number}.parquet"
+        for resource in descriptor.get("resources", []):
+            resource["path"] = inside
+            resource["bytes"] = parquet.stat().st_size
+        partial = target.with_name(target.name + ".partial")
+        # Fixed entry times: the same version always makes the same zip.
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(zipfile.ZipInfo("datapackage.json", ZIP_TIME),
+                             json.dumps(descriptor, ensure_ascii=False, indent=2), zipfile.ZIP_DEFLATED)
+            entry = zipfile.ZipInfo(inside, ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_STORED  # Parquet is compressed already
+            with archive.open(entry, "w") as sink, open(parquet, "rb") as source:
+                shutil.copyfileobj(source, sink)
+        os.replace(partial, target)
+        return target.stat().st_size
 
     def _preview(self, ref: VersionRef) -> dict[str, Any]:
         if not ref.uris:

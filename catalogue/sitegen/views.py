@@ -123,7 +123,9 @@ def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str
         "has_geometry": has_geometry,
         "is_timeseries": chart_fields(schema) is not None,
         "versions": [{**version_view(d.name, v, has_geometry, lang, formats,
-                                     sizes if current is not None and v.number == current.number else {}),
+                                     sizes if current is not None and v.number == current.number else {},
+                                     (facts or {}).get("package_zip") if current is not None
+                                     and v.number == current.number else None),
                       "citation": cite(d, v, public_url, api_url)} for v in versions],
         "validation": _validation(current, last_job),
         "preview": (facts or {}).get("preview"),
@@ -147,8 +149,11 @@ def _validation(current: Version | None, job: HarvestJob | None) -> dict[str, An
 
 
 def version_view(name: str, v: Version, has_geometry: bool, lang: str, formats: list[str],
-                 sizes: dict[str, int]) -> dict[str, Any]:
-    """Template context V for one version (in the versions table and on its own page)."""
+                 sizes: dict[str, int], package_zip: int | None = None) -> dict[str, Any]:
+    """Template context V for one version (in the versions table and on its own page).
+
+    ``package_zip``: the size of the Data Package zip the build wrote into the site (current version only).
+    """
     downloads = []
     for key, text, path in download_options(formats, name, v.number, has_geometry):
         size = sizes.get(key)
@@ -156,8 +161,11 @@ def version_view(name: str, v: Version, has_geometry: bool, lang: str, formats: 
             size = int(v.bytes)  # a one-part version's Parquet export is its part
         if key == "csv-de":
             text = "CSV (deutsches Format: ; und Dezimalkomma)" if lang == "de" else "CSV (German style: ; and decimal comma)"
-        downloads.append({"key": key, "label": text, "path": path,
+        downloads.append({"key": key, "label": text, "path": path, "site": False,
                           "size": human_bytes(size, lang) if size is not None else None})
+    if package_zip is not None:
+        downloads.append({"key": "zip", "label": "Data Package (ZIP)", "path": f"data/{name}/{name}-v{v.number}.zip",
+                          "site": True, "size": human_bytes(package_zip, lang)})
     changes = None
     if v.number > 1:
         changes = {k: int(v.changes.get(k, 0)) for k in ("added", "removed", "changed")}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import html
 import json
 import re
+import zipfile
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import update
 
@@ -87,7 +89,13 @@ def test_downloads_cover_every_format_relative_to_the_page_with_sizes(two_versio
                         + [f"{base}/exports/csv?version=2&number_style=german", f"{base}/versions/2/datapackage.json"])
     box = read(site, "datasets/zahlen.html").split('<div class="download-box">', 1)[1].split("</div>", 1)[0]
     sizes = re.findall(r'<span class="muted size">([\d,]+ k?B)</span>', box)
-    assert len(sizes) == 6  # every row format and German CSV; the descriptor's size is not known in advance
+    assert len(sizes) == 7  # every row format, German CSV and the zip; the descriptor's size is not known in advance
+    assert '<a href="../data/zahlen/zahlen-v2.zip" download>Data Package (ZIP)' in box
+    with zipfile.ZipFile(site / "data" / "zahlen" / "zahlen-v2.zip") as archive:
+        assert archive.namelist() == ["datapackage.json", "data/zahlen-v2.parquet"]
+        package = json.loads(archive.read("datapackage.json"))
+        assert [r["path"] for r in package["resources"]] == ["data/zahlen-v2.parquet"]
+        assert pq.read_table(archive.open("data/zahlen-v2.parquet")).num_rows == 2
     # A page one level deeper links one level further up.
     assert f"../{base}/exports/parquet?version=2" in Tags(read(site, "datasets/zahlen/v2.html")).hrefs()
 
