@@ -17,7 +17,7 @@ from catalogue.settings import Settings
 from harvesters.catalogue_definitions import load_catalogues
 from harvesters.catalogue_sources import CatalogueSpec
 from tests.harvesters.catalogue_server import TREES_CSV, catalogue_server
-from tests.harvesters.test_ckan import Portal, package
+from tests.harvesters.test_ckan_source import Portal, package
 
 
 def write(root: Path, name: str, doc: object) -> None:
