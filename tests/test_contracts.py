@@ -261,7 +261,7 @@ def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
     registry = load_registry()
     seams = ("harvesters", "storage", "metadata_exporters", "export_formats")
     assert {seam: registry.names(seam) for seam in seams} == {
-        "harvesters": ["ckan", "database", "dcat", "http-file", "mqtt", "ogc-features"], "storage": ["local"], "metadata_exporters": ["datapackage"],
+        "harvesters": ["ckan", "database", "dcat", "http-file", "mqtt", "ogc-features"], "storage": ["local", "s3"], "metadata_exporters": ["datapackage"],
         "export_formats": ["csv", "geojson", "json", "ndjson", "parquet", "xlsx"]}
     from catalogue.query.formats.files import ParquetFormat, XlsxFormat
     from catalogue.query.formats.text import CsvFormat, GeojsonFormat, JsonFormat, NdjsonFormat
@@ -282,9 +282,9 @@ def test_the_registry_knows_the_built_ins_and_lists_them_on_a_miss() -> None:
         ("parquet", "parquet", "application/vnd.apache.parquet"),
         ("xlsx", "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")]
     with pytest.raises(UnknownPlugin) as caught:
-        registry.get("storage", "s3")
+        registry.get("storage", "gcs")
     assert (caught.value.code, caught.value.message) == (
-        "unknown-plugin", "No storage plugin named 's3'. Known storage plugins: local.")
+        "unknown-plugin", "No storage plugin named 'gcs'. Known storage plugins: local, s3.")
     with pytest.raises(UnknownPlugin, match=r"Known harvesters plugins: ckan, database, dcat, http-file, mqtt, ogc-features\.$"):
         registry.get("harvesters", "ftp")
 
@@ -334,3 +334,12 @@ def test_ui_translations_have_the_same_keys() -> None:
     de, en = (json.loads((i18n / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("de", "en"))
     assert sorted(set(de) ^ set(en)) == []
     assert [k for k in de if not de[k].strip() or not en[k].strip()] == []
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """tests/ holds no packages: pytest imports each test module by its basename, so two folders with a
+    test_x.py each make the second one fail to collect."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((PROJECT_ROOT / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(PROJECT_ROOT)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
