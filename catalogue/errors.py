@@ -377,3 +377,17 @@ class DeliveryInvalid(UrbandataError):
 
     code = "delivery-invalid"
     status = 422
+
+
+class StorageUnavailable(UrbandataError):
+    """The object store holding parts and descriptors did not answer or refused the request."""
+
+    code = "storage-unavailable"
+    status = 503
+
+
+class SqlNeedsLocalStorage(UrbandataError):
+    """The SQL endpoint's sandbox reads parts only from local files, and this hub keeps them in object storage."""
+
+    code = "sql-needs-local-storage"
+    status = 501

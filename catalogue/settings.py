@@ -40,6 +40,18 @@ class Settings(BaseSettings):
         default="local",
         description="Name of the storage backend for Parquet parts and descriptors (plugin name).",
     )
+    # The s3 backend (catalogue/store/s3.py). Credentials never come from here: only from the standard
+    # AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="URL of an S3-compatible server for storage=s3 (http://127.0.0.1:8333 for SeaweedFS or "
+        "MinIO); unset: AWS S3 itself.",
+    )
+    s3_bucket: str | None = Field(default=None, description="Bucket holding the hub's files when storage=s3.")
+    s3_prefix: str = Field(
+        default="", description="Key prefix inside the bucket when storage=s3 ('hub' puts files under hub/...)."
+    )
+    s3_region: str = Field(default="us-east-1", description="Region of the bucket when storage=s3.")
     definitions_dir: Path = Field(
         default=bundled_dir("datasets"),
         description="Directory holding publishers.yaml, definitions/*.yaml and Table Schemas.",

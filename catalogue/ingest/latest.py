@@ -56,6 +56,7 @@ def _write_latest(hub: Hub, dataset: str, number: int) -> None:
     con = duck.connect(memory_limit_mb=settings.ingest_memory_limit_mb, threads=settings.duckdb_threads,
                        spatial=False)
     try:
+        hub.storage.prepare_duckdb(con)
         latest_rows(con, hub.storage, version, before)
     finally:
         con.close()

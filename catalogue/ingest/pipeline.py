@@ -132,6 +132,7 @@ def _workspace(hub: Hub, target: Target) -> Iterator[tuple[duckdb.DuckDBPyConnec
                            database=str(spill / "ingest.duckdb"), spatial=spatial)
         try:
             con.execute(f"SET temp_directory = {literal(str(spill / 'tmp'))}")
+            hub.storage.prepare_duckdb(con)  # the current version's parts are read to compare and merge
             # Every read of the typed rows has an explicit ORDER BY; not keeping insertion order
             # lets DuckDB sort and spill within the memory limit.
             con.execute("SET preserve_insertion_order = false")

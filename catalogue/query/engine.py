@@ -78,6 +78,7 @@ class QueryEngine:
         self._con = duck.connect(
             memory_limit_mb=hub.settings.duckdb_memory_limit_mb, threads=hub.settings.duckdb_threads
         )
+        hub.storage.prepare_duckdb(self._con)
         self._lock = threading.Lock()
         self._refs: OrderedDict[tuple[str, int, str], VersionRef] = OrderedDict()
         memos.configure(hub.settings.read_memos)

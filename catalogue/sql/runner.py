@@ -16,7 +16,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from catalogue.errors import InvalidParameter, NotFound, SqlError, SqlResourceLimit, SqlUnknownTable
+from catalogue.errors import (
+    InvalidParameter, NotFound, SqlError, SqlNeedsLocalStorage, SqlResourceLimit, SqlUnknownTable,
+)
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset
 from catalogue.meta.models import Dataset
@@ -42,6 +44,12 @@ def run_sql(
     them. Rows are JSON-ready lists: geometry as GeoJSON objects, timestamps as ISO 8601 strings.
     Private datasets are tables only for ``private_of``, their publisher (else they do not exist).
     """
+    if hub.storage.local_path("datasets") is None:
+        raise SqlNeedsLocalStorage(
+            f"The SQL endpoint is not available on this hub: its sandbox reads parts only from local files "
+            f"(allowed_paths, no network), and this hub keeps them in object storage (storage={hub.settings.storage}). "
+            "Use the records, exports or Parquet downloads instead."
+        )
     settings = pool.settings
     max_rows = _lowered("max_rows", max_rows, settings.sql_max_rows)
     time_limit_ms = _lowered("timeout_ms", time_limit_ms, settings.sql_time_limit_ms)

