@@ -156,8 +156,10 @@ def test_sql_knows_a_private_dataset_only_as_its_publisher(base: str, owner: dic
 
 
 def _site_text(site: Path) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in site.rglob("*") if p.is_file() and p.stat().st_size < 5_000_000
-                     and "vendor" not in p.parts)
+    """Every built file's name and text (binary files decoded leniently: names inside zips show)."""
+    files = [p for p in site.rglob("*") if p.is_file() and "vendor" not in p.parts]
+    return "\n".join([str(p.relative_to(site)) for p in files]
+                     + [p.read_text(errors="replace") for p in files if p.stat().st_size < 5_000_000])
 
 
 def test_the_static_site_never_holds_a_private_dataset(hub: Hub) -> None:
