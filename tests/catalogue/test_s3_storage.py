@@ -275,3 +275,30 @@ def test_the_sql_endpoint_refuses_object_storage_with_a_clear_error(s3_hub: Hub)
         run_sql(s3_hub, None, 'SELECT * FROM "counts"')  # type: ignore[arg-type]
     assert caught.value.status == 501
     assert "object storage" in caught.value.message and "s3://" not in caught.value.message
+
+
+@pytest.mark.anyio
+async def test_the_api_serves_records_facets_exports_and_downloads_from_the_object_store(s3_hub: Hub) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    app = create_app(s3_hub.settings, s3_hub)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+            records = await client.get("/api/v1/datasets/counts/records", params={"order_by": "count desc"})
+            assert records.status_code == 200, records.text
+            assert [r["id"] for r in records.json()["results"]] == [1, 3, 2]
+            facets = await client.get("/api/v1/datasets/counts/facets", params={"facet": "district"})
+            assert facets.status_code == 200, facets.text
+            assert "Nord" in facets.text and "Mitte" in facets.text
+            parquet = await client.get("/api/v1/datasets/counts/exports/parquet")
+            assert parquet.status_code == 200, parquet.text
+            assert parquet.content[:4] == b"PAR1" and parquet.content[-4:] == b"PAR1"
+            sql = await client.get("/api/v1/sql", params={"sql": 'SELECT * FROM "counts"'})
+            assert sql.status_code == 501
+            assert sql.json()["error"]["code"] == "sql-needs-local-storage"
+            assert "s3://" not in sql.text
+    finally:
+        app.state.query_engine.close()
+        app.state.sql_pool.close()
