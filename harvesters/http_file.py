@@ -147,7 +147,6 @@ class HttpFileHarvester:
             "received_at": utcnow().isoformat(),
             "delivery_sha256": digest,
             "delivery_bytes": size,
-            "bytes_received": response.num_bytes_downloaded,
         }
         return Delivery(content=b"", path=path, format=source.format, options=source.options, mode=source.mode,
                         provenance=provenance)

@@ -78,7 +78,8 @@ def report_errors(report: dict[str, Any], limit: int = 100) -> list[dict[str, An
     for error in found[:limit]:
         text = redact_text(str(error.get("message") or error.get("note", "")))
         entry: dict[str, Any] = {"type": error.get("type", ""), "message": text}
-        for source, target in (("rowNumber", "row"), ("fieldName", "field"), ("cell", "cell")):
+        for source, target in (("rowNumber", "row"), ("line", "line"), ("record", "record"), ("fieldName", "field"),
+                               ("cell", "cell")):
             if error.get(source) not in (None, ""):
                 entry[target] = error[source]
         kept.append(entry)

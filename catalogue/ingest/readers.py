@@ -300,7 +300,8 @@ def _load_json(content: bytes, options: dict[str, Any], want_list: bool = True) 
         doc = json.loads(text, object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         raise MalformedFeed(
-            f"The feed is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            f"The feed is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
+            details={"line": exc.lineno},
         ) from exc
     if want_list and options.get("record_path"):
         doc = _at_path(doc, options["record_path"])
@@ -318,7 +319,7 @@ def _records_table(records: list[Any], kind: str) -> pa.Table:
     columns: dict[str, list[str | None]] = {}
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            raise MalformedFeed(f"{kind} row {index + 1} is not an object.")
+            raise MalformedFeed(f"{kind} row {index + 1} is not an object.", details={"record": index + 1})
         if isinstance(record, _RepeatedKeys):
             raise MalformedFeed(f"{kind} row {index + 1} names the key '{record.repeated[0]}' more than once; "
                                 "each key may appear once per object.")

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import struct
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,9 @@ async def test_versions_version_and_datapackage(
                    "bytes": part["bytes"]}],
         "changes": {"added": 6, "removed": 0, "changed": 0, "compared_by": "primary key", "schema_changed": False},
         "provenance": {"source": "car-parks", "source_url": f"{feed_server.url}feeds/car-parks.geojson", "etag": None,
+                       # the feed server's Last-Modified, sent back as If-Modified-Since by the next harvest
+                       "last_modified": formatdate((feed_dir / "feeds" / "car-parks.geojson").stat().st_mtime,
+                                                   usegmt=True),
                        "received_at": "<ts>", "delivery_sha256": hashlib.sha256(feed).hexdigest(),
                        "delivery_bytes": len(feed), "mode": "replace", "harvest_job": 1},
     }

@@ -223,7 +223,8 @@ def test_a_bad_ndjson_line_is_named_by_its_number(file_server: Files, source_cat
     hub = _hub(source_catalogue, f"{running.url}a.ndjson", "ndjson", {})
     assert harvest_source(hub, NAME).status == "quarantined"
     (error,) = last_job(hub).errors
-    assert error["type"] == "format-error" and "NDJSON line 2 is not valid JSON" in error["message"]
+    assert (error["type"], error["line"]) == ("format-error", 2)
+    assert "NDJSON line 2 is not valid JSON" in error["message"]
 
 
 def test_the_demo_excel_export_publishes_the_same_parts_as_its_csv(tmp_path: Any) -> None:
