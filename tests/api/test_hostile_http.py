@@ -28,7 +28,7 @@ API = "/api/v1"
 
 # A valid value for every path and required parameter, so one hostile value at a time is what fails.
 VALID = {"name": "car-parks", "fmt": "csv", "number": "1", "job_id": "1", "from": "1", "sql": "SELECT 1",
-         "extension": "ttl", "file_name": "0.parquet"}
+         "extension": "ttl", "file_name": "0.parquet", "identifier": "P01"}
 OVERLONG = "x" * (MAX_PARAM_CHARS + 1)
 OUT_OF_RANGE = str(INT64_MAX + 1)
 BAD_UTF8 = "%FF%E4%FC"  # raw percent-encoded bytes: never valid UTF-8
