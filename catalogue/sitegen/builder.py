@@ -208,7 +208,7 @@ class SiteBuilder:
                 if numbers:
                     self._remove_pages_beyond(lang, listing)
         self._remove_gone(current, previous, only)
-        search_index.write_index(out, entries)
+        search_index.write_index(out, entries, {p.name: (p.title, p.title_en or "") for p in publishers})
         self._write_feeds(session, changed_ds, versions)
         self._write_sitemap(current, publishers=[p.name for p in publishers])
         if current != previous:
@@ -276,9 +276,7 @@ class SiteBuilder:
         has_geometry = bool(schema.geometry_fields)
         doc = {
             "name": d.name, "title": d.title, "title_en": d.title_en or "", "excerpt": de["excerpt"],
-            "excerpt_en": en["excerpt"], "publisher": d.publisher.name, "publisher_title": d.publisher.title,
-            "publisher_title_en": d.publisher.title_en or "", "themes": list(d.themes),
-            "theme_labels": [t["label"] for t in de["themes"]], "theme_labels_en": [t["label"] for t in en["themes"]],
+            "excerpt_en": en["excerpt"], "publisher": d.publisher.name, "themes": list(d.themes),
             "license": de["license"]["short"], "frequency": d.update_frequency,
             "formats": [f for f in formats if f != "geojson" or has_geometry],
             "geometry": has_geometry, "timeseries": schema.time_field is not None,

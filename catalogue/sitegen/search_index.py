@@ -65,8 +65,10 @@ def doc_terms(texts: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def build_index(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The index document from each dataset's entry ``{"doc": {...}, "terms": [...], "title_terms": [...]}``."""
+def build_index(entries: Mapping[str, Mapping[str, Any]],
+                publishers: Mapping[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The index document from each dataset's entry ``{"doc": {...}, "terms": [...], "title_terms": [...]}``;
+    ``publishers`` gives each publisher's (German, English) title, shown once instead of in every doc."""
     names = sorted(entries, key=lambda n: (fold(entries[n]["doc"]["title"]), n))
     docs = [entries[n]["doc"] for n in names]
     postings: dict[str, list[int]] = {}
@@ -76,7 +78,7 @@ def build_index(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     terms = sorted(postings)
     title_terms = [[t for t in entries[n]["title_terms"]] for n in names]
     return {"format": INDEX_FORMAT, "docs": docs, "terms": terms, "postings": [postings[t] for t in terms],
-            "title_terms": title_terms}
+            "title_terms": title_terms, "publishers": {k: list(v) for k, v in sorted((publishers or {}).items())}}
 
 
 def _matching(index: Mapping[str, Any], word: str) -> set[int]:
@@ -137,9 +139,9 @@ def read_entries(site_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def write_index(site_dir: Path, entries: Mapping[str, Any]) -> None:
+def write_index(site_dir: Path, entries: Mapping[str, Any], publishers: Mapping[str, tuple[str, str]]) -> None:
     """Write the served index and the kept entries, each replaced in one step."""
-    _replace(site_dir / INDEX_PATH, build_index(entries))
+    _replace(site_dir / INDEX_PATH, build_index(entries, publishers))
     _replace(site_dir / DOCS_FILE, {"format": INDEX_FORMAT, "entries": dict(sorted(entries.items()))})
 
 

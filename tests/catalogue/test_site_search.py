@@ -67,6 +67,7 @@ def test_the_built_index_covers_titles_keywords_and_field_names_in_both_language
     parks = next(d for d in index["docs"] if d["name"] == "car-parks")
     assert parks["geometry"] is True and "geojson" in parks["formats"] and parks["publisher"] == "stadtwerke"
     assert parks["license"] and parks["frequency"]
+    assert index["publishers"]["stadtwerke"][0].startswith("Stadtwerke")  # titles once, not in every doc
 
 
 def test_search_page_has_a_no_javascript_form_to_the_api_and_hidden_facets(demo_hub: Hub) -> None:

@@ -60,7 +60,13 @@
     return chosen.sort(function (a, b) { return score(b) - score(a) || a - b; });
   }
 
-  function label(key, value, doc) {
+  var publishers = {};
+  function publisherTitle(name) {
+    var titles = publishers[name];
+    return titles ? ((lang === "en" && titles[1]) || titles[0]) : name;
+  }
+
+  function label(key, value) {
     if (key === "themes") {
       var th = labels.themes.filter(function (t) { return t.code === value; })[0];
       return th ? th.label : value;
@@ -69,7 +75,7 @@
       var f = labels.frequencies.filter(function (t) { return t.code === value; })[0];
       return f ? f.label : value;
     }
-    if (key === "publisher" && doc) { return (lang === "en" && doc.publisher_title_en) || doc.publisher_title; }
+    if (key === "publisher") { return publisherTitle(value); }
     if (key === "formats") { return value.toUpperCase(); }
     return value;
   }
@@ -78,13 +84,12 @@
     FACETS.forEach(function (key) {
       var select = document.getElementById("facet-" + key);
       if (!select) { return; }
-      var counts = {}, example = {};
+      var counts = {};
       results.forEach(function (i) {
         var v = index.docs[i][key];
         (Array.isArray(v) ? v : [typeof v === "boolean" ? String(v) : v]).forEach(function (x) {
           if (x === null || x === undefined || x === "") { return; }
           counts[x] = (counts[x] || 0) + 1;
-          example[x] = index.docs[i];
         });
       });
       var keep = filters[key];
@@ -96,7 +101,7 @@
       Object.keys(counts).sort().forEach(function (v) {
         var o = document.createElement("option");
         o.value = v;
-        var text = (key === "geometry" || key === "timeseries") ? (v === "true" ? "✓" : "–") : label(key, v, example[v]);
+        var text = (key === "geometry" || key === "timeseries") ? box.getAttribute(v === "true" ? "data-yes" : "data-no") : label(key, v);
         o.textContent = text + " (" + counts[v] + ")";
         select.appendChild(o);
       });
@@ -122,7 +127,7 @@
     li.appendChild(h);
     var pub = document.createElement("p");
     pub.className = "card__publisher";
-    pub.textContent = (lang === "en" && doc.publisher_title_en) || doc.publisher_title;
+    pub.textContent = publisherTitle(doc.publisher);
     li.appendChild(pub);
     var text = (lang === "en" && doc.excerpt_en) || doc.excerpt;
     if (text) {
@@ -159,6 +164,7 @@
     var facetForm = box.querySelector("form.facets");
     var count = box.querySelector(".search-results__count");
     var list = box.querySelector(".search-results__list");
+    publishers = index.publishers || {};
     var current = state();
     input.value = current.q;
     box.hidden = false;
