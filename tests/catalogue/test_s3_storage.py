@@ -75,7 +75,9 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
          f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
          f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=20",
          "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={root / 's3.json'}"],
+         f"-filer.localSocket={root / 'filer.sock'}",
+         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={root / 's3.json'}",
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],  # on by default, on fixed ports
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
