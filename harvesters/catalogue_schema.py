@@ -16,15 +16,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalogue.errors import MalformedFeed
-from catalogue.ingest.readers import NO_FIELDS, open_delivery
+from catalogue.errors import MalformedFeed, SchemaError
+from catalogue.ingest.readers import NO_FIELDS, open_csv, open_delivery
 from catalogue.schema.model import TableSchema
 
 # Narrowest first; a column takes the first type all its non-empty cells match.
 TYPE_PATTERNS = (
     ("boolean", r"^(true|false|True|False|TRUE|FALSE)$"),
-    ("integer", r"^[+-]?[0-9]{1,18}$"),
-    ("number", r"^[+-]?[0-9]+(\.[0-9]+)?$"),
+    # A leading zero (01234: a postcode, a key) is text: as a number it would lose the zero.
+    ("integer", r"^[+-]?(0|[1-9][0-9]{0,17})$"),
+    ("number", r"^[+-]?(0|[1-9][0-9]*)(\.[0-9]+)?$"),
     ("date", r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
     ("datetime", r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})?$"),
 )
@@ -52,7 +53,9 @@ def sniff_csv_options(source: bytes | Path) -> dict[str, Any]:
 
 def infer_schema(source: bytes | Path, fmt: str, options: dict[str, Any]) -> dict[str, Any]:
     """A Table Schema descriptor for the delivery ``source`` (checked; MalformedFeed if it cannot be read)."""
-    raw = open_delivery(source, fmt, options, NO_FIELDS, exact_types=False)
+    raw = open_delivery(source, fmt, options, _as_text(source, options) if fmt == "csv" else NO_FIELDS,
+                        exact_types=False)
+    _check_labels(raw.labels)
     columns: dict[str, list[pa.Array]] = {label: [] for label in raw.labels}
     for batch in raw.batches:
         for name, column in zip(batch.schema.names, batch.columns):
@@ -64,8 +67,33 @@ def infer_schema(source: bytes | Path, fmt: str, options: dict[str, Any]) -> dic
         kind = "geojson" if fmt == "geojson" and name == "geometry" else _narrowest(pa.chunked_array(chunks, pa.string()))
         fields.append({"name": name, "type": kind})
     descriptor = {"fields": fields, "missingValues": [""]}
-    TableSchema.parse(descriptor)  # raises SchemaError (a blank or repeated column name...) with the reason
+    TableSchema.parse(descriptor)  # raises SchemaError (a name it cannot take...) with the reason
     return descriptor
+
+
+def _check_labels(labels: list[str]) -> None:
+    """A blank or repeated column name is refused (they would make a nameless field, or merge two columns)."""
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    blank = [str(i + 1) for i, label in enumerate(labels) if not label.strip()]
+    if repeated or blank:
+        raise SchemaError(
+            "The resource's columns cannot become a Table Schema: "
+            + "; ".join(([f"the name(s) {', '.join(repeated)} appear more than once"] if repeated else [])
+                        + ([f"column(s) {', '.join(blank)} have no name"] if blank else []))
+            + ". Ask the publisher for one distinct name per column.",
+            details={"repeated": repeated, "blank_columns": blank})
+
+
+def _as_text(source: bytes | Path, options: dict[str, Any]) -> TableSchema:
+    """Every column of the CSV file as a string field: the types are inferred from the cells as written.
+
+    Read without a schema, pyarrow would guess types first and hand back its own spelling of
+    them: ``01234`` as ``1234`` (an integer, the leading zero lost), ``1.100`` as ``1.1`` (past the
+    ambiguity check), ``2026-11-20T08:15:00`` as ``2026-11-20 08:15:00`` (no longer a datetime).
+    """
+    labels = open_csv(source, options, NO_FIELDS, exact_types=False, block_bytes=1 << 20, whole_file=False).labels
+    _check_labels(labels)
+    return TableSchema.from_stored({"fields": [{"name": label, "type": "string"} for label in labels]})
 
 
 def _narrowest(cells: pa.ChunkedArray) -> str:

@@ -65,8 +65,7 @@ class DcatHarvester:
             what = f"The DCAT catalogue '{catalogue.name}'"
             body, content_type = get_document(self.settings, url, what, ACCEPT)
             graph = parse_catalogue(body, rdf_format(catalogue, url, content_type), f"{what} at {url}")
-            yield from (describe_dataset(graph, node) for node in sorted(set(graph.subjects(RDF.type, DCAT.Dataset)),
-                                                                         key=str))
+            yield from (describe_dataset(graph, node) for node in listed_datasets(graph))
             url = next_page(graph, url)
 
 
@@ -151,11 +150,39 @@ def next_page(graph: Graph, url: str) -> str | None:
     return None
 
 
+def listed_datasets(graph: Graph) -> list[Any]:
+    """The page's datasets, without the versions of datasets (DCAT 3 types a version as dcat:Dataset too).
+
+    A dcat:Dataset that is ``dcat:isVersionOf`` another, or another's ``dcat:hasVersion``, is a
+    version of a dataset, not one of its own, unless a dcat:Catalog lists it with dcat:dataset.
+    """
+    listed = set(graph.objects(None, DCAT.dataset))
+    versions = set(graph.subjects(DCAT.isVersionOf, None)) | set(graph.objects(None, DCAT.hasVersion))
+    return sorted({node for node in graph.subjects(RDF.type, DCAT.Dataset) if node in listed or node not in versions},
+                  key=str)
+
+
+def slug_of(identifier: str, node: Any) -> str:
+    """What a dataset's name here is made from: its dct:identifier, or the last path segment of its IRI.
+
+    An identifier that is itself an IRI (DCAT-AP.de catalogues often give the dataset's IRI, as
+    the hub's own does) contributes its last path segment, as the dataset IRI would: a name made
+    of the whole IRI (``http-127-0-0-1-8000-api-v1-datasets-car-parks``) is no name.
+    """
+    if identifier and not _is_iri(identifier):
+        return identifier
+    return urlsplit(identifier or str(node)).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _is_iri(text: str) -> bool:
+    return urlsplit(text).scheme in ("http", "https") and bool(urlsplit(text).netloc)
+
+
 def describe_dataset(graph: Graph, node: Any) -> RemoteDataset:
     """One dcat:Dataset as a RemoteDataset (a record without a usable id carries its problem instead)."""
     identifier = _text(graph, node, DCTERMS.identifier)
     remote_id = identifier if isinstance(node, BNode) else str(node)
-    slug_source = identifier or urlsplit(str(node)).path.rstrip("/").rsplit("/", 1)[-1]
+    slug_source = slug_of(identifier, node)
     title = _text(graph, node, DCTERMS.title)
     if not remote_id or not slug_source:
         return RemoteDataset(remote_id="", name=title or "(dataset without identifier)", title=title,

@@ -32,10 +32,12 @@ from api.app import create_app
 from api.server import make_server, run_server
 from catalogue.hub import open_hub
 from catalogue.settings import Settings
-settings = Settings(**args["settings"])
-hub = open_hub(settings)
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.bind(("127.0.0.1", 0))
+if args.get("own_public_url"):  # links in answers point at this server, as `urbandata serve` makes them
+    args["settings"]["public_url"] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+settings = Settings(**args["settings"])
+hub = open_hub(settings)
 options = {k: args[k] for k in ("read_timeout_s", "max_connections") if args[k] is not None}
 server = make_server(create_app(settings, hub), **options)
 print(sock.getsockname()[1], flush=True)
@@ -45,14 +47,16 @@ run_server(server, sock)
 
 @contextmanager
 def live_server(settings: dict[str, Any], log: Path, *, fsize: int | None = None, nofile: int | None = None,
-                read_timeout_s: float | None = None, max_connections: int | None = None) -> Iterator[str]:
+                read_timeout_s: float | None = None, max_connections: int | None = None,
+                own_public_url: bool = False) -> Iterator[str]:
     """Serve the catalogue of ``settings`` (Settings arguments, JSON-able); yields the base URL.
 
     ``fsize``: RLIMIT_FSIZE in bytes (a full disk); ``nofile``: RLIMIT_NOFILE. The server's
-    stderr goes to ``log``.
+    stderr goes to ``log``. ``own_public_url``: the server's public_url is its own address (the
+    absolute links in its answers, CKAN resource URLs and DCAT IRIs, lead back to it).
     """
     proc, url = start_server(settings, log, fsize=fsize, nofile=nofile, read_timeout_s=read_timeout_s,
-                             max_connections=max_connections)
+                             max_connections=max_connections, own_public_url=own_public_url)
     try:
         yield url
     finally:
@@ -61,11 +65,11 @@ def live_server(settings: dict[str, Any], log: Path, *, fsize: int | None = None
 
 def start_server(settings: dict[str, Any], log: Path, *, fsize: int | None = None, nofile: int | None = None,
                  read_timeout_s: float | None = None, max_connections: int | None = None,
-                 ) -> tuple[subprocess.Popen[bytes], str]:
+                 own_public_url: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """``live_server`` for a caller that needs the process (to measure or kill it): the process and its
     base URL once /health answers; ``stop_server`` ends it."""
     args = {"settings": settings, "fsize": fsize, "nofile": nofile, "read_timeout_s": read_timeout_s,
-            "max_connections": max_connections}
+            "max_connections": max_connections, "own_public_url": own_public_url}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     with open(log, "ab") as errors:

@@ -120,6 +120,25 @@ def test_hydra_next_of_the_current_vocabulary_is_followed(hub: Hub, endpoint: Ca
     assert "/catalog.ttl?page=2" in endpoint.server.log
 
 
+def test_versions_are_not_datasets_and_an_iri_identifier_names_by_its_last_segment(hub: Hub,
+                                                                                   endpoint: Catalogue) -> None:
+    # DCAT 3 types a version as dcat:Dataset too (the hub's own /catalog.ttl does); DCAT-AP.de
+    # catalogues often give the dataset's IRI as its dct:identifier (the hub's own does).
+    trees = f"{ORIGIN}/dataset/baumkataster"
+    versions_ttl = "".join(
+        f'<{trees}/versions/{n}> a dcat:Dataset ; dct:title "Baumkataster (Version {n})"@de ;{link} '
+        f"dcat:distribution <{trees}/csv> .\n" for n, link in ((1, f" dcat:isVersionOf <{trees}> ;"), (2, "")))
+    endpoint.pages["1"] = endpoint.pages["1"].replace(
+        'dct:identifier "baumkataster" ;', f'dct:identifier "{trees}" ; dcat:hasVersion <{trees}/versions/2> ;'
+    ) + versions_ttl
+
+    outcome = harvest_catalogue(hub, spec(endpoint))
+
+    assert (outcome.status, statuses(outcome)) == ("finished", {
+        "baumkataster": "published", "spielplaetze": "published", "pegelstaende": "published"})
+    assert sorted(versions(hub)) == ["baumkataster", "pegelstaende", "spielplaetze"]
+
+
 @pytest.mark.parametrize("path", ["/dcat_catalog.rdf", "/dcat_catalog.jsonld"])
 def test_rdf_xml_and_json_ld_catalogues(hub: Hub, endpoint: Catalogue, path: str) -> None:
     outcome = harvest_catalogue(hub, spec(endpoint, path))
