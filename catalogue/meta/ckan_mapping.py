@@ -145,7 +145,7 @@ def resource_dicts(dataset: Dataset, version: Version, links: Links) -> list[dic
             "name": f"{dataset.title} ({shown}, Version {version.number})",
             "description": f"Version {version.number} als {shown}: {version.row_count} Zeilen.",
             "format": shown, "mimetype": media_type, "url": links.export_url(dataset.name, version.number, fmt),
-            "size": None, "hash": version.content_hash if fmt == "parquet" else "",
+            "size": None, "hash": "",  # the download is written on request: no file hash to give beforehand
             "created": ckan_time(version.created_at), "last_modified": ckan_time(version.created_at),
             "metadata_modified": ckan_time(version.created_at),
             "datastore_active": fmt == DATASTORE_FORMAT, "position": position, "state": "active",
