@@ -255,3 +255,43 @@ def test_the_sql_console_gets_the_versions_rows_as_an_arrow_stream_and_parquet(d
     page = read(site, "en/datasets/parking-occupancy/sql.html")
     assert 'data-arrow="../../../data/parking-occupancy/v1.arrows"' in page
     assert '<script src="../../../static/js/sql.js" defer></script>' in page
+
+
+def test_private_datasets_are_left_out_of_every_page_index_and_feed(tmp_path: Path) -> None:
+    from tests.conftest import catalogue_maker
+
+    maker = catalogue_maker(tmp_path)
+    make = next(maker)
+    try:
+        make("offen", SCHEMA, V1)
+        hub = make("geheim", SCHEMA, V1)
+        SiteBuilder(hub).build()
+        site = hub.settings.site_dir
+        assert (site / "datasets" / "geheim.html").is_file()
+        with hub.sessions.begin() as session:
+            session.execute(update(Dataset).where(Dataset.name == "geheim").values(private=True))
+
+        SiteBuilder(hub).build(only=["geheim"])
+
+        leftovers = [p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()
+                     and "static" not in p.parts and "geheim" in p.read_bytes().decode("utf-8", "replace")]
+        assert leftovers == []  # no page, data file, feed, sitemap entry or search entry names it
+        assert [d["name"] for d in json.loads(read(site, "search/index.json"))["docs"]] == ["offen"]
+    finally:
+        next(maker, None)
+
+
+def test_the_declared_update_frequency_stands_beside_the_actual_freshness(two_versions: Hub) -> None:
+    with two_versions.sessions.begin() as session:
+        session.execute(update(Dataset).where(Dataset.name == "zahlen").values(update_frequency="DAILY"))
+    try:
+        SiteBuilder(two_versions).build(only=["zahlen"])
+        page = read(two_versions.settings.site_dir, "en/datasets/zahlen.html")
+        meta = page.split('<section id="metadata"', 1)[1]
+        frequency = meta.split("<dt>Update frequency</dt>", 1)[1].split("</dd>", 1)[0]
+        assert "daily" in frequency and '<span class="badge badge--ok">up to date</span>' in frequency
+        assert "<dt>Validation</dt>" in meta and '<span class="badge badge--ok">valid</span>' in meta
+    finally:
+        with two_versions.sessions.begin() as session:
+            session.execute(update(Dataset).where(Dataset.name == "zahlen").values(update_frequency="IRREG"))
+        SiteBuilder(two_versions).build(only=["zahlen"])
