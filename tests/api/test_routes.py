@@ -21,6 +21,7 @@ from api.app import create_app
 from api.feed_server import FeedServer
 from catalogue.query.exports import format_names
 from catalogue.hub import Hub
+from catalogue.query.packages import readable_descriptor
 from catalogue.registry import load_registry
 from harvesters.runner import harvest_source
 
@@ -229,8 +230,10 @@ async def test_versions_version_and_datapackage(
     raw = await client.get(f"{API}/datasets/car-parks/versions/1/datapackage.json")
     assert raw.headers["content-type"] == "application/json"
     assert raw.headers["cache-control"] == IMMUTABLE
-    assert raw.json() == {**descriptor, "urbandata": {**descriptor["urbandata"], "provenance": {
-        **descriptor["urbandata"]["provenance"], "schema_hash": schema_hash}}}
+    # Served for Frictionless: one Parquet resource per part, each part under parts/ beside it.
+    assert raw.json() == readable_descriptor({**descriptor, "urbandata": {**descriptor["urbandata"], "provenance": {
+        **descriptor["urbandata"]["provenance"], "schema_hash": schema_hash}}})
+    assert raw.json()["resources"][0]["path"] == expected["parts"][0]["path"]
     # Content addressing holds end to end: the one-part Parquet download hashes to its part's name.
     parquet = await client.get(f"{API}/datasets/car-parks/exports/parquet?version=1")
     assert hashlib.sha256(parquet.content).hexdigest() == part["sha256"]
