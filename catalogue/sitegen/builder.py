@@ -173,6 +173,9 @@ class SiteBuilder:
         entries = {} if only is None else search_index.read_entries(out)
         for d in changed_ds:
             entries[d.name] = self._search_entry(d, formats)
+        # A site built before the entries were kept (or with them lost): read the missing datasets once.
+        for d in _load_datasets(session, current.datasets.keys() - entries.keys()).values():
+            entries[d.name] = self._search_entry(d, formats)
         for name in set(entries) - current.datasets.keys():
             del entries[name]
         pages = 0

@@ -375,3 +375,14 @@ def test_one_changed_dataset_rewrites_its_pages_and_the_site_wide_indexes_only(s
     index = json.loads((site / "search" / "index.json").read_text(encoding="utf-8"))
     assert len(index["docs"]) == 14  # the other datasets' entries came from the kept ones
     assert "neue" in index["terms"] and "beschreibung" in index["terms"]
+
+
+def test_an_incremental_build_without_kept_search_entries_still_indexes_every_dataset(small_hub: Hub) -> None:
+    site = small_hub.settings.site_dir
+    SiteBuilder(small_hub).build()
+    (site / ".search-docs.json").unlink()  # as a site built before the entries were kept
+
+    SiteBuilder(small_hub).build(only=["ds-08"])
+
+    index = json.loads((site / "search" / "index.json").read_text(encoding="utf-8"))
+    assert sorted(d["name"] for d in index["docs"]) == [f"ds-{i:02d}" for i in range(1, 15)]
