@@ -3,8 +3,8 @@
 The demo city is served by the real server (a subprocess on a free loopback port whose public_url
 is its own address, so resource URLs and dataset IRIs lead back to it; DCAT pages of 2 datasets
 and CKAN pages of 2 packages, so paging is part of the trip). The CKAN portal harvester reads
-``/api/3/action/package_search``, the DCAT harvester ``/catalog.ttl`` with its Hydra pages, each
-into a fresh catalogue. Then every public dataset of the demo is in the second catalogue under
+``/api/3/action/package_search``, the DCAT harvester ``/catalog.ttl`` (and ``.jsonld``, ``.rdf``) with
+its Hydra pages, each into a fresh catalogue. Then every public dataset of the demo is in the second catalogue under
 the same name, with the same title, description, licence, keywords, themes and publisher, and the
 same fields of the same types and the same rows in its current version (compared as multisets of
 JSON rows). The second catalogue infers its Table Schemas from the data (harvesters.catalogue_schema).
@@ -129,6 +129,8 @@ TRIPS = [
     # kind, path of the catalogue, catalogue options, geometry as, publisher name kept
     pytest.param("ckan", "", {"rows": PAGE}, "wkt", True, id="ckan-csv"),
     pytest.param("dcat", "/catalog.ttl", {}, "wkt", False, id="dcat-csv"),
+    pytest.param("dcat", "/catalog.jsonld", {}, "wkt", False, id="dcat-jsonld-csv"),
+    pytest.param("dcat", "/catalog.rdf", {}, "wkt", False, id="dcat-rdfxml-csv"),
     pytest.param("dcat", "/catalog.ttl", {"formats": ["geojson", "csv"]}, "geojson", False, id="dcat-geojson",
                  marks=pytest.mark.xfail(reason=GEOJSON_FOR_NO_GEOMETRY, strict=False)),
 ]
