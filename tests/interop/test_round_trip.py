@@ -142,7 +142,7 @@ def test_the_hub_harvests_its_own_endpoint_into_a_second_catalogue(
         served: str, second: Hub) -> None:
     catalogue = CatalogueSpec(name="self", type=kind, url=served + path, options=options)
     demo = public_datasets(demo_hub)
-    assert len(demo) == 6, sorted(demo)  # the demo city: the trip below covers all of it
+    assert len(demo) >= 6, sorted(demo)  # the demo city (6 datasets today): the trip covers all of it
 
     outcome = harvest_catalogue(second, catalogue)
 
