@@ -172,8 +172,8 @@
     function run() {
       var found = search(index, current.q, current.filters);
       list.replaceChildren.apply(list, found.slice(0, 200).map(function (i) { return card(index.docs[i]); }));
-      count.textContent = found.length ? box.getAttribute("data-count").replace("{n}", String(found.length))
-        : box.getAttribute("data-none");
+      count.textContent = found.length === 1 ? box.getAttribute("data-count-one") : found.length
+        ? box.getAttribute("data-count").replace("{n}", String(found.length)) : box.getAttribute("data-none");
       fillFacets(index, found, current.filters);
       box.setAttribute("data-ready", "true");
     }
