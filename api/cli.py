@@ -40,7 +40,7 @@ from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
-from harvesters.schedule import HarvestScheduler, due_sources
+from harvesters.schedule import HarvestScheduler, check_schedules, due_sources
 
 app = typer.Typer(
     help="urbandata: an open urban-data hub. Harvest, validate, version, query and publish a city's open data.",
@@ -263,6 +263,7 @@ def validate(
     root = definitions or _settings(data_dir).definitions_dir
     try:
         found = load_definitions(root)
+        check_schedules(found.datasets)
     except UrbandataError as exc:
         _fail(exc)
         return

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -75,6 +76,20 @@ def parse_schedule(text: str) -> Schedule:
     raise DefinitionError(
         f"The schedule '{text}' is neither an interval (a number and s, m, h, d or w: 15m, 6h, 1d) nor a cron "
         "expression of five fields (*/15 * * * *).", details={"schedule": text})
+
+
+def check_schedules(definitions: list[dict[str, Any]]) -> None:
+    """DefinitionError listing every dataset definition whose source schedule does not parse (``urbandata validate``)."""
+    problems = []
+    for doc in definitions:
+        text = (doc.get("source") or {}).get("schedule")
+        if text:
+            try:
+                parse_schedule(text)
+            except DefinitionError as exc:
+                problems.append(f"- definitions/{doc['name']}.yaml, at source/schedule: {exc.message}")
+    if problems:
+        raise DefinitionError(f"{len(problems)} problem(s) in the dataset definitions:\n" + "\n".join(problems))
 
 
 def source_schedule(schedule: str | None, update_frequency: str) -> Schedule | None:

@@ -190,3 +190,13 @@ def test_serve_harvests_due_sources_in_the_background_and_stops_cleanly(
     assert (status, serving.returncode, out.strip().splitlines()[-1]) == ("published", 0, "Stopped."), errors
     assert len(server.hits) == 1
     assert (hub.settings.data_dir / "site" / "index.html").exists()  # rebuilt after the publication
+
+
+def test_validate_names_a_definition_whose_schedule_does_not_parse(
+        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+    server, _ = file_server
+    hub = _catalogue(source_catalogue, server.url + "l.csv", schedule="every tuesday")
+    result = CliRunner().invoke(app, ["validate", "--definitions", str(hub.settings.definitions_dir)])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "definitions/luftmessung.yaml, at source/schedule: The schedule 'every tuesday' is neither" in message
