@@ -14,15 +14,17 @@ never from settings or definitions.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import duckdb
+import pyarrow as pa
 from pyarrow import fs as pafs
 
 from catalogue.errors import NotFound, StorageUnavailable, UrbandataError
@@ -62,6 +64,38 @@ def _credentials() -> tuple[str, str, str | None]:
             "(and AWS_SESSION_TOKEN for temporary ones)."
         )
     return key, secret, os.environ.get("AWS_SESSION_TOKEN") or None
+
+
+READ_BUFFER = 1024 * 1024  # one ranged GET per MiB read through open_read
+
+
+class _ObjectReader(io.RawIOBase):
+    """A pyarrow input file as a Python raw file (iterable, usable by shutil and Starlette's StreamingResponse)."""
+
+    def __init__(self, native: pa.NativeFile) -> None:
+        self._native = native
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._native.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return int(self._native.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._native.tell())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._native.close()
+        super().close()
 
 
 class S3Storage:
@@ -154,7 +188,8 @@ class S3Storage:
         return None
 
     def open_read(self, key: str) -> BinaryIO:
-        return cast(BinaryIO, self._call(lambda: self.fs.open_input_file(self._path(key)), "read a file"))
+        native = self._call(lambda: self.fs.open_input_file(self._path(key)), "read a file")
+        return cast(BinaryIO, io.BufferedReader(_ObjectReader(native), buffer_size=READ_BUFFER))
 
     def engine_root(self) -> str:
         return f"s3://{self._path('x')[:-2]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -142,6 +144,10 @@ def test_the_storage_methods_on_a_real_object_store(storage: S3Storage, s3_setti
         con.close()
     with storage.open_read("datasets/a/parts/p.parquet") as handle:
         assert handle.read(4) == b"PAR1"
+        handle.seek(-4, io.SEEK_END)
+        assert handle.read() == b"PAR1"
+    with storage.open_read("datasets/a/parts/p.parquet") as handle:  # iterable, as a streamed response reads it
+        assert b"".join(handle) == storage.read_bytes("datasets/a/parts/p.parquet")
 
     assert list(storage.list_keys("datasets/a")) == ["datasets/a/parts/p.parquet", "datasets/a/v1.datapackage.json"]
     assert list(storage.list_keys("datasets/none")) == []
@@ -297,6 +303,18 @@ async def test_the_api_serves_records_facets_exports_and_downloads_from_the_obje
             parquet = await client.get("/api/v1/datasets/counts/exports/parquet")
             assert parquet.status_code == 200, parquet.text
             assert parquet.content[:4] == b"PAR1" and parquet.content[-4:] == b"PAR1"
+            descriptor = await client.get("/api/v1/datasets/counts/versions/1/datapackage.json")
+            assert descriptor.status_code == 200, descriptor.text
+            part = descriptor.json()["resources"][0]["path"]
+            assert part.endswith(".parquet")
+            sha = part.rsplit("/", 1)[-1]
+            stored = await client.get(f"/api/v1/datasets/counts/versions/1/parts/{sha}")
+            assert stored.status_code == 200, stored.text
+            assert stored.content == s3_hub.storage.read_bytes(f"datasets/counts/parts/{sha}")
+            package = await client.get("/api/v1/datasets/counts/versions/1/datapackage.zip")
+            assert package.status_code == 200, package.text
+            with zipfile.ZipFile(io.BytesIO(package.content)) as archive:
+                assert any(name.endswith(sha) for name in archive.namelist())
             sql = await client.get("/api/v1/sql", params={"sql": 'SELECT * FROM "counts"'})
             assert sql.status_code == 501
             assert sql.json()["error"]["code"] == "sql-needs-local-storage"
