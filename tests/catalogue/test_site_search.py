@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from catalogue.hub import Hub
 from catalogue.sitegen.search_index import build_index, doc_terms, fold, search, stem
 
@@ -76,3 +78,30 @@ def test_search_page_has_a_no_javascript_form_to_the_api_and_hidden_facets(demo_
     assert '<form class="search-form" role="search" action="../api/v1/datasets" method="get"' in page
     assert '<div class="search" hidden data-index="../search/index.json"' in page
     assert '<script src="../static/js/search.js" defer></script>' in page
+
+
+QUERIES = [("Parkplatz", {}), ("Parkplätze", {}), ("Grundwasser", {}), ("straße", {}), ("OFFNUNG", {}),
+           ("parkplatz rathaus", {}), ("plätze", {}), ("", {"themes": "TRAN"}),
+           ("", {"publisher": "stadtverwaltung", "geometry": "false"}), ("parkplatz", {"themes": "GOVE"}), ("xyz", {})]
+
+
+def test_the_sites_javascript_search_answers_as_the_python_one(tmp_path: Path) -> None:
+    """site/static/js/search-core.js, run in Node, gives the same hits in the same order as ``search``."""
+    import shutil
+    import subprocess
+
+    from catalogue.settings import bundled_dir
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    core = bundled_dir("site") / "static" / "js" / "search-core.js"
+    (tmp_path / "index.json").write_text(json.dumps(INDEX), encoding="utf-8")
+    (tmp_path / "queries.json").write_text(json.dumps(QUERIES), encoding="utf-8")
+    script = (f"require({json.dumps(str(core))}); const fs = require('fs');"
+              f"const index = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / 'index.json'))}, 'utf8'));"
+              f"const queries = JSON.parse(fs.readFileSync({json.dumps(str(tmp_path / 'queries.json'))}, 'utf8'));"
+              "console.log(JSON.stringify(queries.map(([q, f]) => "
+              "globalThis.UrbandataSearch.search(index, q, f).map(i => index.docs[i].name))));")
+    done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == [search(INDEX, q, f) for q, f in QUERIES]
