@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,14 @@ def test_the_build_writes_the_openapi_document_for_the_api_docs_page(make_catalo
                                                                                        if page == "api.html" else
                                                                                        "../openapi.json"]
         assert ("openapi.json" if page == "api.html" else "../openapi.json") in tags.attrs("a", "href")
+
+
+async def test_the_api_examples_name_urls_the_api_answers(api: httpx.AsyncClient, demo_hub: Hub) -> None:
+    public = demo_hub.settings.public_url.rstrip("/")
+    text = (demo_hub.settings.site_dir / "datasets" / "car-parks.html").read_text(encoding="utf-8")
+    examples = html.unescape(text.split('<section id="api"', 1)[1].split("</section>", 1)[0])
+    urls = sorted(set(re.findall(re.escape(public) + r"/api/v1/[^'\"\s)<]+", examples)))
+    assert len(urls) >= 4  # records, parquet, csv, geojson
+    for url in urls:
+        response = await api.get(url[len(public):])
+        assert response.status_code == 200, (url, response.text[:200])
