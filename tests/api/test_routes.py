@@ -413,7 +413,12 @@ async def test_errors_share_one_envelope(api: httpx.AsyncClient, path: str, erro
 
 
 async def test_wrong_method_on_an_api_route_is_405(api: httpx.AsyncClient) -> None:
-    assert error_of(await api.post(f"{API}/datasets"), 405)["code"] == "method-not-allowed"
+    """A method no route of the path takes is a 405 naming the ones it does (POST /datasets creates a dataset)."""
+    for method, path in (("DELETE", f"{API}/datasets"), ("PUT", f"{API}/publishers"),
+                         ("POST", f"{API}/datasets/car-parks/records")):
+        response = await api.request(method, path)
+        assert error_of(response, 405)["code"] == "method-not-allowed", (method, path)
+        assert "GET" in response.headers["allow"], (method, path, response.headers)
 
 
 async def test_unknown_site_path_gets_the_html_404_page(api: httpx.AsyncClient, demo_hub: Hub) -> None:
