@@ -19,12 +19,12 @@ from typing import cast
 
 import duckdb
 
-from catalogue.errors import InvalidParameter, QueryError
+from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.formats.base import CsvOptions, Export, ExportFile, ExportFormat, ExportRows, params_in
 from catalogue.query.formats.files import FILE_CHUNK_BYTES, parquet_key
-from catalogue.query.records import Plan, RecordsRequest, engine_error_message, output_columns, plan_records, prune
+from catalogue.query.records import Plan, RecordsRequest, engine_error, output_columns, plan_records, prune
 from catalogue.query.spreadsheet import NUMBER_STYLES
 from catalogue.registry import Registry
 
@@ -117,7 +117,7 @@ def _describe(cur: duckdb.DuckDBPyConnection, plan: Plan) -> list[tuple[str, str
     try:
         return output_columns(cur, plan.sql, params_in(plan.sql, plan))
     except duckdb.Error as exc:
-        raise QueryError(engine_error_message(exc)) from exc
+        raise engine_error(exc) from exc
 
 
 def read_file(path: Path, *, delete: bool) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from catalogue.errors import QueryError, QueryTimeout
+from catalogue.errors import QueryError, QueryTimeout, StorageUnavailable, UrbandataError
 from catalogue.query import memos, pruning
 from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, encode_cursor
 from catalogue.query.deadlines import WATCHDOG
@@ -79,7 +79,7 @@ def run_records(
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise
-        raise QueryError(engine_error_message(exc)) from exc
+        raise engine_error(exc) from exc
     next_token = None
     if plan.keyed and len(rows) == limit and rows:
         last = rows[-1]
@@ -155,6 +155,17 @@ def clear_count_cache() -> None:
     _counts.clear()
 
 
+def engine_error(exc: duckdb.Error) -> UrbandataError:
+    """The error to raise for a DuckDB error while answering a query.
+
+    An HTTP error reading parts from object storage is the server's fault (503 storage-unavailable),
+    anything else the query's (invalid-query).
+    """
+    if isinstance(exc, duckdb.HTTPException):
+        return StorageUnavailable("The dataset's files could not be read from the object store; try again later.")
+    return QueryError(engine_error_message(exc))
+
+
 def engine_error_message(exc: duckdb.Error) -> str:
     """A safe one-line message for a DuckDB error caused by a user's query (no store paths)."""
     first = str(exc).splitlines()[0]
@@ -193,7 +204,7 @@ def facet_counts(
     except duckdb.Error as exc:
         if isinstance(exc, duckdb.InterruptException):
             raise
-        raise QueryError(engine_error_message(exc)) from exc
+        raise engine_error(exc) from exc
     return out
 
 

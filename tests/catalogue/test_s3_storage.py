@@ -341,3 +341,26 @@ def test_the_site_copies_a_versions_parquet_and_arrow_files_from_the_object_stor
         table = pa.ipc.open_stream(source).read_all()
     assert table.equals(pq.read_table(tmp_path / "site" / "v1.parquet"))
     assert table.column("count").to_pylist() == [10, 5, 7]
+
+
+@pytest.mark.anyio
+async def test_a_part_missing_from_the_object_store_is_a_503_not_the_users_fault(s3_hub: Hub) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    storage = s3_hub.storage
+    for key in storage.list_keys("datasets/counts/parts"):
+        storage.fs.delete_file(storage._path(key))  # type: ignore[attr-defined]  # the store lost it
+    app = create_app(s3_hub.settings, s3_hub)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+            for path, params in (("records", {"where": "count > 1"}), ("facets", {"facet": "district"}),
+                                 ("exports/csv", {"where": "count > 1"})):
+                answer = await client.get(f"/api/v1/datasets/counts/{path}", params=params)
+                assert answer.status_code == 503, (path, answer.text)
+                assert answer.json()["error"]["code"] == "storage-unavailable"
+                assert "s3://" not in answer.text and "hub/" not in answer.text
+    finally:
+        app.state.query_engine.close()
+        app.state.sql_pool.close()

@@ -21,10 +21,10 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from catalogue.errors import InsufficientStorage, QueryError
+from catalogue.errors import InsufficientStorage
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.query.records import Plan, RecordsRequest, engine_error_message
+from catalogue.query.records import Plan, RecordsRequest, engine_error
 from catalogue.schema.sql_text import ident, iso_timestamp, json_value
 
 BATCH_ROWS = 10_000
@@ -77,7 +77,7 @@ class ExportRows:
         try:
             return self.cur.execute(sql, params_in(sql, self.plan)).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
-            raise QueryError(engine_error_message(exc)) from exc
+            raise engine_error(exc) from exc
 
     def batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         """The reader's batches; the cursor is closed after the last one (or when the consumer stops)."""

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import duckdb
 
-from catalogue.errors import InvalidParameter, QueryError
+from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.formats.base import Export, ExportFile, ExportRows, RowFormat, disk_full, params_in, scratch_file
-from catalogue.query.records import engine_error_message
+from catalogue.query.records import engine_error
 from catalogue.query.spreadsheet import XLSX_MAX_ROWS, write_xlsx
 from catalogue.schema.sql_text import literal
 from catalogue.store.changes import parquet_scan
@@ -82,7 +82,7 @@ class ParquetFormat(RowFormat):
                 except duckdb.Error as exc:
                     if disk_full(exc):
                         raise  # scratch_file says so
-                    raise QueryError(engine_error_message(exc)) from exc
+                    raise engine_error(exc) from exc
         finally:
             cur.close()
         return ExportFile(scratch, temporary=True)
@@ -101,7 +101,7 @@ class XlsxFormat(RowFormat):
         try:
             (count,) = cur.execute(plan.count_sql, params_in(plan.count_sql, plan)).fetchone()  # type: ignore[misc]
         except duckdb.Error as exc:
-            raise QueryError(engine_error_message(exc)) from exc
+            raise engine_error(exc) from exc
         if count + 1 > XLSX_MAX_ROWS:
             raise InvalidParameter(
                 f"This export has {count:,} rows; an Excel sheet holds at most {XLSX_MAX_ROWS - 1:,} below its header. "
