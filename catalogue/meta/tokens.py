@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import threading
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from catalogue.errors import (
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_publisher
 from catalogue.meta.models import ApiToken, utcnow
+from catalogue.secret_files import load_or_create_secret
 from catalogue.settings import Settings
 
 PREFIX = "udt_"
@@ -78,29 +78,9 @@ def token_key(settings: Settings) -> bytes:
     with _keys_lock:
         known = _keys.get(path)
         if known is None:
-            known = _keys[path] = _load_or_create(path)
+            known = _keys[path] = load_or_create_secret(
+                path, if_unusable="holds no usable key; tokens made under it are lost.")
     return known
-
-
-def _load_or_create(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(descriptor, secrets.token_hex(32).encode())
-        finally:
-            os.close(descriptor)
-        try:
-            os.link(draft, path)  # atomic, and never replaces a key another process made first
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    key = bytes.fromhex(path.read_text(encoding="ascii").strip())
-    if len(key) < 16:
-        raise ValueError(f"{path.name} in the data directory holds no usable key; tokens made under it are lost.")
-    return key
 
 
 def hash_token(settings: Settings, token: str) -> str:

@@ -22,12 +22,12 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import threading
 from pathlib import Path
 
 from catalogue.errors import InvalidParameter
+from catalogue.secret_files import load_or_create_secret
 from catalogue.settings import Settings
 
 PART_STRIDE = 1 << 40  # position key = part index * stride + row number in the part
@@ -57,34 +57,14 @@ def installation_secret(data_dir: Path) -> bytes:
         known = _secrets.get(path)
         if known is None:
             try:
-                known = _load_or_create(path)
+                known = load_or_create_secret(
+                    path, if_unusable="holds no usable secret; remove it to make a new one.")
             except OSError as exc:  # a read-only data directory: cursors still work, in this process
                 log.warning("cannot make the cursor secret %s (%s); cursors hold only in this process until "
                             "URBANDATA_CURSOR_SECRET is set", path, exc.strerror or exc)
                 known = PROCESS_SECRET
             _secrets[path] = known
     return known
-
-
-def _load_or_create(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(descriptor, secrets.token_hex(32).encode())
-        finally:
-            os.close(descriptor)
-        try:
-            os.link(draft, path)  # atomic, and never replaces a secret another process made first
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    secret = bytes.fromhex(path.read_text(encoding="ascii").strip())
-    if len(secret) < 16:
-        raise ValueError(f"{path.name} in the data directory holds no usable secret; remove it to make a new one.")
-    return secret
 
 
 def cursor_scope(uris: list[str], where: str | None, refine: list[str], exclude: list[str]) -> bytes:
