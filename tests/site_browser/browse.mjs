@@ -2,7 +2,7 @@
 // print one JSON result per page. Called by tests/site_browser/harness.py:
 //   node browse.mjs <job.json>
 // job: {chromium, modules, screenshots, allowed: [origin...], pages: [{name, url, width, axe, bypass_csp,
-//       wait_for, script, checks: {name: js expression}}]}
+//       script, wait_for, checks: {name: js expression}}]}
 // Per page: HTTP status, axe-core violations, requests to origins not allowed (aborted, never sent),
 // console errors, uncaught page errors, dialogs opened (alert/confirm: hostile input that executed),
 // whether keyboard focus is visible on the first focusable element, the checks' values, a screenshot.
@@ -43,13 +43,13 @@ try {
     try {
       const response = await page.goto(spec.url, { waitUntil: "load", timeout: 60000 });
       result.status = response ? response.status() : null;
+      if (spec.script) {  // an expression, e.g. "(() => { ...; return 1; })()"; runs before wait_for
+        try { result.script = await page.evaluate(spec.script); }
+        catch (e) { result.script_error = String(e).split("\n")[0]; }
+      }
       if (spec.wait_for) {
         try { await page.waitForSelector(spec.wait_for, { timeout: spec.wait_ms || 30000 }); }
         catch (e) { result.wait_error = String(e).split("\n")[0]; }
-      }
-      if (spec.script) {
-        try { result.script = await page.evaluate(spec.script); }
-        catch (e) { result.script_error = String(e).split("\n")[0]; }
       }
       for (const [name, expression] of Object.entries(spec.checks || {})) {
         try { result.checks[name] = await page.evaluate(expression); }

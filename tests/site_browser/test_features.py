@@ -58,9 +58,9 @@ def test_map_and_chart_are_drawn(hub_url: str, tmp_path: Path) -> None:
     assert not map_page["page_errors"] and not chart_page["page_errors"]
 
 
-SQL_RUN = """() => { const form = document.querySelector('form.sql-console');
+SQL_RUN = """(() => { const form = document.querySelector('form.sql-console');
   form.querySelector('textarea').value = 'SELECT count(*) AS n FROM data';
-  form.requestSubmit(); return true; }"""
+  form.requestSubmit(); return true; })()"""
 
 
 def _sql_console(url: str, allowed: list[str], shots: Path) -> dict:
