@@ -265,7 +265,7 @@ class SiteBuilder:
             if d.name == BASEMAP_DATASET and found.get("map"):
                 shutil.copyfile(folder / "map.json", root / "basemap.json")
             parquet = folder / f"v{v.number}.parquet"
-            copies[d.name] = data.copy_parquet(ref, parquet) and data.copy_arrow(ref, folder / f"v{v.number}.arrows")
+            copies[d.name] = data.copy_parquet(ref, parquet)
             if parquet.is_file():
                 zipped = data.write_package_zip(ref, v.descriptor_key, parquet, folder / f"{d.name}-v{v.number}.zip")
                 facts[d.name] = {**found, "package_zip": zipped}

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
@@ -137,35 +135,6 @@ class VersionData:
                 with self.hub.storage.open_read(key) as src, open(partial, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         except (duckdb.Error, UrbandataError, OSError):
-            partial.unlink(missing_ok=True)
-            return False
-        os.replace(partial, target)
-        return True
-
-    def copy_arrow(self, ref: VersionRef, target: Path) -> bool:
-        """Write the version's rows as an Arrow IPC stream at ``target`` for the in-browser SQL console.
-
-        DuckDB-WASM reads Parquet only through its parquet extension, which it would download from
-        extensions.duckdb.org (no request may leave the site); an Arrow stream it takes in without one.
-        False when the version has no parts or more than ``ARROW_ROWS_MAX`` rows.
-        """
-        paths = [self.hub.storage.local_path(key) for key in ref.keys]
-        if not paths or ref.row_count > ARROW_ROWS_MAX:
-            return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        try:
-            if all(p is not None for p in paths):
-                table = pq.ParquetDataset([str(p) for p in paths]).read()
-            else:  # object storage: each part streamed through the storage seam
-                tables = []
-                for key in ref.keys:
-                    with self.hub.storage.open_read(key) as source:
-                        tables.append(pq.read_table(source))
-                table = pa.concat_tables(tables)
-            with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-        except (pa.ArrowException, OSError, UrbandataError):
             partial.unlink(missing_ok=True)
             return False
         os.replace(partial, target)

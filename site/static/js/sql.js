@@ -1,8 +1,8 @@
-/* In-browser SQL over the current version with DuckDB-WASM (vendored from npm, no CDN).
- * DuckDB-WASM reads Parquet only through an extension it would fetch from extensions.duckdb.org, and no
- * request may leave the site: the build writes the version's rows as an Arrow IPC stream beside its
- * Parquet file, fetched from the site's own host and taken in as the table "data". A static host with
- * no API server still answers. Results are shown as a table (cells as text) and offered as CSV. */
+/* In-browser SQL over the current version with DuckDB-WASM (vendored from npm, no CDN: the 1.28 release,
+ * whose build has the Parquet reader inside — later ones fetch it from extensions.duckdb.org, and no request
+ * may leave the site). DuckDB reads the version's Parquet copy from the site's own host by HTTP Range
+ * requests (only the row groups and columns a query needs), so a static host with no API server still
+ * answers. Results are shown as a table (cells as text) and offered as CSV. */
 (function () {
   "use strict";
   var form = document.querySelector("form.sql-console");
@@ -11,7 +11,7 @@
   var result = form.querySelector(".sql-console__result");
   // Absolute: the worker resolves a relative URL (the .wasm) against its own address, not the page's.
   var vendor = new URL(form.getAttribute("data-vendor"), window.location.href).href;
-  var arrow = form.getAttribute("data-arrow");
+  var parquet = new URL(form.getAttribute("data-parquet"), window.location.href).href;
   var ready = null;
 
   function say(text) { status.textContent = text; }
@@ -22,19 +22,11 @@
     ready = import(vendor + "duckdb-browser.mjs").then(function (duckdb) {
       var worker = new Worker(vendor + "duckdb-browser-eh.worker.js");
       var db = new duckdb.AsyncDuckDB(new duckdb.VoidLogger(), worker);
-      var rows = fetch(arrow, { credentials: "omit" }).then(function (r) {
-        if (!r.ok) { throw new Error(arrow + ": " + r.status); }
-        return r.arrayBuffer();
-      });
       return db.instantiate(new URL(vendor + "duckdb-eh.wasm", window.location.href).href).then(function () {
-        return db.connect();
-      }).then(function (conn) {
-        // Nothing is ever fetched from DuckDB's extension repository.
-        return conn.query("SET autoinstall_known_extensions = false").then(function () {
-          return conn.query("SET autoload_known_extensions = false");
-        }).then(function () { return rows; }).then(function (buffer) {
-          return conn.insertArrowFromIPCStream(new Uint8Array(buffer), { name: form.getAttribute("data-table") });
-        }).then(function () { return conn; });
+        return db.registerFileURL("data.parquet", parquet, duckdb.DuckDBDataProtocol.HTTP, false);
+      }).then(function () { return db.connect(); }).then(function (conn) {
+        return conn.query("CREATE VIEW " + form.getAttribute("data-table") + " AS SELECT * FROM read_parquet('data.parquet')")
+          .then(function () { return conn; });
       });
     });
     ready.catch(function () { ready = null; });
