@@ -57,6 +57,16 @@ def make_push_hub(root: Path, **settings: Any) -> Hub:
     return hub
 
 
+@contextmanager
+def push_hub(root: Path, **settings: Any) -> Iterator[Hub]:
+    """make_push_hub(root, **settings), closed on leaving: the body of the push tests' ``hub`` fixtures."""
+    hub = make_push_hub(root, **settings)
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
 def token(hub: Hub, publisher: str, *scopes: str, name: str = "test") -> str:
     """A new token of ``publisher`` with ``scopes``."""
     plaintext, _ = create_token(hub, publisher, name, list(scopes))
@@ -77,3 +87,10 @@ def serving(hub: Hub) -> Iterator[str]:
     finally:
         app.state.query_engine.close()
         app.state.sql_pool.close()
+
+
+@contextmanager
+def serving_api(hub: Hub) -> Iterator[str]:
+    """serving(hub), yielding the base URL of its ``/api/v1``."""
+    with serving(hub) as url:
+        yield f"{url}/api/v1"

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from catalogue.hub import Hub
 from catalogue.meta.models import Dataset
 from catalogue.sitegen.builder import build_site
-from tests.api.push_support import bearer, make_push_hub, serving, token
+from tests.api.push_support import bearer, push_hub, serving, token
 
 SECRET, MISSING = "secret-meters", "no-such-dataset"
 # Values for path and required query parameters of the dataset routes (a new required one must be added here).
@@ -32,9 +32,8 @@ NOT_DATASET_ROUTES = {
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    hub = make_push_hub(tmp_path_factory.mktemp("private"))
-    yield hub
-    hub.close()
+    with push_hub(tmp_path_factory.mktemp("private")) as hub:
+        yield hub
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from catalogue.hub import Hub
 from catalogue.ingest.delivery import MODES
 from catalogue.meta.models import ApiToken, utcnow
 from catalogue.meta.tokens import revoke_token, verify_token
-from tests.api.push_support import bearer, make_push_hub, serving, token
+from tests.api.push_support import bearer, push_hub, serving_api, token
 
 CAP = 4096
 CSV = {"Content-Type": "text/csv"}
@@ -27,15 +27,14 @@ CSV = {"Content-Type": "text/csv"}
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = make_push_hub(tmp_path, push_max_bytes=CAP)
-    yield hub
-    hub.close()
+    with push_hub(tmp_path, push_max_bytes=CAP) as hub:
+        yield hub
 
 
 @pytest.fixture
 def api(hub: Hub) -> Iterator[str]:
-    with serving(hub) as url:
-        yield f"{url}/api/v1"
+    with serving_api(hub) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,14 +14,13 @@ from typer.testing import CliRunner, Result
 
 from api.cli import app as cli
 from catalogue.hub import Hub
-from tests.api.push_support import make_push_hub, serving, token
+from tests.api.push_support import push_hub, serving, token
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = make_push_hub(tmp_path)
-    yield hub
-    hub.close()
+    with push_hub(tmp_path) as hub:
+        yield hub
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from catalogue.hub import Hub
-from tests.api.push_support import LICENSE, bearer, make_push_hub, serving, token
+from tests.api.push_support import LICENSE, bearer, push_hub, serving_api, token
 
 DEFINITION = {
     "name": "charging-points", "title": "Ladesäulen", "description": "Ladesäulen der Stadtwerke.",
@@ -22,15 +22,14 @@ DEFINITION = {
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = make_push_hub(tmp_path)
-    yield hub
-    hub.close()
+    with push_hub(tmp_path) as hub:
+        yield hub
 
 
 @pytest.fixture
 def api(hub: Hub) -> Iterator[str]:
-    with serving(hub) as url:
-        yield f"{url}/api/v1"
+    with serving_api(hub) as url:
+        yield url
 
 
 def test_an_admin_token_creates_a_dataset_that_then_takes_pushes(hub: Hub, api: str) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from catalogue.hub import Hub
-from tests.api.push_support import bearer, make_push_hub, serving, token
+from tests.api.push_support import bearer, push_hub, serving_api, token
 from tests.conftest import pg_schema
 
 CSV = {"Content-Type": "text/csv"}
@@ -19,15 +19,14 @@ CSV = {"Content-Type": "text/csv"}
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
     with pg_schema("push") as database:
-        hub = make_push_hub(tmp_path, **database)
-        yield hub
-        hub.close()
+        with push_hub(tmp_path, **database) as hub:
+            yield hub
 
 
 @pytest.fixture
 def api(hub: Hub) -> Iterator[str]:
-    with serving(hub) as url:
-        yield f"{url}/api/v1"
+    with serving_api(hub) as url:
+        yield url
 
 
 def _race(count: int, send: object) -> list[httpx.Response]:

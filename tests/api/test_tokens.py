@@ -16,20 +16,19 @@ from catalogue.errors import InvalidParameter, MissingScope, TokenExpired, Token
 from catalogue.hub import Hub
 from catalogue.meta.models import ApiToken, utcnow
 from catalogue.meta.tokens import PREFIX, create_token, list_tokens, revoke_token, verify_token
-from tests.api.push_support import bearer, make_push_hub, serving, token
+from tests.api.push_support import bearer, push_hub, serving_api, token
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    hub = make_push_hub(tmp_path_factory.mktemp("tokens"))
-    yield hub
-    hub.close()
+    with push_hub(tmp_path_factory.mktemp("tokens")) as hub:
+        yield hub
 
 
 @pytest.fixture(scope="module")
 def api(hub: Hub) -> Iterator[str]:
-    with serving(hub) as url:
-        yield f"{url}/api/v1"
+    with serving_api(hub) as url:
+        yield url
 
 
 def _expire(hub: Hub, plaintext: str) -> None:
