@@ -4,7 +4,7 @@
 // job: {chromium, modules, screenshots, allowed: [origin...], pages: [{name, url, width, axe, bypass_csp,
 //       script, wait_for, checks: {name: js expression}}]}
 // Per page: HTTP status, axe-core violations, requests to origins not allowed (aborted, never sent),
-// console errors, uncaught page errors, dialogs opened (alert/confirm: hostile input that executed),
+// requests made with a Range header (page and workers), console errors, uncaught page errors, dialogs opened (alert/confirm: hostile input that executed),
 // whether keyboard focus is visible on the first focusable element, the checks' values, a screenshot.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
@@ -25,7 +25,7 @@ try {
                                                bypassCSP: !!spec.bypass_csp, serviceWorkers: "block" });
     const page = await context.newPage();
     const result = { name: spec.name, url: spec.url, width: spec.width || 1280, foreign: [], console_errors: [],
-                     page_errors: [], dialogs: [], checks: {}, axe: [], failed_requests: [] };
+                     page_errors: [], dialogs: [], checks: {}, axe: [], failed_requests: [], ranges: [] };
     await page.route("**/*", (route) => {
       const url = route.request().url();
       let origin = null;
@@ -36,6 +36,7 @@ try {
       }
       return route.continue();
     });
+    page.on("request", (req) => { const range = req.headers()["range"]; if (range) result.ranges.push(`${req.url()} ${range}`); });
     page.on("console", (msg) => { if (msg.type() === "error") result.console_errors.push(msg.text()); });
     page.on("pageerror", (err) => result.page_errors.push(String(err)));
     page.on("requestfailed", (req) => result.failed_requests.push(`${req.url()} ${req.failure()?.errorText}`));

@@ -78,6 +78,7 @@ def test_the_sql_console_answers_in_the_browser(hub_url: str, tmp_path: Path) ->
     result = _sql_console(f"{hub_url}/datasets/parking-occupancy/sql.html", [hub_url], screenshot_dir(tmp_path, "sql"))
     assert result["checks"]["answered"] == "1", result
     assert result["checks"]["cell"] == str(rows), result
+    assert any(".parquet bytes=" in r for r in result["ranges"]), result["ranges"]  # read by HTTP Range requests
     assert not result["foreign"] and not result["page_errors"], result
 
 
