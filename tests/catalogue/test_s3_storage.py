@@ -364,3 +364,27 @@ async def test_a_part_missing_from_the_object_store_is_a_503_not_the_users_fault
     finally:
         app.state.query_engine.close()
         app.state.sql_pool.close()
+
+
+def test_the_demo_runs_on_object_storage_configured_only_by_the_environment(
+    seaweed: Seaweed, s3_settings: dict[str, Any], tmp_path: Path,
+) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("URBANDATA_")}
+    env.update(URBANDATA_STORAGE="s3", URBANDATA_S3_BUCKET=seaweed.bucket, URBANDATA_S3_ENDPOINT_URL=seaweed.endpoint,
+               URBANDATA_S3_PREFIX=s3_settings["s3_prefix"], AWS_ACCESS_KEY_ID=seaweed.access_key,
+               AWS_SECRET_ACCESS_KEY=seaweed.secret_key)
+    urbandata = Path(sys.executable).parent / "urbandata"
+    done = subprocess.run([str(urbandata), "demo", "--no-serve"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "6 of 6 sources harvested without problems" in " ".join(done.stdout.split())
+    store = tmp_path / "var" / "store"
+    assert [p for p in store.rglob("*") if p.is_file() and ".scratch" not in p.parts] == []
+    storage = S3Storage(Settings(data_dir=tmp_path / "var", **s3_settings))
+    assert storage.exists("datasets/parking-occupancy/v1.datapackage.json")
+    assert any(k.endswith(".parquet") for k in storage.list_keys("datasets/parking-occupancy/parts"))
+    site = tmp_path / "var" / "site"
+    assert (site / "index.html").is_file()
+    assert (site / "data" / "parking-occupancy" / "v1.parquet").read_bytes()[:4] == b"PAR1"  # copied from the store
