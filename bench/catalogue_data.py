@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import random
+import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from catalogue.hub import Hub
+from bench.context import Context
+from catalogue.hub import Hub, open_hub
 from catalogue.meta.models import Dataset, Organization, Version
+from catalogue.settings import Settings
 
 TOPICS = ["Parkplatzbelegung", "Luftqualität", "Verkehrszählung", "Abfallbehälter", "Grundwasserstände",
           "Baumkataster", "Haltestellen", "Ladesäulen", "Radverkehr", "Lärmkarte", "Bebauungspläne",
@@ -76,6 +81,29 @@ def grow_catalogue(hub: Hub, have: int, want: int) -> None:
             ])
             session.execute(update(Dataset).where(Dataset.id > start, Dataset.id <= stop)
                             .values(current_version_id=Dataset.id))
+
+
+def grown_catalogues(ctx: Context, label: str) -> Iterator[tuple[int, Path]]:
+    """The synthetic catalogue in ``<work>/<label>-catalogue`` (SQLite), grown to each of ctx.search_sizes in turn.
+
+    Yields (size, data directory) once the catalogue holds ``size`` datasets and no hub has it open (a
+    server may take it); the directory is removed at the end.
+    """
+    data_dir = ctx.work / f"{label}-catalogue"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    have = 0
+    try:
+        for size in sorted(ctx.search_sizes):
+            ctx.step(f"{label}: inserting datasets up to {size:,}")
+            hub = open_hub(Settings(data_dir=data_dir))
+            try:
+                grow_catalogue(hub, have, size)
+            finally:
+                hub.close()
+            have = size
+            yield size, data_dir
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def add_dataset(hub: Hub, name: str, title: str, word: str) -> None:

@@ -8,18 +8,15 @@ and the count it reports.
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
 import httpx
 
-from bench.catalogue_data import grow_catalogue
+from bench.catalogue_data import grown_catalogues
 from bench.context import Context
 from bench.measure import Figure
 from bench.servers import our_api
-from catalogue.hub import open_hub
-from catalogue.settings import Settings
 
 SECTION = "ckan"
 SEARCHES: dict[str, dict[str, str]] = {
@@ -53,30 +50,17 @@ def _timed(client: httpx.Client, url: str, params: dict[str, str], n: int) -> tu
 
 
 def run(ctx: Context) -> None:
-    data_dir = ctx.work / "ckan-catalogue"
-    shutil.rmtree(data_dir, ignore_errors=True)
     n = QUICK_REQUESTS if ctx.quick or ctx.repeat < 3 else REQUESTS
-    have = 0
-    try:
-        for size in sorted(ctx.search_sizes):
-            ctx.step(f"ckan: inserting datasets up to {size:,}")
-            hub = open_hub(Settings(data_dir=data_dir))
-            try:
-                grow_catalogue(hub, have, size)
-            finally:
-                hub.close()
-            have = size
-            with our_api(data_dir, {}, ctx.work / f"ckan-{size}.log") as server, httpx.Client(timeout=60) as client:
-                for label, params in SEARCHES.items():
-                    ctx.step(f"ckan: package_search {label}, {size:,} datasets, {n} requests")
-                    times, count = _timed(client, f"{server.url}/api/3/action/package_search", params, n)
-                    what = f"package_search {label} {params or ''}, first 10 of {count:,}, {size:,} datasets"
-                    ctx.results.add(Figure(f"ckan.search.{size}.{label}.p50", f"{what}: p50 (spread: min–max)", "ms",
-                                           times))
-                    ctx.results.add(Figure(f"ckan.search.{size}.{label}.p99", f"{what}: p99", "ms",
-                                           [percentile(times, 0.99)], note=f"of {n} requests"))
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    for size, data_dir in grown_catalogues(ctx, "ckan"):
+        with our_api(data_dir, {}, ctx.work / f"ckan-{size}.log") as server, httpx.Client(timeout=60) as client:
+            for label, params in SEARCHES.items():
+                ctx.step(f"ckan: package_search {label}, {size:,} datasets, {n} requests")
+                times, count = _timed(client, f"{server.url}/api/3/action/package_search", params, n)
+                what = f"package_search {label} {params or ''}, first 10 of {count:,}, {size:,} datasets"
+                ctx.results.add(Figure(f"ckan.search.{size}.{label}.p50", f"{what}: p50 (spread: min–max)", "ms",
+                                       times))
+                ctx.results.add(Figure(f"ckan.search.{size}.{label}.p99", f"{what}: p99", "ms",
+                                       [percentile(times, 0.99)], note=f"of {n} requests"))
     ctx.results.note(SECTION, "`GET /api/3/action/package_search?rows=10` (plus the parameters shown) against "
                      "`urbandata serve` in its own process, one request at a time, on phase 6's synthetic catalogue "
                      "(SQLite; four keywords and one theme per dataset, one publisher per 100 datasets). `q` is the "

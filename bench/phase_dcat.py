@@ -7,20 +7,17 @@ parses, one page of datasets, and Hydra's ``totalItems`` equal to the catalogue'
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import httpx
 from rdflib import Graph
 
-from bench.catalogue_data import grow_catalogue
+from bench.catalogue_data import grown_catalogues
 from bench.context import Context
 from bench.measure import Figure
 from bench.phase_ckan import percentile
 from bench.servers import our_api
-from catalogue.hub import open_hub
 from catalogue.meta.dcat import DCAT, HYDRA
-from catalogue.settings import Settings
 
 SECTION = "dcat"
 REQUESTS, QUICK_REQUESTS = 100, 20
@@ -51,28 +48,15 @@ def _timed(client: httpx.Client, url: str, size: int, n: int) -> tuple[list[floa
 
 
 def run(ctx: Context) -> None:
-    data_dir = ctx.work / "dcat-catalogue"
-    shutil.rmtree(data_dir, ignore_errors=True)
     n = QUICK_REQUESTS if ctx.quick or ctx.repeat < 3 else REQUESTS
-    have = 0
-    try:
-        for size in sorted(ctx.search_sizes):
-            ctx.step(f"dcat: inserting datasets up to {size:,}")
-            hub = open_hub(Settings(data_dir=data_dir))
-            try:
-                grow_catalogue(hub, have, size)
-            finally:
-                hub.close()
-            have = size
-            with our_api(data_dir, {}, ctx.work / f"dcat-{size}.log") as server, httpx.Client(timeout=120) as client:
-                ctx.step(f"dcat: /catalog.ttl first page, {size:,} datasets, {n} requests")
-                times, listed = _timed(client, f"{server.url}/catalog.ttl", size, n)
-                what = f"/catalog.ttl first page ({listed} datasets with versions and distributions), {size:,} datasets"
-                ctx.results.add(Figure(f"dcat.catalog.{size}.p50", f"{what}: p50 (spread: min–max)", "ms", times))
-                ctx.results.add(Figure(f"dcat.catalog.{size}.p99", f"{what}: p99", "ms", [percentile(times, 0.99)],
-                                       note=f"of {n} requests"))
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    for size, data_dir in grown_catalogues(ctx, "dcat"):
+        with our_api(data_dir, {}, ctx.work / f"dcat-{size}.log") as server, httpx.Client(timeout=120) as client:
+            ctx.step(f"dcat: /catalog.ttl first page, {size:,} datasets, {n} requests")
+            times, listed = _timed(client, f"{server.url}/catalog.ttl", size, n)
+            what = f"/catalog.ttl first page ({listed} datasets with versions and distributions), {size:,} datasets"
+            ctx.results.add(Figure(f"dcat.catalog.{size}.p50", f"{what}: p50 (spread: min–max)", "ms", times))
+            ctx.results.add(Figure(f"dcat.catalog.{size}.p99", f"{what}: p99", "ms", [percentile(times, 0.99)],
+                                   note=f"of {n} requests"))
     ctx.results.note(SECTION, "`GET /catalog.ttl` (DCAT-AP.de 3.0, Turtle, the default 100 datasets a page) against "
                      "`urbandata serve` in its own process, one request at a time, on phase 6's synthetic catalogue "
                      "(SQLite). Each dataset on the page comes with its versions (dcat:hasVersion) and one "
