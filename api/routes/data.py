@@ -23,6 +23,7 @@ from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.paging import next_page, page_limit
 from catalogue.query.cursors import settings_secret
 from catalogue.query.records import default_facets, facet_counts, plan_records, run_records
+from catalogue.settings import Settings
 
 router = APIRouter()
 
@@ -49,6 +50,22 @@ def page_link(public_url: str, url: URL, number: int, params: dict[str, str | in
     pairs = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k not in drop]
     pairs += [("version", str(number)), *((k, str(v)) for k, v in params.items())]
     return f"{public_url.rstrip('/')}{url.path}?{urlencode(pairs)}"
+
+
+def page_body(request: Request, settings: Settings, name: str, number: int, page: CachedPage, *, offset: int,
+              limit: int) -> tuple[bytes, dict[str, str]]:
+    """The JSON body of a records-shaped page of version ``number``, and its links (``next`` when there is one)."""
+    links: dict[str, str] = {}
+    following = next_page(next_cursor=page.next_cursor, keyed=page.keyed, offset=offset, limit=limit,
+                          total_count=page.total_count, max_offset_rows=settings.max_offset_rows)
+    if following is not None:
+        links["next"] = page_link(settings.public_url, request.url, number, following)
+    head = json.dumps({"dataset": name, "version": number, "total_count": page.total_count, "limit": limit,
+                       "offset": offset}, ensure_ascii=False)
+    # The rows arrive as JSON text from DuckDB; splice them in rather than parse and re-serialise.
+    body = b"".join((head[:-1].encode(), b',"results":', page.results, b',"links":', json.dumps(links).encode(),
+                     b"}"))
+    return body, links
 
 
 @router.get("/datasets/{name}/records", response_model=None)
@@ -79,16 +96,7 @@ async def records(
 
     number, page, state = await kept.get(name, version, as_of, query.cache_key("records"), CachedPage, compute,
                                          lambda p: len(p.results))
-    links: dict[str, str] = {}
-    following = next_page(next_cursor=page.next_cursor, keyed=page.keyed, offset=offset, limit=limit,
-                          total_count=page.total_count, max_offset_rows=settings.max_offset_rows)
-    if following is not None:
-        links["next"] = page_link(settings.public_url, request.url, number, following)
-    head = json.dumps({"dataset": name, "version": number, "total_count": page.total_count, "limit": limit,
-                       "offset": offset}, ensure_ascii=False)
-    # The rows arrive as JSON text from DuckDB; splice them in rather than parse and re-serialise.
-    body = b"".join((head[:-1].encode(), b',"results":', page.results, b',"links":', json.dumps(links).encode(),
-                     b"}"))
+    body, links = page_body(request, settings, name, number, page, offset=offset, limit=limit)
     response = validated_json(body, number, state, pinned=version is not None, if_none_match=params.if_none_match)
     if offset > 0 and params.cursor is None:  # an offset page's previous page is cheap; a cursor's is not
         links["prev"] = page_link(settings.public_url, request.url, number, {"offset": max(0, offset - limit),

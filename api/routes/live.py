@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import get_engine, get_hub, get_kept_results
 from api.live_channels import LiveChannels, Subscriber
 from api.params import DATA_PARAMETERS, DataParams, records_params
-from api.routes.data import CachedPage, page_link, validated_json
+from api.routes.data import CachedPage, page_body, validated_json
 from api.server import ENDLESS_STREAM
 from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.hub import Hub
@@ -21,7 +21,7 @@ from catalogue.query.cached import KeptResults
 from catalogue.query.cursors import settings_secret
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.latest import added_rows, latest_page, require_live_key
-from catalogue.query.paging import next_page, page_limit
+from catalogue.query.paging import page_limit
 from catalogue.query.records import RecordsRequest, plan_records
 
 router = APIRouter()
@@ -56,15 +56,7 @@ async def latest(
 
     number, page, state = await kept.get(name, version, as_of, query.cache_key("latest"), CachedPage, compute,
                                          lambda p: len(p.results))
-    links: dict[str, str] = {}
-    following = next_page(next_cursor=page.next_cursor, keyed=page.keyed, offset=offset, limit=limit,
-                          total_count=page.total_count, max_offset_rows=settings.max_offset_rows)
-    if following is not None:
-        links["next"] = page_link(settings.public_url, request.url, number, following)
-    head = json.dumps({"dataset": name, "version": number, "total_count": page.total_count, "limit": limit,
-                       "offset": offset}, ensure_ascii=False)
-    body = b"".join((head[:-1].encode(), b',"results":', page.results, b',"links":', json.dumps(links).encode(),
-                     b"}"))
+    body, _ = page_body(request, settings, name, number, page, offset=offset, limit=limit)
     return validated_json(body, number, state, pinned=version is not None, if_none_match=params.if_none_match)
 
 
