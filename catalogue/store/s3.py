@@ -15,6 +15,7 @@ never from settings or definitions.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from catalogue.settings import Settings
 from catalogue.store.storage import sweep_scratch_dir
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -109,10 +111,11 @@ class S3Storage:
         self.region = settings.s3_region
         self._key_id, self._secret, self._token = _credentials()
         endpoint = urlsplit(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
-        if endpoint is not None and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
+        if endpoint is not None and (endpoint.scheme not in ("http", "https") or not endpoint.hostname
+                                     or endpoint.username or endpoint.password):
             raise UrbandataError(
-                f"URBANDATA_S3_ENDPOINT_URL must be an http(s) URL such as http://127.0.0.1:8333, "
-                f"not {settings.s3_endpoint_url!r}."
+                "URBANDATA_S3_ENDPOINT_URL must be an http(s) URL such as http://127.0.0.1:8333, without "
+                "credentials (those go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)."
             )
         self.endpoint = endpoint.netloc if endpoint else None
         self.use_ssl = endpoint is None or endpoint.scheme == "https"
@@ -138,10 +141,11 @@ class S3Storage:
             return work()
         except FileNotFoundError:
             raise NotFound("No stored file under that name.") from None
-        except OSError as exc:
+        except OSError as exc:  # the detail names the bucket and key: logged, not shown
+            log.warning("object store: could not %s: %s", what, exc)
             raise StorageUnavailable(
-                f"The object store did not let the hub {what}: {exc}. Check URBANDATA_S3_ENDPOINT_URL, "
-                "the bucket and the AWS_* credentials."
+                f"The object store did not let the hub {what} (the server log has the detail). Check "
+                "URBANDATA_S3_ENDPOINT_URL, the bucket and the AWS_* credentials."
             ) from None
 
     def _path(self, key: str) -> str:

@@ -172,12 +172,15 @@ def test_settings_errors_say_what_to_set(s3_settings: dict[str, Any], tmp_path: 
         S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_bucket="no-such-bucket")))
     with pytest.raises(UrbandataError, match="URBANDATA_S3_BUCKET"):
         S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_bucket=None)))
-    with pytest.raises(UrbandataError, match="http"):
-        S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_endpoint_url="127.0.0.1:1")))
+    for endpoint in ("127.0.0.1:1", f"http://{s3_settings['s3_bucket']}:secret@127.0.0.1:1"):
+        with pytest.raises(UrbandataError, match="http") as refused:
+            S3Storage(Settings(data_dir=tmp_path, **dict(s3_settings, s3_endpoint_url=endpoint)))
+        assert "secret" not in refused.value.message
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(StorageUnavailable) as caught:
         S3Storage(Settings(data_dir=tmp_path, **s3_settings))
     assert caught.value.status == 503 and "AWS_*" in caught.value.message
+    assert s3_settings["s3_prefix"] not in caught.value.message
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(UrbandataError, match="AWS_SECRET_ACCESS_KEY"):
         S3Storage(Settings(data_dir=tmp_path, **s3_settings))
