@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from catalogue.hub import Hub
+from catalogue.meta.job_reads import page_jobs, public_job, source_names
 from catalogue.meta.licenses import LICENSES
 from catalogue.meta.metadata import list_publishers
 from catalogue.meta.models import Dataset, HarvestJob, Version
@@ -41,7 +42,8 @@ __all__ = ["SiteBuilder", "build_site", "human_bytes"]
 LANGS = ("de", "en")
 RECENT_CARDS = 6  # recently updated datasets on the front page
 CHUNK = 500  # names or ids per IN (...) query: SQLite caps the bound parameters of one statement
-STATIC_PAGES = ("search.html", "impressum.html", "datenschutz.html", "api.html")
+HARVEST_JOBS_SHOWN = 100  # runs on the harvest status page, newest first
+STATIC_PAGES = ("search.html", "impressum.html", "datenschutz.html", "api.html", "harvest.html")
 # The dataset whose geometries every map draws beneath the dataset's own (no tile server by default).
 BASEMAP_DATASET = "city-districts"
 
@@ -192,6 +194,9 @@ class SiteBuilder:
                                     last_job=jobs.get(d.id), now=self.now, formats=formats,
                                     has_parquet_copy=copies.get(d.name, False))
                 pages += self._write_dataset(lang, view)
+            if only is not None:  # the runs change with every harvest; a full build writes it with the static pages
+                self._write_harvest_page(session, lang)
+                pages += 1
             self._write(lang, "index.html", "index.html", recent=[cards[n] for n in recent],
                         publishers=sorted(pub_views.values(), key=lambda p: search_index.fold(
                             p["title_en"] if lang == "en" and p["title_en"] else p["title"])),
@@ -311,7 +316,20 @@ class SiteBuilder:
         self._write(lang, "datenschutz.html", "legal.html", heading=self.texts[lang]["privacy"],
                     body=markdown(self.settings.site_privacy))
         self._write(lang, "api.html", "api.html", has_openapi=(self.settings.site_dir / "openapi.json").is_file())
+        with self.hub.sessions() as session:
+            self._write_harvest_page(session, lang)
         return len(STATIC_PAGES)
+
+    def _write_harvest_page(self, session: Session, lang: str) -> None:
+        """The harvest status page: each source's last run, then the latest runs (public datasets only)."""
+        total, jobs = page_jobs(session, HARVEST_JOBS_SHOWN, 0)
+        names = source_names(session, jobs)
+        runs = [public_job(job, names.get(job.source_id) if job.source_id is not None else None) for job in jobs]
+        last: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            last.setdefault(run["source"] or run["dataset"], run)
+        self._write(lang, "harvest.html", "harvest.html", runs=runs, total=total,
+                    sources=[last[k] for k in sorted(last)])
 
     def _write_feeds(self, session: Session, changed: list[Dataset], versions: dict[int, list[Version]]) -> None:
         out = self.settings.site_dir / "feeds"

@@ -134,7 +134,7 @@ def cards(site: Path, page: str) -> list[str]:
     return re.findall(r'<h3 class="card__title"><a href="[./]*datasets/([^"]+)\.html">', listing)
 
 
-SITE_PAGES = ["404.html", "index.html", "search.html", "impressum.html", "datenschutz.html", "api.html"]
+SITE_PAGES = ["404.html", "index.html", "search.html", "impressum.html", "datenschutz.html", "api.html", "harvest.html"]
 
 
 def test_listings_are_paginated_by_title_in_both_languages(small_hub: Hub) -> None:
@@ -221,7 +221,7 @@ def test_a_changed_title_re_renders_its_page_and_the_listing_pages_showing_it(sm
 
     rendered = sorted(p for p in html_pages(site) if (site / p).read_text(encoding="utf-8"))
     assert rendered == sorted(f"{root}{page}" for root in LANG_ROOTS
-                              for page in ["index.html", "datasets/ds-08.html", "datasets/ds-08/v1.html",
+                              for page in ["index.html", "harvest.html", "datasets/ds-08.html", "datasets/ds-08/v1.html",
                                            "page/3.html", "publishers/amt-b/page/2.html"])
     assert pages == len(rendered)
     assert "Titel ds-08 neu" in (site / "page/3.html").read_text(encoding="utf-8")
@@ -252,7 +252,8 @@ def test_an_added_dataset_re_renders_the_pages_from_its_position_on(small_hub: H
 
     rendered = sorted(p for p in html_pages(site) if (site / p).read_text(encoding="utf-8"))
     assert rendered == sorted(f"{root}{page}" for root in LANG_ROOTS for page in [
-        "datasets/ds-07b.html", "datasets/ds-07b/v1.html", "index.html", "page/1.html", "page/3.html", "page/4.html", "page/5.html",
+        "datasets/ds-07b.html", "datasets/ds-07b/v1.html", "index.html", "harvest.html", "page/1.html", "page/3.html",
+        "page/4.html", "page/5.html",
         "publishers/amt-b.html", "publishers/amt-b/page/2.html", "publishers/amt-b/page/3.html"])
     assert cards(site, "page/3.html") == ["ds-07", "ds-07b", "ds-08"]
     assert cards(site, "en/page/5.html") == ["ds-12", "ds-13", "ds-14"]
@@ -369,7 +370,7 @@ def test_one_changed_dataset_rewrites_its_pages_and_the_site_wide_indexes_only(s
                        if p.is_file() and p.name not in kept and "static" not in p.parts and p.stat().st_size)
     assert rewritten == sorted([
         *(f"{root}{page}" for root in LANG_ROOTS for page in [
-            "datasets/ds-08.html", "datasets/ds-08/v1.html", "index.html", "page/3.html",
+            "datasets/ds-08.html", "datasets/ds-08/v1.html", "index.html", "harvest.html", "page/3.html",
             "publishers/amt-b/page/2.html"]),
         "feeds/all.atom", "feeds/ds-08.atom", "robots.txt", "search/index.json", "sitemap.xml"])
     index = json.loads((site / "search" / "index.json").read_text(encoding="utf-8"))

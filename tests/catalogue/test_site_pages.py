@@ -294,3 +294,19 @@ def test_the_declared_update_frequency_stands_beside_the_actual_freshness(two_ve
         with two_versions.sessions.begin() as session:
             session.execute(update(Dataset).where(Dataset.name == "zahlen").values(update_frequency="IRREG"))
         SiteBuilder(two_versions).build(only=["zahlen"])
+
+
+def test_the_harvest_status_page_shows_every_sources_last_run_in_both_languages(demo_hub: Hub) -> None:
+    from sqlalchemy import select
+
+    from catalogue.meta.models import HarvestSource
+
+    with demo_hub.sessions() as session:
+        sources = set(session.scalars(select(HarvestSource.name)))
+    site = demo_hub.settings.site_dir
+    for page, word, api in ((read(site, "harvest.html"), "veröffentlicht", "api/v1"),
+                            (read(site, "en/harvest.html"), "published", "../api/v1")):
+        assert sources and all(f'<th scope="row">{name}</th>' in page for name in sources), sources
+        assert f'<span class="badge status-published">{word}</span>' in page
+        assert f'href="{api}/harvest/jobs"' in page  # relative: the site works from any host or folder
+    assert 'href="harvest.html"' in read(site, "index.html")

@@ -32,6 +32,7 @@ def page_types(site: Path) -> dict[str, str]:
         "dataset-series": rf"datasets/{TIME_SERIES_DATASET}\.html",
         "version": rf"datasets/{TIME_SERIES_DATASET}/v\d+(/index)?\.html|datasets/{TIME_SERIES_DATASET}/versions/\d+\.html",
         "sql": rf"datasets/{TIME_SERIES_DATASET}/sql\.html", "publisher": r"publishers/[^/]+\.html",
+        "harvest": r"harvest\.html",
     }
     paths = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html") if not p.relative_to(site).as_posix().startswith("en/"))
     for kind, pattern in wanted.items():
@@ -45,7 +46,7 @@ def test_the_demo_site_has_every_page_type(demo_site: Path) -> None:
     """The page types the issue lists exist in German and in English (the other tests open them)."""
     found = page_types(demo_site)
     missing = sorted(set(("home", "search", "api", "impressum", "datenschutz", "not-found", "dataset-geometry",
-                          "dataset-series", "version", "publisher", "sql")) - set(found))
+                          "dataset-series", "version", "publisher", "sql", "harvest")) - set(found))
     assert not missing, f"page types missing from the built site: {missing} (found {found})"
     english = [p for p in found.values() if not (demo_site / "en" / p).is_file()]
     assert not english, f"no English version of: {english}"
