@@ -86,10 +86,14 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
         admin = pafs.S3FileSystem(access_key=access_key, secret_key=secret_key, endpoint_override=f"127.0.0.1:{s3}",
                                   scheme="http", region="us-east-1", allow_bucket_creation=True)
         give_up = time.monotonic() + 90
-        while True:  # the gateway answers once master, volume and filer are up
+        while True:  # ready once the gateway takes a bucket and a write (master, volume and filer are up)
             assert proc.poll() is None, (root / "weed.log").read_text(errors="replace")[-3000:]
             try:
-                admin.create_dir("hub")
+                if admin.get_file_info("hub").type != pafs.FileType.Directory:
+                    admin.create_dir("hub")
+                with admin.open_output_stream("hub/ready-probe") as probe:
+                    probe.write(b"ready")
+                admin.delete_file("hub/ready-probe")
                 break
             except OSError:
                 if time.monotonic() > give_up:
