@@ -3,7 +3,8 @@
 ``routes`` maps a path to a function of the query string returning (status, content type, body);
 ``files`` maps a path to (content type, body); ``log`` keeps every path+query asked for.
 A path in ``truncated`` is answered with a Content-Length larger than its body; one in ``redirects``
-with a 302 to its Location.
+with a 302 to its Location. Also what both tests share on the catalogue side: a hub allowed to harvest
+from loopback, and readers of a harvest's outcome and the versions it made.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import select
+
+from catalogue.hub import Hub, open_hub
+from catalogue.meta.models import Dataset, Version
+from catalogue.settings import Settings
+from harvesters.catalogue_sources import CatalogueOutcome
 
 # The data of three small datasets, as their resources (distributions) serve them.
 TREES_CSV = "baum_id;art;pflanzjahr;hoehe_m\nB1;Linde;1990;12.5\nB2;Weißdorn;2001;8.25\n".encode("cp1252")
@@ -97,3 +106,29 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+
+
+@contextmanager
+def harvesting_hub(tmp_path: Path) -> Iterator[Hub]:
+    """An empty catalogue under ``tmp_path`` that may harvest from 127.0.0.1; closed on exit."""
+    hub = open_hub(Settings(data_dir=tmp_path / "var", harvest_allowed_hosts=["127.0.0.1"]))
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
+def statuses(outcome: CatalogueOutcome) -> dict[str, str]:
+    """Each harvested dataset's status in a catalogue harvest's outcome."""
+    return {d.dataset: d.status for d in outcome.datasets}
+
+
+def versions(hub: Hub) -> dict[str, list[tuple[int, int]]]:
+    """(number, rows) of every version of every dataset, by dataset name, oldest first."""
+    with hub.sessions() as session:
+        rows = session.execute(select(Dataset.name, Version.number, Version.row_count).join(Version.dataset)
+                               .order_by(Dataset.name, Version.number)).all()
+    found: dict[str, list[tuple[int, int]]] = {}
+    for name, number, count in rows:
+        found.setdefault(name, []).append((number, count))
+    return found

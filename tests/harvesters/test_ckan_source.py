@@ -18,12 +18,13 @@ import pytest
 from sqlalchemy import select
 
 from catalogue.hub import Hub, open_hub
-from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version
+from catalogue.meta.models import Dataset, HarvestJob, HarvestSource
 from catalogue.settings import Settings
-from harvesters.catalogue_sources import CatalogueOutcome, CatalogueSpec, harvest_catalogue
+from harvesters.catalogue_sources import CatalogueSpec, harvest_catalogue
 from harvesters.ckan import search_filter
 from tests.harvesters.catalogue_server import (
-    GAUGES, PLAYGROUNDS, TREES_CSV, CatalogueServer, catalogue_server, refusing_port,
+    GAUGES, PLAYGROUNDS, TREES_CSV, CatalogueServer, catalogue_server, harvesting_hub, refusing_port, statuses,
+    versions,
 )
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "ckan_package_search.json").read_text(encoding="utf-8"))
@@ -86,27 +87,12 @@ def portal() -> Iterator[Portal]:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = open_hub(Settings(data_dir=tmp_path / "var", harvest_allowed_hosts=["127.0.0.1"]))
-    yield hub
-    hub.close()
+    with harvesting_hub(tmp_path) as hub:
+        yield hub
 
 
 def spec(portal: Portal, **options: Any) -> CatalogueSpec:
     return CatalogueSpec(name="govdata", type="ckan", url=portal.server.url, options={"rows": 2, **options})
-
-
-def statuses(outcome: CatalogueOutcome) -> dict[str, str]:
-    return {d.dataset: d.status for d in outcome.datasets}
-
-
-def versions(hub: Hub) -> dict[str, list[tuple[int, int]]]:
-    with hub.sessions() as session:
-        rows = session.execute(select(Dataset.name, Version.number, Version.row_count).join(Version.dataset)
-                               .order_by(Dataset.name, Version.number)).all()
-    found: dict[str, list[tuple[int, int]]] = {}
-    for name, number, count in rows:
-        found.setdefault(name, []).append((number, count))
-    return found
 
 
 def test_first_run_publishes_every_package_with_its_metadata(hub: Hub, portal: Portal) -> None:

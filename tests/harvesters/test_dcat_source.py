@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from catalogue.hub import Hub, open_hub
-from catalogue.meta.models import Dataset, HarvestJob, Version
-from catalogue.settings import Settings
-from harvesters.catalogue_sources import CatalogueOutcome, CatalogueSpec, harvest_catalogue
+from catalogue.hub import Hub
+from catalogue.meta.models import Dataset, HarvestJob
+from harvesters.catalogue_sources import CatalogueSpec, harvest_catalogue
 from tests.harvesters.catalogue_server import (
-    GAUGES, PLAYGROUNDS, TREES_CSV, CatalogueServer, catalogue_server, refusing_port,
+    GAUGES, PLAYGROUNDS, TREES_CSV, CatalogueServer, catalogue_server, harvesting_hub, refusing_port, statuses,
+    versions,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -61,27 +61,12 @@ def endpoint() -> Iterator[Catalogue]:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = open_hub(Settings(data_dir=tmp_path / "var", harvest_allowed_hosts=["127.0.0.1"]))
-    yield hub
-    hub.close()
+    with harvesting_hub(tmp_path) as hub:
+        yield hub
 
 
 def spec(endpoint: Catalogue, path: str = "/catalog.ttl?page=1", **options: Any) -> CatalogueSpec:
     return CatalogueSpec(name="musterstadt-dcat", type="dcat", url=endpoint.server.url + path, options=options)
-
-
-def statuses(outcome: CatalogueOutcome) -> dict[str, str]:
-    return {d.dataset: d.status for d in outcome.datasets}
-
-
-def versions(hub: Hub) -> dict[str, list[tuple[int, int]]]:
-    with hub.sessions() as session:
-        rows = session.execute(select(Dataset.name, Version.number, Version.row_count).join(Version.dataset)
-                               .order_by(Dataset.name, Version.number)).all()
-    found: dict[str, list[tuple[int, int]]] = {}
-    for name, number, count in rows:
-        found.setdefault(name, []).append((number, count))
-    return found
 
 
 def metadata(hub: Hub, name: str) -> tuple[Any, ...]:
