@@ -17,13 +17,12 @@ from typing import Any
 
 import openpyxl
 import pytest
-from sqlalchemy import select
 
 from catalogue.hub import Hub
-from catalogue.meta.metadata import get_dataset, list_versions
-from catalogue.meta.models import HarvestJob
+from catalogue.meta.metadata import get_dataset
 from catalogue.query.engine import QueryEngine, VersionRef
 from harvesters.runner import harvest_source
+from tests.harvesters.sources import last_job, versions
 
 Files = tuple[Any, dict[str, bytes]]  # (the server, the files it serves by name)
 
@@ -101,21 +100,6 @@ def _hub(make: Callable[..., Hub], url: str, fmt: str, options: dict[str, Any], 
     return make(NAME, SCHEMA, {"type": "http-file", "url": url, "format": fmt, "options": options}, **settings)
 
 
-def versions(hub: Hub) -> list[tuple[int, int]]:
-    """(number, rows) of every version, newest first."""
-    with hub.sessions() as session:
-        return [(v.number, v.row_count) for v in list_versions(session, get_dataset(session, NAME))]
-
-
-def last_job(hub: Hub) -> HarvestJob:
-    """The newest harvest job."""
-    with hub.sessions() as session:
-        job = session.scalars(select(HarvestJob).order_by(HarvestJob.id.desc())).first()
-        assert job is not None
-        session.expunge(job)
-        return job
-
-
 def _rows(hub: Hub) -> list[tuple[Any, ...]]:
     engine = QueryEngine(hub)
     try:
@@ -164,7 +148,7 @@ def test_an_ambiguous_number_format_fails_naming_the_option(
     job = last_job(hub)
     assert (job.status, job.error_code) == ("failed", "ambiguous-dialect")
     assert named in job.message
-    assert versions(hub) == []
+    assert versions(hub, NAME) == []
 
 
 def test_german_numbers_without_a_declared_decimal_mark_are_quarantined_naming_the_option(
@@ -179,7 +163,7 @@ def test_german_numbers_without_a_declared_decimal_mark_are_quarantined_naming_t
     assert "Field 'wert' holds '1.234,5'" in job.message and 'add decimal_char: ","' in job.message
     assert {"type": "type-error", "row": 2, "field": "wert", "cell": "1.234,5"} == {
         k: v for k, v in job.errors[0].items() if k != "message"}
-    assert versions(hub) == []
+    assert versions(hub, NAME) == []
 
 
 def test_a_missing_sheet_is_quarantined_listing_the_sheets(file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
