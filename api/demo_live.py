@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from catalogue.background import BackgroundThread
 from catalogue.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -46,23 +46,14 @@ def next_readings(latest: list[dict[str, Any]], rng: random.Random) -> str:
     return HEADER + "".join(lines)
 
 
-class LiveFeed:
+class LiveFeed(BackgroundThread):
     """A thread pushing parking readings to the API at ``base_url`` every ``interval_s`` seconds until stopped."""
 
     def __init__(self, hub: Hub, base_url: str, interval_s: float = INTERVAL_S) -> None:
+        super().__init__("demo-live-feed")
         self.hub, self.interval_s = hub, interval_s
         self.url = f"{base_url.rstrip('/')}{hub.settings.api_prefix}/datasets/{DATASET}"
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="demo-live-feed", daemon=True)
         self.pushed = 0
-
-    def start(self) -> LiveFeed:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=30)
 
     def _run(self) -> None:
         from catalogue.meta.tokens import create_token  # the push helper's token store

@@ -12,7 +12,6 @@ to reference was published moments ago: it is within the grace period).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,6 +19,7 @@ from pathlib import PurePosixPath
 
 from sqlalchemy import select
 
+from catalogue.background import BackgroundThread
 from catalogue.hub import Hub
 from catalogue.ingest.commit import dataset_lock
 from catalogue.ingest.jobs import Interrupted, interrupt_orphans
@@ -112,21 +112,12 @@ def _collectable(key: PurePosixPath, name: str) -> bool:
     return key.parent == PurePosixPath("datasets", name) and key.name.endswith(".datapackage.json")
 
 
-class Collector:
+class Collector(BackgroundThread):
     """A background thread that collects now and then every ``interval_s`` seconds, until stopped."""
 
     def __init__(self, hub: Hub, interval_s: float = INTERVAL_S) -> None:
+        super().__init__("collector")
         self.hub, self.interval_s = hub, interval_s
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="collector", daemon=True)
-
-    def start(self) -> Collector:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self.stopped.is_set():
