@@ -7,16 +7,35 @@ printed once, on stdout alone, so ``TOKEN=$(urbandata token create …)`` keeps 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.markup import escape
 
 from catalogue.errors import UrbandataError
+from catalogue.hub import Hub
 from catalogue.meta.tokens import SCOPES, create_token, list_tokens, revoke_token
 
 token_app = typer.Typer(help="API tokens of publishers: create, list, revoke.", no_args_is_help=True)
 DataDir = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var, or URBANDATA_DATA_DIR).")
+T = TypeVar("T")
+
+
+def _on_catalogue(data_dir: Path | None, work: Callable[[Hub], T]) -> T:
+    """``work`` done on the existing catalogue of ``data_dir``, closed after; an UrbandataError ends the command."""
+    from api.cli import _fail, _open_existing, _settings
+
+    try:
+        hub = _open_existing(_settings(data_dir))
+        try:
+            return work(hub)
+        finally:
+            hub.close()
+    except UrbandataError as exc:
+        _fail(exc)  # prints it and exits 1
+        raise
 
 
 @token_app.command("create")
@@ -28,17 +47,10 @@ def create(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Make a token; it is printed once, on stdout, and never stored in clear."""
-    from api.cli import _fail, _open_existing, _settings, err
+    from api.cli import err
 
-    try:
-        hub = _open_existing(_settings(data_dir))
-        try:
-            plaintext, listing = create_token(hub, publisher, name, scope, expires_in_days=expires_in_days)
-        finally:
-            hub.close()
-    except UrbandataError as exc:
-        _fail(exc)
-        return
+    plaintext, listing = _on_catalogue(
+        data_dir, lambda hub: create_token(hub, publisher, name, scope, expires_in_days=expires_in_days))
     err.print(f"token {listing['id']} for {escape(publisher)} ({', '.join(listing['scopes'])}); "
               "shown once: keep it in a secret store or in URBANDATA_TOKEN")
     typer.echo(plaintext)
@@ -50,17 +62,9 @@ def list_command(
     data_dir: Path | None = DataDir,
 ) -> None:
     """List tokens (never their secret part)."""
-    from api.cli import _fail, _open_existing, _settings, console
+    from api.cli import console
 
-    try:
-        hub = _open_existing(_settings(data_dir))
-        try:
-            found = list_tokens(hub, publisher)
-        finally:
-            hub.close()
-    except UrbandataError as exc:
-        _fail(exc)
-        return
+    found = _on_catalogue(data_dir, lambda hub: list_tokens(hub, publisher))
     for t in found:  # one line per token: readable in a narrow terminal and by grep
         expires = (t["expires_at"] or "never")[:16]
         used = (t["last_used_at"] or "never used")[:16]
@@ -77,15 +81,7 @@ def revoke(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Revoke a token: from now on it is refused (401 token-revoked)."""
-    from api.cli import _fail, _open_existing, _settings, console
+    from api.cli import console
 
-    try:
-        hub = _open_existing(_settings(data_dir))
-        try:
-            listing = revoke_token(hub, token_id)
-        finally:
-            hub.close()
-    except UrbandataError as exc:
-        _fail(exc)
-        return
+    listing = _on_catalogue(data_dir, lambda hub: revoke_token(hub, token_id))
     console.print(f"token {listing['id']} ({listing['prefix']}…, {escape(listing['name'])}) revoked")
