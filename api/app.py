@@ -80,11 +80,11 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(push.router, prefix=settings.api_prefix, tags=["push"])
     app.include_router(harvest.router, prefix=settings.api_prefix, tags=["harvest"])
     app.include_router(tokens.router, prefix=settings.api_prefix, tags=["tokens"])
+    app.include_router(manage.router, prefix=settings.api_prefix, tags=["push"])
     app.include_router(live.router, prefix=settings.api_prefix, tags=["live"])
     app.include_router(packages.router, prefix=settings.api_prefix, tags=["packages"])  # Frictionless Data Packages
     app.include_router(ckan.router, tags=["ckan"])  # CKAN's Action API at /api/3/action, its DataStore dump
     app.include_router(ogc.router, tags=["ogc"])  # OGC API Features at /ogc
-    app.include_router(manage.router, prefix=settings.api_prefix, tags=["push"])
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:
