@@ -165,6 +165,23 @@ async def api(demo_hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+def postgis_or_skip() -> None:
+    """Install PostGIS in the test database's ``public`` schema once (pg_schema's search path reaches it), or skip."""
+    from sqlalchemy import create_engine, text
+
+    pytest.importorskip("psycopg")
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(4242)"))  # two first tests at once: one creates it
+            connection.execute(text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
+    except Exception as exc:  # noqa: BLE001 - no server, no package postgresql-15-postgis-3, or no right to create it
+        pytest.skip(f"PostGIS cannot be created in 127.0.0.1:5432/test (apt-get install postgresql-15-postgis-3; "
+                    f"needs a superuser): {str(exc).splitlines()[0]}")
+    finally:
+        admin.dispose()
+
+
 @contextmanager
 def pg_schema(prefix: str) -> Iterator[dict[str, Any]]:
     """Settings overrides putting the catalogue in a throwaway schema of the machine's PostgreSQL (dropped after).
@@ -185,7 +202,8 @@ def pg_schema(prefix: str) -> Iterator[dict[str, Any]]:
         admin.dispose()
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
     try:
-        yield {"database_url": f"{PG_URL}?options=-csearch_path%3D{schema}"}
+        # public after the schema: PostGIS's types and functions live there (see postgis_or_skip); tables do not.
+        yield {"database_url": f"{PG_URL}?options=-csearch_path%3D{schema}%2Cpublic"}
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -76,6 +76,16 @@ def catalogue_exists(settings: Settings) -> bool:
         engine.dispose()
 
 
+# Made by migration 0006 only where PostGIS is reachable, so models.py does not declare them (SQLite has no such
+# type); and PostGIS's own table, visible where the extension sits on the search path.
+POSTGIS_ONLY = {("column", "extent"), ("index", "ix_datasets_extent"), ("table", "spatial_ref_sys")}
+
+
+def declared(_object: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
+    """Alembic's ``include_object``: compare everything models.py declares, not the PostGIS-only extent."""
+    return (type_, name) not in POSTGIS_ONLY
+
+
 def _alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

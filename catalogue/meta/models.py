@@ -10,10 +10,11 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint, false,
+    JSON, BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint, false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
+from catalogue.meta.extent import extent_bbox
 from catalogue.schema.model import TableSchema
 
 
@@ -77,6 +78,12 @@ class Dataset(Described, Base):
     contact: Mapped[dict[str, Any]] = mapped_column(default=dict)
     update_frequency: Mapped[str] = mapped_column(String(20), default="IRREG")
     spatial: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The extent's bounding box in degrees (WGS 84), kept in step with ``spatial`` (see ``_spatial_bbox``) for
+    # area search in SQL; on PostGIS, migration 0006 adds a generated geometry ``extent`` over them (GiST-indexed).
+    bbox_west: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bbox_south: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bbox_east: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bbox_north: Mapped[float | None] = mapped_column(Float, nullable=True)
     temporal_start: Mapped[date | None] = mapped_column(Date, nullable=True)
     temporal_end: Mapped[date | None] = mapped_column(Date, nullable=True)
     table_schema: Mapped[dict[str, Any]] = mapped_column("schema", JSON)  # the descriptor as written; see ``schema``
@@ -93,6 +100,11 @@ class Dataset(Described, Base):
         back_populates="dataset", foreign_keys="Version.dataset_id", order_by="Version.number"
     )
     current_version: Mapped[Version | None] = relationship(foreign_keys=[current_version_id], post_update=True)
+
+    @validates("spatial")
+    def _spatial_bbox(self, _key: str, spatial: dict[str, Any] | None) -> dict[str, Any] | None:
+        self.bbox_west, self.bbox_south, self.bbox_east, self.bbox_north = extent_bbox(spatial) or (None,) * 4
+        return spatial
 
     @property
     def schema(self) -> TableSchema:

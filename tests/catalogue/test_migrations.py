@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,35 +14,28 @@ from sqlalchemy import Engine, MetaData, create_engine, insert, inspect, select,
 from sqlalchemy.orm import Session
 
 from catalogue.errors import CatalogueTooNew
-from catalogue.meta.db import BASELINE, catalogue_exists, current_revision, head_revision, upgrade_schema
+from catalogue.meta.db import BASELINE, catalogue_exists, current_revision, declared, head_revision, upgrade_schema
 from catalogue.meta.models import Base, Dataset, HarvestJob
 from catalogue.settings import Settings
+from tests.conftest import pg_schema, postgis_or_skip
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TABLES = {"alembic_version", "datasets", "harvest_jobs", "harvest_sources", "organizations", "versions",
           "api_tokens", "delivery_keys"}
 BASELINE_TABLES = {"datasets", "harvest_jobs", "harvest_sources", "organizations", "versions"}
 
 
 def _pg_engine() -> Iterator[Engine]:
-    """An engine on a throwaway schema of the machine's PostgreSQL; skips when it is not reachable."""
-    pytest.importorskip("psycopg")
-    admin = create_engine(PG_URL)
-    schema = f"migrations_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means: no PostgreSQL here
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
-    engine = create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")  # in the URL: copies of the engine share it
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    """An engine on a throwaway schema of the machine's PostgreSQL (with PostGIS where it can be created)."""
+    with pg_schema("migrations") as overrides:
+        try:
+            postgis_or_skip()
+        except pytest.skip.Exception:
+            pass  # the migrations are tested without the geometry column then
+        engine = create_engine(overrides["database_url"])  # search path in the URL: copies of the engine share it
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,7 +52,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 def _differences(engine: Engine) -> list[object]:
     """What autogenerate would change to make the database match models.py (nothing, when they agree)."""
     with engine.connect() as connection:
-        return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+        context = MigrationContext.configure(connection, opts={"include_object": declared})
+        return list(compare_metadata(context, Base.metadata))
 
 
 AT = datetime(2026, 11, 20, 12, 30, tzinfo=timezone.utc)
@@ -81,7 +74,7 @@ def _fill(engine: Engine) -> None:
 
         add("organizations", id=1, name="stadtwerke", title="Stadtwerke", homepage="", email="", **described)
         add("datasets", id=1, name="car-parks", title="Parkhäuser", license="dl-zero-de/2.0", publisher_id=1,
-            keywords=["Parken"], themes=[], contact={}, update_frequency="IRREG", spatial={},
+            keywords=["Parken"], themes=[], contact={}, update_frequency="IRREG", spatial={"bbox": [9.9, 53.5, 10.1, 53.6]},
             schema={"fields": [{"name": "id", "type": "integer"}]}, created_at=AT, modified_at=AT, **described)
         add("harvest_jobs", id=1, dataset_id=1, status="published", message="ok", started_at=AT, rows=6)
         add("versions", id=1, dataset_id=1, number=1, row_count=6, bytes=1234, content_hash="ab" * 32,
@@ -108,7 +101,7 @@ EXPECTED = ("car-parks", "stadtwerke", ["Parken"], {"fields": [{"name": "id", "t
 def test_upgrade_from_empty_makes_the_schema_of_models_py(engine: Engine) -> None:
     assert current_revision(engine) is None
     assert upgrade_schema(engine) == (None, head_revision())
-    assert set(inspect(engine).get_table_names()) == TABLES
+    assert set(inspect(engine).get_table_names()) - {"spatial_ref_sys"} == TABLES  # PostGIS's, in public
     assert _differences(engine) == []
     assert (current_revision(engine), upgrade_schema(engine)) == (head_revision(), (head_revision(), head_revision()))
     _fill(engine)
@@ -137,7 +130,7 @@ def test_the_baseline_equals_what_create_all_made_before_migrations(engine: Engi
     assert "pid" not in baseline["harvest_jobs"]
 
 
-@pytest.mark.parametrize("previous", ["0001", "0002", "0003"])
+@pytest.mark.parametrize("previous", ["0001", "0002", "0003", "0004"])
 def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: Engine, previous: str) -> None:
     assert upgrade_schema(engine, previous) == (None, previous)
     _fill(engine)
@@ -149,7 +142,36 @@ def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: En
         assert session.scalars(select(Dataset)).one().private is False  # 0003: datasets from before push are public
         # 0004: jobs recorded before it counted no rows added, changed, removed and kept no errors
         assert (job.rows_added, job.rows_changed, job.rows_removed, job.errors) == (None, None, None, None)
+        dataset = session.scalars(select(Dataset)).one()  # 0006: the bounding box read from the spatial extent
+        assert (dataset.bbox_west, dataset.bbox_south, dataset.bbox_east, dataset.bbox_north) == (9.9, 53.5, 10.1, 53.6)
     assert _differences(engine) == []
+    if _postgis(engine):
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT ST_AsText(extent) FROM datasets")).scalar_one() == (
+                "POLYGON((9.9 53.5,9.9 53.6,10.1 53.6,10.1 53.5,9.9 53.5))")
+
+
+def _postgis(engine: Engine) -> bool:
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as connection:
+        return bool(connection.execute(text("SELECT to_regtype('geometry') IS NOT NULL")).scalar_one())
+
+
+def test_on_postgis_the_extent_is_a_geometry_with_a_spatial_index(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps the bounding box as four numbers (no SpatiaLite): see the upgrade tests")
+    if not _postgis(engine):
+        pytest.skip("PostGIS could not be created in the test database (see tests/conftest.py postgis_or_skip)")
+    upgrade_schema(engine)
+    columns = {c["name"]: c for c in inspect(engine).get_columns("datasets")}
+    assert str(columns["extent"]["type"]).lower().startswith("geometry")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_datasets_extent' "
+                                       "AND schemaname = current_schema()")).scalar_one().endswith(
+            "USING gist (extent)")
+        assert connection.execute(text("SELECT srid, type FROM geometry_columns WHERE f_table_name = 'datasets' "
+                                       "AND f_table_schema = current_schema()")).one() == (4326, "POLYGON")
 
 
 def test_catalogue_exists_creates_nothing(tmp_path: Path) -> None:
