@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         default="Validierte, versionierte offene Daten der Stadt und ihrer Unternehmen.",
         description="Description of the DCAT-AP.de catalogue.")
     dcat_page_size: int = Field(default=100, gt=0, le=1000, description="Datasets per page of /catalog.ttl|.jsonld|.rdf.")
+    dcat_catalog_publisher: str = Field(
+        default="stadtverwaltung",
+        description="Name of the publisher (datasets/publishers.yaml) that publishes the DCAT-AP.de catalogue itself "
+        "(the dcat:Catalog's dct:publisher), normally the city administration running the hub. When no publisher "
+        "has this name (or it is empty), the first publisher by name is used: DCAT-AP requires a publisher.")
     dcat_contributor_id: str = Field(
         default="", description="dcatde:contributorID IRI of the hub in GovData's contributor list (empty: omitted).")
     dcat_political_geocoding_uri: str = Field(

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from catalogue.errors import NotFound
+from catalogue.meta.downloads import serves
 from catalogue.meta.licenses import LICENSES, license_info
 from catalogue.meta.models import Dataset, Organization, Version
 from catalogue.meta.vocabularies import FREQUENCIES, FREQUENCY_IRI, THEME_IRI, THEMES, label
@@ -129,16 +130,16 @@ def license_list() -> list[dict[str, Any]]:
     return [license_dict(iri) for iri in LICENSES]
 
 
-def formats_of(dataset: Dataset, links: Links) -> list[tuple[str, str]]:
-    """The export formats a dataset's versions are downloadable in (GeoJSON only with a geometry field)."""
-    geometry = bool(dataset.schema.geometry_fields)
-    return [(f, m) for f, m in links.formats if f != "geojson" or geometry]
+def formats_of(version: Version, links: Links) -> list[tuple[str, str]]:
+    """The export formats (name, media type) ``version`` is downloadable in (catalogue.meta.downloads' rule)."""
+    schema = version.schema
+    return [(f, m) for f, m in links.formats if serves(f, schema)]
 
 
 def resource_dicts(dataset: Dataset, version: Version, links: Links) -> list[dict[str, Any]]:
     """One version's downloads as CKAN resources."""
     out = []
-    for position, (fmt, media_type) in enumerate(formats_of(dataset, links)):
+    for position, (fmt, media_type) in enumerate(formats_of(version, links)):
         shown = FORMAT_LABELS.get(fmt, fmt.upper())
         out.append({
             "id": resource_id(dataset.name, version.number, fmt), "package_id": dataset.name,

@@ -24,6 +24,7 @@ from rdflib.namespace import DCTERMS, FOAF, RDF, SKOS, XSD
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from catalogue.meta.downloads import served_formats
 from catalogue.meta.models import Dataset, Organization, Version
 from catalogue.meta.vocabularies import FREQUENCY_IRI, THEME_IRI
 from catalogue.settings import Settings
@@ -142,9 +143,9 @@ def _temporal(graph: Graph, ds: Dataset) -> BNode | None:
 
 
 def _distributions(graph: Graph, iris: Iris, ds: Dataset, version: Version, formats: Iterable[str]) -> None:
-    """One distribution per export format of ``version`` (pinned, so each stays what it was), plus the Data Package."""
+    """One distribution per export format of ``version`` it is served in (pinned, so each stays what it was)."""
     node = iris.version(ds.name, version.number)
-    for fmt in formats:
+    for fmt in served_formats(formats, version.schema):
         file_type, media_type = DISTRIBUTIONS[fmt]
         dist = URIRef(f"{node}/distributions/{fmt}")
         url = URIRef(f"{iris.api}/datasets/{ds.name}/exports/{fmt}?version={version.number}")
@@ -169,7 +170,7 @@ def add_dataset(graph: Graph, iris: Iris, ds: Dataset, versions: list[Version], 
     current = next((v for v in versions if v.id == ds.current_version_id), None)
     if current is not None:
         graph.add((node, DCAT.version, Literal(str(current.number))))
-        for fmt in formats:  # the current version's distributions, on the dataset too
+        for fmt in served_formats(formats, current.schema):  # the current version's distributions, on the dataset too
             _distributions(graph, iris, ds, current, [fmt])
             graph.add((node, DCAT.distribution, URIRef(f"{iris.version(ds.name, current.number)}/distributions/{fmt}")))
     for version in versions:
@@ -235,14 +236,20 @@ def add_catalog(graph: Graph, iris: Iris, publisher: Organization | None) -> URI
     return node
 
 
+def catalog_publisher(session: Session, settings: Settings) -> Organization | None:
+    """The catalogue's publisher: the one ``settings.dcat_catalog_publisher`` names, else the first by name."""
+    named = session.scalars(select(Organization).where(Organization.name == settings.dcat_catalog_publisher)).first()
+    if named is not None:
+        return named
+    return session.scalars(select(Organization).order_by(Organization.name).limit(1)).first()  # one row, not all
+
+
 def catalog_page(session: Session, settings: Settings, datasets: list[Dataset], total: int, page: int,
                  page_size: int, formats: Iterable[str], page_url: str) -> Graph:
     """One page of the catalogue: the catalogue node, ``datasets`` in full, and the Hydra paging view."""
     iris = Iris(settings)
     graph = new_graph()
-    # The catalogue's publisher: the first by name (one row, not every publisher of a large hub).
-    publisher = session.scalars(select(Organization).order_by(Organization.name).limit(1)).first()
-    catalog = add_catalog(graph, iris, publisher)
+    catalog = add_catalog(graph, iris, catalog_publisher(session, settings))
     versions = _versions_of(session, datasets)
     formats = list(formats)
     for ds in datasets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from catalogue.meta.downloads import served_formats
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, Organization, Version
 
@@ -88,7 +89,7 @@ def schema_org_dataset(ds: Dataset, current: Version | None, *, api_url: str, pa
             "distribution": [
                 {"@type": "DataDownload", "encodingFormat": ENCODINGS[fmt],
                  "contentUrl": f"{api_url}/datasets/{ds.name}/exports/{fmt}?version={current.number}"}
-                for fmt in formats if fmt in ENCODINGS and (fmt != "geojson" or ds.schema.geometry_fields)
+                for fmt in served_formats(formats, current.schema) if fmt in ENCODINGS
             ],
         })
     return {k: v for k, v in found.items() if v is not None}

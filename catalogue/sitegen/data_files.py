@@ -1,6 +1,14 @@
 """What the site shows of a version's rows, read at build time: preview rows, map features, a chart's series,
 the sizes of its downloads, and a copy of its Parquet file for the in-browser SQL console.
 
+Download sizes (every version lists every format its export serves; the rule for the size shown beside each):
+- the current version, up to ``SIZE_ROWS_MAX`` rows: every format measured exactly, by writing it once (cached);
+- Parquet of a one-part version (any version): the stored part's size, exact (the export serves that file);
+- the Data Package zip: exact for the current version's copy in the site; for other versions the API's zip
+  of the stored parts, about the sum of their sizes (shown as "≈");
+- everything else (older versions, larger versions, multi-part Parquet, the descriptor): "size on request",
+  never computed at build time (it could mean writing gigabytes per version).
+
 Everything here is keyed by the version's content hash and kept in ``data_dir/cache/site-data``,
 so a rebuild never reads a version twice (versions never change).
 """
@@ -19,6 +27,7 @@ import duckdb
 
 from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
+from catalogue.meta.downloads import served_formats
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.exports import CsvOptions, ExportFile, export_version, format_names
 from catalogue.query.formats.files import parquet_key
@@ -59,17 +68,16 @@ def chart_fields(schema: TableSchema) -> tuple[str, str, str] | None:
     return None if value is None or entity == time else (entity, time, value)
 
 
-def download_options(registry_names: list[str], name: str, number: int, has_geometry: bool) -> list[tuple[str, str, str]]:
-    """(key, label, API path) of every download of version ``number``, in the order shown."""
+def download_options(registry_names: list[str], name: str, number: int, schema: TableSchema) -> list[tuple[str, str, str]]:
+    """(key, label, API path) of every download of version ``number`` (whose Table Schema is ``schema``), in the order shown."""
     base = f"/datasets/{name}"
     found: list[tuple[str, str, str]] = []
-    for fmt in registry_names:
-        if fmt == "geojson" and not has_geometry:
-            continue
+    for fmt in served_formats(registry_names, schema):
         found.append((fmt, LABELS.get(fmt, fmt.upper()), f"{base}/exports/{fmt}?version={number}"))
         if fmt == "csv":
             found.append(("csv-de", LABELS["csv-de"], f"{base}/exports/csv?version={number}&number_style=german"))
     found.append(("datapackage", "Data Package (JSON)", f"{base}/versions/{number}/datapackage.json"))
+    found.append(("zip", "Data Package (ZIP)", f"{base}/versions/{number}/datapackage.zip"))
     return found
 
 
@@ -107,7 +115,7 @@ class VersionData:
         except (OSError, ValueError):
             pass
         try:
-            doc = {"format": CACHE_FORMAT, "preview": self._preview(ref), "sizes": self._sizes(ref, has_geometry),
+            doc = {"format": CACHE_FORMAT, "preview": self._preview(ref), "sizes": self._sizes(ref),
                    "map": self._map(ref) if has_geometry else None, "chart": self._chart(ref)}
         except (duckdb.Error, UrbandataError, OSError):
             # A version whose files cannot be read (a damaged store) still gets its page, without these.
@@ -199,11 +207,11 @@ class VersionData:
         return {"entity": entity, "time": time, "value": value, "aggregate": "hourly mean",
                 "series": [{"name": k, "points": v} for k, v in series.items()]}
 
-    def _sizes(self, ref: VersionRef, has_geometry: bool) -> dict[str, int]:
+    def _sizes(self, ref: VersionRef) -> dict[str, int]:
         sizes: dict[str, int] = {}
         if not ref.uris or ref.row_count > SIZE_ROWS_MAX:
             return sizes  # larger versions: only the stored Parquet size is shown (writing every export takes long)
-        variants = [(f, CsvOptions()) for f in self.formats() if f != "geojson" or has_geometry]
+        variants = [(f, CsvOptions()) for f in served_formats(self.formats(), ref.schema)]
         variants.insert(1, ("csv-de", CsvOptions(delimiter=";", number_style="german")))
         for key, options in variants:
             fmt = "csv" if key == "csv-de" else key

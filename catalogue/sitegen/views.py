@@ -122,7 +122,7 @@ def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str
         ],
         "has_geometry": has_geometry,
         "is_timeseries": chart_fields(schema) is not None,
-        "versions": [{**version_view(d.name, v, has_geometry, lang, formats,
+        "versions": [{**version_view(d.name, v, lang, formats,
                                      sizes if current is not None and v.number == current.number else {},
                                      (facts or {}).get("package_zip") if current is not None
                                      and v.number == current.number else None),
@@ -148,24 +148,27 @@ def _validation(current: Version | None, job: HarvestJob | None) -> dict[str, An
     return {"current_valid": current is not None, "last_delivery": last}
 
 
-def version_view(name: str, v: Version, has_geometry: bool, lang: str, formats: list[str],
+def version_view(name: str, v: Version, lang: str, formats: list[str],
                  sizes: dict[str, int], package_zip: int | None = None) -> dict[str, Any]:
     """Template context V for one version (in the versions table and on its own page).
 
-    ``package_zip``: the size of the Data Package zip the build wrote into the site (current version only).
+    ``package_zip``: the size of the Data Package zip the build wrote into the site (current version only);
+    without it the zip is the API's. Which sizes are shown: see ``catalogue.sitegen.data_files``.
     """
     downloads = []
-    for key, text, path in download_options(formats, name, v.number, has_geometry):
-        size = sizes.get(key)
+    for key, text, path in download_options(formats, name, v.number, v.schema):
+        size, site, approx = sizes.get(key), False, False
         if size is None and key == "parquet" and len(v.parts) == 1:
             size = int(v.bytes)  # a one-part version's Parquet export is its part
+        if key == "zip":
+            if package_zip is not None:
+                size, site, path = package_zip, True, f"data/{name}/{name}-v{v.number}.zip"
+            else:
+                size, approx = int(v.bytes), True  # the API zips the stored parts uncompressed, plus the descriptor
         if key == "csv-de":
             text = "CSV (deutsches Format: ; und Dezimalkomma)" if lang == "de" else "CSV (German style: ; and decimal comma)"
-        downloads.append({"key": key, "label": text, "path": path, "site": False,
-                          "size": human_bytes(size, lang) if size is not None else None})
-    if package_zip is not None:
-        downloads.append({"key": "zip", "label": "Data Package (ZIP)", "path": f"data/{name}/{name}-v{v.number}.zip",
-                          "site": True, "size": human_bytes(package_zip, lang)})
+        downloads.append({"key": key, "label": text, "path": path, "site": site,
+                          "size": None if size is None else ("≈ " if approx else "") + human_bytes(size, lang)})
     changes = None
     if v.number > 1:
         changes = {k: int(v.changes.get(k, 0)) for k in ("added", "removed", "changed")}

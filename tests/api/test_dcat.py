@@ -88,6 +88,17 @@ async def test_every_dataset_has_publisher_contact_and_every_distribution_a_lice
     assert graph.value(URIRef(f"{car_parks}/versions/1"), DCAT.version) == Literal("1")
 
 
+async def test_the_catalogue_is_published_by_the_configured_publisher(demo_hub) -> None:
+    from catalogue.meta.dcat import catalog_publisher
+
+    with demo_hub.sessions() as session:
+        default = catalog_publisher(session, demo_hub.settings)
+        named = catalog_publisher(session, demo_hub.settings.model_copy(update={"dcat_catalog_publisher": "stadtwerke"}))
+        unknown = catalog_publisher(session, demo_hub.settings.model_copy(update={"dcat_catalog_publisher": "nobody"}))
+        found = (default.name, named.name, unknown.name)
+    assert found == ("stadtverwaltung", "stadtwerke", "abfallwirtschaft")  # unknown: the first by name
+
+
 @pytest.mark.parametrize("extension", ["jsonld", "rdf"])
 async def test_the_three_syntaxes_hold_the_same_graph(api: httpx.AsyncClient, extension: str) -> None:
     media_type, syntax = SYNTAXES[extension]
@@ -108,7 +119,7 @@ async def test_a_dataset_by_extension_and_by_content_negotiation(api: httpx.Asyn
     by_extension = await fetched(api, f"/api/v1/datasets/parking-occupancy.{extension}", syntax)
     negotiated = await api.get("/api/v1/datasets/parking-occupancy", headers={"Accept": f"{media_type}, */*;q=0.1"})
     assert negotiated.headers["content-type"].startswith(media_type)
-    assert negotiated.headers["vary"] == "Accept"
+    assert negotiated.headers["vary"] == "Accept, Authorization"
     assert len(Graph().parse(data=negotiated.content, format=syntax)) == len(by_extension)
     assert violations(by_extension, shapes) == []
 
@@ -117,7 +128,7 @@ async def test_the_dataset_url_answers_json_by_default(api: httpx.AsyncClient) -
     for accept in ("application/json", "text/html,application/xhtml+xml,*/*;q=0.8", "*/*"):
         response = await api.get("/api/v1/datasets/car-parks", headers={"Accept": accept})
         assert (response.headers["content-type"], response.json()["name"]) == ("application/json", "car-parks")
-        assert response.headers["vary"] == "Accept"
+        assert response.headers["vary"] == "Accept, Authorization"
 
 
 async def test_unknown_dataset_and_extension(api: httpx.AsyncClient) -> None:

@@ -15,7 +15,7 @@ What the trip maps, on purpose:
 - DCAT is also harvested preferring GeoJSON: a dataset with geometry arrives as features, whose one
   geometry is named ``geometry`` whatever the field was called here (``location`` of the gauges and
   parking occupancy); it is compared as GeoJSON under that name. A dataset without geometry
-  (eGovernment services, waste bins) should come as CSV (xfail: see GEOJSON_FOR_NO_GEOMETRY).
+  (eGovernment services, waste bins) has no GeoJSON distribution (catalogue.meta.downloads), so it comes as CSV.
 - The DCAT publisher is known by its foaf:name only: the second catalogue names it by that title.
 """
 
@@ -118,21 +118,13 @@ def statuses(outcome: CatalogueOutcome) -> dict[str, str]:
     return {d.dataset: f"{d.status}: {d.message}" if d.status != "published" else d.status for d in outcome.datasets}
 
 
-# A known defect of the DCAT endpoint (catalogue/meta/dcat.py, owner interop-dcat), not of the harvest.
-GEOJSON_FOR_NO_GEOMETRY = (
-    "DCAT lists a GeoJSON distribution for every dataset, also for those without geometry "
-    "(egovernment-services, waste-bin-fill-levels), whose downloadURL .../exports/geojson?version=1 answers "
-    "400 invalid-parameter ('has no geometry field, so it has no GeoJSON export'); CKAN's package_show "
-    "rightly leaves that resource out. Harvesting DCAT preferring GeoJSON, those two datasets fail.")
-
 TRIPS = [
     # kind, path of the catalogue, catalogue options, geometry as, publisher name kept
     pytest.param("ckan", "", {"rows": PAGE}, "wkt", True, id="ckan-csv"),
     pytest.param("dcat", "/catalog.ttl", {}, "wkt", False, id="dcat-csv"),
     pytest.param("dcat", "/catalog.jsonld", {}, "wkt", False, id="dcat-jsonld-csv"),
     pytest.param("dcat", "/catalog.rdf", {}, "wkt", False, id="dcat-rdfxml-csv"),
-    pytest.param("dcat", "/catalog.ttl", {"formats": ["geojson", "csv"]}, "geojson", False, id="dcat-geojson",
-                 marks=pytest.mark.xfail(reason=GEOJSON_FOR_NO_GEOMETRY, strict=False)),
+    pytest.param("dcat", "/catalog.ttl", {"formats": ["geojson", "csv"]}, "geojson", False, id="dcat-geojson"),
 ]
 
 

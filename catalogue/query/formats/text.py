@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalogue.errors import InvalidParameter
+from catalogue.meta.downloads import serves
 from catalogue.query.engine import VersionRef
 from catalogue.query.formats.base import ExportRows, RowFormat
 from catalogue.query.records import RecordsRequest
@@ -95,7 +96,7 @@ class GeojsonFormat(RowFormat):
     order = 40
 
     def check(self, ref: VersionRef, query: RecordsRequest) -> None:
-        if not ref.schema.geometry_fields:
+        if not serves(self.name, ref.schema):  # the rule every list of downloads follows
             raise InvalidParameter(
                 f"Dataset '{ref.dataset}' has no geometry field, so it has no GeoJSON export; use csv or json."
             )
