@@ -1,10 +1,13 @@
-"""OGC API Features, Part 1 Core with GeoJSON, under /ogc: every public dataset with a geometry is a collection.
+"""OGC API Features, Part 1 Core with GeoJSON, under /ogc: every dataset with a geometry is a collection.
 
 Claims only what holds (tested with OWSLib): Core and GeoJSON; from Part 3 queryables, property
 filters, and CQL2 text filters in the parts ODSQL can say (basic CQL2, LIKE/IN/BETWEEN,
 S_INTERSECTS). The items route reads its own query parameters: ``limit``, ``offset``, ``cursor`` (from ``next`` links), ``bbox``, ``bbox-crs`` (CRS84
 only), ``datetime``, ``filter`` (CQL2 text; ``filter-lang``, ``filter-crs``), ``f``, and one equality
 filter per property; anything else is a 400.
+
+Private datasets are collections only to a ``read-private`` token of their publisher (``Authorization:
+Bearer udt_…``, api/auth.py); to anyone else one is absent: the 404 of a collection that does not exist.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from api.auth import get_credential, private_of
 from api.params import OWN_PARAMETERS
 from catalogue.errors import InvalidParameter, NotFound
 from catalogue.hub import Hub
-from catalogue.meta.ckan_search import public
+from catalogue.meta.metadata import visible
 from catalogue.meta.models import Dataset
+from catalogue.meta.tokens import Credential
 from catalogue.query.cursors import settings_secret
 from catalogue.query.engine import QueryEngine
 from catalogue.query import ogc_features as ogc
@@ -114,8 +119,14 @@ def _collection(root: str, dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def _collections(hub: Hub, name: str | None = None) -> list[Dataset]:
-    query = (select(Dataset).where(public(), Dataset.current_version_id.is_not(None)).order_by(Dataset.name)
+async def reader_of(credential: Credential | None = Depends(get_credential)) -> int | None:
+    """The publisher whose private datasets the request may read (None: public datasets only)."""
+    return private_of(credential)
+
+
+def _collections(hub: Hub, reader: int | None, name: str | None = None) -> list[Dataset]:
+    """The collections ``reader`` may see (all, or the one called ``name``: a 404 when it is none of them)."""
+    query = (select(Dataset).where(visible(reader), Dataset.current_version_id.is_not(None)).order_by(Dataset.name)
              .options(selectinload(Dataset.current_version)))
     if name is not None:
         query = query.where(Dataset.name == name)
@@ -130,33 +141,33 @@ def _collections(hub: Hub, name: str | None = None) -> list[Dataset]:
 
 @router.get("/ogc/collections", response_model=None, openapi_extra={OWN_PARAMETERS: True},
             summary="OGC API feature collections")
-def collections(request: Request) -> Response:
+def collections(request: Request, reader: int | None = Depends(reader_of)) -> Response:
     """Every dataset with a geometry field, as a feature collection."""
     _check_f(request, ("json",))
     hub: Hub = request.app.state.hub
     root = _root(hub)
     return _json({
         "links": [{"href": f"{root}/collections", "rel": "self", "type": "application/json", "title": "Collections"}],
-        "collections": [_collection(root, d) for d in _collections(hub)],
+        "collections": [_collection(root, d) for d in _collections(hub, reader)],
     })
 
 
 @router.get("/ogc/collections/{name}", response_model=None, openapi_extra={OWN_PARAMETERS: True},
             summary="One OGC API feature collection")
-def collection(request: Request, name: str) -> Response:
+def collection(request: Request, name: str, reader: int | None = Depends(reader_of)) -> Response:
     """One dataset with a geometry field, as a feature collection."""
     _check_f(request, ("json",))
     hub: Hub = request.app.state.hub
-    return _json(_collection(_root(hub), _collections(hub, name)[0]))
+    return _json(_collection(_root(hub), _collections(hub, reader, name)[0]))
 
 
 @router.get("/ogc/collections/{name}/queryables", response_model=None, openapi_extra={OWN_PARAMETERS: True},
             summary="The queryables of an OGC API collection")
-def queryables(request: Request, name: str) -> Response:
+def queryables(request: Request, name: str, reader: int | None = Depends(reader_of)) -> Response:
     """The properties a filter may name, as a JSON Schema (Part 3)."""
     _check_f(request, ("json",))
     hub: Hub = request.app.state.hub
-    dataset = _collections(hub, name)[0]
+    dataset = _collections(hub, reader, name)[0]
     url = f"{_root(hub)}/collections/{name}/queryables"
     return _json(ogc.queryables(dataset.current_version.schema if dataset.current_version else dataset.schema, url,
                                 dataset.title), "application/schema+json")
@@ -190,7 +201,7 @@ def _items_query(request: Request) -> tuple[ogc.ItemsQuery, int | None, int, str
 
 @router.get("/ogc/collections/{name}/items", response_model=None, openapi_extra={OWN_PARAMETERS: True},
             summary="Features of an OGC API collection")
-async def items(request: Request, name: str) -> Response:
+async def items(request: Request, name: str, reader: int | None = Depends(reader_of)) -> Response:
     """A page of features (GeoJSON): limit, offset, bbox, datetime and property filters; links.next pages on."""
     hub: Hub = request.app.state.hub
     engine: QueryEngine = request.app.state.query_engine
@@ -203,7 +214,7 @@ async def items(request: Request, name: str) -> Response:
                                "which carry a cursor past that.", details={"parameter": "offset"})
 
     def compute() -> tuple[int, dict[str, Any]]:
-        _collections(hub, name)
+        _collections(hub, reader, name)
         ref = engine.version(name)
         if cursor is not None and not ref.schema.primary_key:
             raise InvalidParameter("cursor: this collection has no key, so its features are numbered by position; "
@@ -246,14 +257,14 @@ async def items(request: Request, name: str) -> Response:
 
 @router.get("/ogc/collections/{name}/items/{identifier}", response_model=None,
             openapi_extra={OWN_PARAMETERS: True}, summary="One feature of an OGC API collection")
-async def item(request: Request, name: str, identifier: str) -> Response:
+async def item(request: Request, name: str, identifier: str, reader: int | None = Depends(reader_of)) -> Response:
     """One feature by id (its primary key values, joined with ~ when there are several)."""
     _check_f(request, ("json", "geojson"))
     hub: Hub = request.app.state.hub
     engine: QueryEngine = request.app.state.query_engine
 
     def compute() -> tuple[TableSchema, list[dict[str, Any]]]:
-        _collections(hub, name)
+        _collections(hub, reader, name)
         ref = engine.version(name)
         found_request = ogc.id_request(ref.schema, identifier)
         plan = plan_records(found_request, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,19 +12,28 @@ import pytest
 from owslib.ogcapi.features import Features
 
 from api.app import create_app
+from catalogue.hub import open_hub
+from catalogue.settings import Settings
 
 from tests.api.live_server import live_server
+from tests.api.push_support import bearer, token
 from tests.api.test_ckan_api import harvested_demo
 
 PUBLIC = "http://hub.example"
 COLLECTIONS = ["car-parks", "groundwater-levels", "parking-occupancy"]  # city-districts is made private
+PRIVATE = "city-districts"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("ogc")
-    data_dir = harvested_demo(root, private=("city-districts",))
-    with live_server({"data_dir": str(data_dir), "public_url": "http://hub.example"}, root / "server.log") as url:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The harvested demo city, city-districts (of publisher stadtverwaltung) private."""
+    return harvested_demo(tmp_path_factory.mktemp("ogc"), private=(PRIVATE,))
+
+
+@pytest.fixture(scope="module")
+def served(data_dir: Path) -> Iterator[str]:
+    with live_server({"data_dir": str(data_dir), "public_url": "http://hub.example"},
+                     data_dir.parent / "server.log") as url:
         yield url
 
 
@@ -138,6 +148,42 @@ def test_refusals(served: str) -> None:
     assert error("collections/city-districts/items/01") == (404, "not-found")
     assert error("collections/car-parks/items", **{"bbox-crs": "EPSG:25832"}) == (400, "invalid-parameter")
     assert error("conformance", f="html") == (400, "invalid-parameter")
+
+
+def test_a_private_collection_is_shown_to_a_read_private_token_of_its_publisher(served: str, data_dir: Path) -> None:
+    hub = open_hub(Settings(data_dir=data_dir))
+    try:
+        owner = token(hub, "stadtverwaltung", "read-private", name="ogc-owner")
+        others = {"anonymous": None, "owner without read-private": token(hub, "stadtverwaltung", "push", name="ogc-push"),
+                  "another publisher": token(hub, "stadtwerke", "read-private", name="ogc-other")}
+    finally:
+        hub.close()
+
+    def get(path: str, plaintext: str | None, **params: str) -> httpx.Response:
+        return httpx.get(f"{served}/ogc/{path}", params=params, headers=bearer(plaintext) if plaintext else {})
+
+    def listed(plaintext: str | None) -> list[str]:
+        return [c["id"] for c in get("collections", plaintext).json()["collections"]]
+
+    items = get(f"collections/{PRIVATE}/items", owner, limit="1000")
+    assert (items.status_code, items.headers["cache-control"]) == (200, "private, no-cache"), items.text
+    features = items.json()["features"]
+    assert len(features) == items.json()["numberMatched"] > 0
+    first = features[0]
+    paths = [f"collections/{PRIVATE}", f"collections/{PRIVATE}/queryables", f"collections/{PRIVATE}/items",
+             f"collections/{PRIVATE}/items/{first['id']}"]
+    assert listed(owner) == sorted([*COLLECTIONS, PRIVATE])
+    assert [get(path, owner).status_code for path in paths] == [200] * len(paths)
+    one = get(paths[-1], owner).json()
+    assert {k: one[k] for k in ("id", "geometry", "properties")} == {k: first[k] for k in ("id", "geometry", "properties")}
+    for who, plaintext in others.items():  # to anyone else, exactly a collection that does not exist
+        assert listed(plaintext) == COLLECTIONS, who
+        for path in paths:
+            answer = get(path, plaintext)
+            absent = get(path.replace(PRIVATE, "no-such-collection"), plaintext)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (404, "not-found"), (who, path)
+            assert answer.json()["error"]["message"].replace(PRIVATE, "X") == absent.json()["error"][
+                "message"].replace("no-such-collection", "X"), (who, path)
 
 
 def test_queryables(features: Features) -> None:
