@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from api.middleware import with_vary
 from catalogue.errors import TokenInvalid, TokenMissing, Unauthorized, WrongPublisher
 from catalogue.hub import Hub
 from catalogue.meta.metadata import dataset_not_found
@@ -108,28 +109,33 @@ def require_publisher(credential: Credential, publisher_id: int, publisher: str,
 
 
 class PrivateAnswers:
-    """ASGI middleware: an answer to a request with a token is never stored by a shared cache.
+    """ASGI middleware: every answer says it varies with ``Authorization``, and an answer to a request with
+    a token is never stored by a shared cache.
 
-    It may hold private datasets (a listing, a private dataset's rows), and the
-    routes mark their answers ``public``; RFC 9111 lets a shared cache keep a
-    ``public`` answer even to a request with ``Authorization``. So such answers
-    become ``private, no-cache`` (the client may still revalidate with its ETag).
-    Anonymous answers never hold a private dataset and stay as they are.
+    An answer may depend on the token (a listing, a search, a private dataset's rows or its 404), so every
+    answer carries ``Vary: Authorization`` (merged with the Vary values already there): a shared cache then
+    never serves a token holder the anonymous answer nor the reverse. The routes mark their answers
+    ``public``, and RFC 9111 lets a shared cache keep a ``public`` answer even to a request with
+    ``Authorization``; so answers to a token become ``private, no-cache`` (the client may still revalidate
+    with its ETag). Anonymous answers never hold a private dataset and keep their Cache-Control.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not any(name == b"authorization" for name, _ in scope.get("headers", ())):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        with_token = any(name == b"authorization" for name, _ in scope.get("headers", ()))
 
-        async def send_private(message: Any) -> None:
+        async def send_marked(message: Any) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
-                headers.append((b"cache-control", b"private, no-cache"))
-                message = {**message, "headers": headers}
+                headers = list(message.get("headers", ()))
+                if with_token:
+                    headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+                    headers.append((b"cache-control", b"private, no-cache"))
+                message = {**message, "headers": with_vary(headers, b"Authorization")}
             await send(message)
 
-        await self.app(scope, receive, send_private)
+        await self.app(scope, receive, send_marked)

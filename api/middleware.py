@@ -99,6 +99,23 @@ def query_problem(query_string: bytes) -> tuple[str, str] | None:
     return None
 
 
+def with_vary(headers: list[tuple[bytes, bytes]], *names: bytes) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``names`` added to its Vary: the values already there (from any number of Vary lines)
+    kept, in order, once each, in one Vary line (``Vary: *`` stays as it is)."""
+    values: list[bytes] = []
+    for name, value in headers:
+        if name.lower() == b"vary":
+            values += [v.strip() for v in value.split(b",") if v.strip()]
+    if b"*" in values:
+        return headers
+    seen = {v.lower() for v in values}
+    for name in names:
+        if name.lower() not in seen:
+            values.append(name)
+            seen.add(name.lower())
+    return [(k, v) for k, v in headers if k.lower() != b"vary"] + [(b"vary", b", ".join(values))]
+
+
 def error_body(code: str, status: int, message: str, details: dict[str, object] | None = None) -> bytes:
     """The JSON error envelope as bytes (the same shape as ``api.errors.envelope``)."""
     error: dict[str, object] = {"code": code, "status": status, "message": message}
@@ -199,7 +216,9 @@ class HttpRules:
                     await _send_json(send, 416, body, [*extra, (b"content-range", size.encode("latin-1"))])
                     return
                 present = {name.lower() for name, _ in headers}
-                message = {**message, "headers": headers + [h for h in extra if h[0] not in present]}
+                headers += [h for h in extra if h[0] not in present]
+                varies = [value for name, value in extra if name == b"vary"]
+                message = {**message, "headers": with_vary(headers, *varies) if varies else headers}
             await send(message)
 
         try:

@@ -87,7 +87,7 @@ async def test_configured_origins_are_echoed_and_others_refused(demo_hub) -> Non
     finally:
         app.state.query_engine.close()
         app.state.sql_pool.close()
-    assert (listed.headers["access-control-allow-origin"], listed.headers["vary"]) == (ORIGIN, "Origin")
+    assert (listed.headers["access-control-allow-origin"], listed.headers["vary"]) == (ORIGIN, "Origin, Authorization")
     assert "access-control-allow-origin" not in other.headers
     assert preflight.status_code == 403
 

@@ -182,3 +182,35 @@ def test_an_answer_to_a_token_is_never_kept_by_a_shared_cache(base: str, owner: 
     for path in (f"/datasets/{SECRET}/records", "/datasets", "/datasets/meters/records?version=1"):
         assert httpx.get(f"{api}{path}", headers=owner).headers["Cache-Control"] == "private, no-cache"
     assert httpx.get(f"{api}/datasets/meters/records?version=1").headers["Cache-Control"].startswith("public")
+
+
+def _vary(answer: httpx.Response) -> set[str]:
+    return {v.strip().lower() for line in answer.headers.get_list("vary") for v in line.split(",")}
+
+
+def test_every_route_of_the_openapi_document_varies_with_authorization(base: str, owner: dict[str, str]) -> None:
+    """A shared cache keys every answer on Authorization: each operation, anonymous and with a token (a bogus one
+    for writes, which change nothing then), says ``Vary: Authorization``; an answer to a token is private."""
+    spec = httpx.get(f"{base}/openapi.json").json()
+    walked = 0
+    for template, operations in spec["paths"].items():
+        path = re.sub(r"\{(\w+)\}", lambda m: SECRET if m.group(1) == "name" else VALUES.get(m.group(1), "1"), template)
+        for method, operation in operations.items():
+            query = {p["name"]: VALUES.get(p["name"], "1") for p in operation.get("parameters", [])
+                     if p["in"] == "query" and p.get("required")}
+            reads = method.upper() in ("GET", "HEAD")
+            for headers in ({}, owner if reads else {"Authorization": "Bearer udt_not-a-token"}):
+                with httpx.stream(method.upper(), f"{base}{path}", params=query, headers=headers, timeout=30,
+                                  content=None if reads else b"") as answer:
+                    assert "authorization" in _vary(answer), f"{method} {template} ({answer.status_code}): " \
+                        f"Vary is {answer.headers.get_list('vary')}"
+                    if headers:
+                        assert answer.headers["cache-control"] == "private, no-cache", f"{method} {template}"
+                walked += 1
+    assert walked >= 2 * 30  # 37 operations when written
+
+
+def test_vary_keeps_the_values_of_the_route_and_of_cors(base: str) -> None:
+    """Content negotiation's Accept and a listed origin's Origin stay beside Authorization (none is dropped)."""
+    negotiated = httpx.get(f"{base}/api/v1/datasets/meters", headers={"Accept": "text/turtle"})
+    assert negotiated.status_code == 200 and _vary(negotiated) == {"accept", "authorization"}
