@@ -25,6 +25,7 @@ from catalogue.meta.metadata import (
     list_publishers, list_versions, page_datasets, publisher_dict, version_dict, visible,
 )
 from catalogue.meta.models import Dataset, HarvestJob
+from catalogue.meta.extent import parse_bbox
 from catalogue.meta.search import search_datasets
 from catalogue.meta.tokens import Credential
 
@@ -41,11 +42,15 @@ def datasets(
     publisher: str | None = Query(None, description="Only datasets of this publisher."),
     q: str | None = Query(None, description="Search: datasets whose title, description or keywords contain "
                           "every word (case-insensitive); title matches first."),
+    bbox: str | None = Query(None, description="Area search: datasets whose spatial extent intersects this box, "
+                             "west,south,east,north in degrees (WGS 84), e.g. 9.9,53.5,10.1,53.6."),
     credential: Credential | None = Depends(get_credential),
 ) -> dict[str, Any]:
-    """List datasets with their metadata and current version, or search them with `q`."""
-    if q is not None:
-        hits = search_datasets(session, q, limit, offset, publisher=publisher, private_of=private_of(credential))
+    """List datasets with their metadata and current version, or search them with `q` and/or by area with `bbox`."""
+    area = parse_bbox(bbox) if bbox is not None else None
+    if q is not None or area is not None:
+        hits = search_datasets(session, q, limit, offset, publisher=publisher, private_of=private_of(credential),
+                               bbox=area)
         total, page = hits.total, hits.datasets
     else:
         total, page = page_datasets(session, limit, offset, publisher, private_of=private_of(credential))

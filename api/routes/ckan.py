@@ -32,6 +32,7 @@ from api.routes.ckan_calls import (
 from catalogue.errors import InvalidParameter, NotFound, UrbandataError
 from catalogue.meta import ckan_mapping as mapping
 from catalogue.meta import ckan_search as search
+from catalogue.meta.extent import parse_bbox
 from catalogue.meta.licenses import LICENSES
 from catalogue.meta.metadata import get_publisher
 from catalogue.meta.models import Dataset, Organization, Version
@@ -128,7 +129,7 @@ def package_search(ctx: Context, args: Args) -> dict[str, Any]:
         q=args.text("q"), fq=search.parse_fq(args.text("fq") or ""), sort=search.parse_sort(args.text("sort") or ""),
         rows=args.integer("rows", 10, highest=search.MAX_ROWS), start=args.integer("start", 0),
         facet_fields=tuple(facet_fields), facet_limit=args.integer("facet.limit", 50, lowest=-1),
-        facet_mincount=args.integer("facet.mincount", 1), bbox=search.parse_bbox(bbox_text) if bbox_text else None,
+        facet_mincount=args.integer("facet.mincount", 1), bbox=parse_bbox(bbox_text, "ext_bbox") if bbox_text else None,
         reader=reader)
     with ctx.session() as session:
         hits = search.search_packages(session, query)

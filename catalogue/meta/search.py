@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select, true
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from catalogue.errors import InvalidParameter
+from catalogue.meta.area import intersects
+from catalogue.meta.extent import BBox
 from catalogue.meta.metadata import of_publisher, visible
 from catalogue.meta.models import Dataset
 
@@ -89,17 +91,22 @@ def matching(q: str) -> tuple[ColumnElement[bool], ColumnElement[int]]:
 
 
 def search_datasets(
-    session: Session, q: str, limit: int = 100, offset: int = 0, *, publisher: str | None = None,
-    private_of: int | None = None,
+    session: Session, q: str | None, limit: int = 100, offset: int = 0, *, publisher: str | None = None,
+    private_of: int | None = None, bbox: BBox | None = None,
 ) -> SearchResult:
     """Datasets matching every word of ``q`` (case-insensitive), title matches first, then by name.
 
-    Only datasets ``visible(private_of)`` are searched (default: the public ones).
+    Only datasets ``visible(private_of)`` are searched (default: the public ones). With ``bbox``, only
+    those whose spatial extent intersects it (``catalogue/meta/area.py``); ``q`` may then be None (by name).
     """
     if limit < 0 or offset < 0:
         raise InvalidParameter("limit and offset must be zero or positive.")
-    condition, rank = matching(q)
+    if q is None and bbox is None:
+        raise InvalidParameter("Give a search query (q) or an area (bbox).", details={"parameter": "q"})
+    condition, rank = matching(q) if q is not None else (true(), literal(0))
     condition = and_(visible(private_of), condition)
+    if bbox is not None:
+        condition = and_(condition, intersects(session, bbox))
     if publisher is not None:
         condition = and_(condition, of_publisher(publisher))
     # The total comes along with the page (a window over the matches): one pass over the
