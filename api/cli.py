@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -40,7 +41,8 @@ from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
-from harvesters.schedule import HarvestScheduler, check_schedules, due_sources
+from harvesters.schedule import HarvestScheduler, check_schedules, due_states, harvest_due
+from harvesters.site_refresh import published_datasets, refresh_site
 
 app = typer.Typer(
     help="urbandata: an open urban-data hub. Harvest, validate, version, query and publish a city's open data.",
@@ -169,7 +171,10 @@ def _init(settings: Settings) -> Hub:
     return hub
 
 
-def _harvest(hub: Hub, names: list[str]) -> list[HarvestOutcome]:
+def _harvest(hub: Hub, names: list[str],
+             run: Callable[[str], HarvestOutcome | None] | None = None) -> list[HarvestOutcome]:
+    """Harvest ``names`` with progress and a summary; ``run`` (default: harvest_source) returns None for a
+    run another process claimed, which is said and left out."""
     outcomes = []
     with Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -178,7 +183,11 @@ def _harvest(hub: Hub, names: list[str]) -> list[HarvestOutcome]:
         task = progress.add_task("Harvesting", total=len(names))
         for name in names:
             progress.update(task, description=f"Harvesting {name}")
-            outcome = harvest_source(hub, name)
+            outcome = harvest_source(hub, name) if run is None else run(name)
+            if outcome is None:
+                progress.console.print(f"  [dim]{'skipped':>11}[/dim]  {escape(name)}: another process harvests it")
+                progress.advance(task)
+                continue
             outcomes.append(outcome)
             style = STYLES.get(outcome.status, "white")
             progress.console.print(f"  [{style}]{outcome.status:>11}[/{style}]  {outcome.message}")
@@ -234,11 +243,13 @@ def _print_quarantine(hub: Hub, outcome: HarvestOutcome, out: Console) -> None:
     out.print(f"               served at: {escape(url)}", soft_wrap=True)
 
 
-def _build_site(hub: Hub) -> Path:
+def _build_site(hub: Hub, changed: list[str] | None = None) -> Path:
+    """The whole site, or with ``changed`` (datasets just published) only what they touch."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as progress:
         task = progress.add_task("Building site")
-        out = build_site(hub, progress=lambda name: progress.update(task, description=f"Building site: {name}"),
-                         openapi=openapi_document(hub))
+        show = lambda name: progress.update(task, description=f"Building site: {name}")  # noqa: E731
+        out = (build_site(hub, progress=show, openapi=openapi_document(hub)) if changed is None
+               else refresh_site(hub, changed, progress=show, openapi=openapi_document(hub)))
     console.print(f"Site built in [bold]{out.resolve()}[/bold]")
     return out
 
@@ -294,12 +305,14 @@ def harvest(
     overrides = {"feed_base_url": feed_base_url} if feed_base_url else {}
     try:
         hub = _open_existing(_settings(data_dir, **overrides))
-        names = list_sources(hub) if all_sources else due_sources(hub) if due else [name]
+        states = {s.source: s for s in due_states(hub)} if due else {}
+        names = list_sources(hub) if all_sources else list(states) if due else [name]
         if due and not names:
             console.print("No source is due.")
-        outcomes = _harvest(hub, names) if names else []  # type: ignore[arg-type]
-        if any(o.status == "published" for o in outcomes):
-            _build_site(hub)
+        claimed = (lambda source: harvest_due(hub, states[source])) if due else None  # one process runs each
+        outcomes = _harvest(hub, names, claimed) if names else []  # type: ignore[arg-type]
+        if published_datasets(outcomes):
+            _build_site(hub, changed=published_datasets(outcomes))
     except UrbandataError as exc:
         _fail(exc)
         return
@@ -414,7 +427,7 @@ def serve(
         sock.close()
         _fail(exc)
         return
-    scheduler = HarvestScheduler(hub, after_publish=lambda: build_site(hub)).start() if harvest_due else None
+    scheduler = HarvestScheduler(hub, after_publish=lambda names: refresh_site(hub, names)).start() if harvest_due else None
     try:
         _serve(settings, hub, sock)
     finally:

@@ -55,15 +55,17 @@ def resolve_url(hub: Hub, url: str) -> str:
     return urljoin(base.rstrip("/") + "/", url)
 
 
-def harvest_source(hub: Hub, name: str) -> HarvestOutcome:
+def harvest_source(hub: Hub, name: str, job_id: int | None = None) -> HarvestOutcome:
     """Harvest one source now (``run_source``), with the run's wall time on its outcome."""
     began = time.monotonic()
-    outcome = run_source(hub, name)
+    outcome = run_source(hub, name, job_id)
     return replace(outcome, seconds=round(time.monotonic() - began, 3))
 
 
-def run_source(hub: Hub, name: str) -> HarvestOutcome:
+def run_source(hub: Hub, name: str, job_id: int | None = None) -> HarvestOutcome:
     """Harvest one source now; never raises for a source's fault or a failed ingest, the outcome says it.
+
+    ``job_id``: the running job a scheduler claimed for this run (``jobs.claim``); None starts one.
 
     Every exception after the job started, ours included (a full disk, a busy
     database, a bug), ends the job as ``failed`` with a clear message.
@@ -78,7 +80,7 @@ def run_source(hub: Hub, name: str) -> HarvestOutcome:
             source.url, source.type, source.format, source.mode, dict(source.options), source.etag,
             source.last_modified)
     try:
-        job_id = jobs.start(hub, source_id, dataset_id)
+        job_id = jobs.start(hub, source_id, dataset_id) if job_id is None else job_id
     except Exception as exc:  # noqa: BLE001 - the database cannot take the job (full, gone): say so, no job
         error = jobs.describe(exc, hub)
         return HarvestOutcome(name, dataset, "failed", f"{dataset}: {error.message}", error_code=error.code)

@@ -7,15 +7,17 @@ A source is due when it never ran, or when its next time after its last run has 
 
 Runs are one at a time: ``run_due`` harvests due sources one after another, and a dataset with a
 job still ``running`` (in any process) is skipped, so no dataset is harvested twice at once.
-Two processes starting the same dataset in the same instant are still serialised by the commit
-lock (``catalogue.ingest.commit``): the second finds its delivery unchanged or commits after it.
+Each due run is claimed before it starts (``catalogue.ingest.jobs.claim``): under the dataset's
+lock, only if no job of the dataset is running and the source had no run since it was found due.
+So of several processes running ``harvest --due`` (or ``serve``) at once, one harvests each due
+source and the others skip it. Sources a catalogue harvest withdrew (``withdrawn_at`` in their
+options) are not scheduled.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,8 +25,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from catalogue.background import BackgroundThread
 from catalogue.errors import DefinitionError
 from catalogue.hub import Hub
+from catalogue.ingest import jobs
 from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, utcnow
 from harvesters.runner import HarvestOutcome, harvest_source
 
@@ -109,6 +113,9 @@ class DueState:
     schedule: Schedule | None
     last_started: datetime | None
     running: bool
+    source_id: int = 0
+    dataset_id: int = 0
+    last_job: int | None = None  # the source's latest job when this was read: a claim checks it is still that
 
     def due_at(self) -> datetime | None:
         if self.schedule is None:
@@ -118,79 +125,98 @@ class DueState:
 
 
 def schedule_states(hub: Hub) -> list[DueState]:
-    """Every source with its schedule, its last run's start and whether a job of its dataset is running."""
+    """Every source with its schedule, its last run's start and whether a job of its dataset is running.
+
+    A source withdrawn by a catalogue harvest (``withdrawn_at`` in its options) has no schedule.
+    """
     with hub.sessions() as session:
-        last = dict(session.execute(select(HarvestJob.source_id, func.max(HarvestJob.started_at))
-                                    .group_by(HarvestJob.source_id)).all())
+        last = {source: (started, job) for source, started, job in session.execute(
+            select(HarvestJob.source_id, func.max(HarvestJob.started_at), func.max(HarvestJob.id))
+            .group_by(HarvestJob.source_id)).all()}
         running = set(session.scalars(select(HarvestJob.dataset_id).where(HarvestJob.status == "running")))
         rows = session.execute(select(HarvestSource.name, HarvestSource.schedule, HarvestSource.id,
-                                      HarvestSource.dataset_id, Dataset.name, Dataset.update_frequency)
+                                      HarvestSource.dataset_id, Dataset.name, Dataset.update_frequency,
+                                      HarvestSource.options)
                                .join(Dataset, HarvestSource.dataset_id == Dataset.id)
                                .order_by(HarvestSource.name)).all()
     states = []
-    for name, schedule, source_id, dataset_id, dataset, frequency in rows:
-        started = last.get(source_id)
+    for name, schedule, source_id, dataset_id, dataset, frequency, options in rows:
+        started, last_job = last.get(source_id, (None, None))
         if started is not None and started.tzinfo is None:
             started = started.replace(tzinfo=utcnow().tzinfo)  # stored without a zone on SQLite, in UTC
         try:
-            planned = source_schedule(schedule, frequency)
+            planned = None if "withdrawn_at" in (options or {}) else source_schedule(schedule, frequency)
         except DefinitionError as exc:  # one bad schedule must not stop the others; it is said every round
             log.warning("source %s is not scheduled: %s", name, exc.message)
             planned = None
-        states.append(DueState(name, dataset, planned, started, dataset_id in running))
+        states.append(DueState(name, dataset, planned, started, dataset_id in running, source_id, dataset_id,
+                               last_job))
     return states
+
+
+def due_states(hub: Hub, now: datetime | None = None) -> list[DueState]:
+    """The sources due at ``now`` whose dataset has no running job, most overdue first."""
+    now = now or utcnow()
+    due = [(at, s.source, s) for s in schedule_states(hub) if not s.running and (at := s.due_at()) is not None]
+    return [state for at, _, state in sorted(due, key=lambda d: (d[0], d[1])) if at <= now]
 
 
 def due_sources(hub: Hub, now: datetime | None = None) -> list[str]:
     """Names of the sources due at ``now`` whose dataset has no running job, most overdue first."""
-    now = now or utcnow()
-    due = [(s.due_at(), s.source) for s in schedule_states(hub) if not s.running]
-    return [name for at, name in sorted((at, name) for at, name in due if at is not None and at <= now)]
+    return [s.source for s in due_states(hub, now)]
 
 
-def run_due(hub: Hub, now: datetime | None = None,
-            each: Callable[[str], HarvestOutcome] | None = None) -> list[HarvestOutcome]:
-    """Harvest every due source once, one after another; their outcomes."""
-    run = each or (lambda name: harvest_source(hub, name))
-    return [run(name) for name in due_sources(hub, now)]
+def harvest_due(hub: Hub, state: DueState) -> HarvestOutcome | None:
+    """Claim the due run of ``state`` (``jobs.claim``) and harvest it; None if another process claimed it first."""
+    try:
+        job_id = jobs.claim(hub, state.source_id, state.dataset_id, state.dataset, state.last_job)
+    except Exception as exc:  # noqa: BLE001 - the database cannot take the job (busy, full): say so, no job
+        error = jobs.describe(exc, hub)
+        return HarvestOutcome(state.source, state.dataset, "failed", f"{state.dataset}: {error.message}",
+                              error_code=error.code)
+    if job_id is None:
+        log.info("scheduled harvest of %s skipped: another process runs or ran it", state.source)
+        return None
+    return harvest_source(hub, state.source, job_id)
 
 
-class HarvestScheduler:
+def run_due(hub: Hub, now: datetime | None = None) -> list[HarvestOutcome]:
+    """Harvest every due source once, one after another, each claimed first; the outcomes of the runs made."""
+    outcomes = [harvest_due(hub, state) for state in due_states(hub, now)]
+    return [o for o in outcomes if o is not None]
+
+
+class HarvestScheduler(BackgroundThread):
     """A background thread harvesting due sources every ``tick_s`` seconds (``urbandata serve``).
 
-    ``after_publish`` runs after a round in which some delivery was published (the site rebuild).
+    ``after_publish`` runs after a round in which some delivery was published, with the names of the
+    datasets published (the incremental site rebuild).
     """
 
-    def __init__(self, hub: Hub, tick_s: float = 30.0, after_publish: Callable[[], object] | None = None) -> None:
+    def __init__(self, hub: Hub, tick_s: float = 30.0,
+                 after_publish: Callable[[list[str]], object] | None = None) -> None:
+        super().__init__("harvest-scheduler")
         self.hub, self.tick_s, self.after_publish = hub, tick_s, after_publish
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="harvest-scheduler", daemon=True)
-
-    def start(self) -> HarvestScheduler:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 60.0) -> None:
-        """Stop after the harvest under way (if any)."""
-        self._stop.set()
-        self._thread.join(timeout_s)
 
     def run_once(self) -> list[HarvestOutcome]:
-        """One round: every due source, then the site if anything was published."""
+        """One round: every due source (claimed first), then the site if anything was published."""
         outcomes = []
-        for name in due_sources(self.hub):
-            if self._stop.is_set():
+        for state in due_states(self.hub):
+            if self.stopped.is_set():
                 break
-            outcomes.append(harvest_source(self.hub, name))
-            log.info("scheduled harvest: %s", outcomes[-1].message)
-        if self.after_publish is not None and any(o.status == "published" for o in outcomes):
-            self.after_publish()
+            outcome = harvest_due(self.hub, state)
+            if outcome is not None:
+                outcomes.append(outcome)
+                log.info("scheduled harvest: %s", outcome.message)
+        published = sorted({o.dataset for o in outcomes if o.status == "published"})
+        if self.after_publish is not None and published:
+            self.after_publish(published)
         return outcomes
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _run(self) -> None:
+        while not self.stopped.is_set():
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - the scheduler outlives one bad round; the jobs say what failed
                 log.exception("a round of scheduled harvests failed")
-            self._stop.wait(self.tick_s)
+            self.stopped.wait(self.tick_s)

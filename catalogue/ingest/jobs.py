@@ -1,7 +1,8 @@
 """Harvest jobs: the one module that writes a job's row, from start to its end.
 
 A job is started (``start``, status ``running``, with the process id and
-host that run it), then ends exactly once: ``finish`` with what became of
+host that run it; a scheduled run is ``claim``-ed instead, which starts it
+only if no other process did), then ends exactly once: ``finish`` with what became of
 the delivery, or ``fail`` with any exception, ours included, turned into a
 clear message and an error code (``describe``). A job whose process died
 before either (``kill -9``, a power cut) is ended by the collector
@@ -20,11 +21,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from catalogue.errors import DatabaseBusy, IngestFailed, InsufficientStorage, JobInterrupted, UrbandataError
 from catalogue.hub import Hub
+from catalogue.ingest.commit import dataset_lock
 from catalogue.redact import redact_text
 from catalogue.ingest.delivery import IngestResult
 from catalogue.meta.models import HarvestJob, Version, utcnow
@@ -43,6 +45,28 @@ PID_REUSE_SLACK_S = 30.0
 def start(hub: Hub, source_id: int | None, dataset_id: int) -> int:
     """A new ``running`` job for a source's dataset, owned by this process; its id."""
     with hub.sessions.begin() as session:
+        job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="running",
+                         pid=os.getpid(), host=socket.gethostname())
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def claim(hub: Hub, source_id: int, dataset_id: int, dataset: str, last_job: int | None) -> int | None:
+    """A new ``running`` job for a scheduled harvest of the source, if it is still due; its id, else None.
+
+    Still due means: no job of ``dataset`` is running and the source's latest job is still ``last_job``
+    (the one the scheduler saw when it found the source due; None: it had none). The check and the
+    insert happen under the dataset's lock (``commit.dataset_lock``: SQLite's write lock, a PostgreSQL
+    advisory lock), so of several processes or threads claiming the same due run exactly one gets it;
+    the others get None, even when the winner's run has already ended.
+    """
+    with dataset_lock(hub, dataset) as session:
+        running = session.scalar(select(HarvestJob.id).where(HarvestJob.dataset_id == dataset_id,
+                                                             HarvestJob.status == "running").limit(1))
+        latest = session.scalar(select(func.max(HarvestJob.id)).where(HarvestJob.source_id == source_id))
+        if running is not None or latest != last_job:
+            return None
         job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="running",
                          pid=os.getpid(), host=socket.gethostname())
         session.add(job)

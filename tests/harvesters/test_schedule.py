@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -17,7 +17,9 @@ from catalogue.hub import Hub
 from catalogue.ingest import jobs
 from catalogue.meta.models import HarvestJob, HarvestSource
 from harvesters.runner import harvest_source
-from harvesters.schedule import HarvestScheduler, due_sources, parse_schedule, run_due, source_schedule
+from catalogue.hub import open_hub
+from harvesters.schedule import (HarvestScheduler, due_sources, due_states, harvest_due, parse_schedule, run_due,
+                                 source_schedule)
 
 NAME = "luftmessung"
 SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "no2", "type": "number"}], "primaryKey": ["id"]}
@@ -118,7 +120,8 @@ def test_the_background_scheduler_harvests_due_sources_and_rebuilds_after_a_publ
     rebuilt = threading.Event()
     builds: list[int] = []
 
-    def after_publish() -> None:
+    def after_publish(names: list[str]) -> None:
+        assert names == [NAME]
         builds.append(1)
         rebuilt.set()
 
@@ -200,3 +203,63 @@ def test_validate_names_a_definition_whose_schedule_does_not_parse(
     assert result.exit_code == 1
     message = " ".join(result.stderr.split())
     assert "definitions/luftmessung.yaml, at source/schedule: The schedule 'every tuesday' is neither" in message
+
+
+def test_two_processes_running_due_harvests_at_once_run_each_source_once(
+        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+    """Two schedulers with their own hubs (connections) find the same sources due; each run is claimed once."""
+    server, files = file_server
+    names = ["luft-a", "luft-b", "luft-c"]
+    for name in names:
+        files[f"{name}.csv"] = b"id,no2\n1,21.5\n"
+        hub = source_catalogue(name, SCHEMA, {"type": "http-file", "url": f"{server.url}{name}.csv", "format": "csv",
+                                              "schedule": "1d"})
+    others = [open_hub(hub.settings) for _ in range(2)]
+    found = [due_states(other) for other in others]  # both see every source due before either runs one
+    assert [[s.source for s in states] for states in found] == [names, names]
+    start = threading.Barrier(2)
+    outcomes: list[list[Any]] = [[], []]
+
+    def run(i: int) -> None:
+        start.wait(30)
+        outcomes[i] = [harvest_due(others[i], state) for state in found[i]]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        for other in others:
+            other.close()
+    ran = sorted(o.source for per in outcomes for o in per if o is not None)
+    assert ran == names  # each source by exactly one of the two
+    assert sorted(path for path, _ in server.hits) == [f"/{name}.csv" for name in names]
+    with hub.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(HarvestJob)) == 3
+    assert due_sources(hub) == []
+
+
+def test_a_stale_due_state_claims_nothing_after_the_run_it_saw_due_ended(
+        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+    server, files = file_server
+    files["l.csv"] = b"id,no2\n1,21.5\n"
+    hub = _catalogue(source_catalogue, server.url + "l.csv", schedule="1m")
+    [seen] = due_states(hub)
+    assert [o.status for o in run_due(hub)] == ["published"]  # another process ran it meanwhile
+    assert harvest_due(hub, seen) is None
+    assert len(server.hits) == 1
+
+
+def test_a_source_withdrawn_by_a_catalogue_harvest_is_not_scheduled(
+        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+    server, files = file_server
+    files["l.csv"] = b"id,no2\n1,21.5\n"
+    hub = _catalogue(source_catalogue, server.url + "l.csv", schedule="1m")
+    assert due_sources(hub) == [NAME]
+    with hub.sessions.begin() as session:
+        source = session.scalar(select(HarvestSource).where(HarvestSource.name == NAME))
+        source.options = {**source.options, "withdrawn_at": "2026-12-05T00:00:00+00:00"}
+    assert (due_sources(hub, datetime(2100, 1, 1, tzinfo=timezone.utc)), run_due(hub)) == ([], [])
+    assert server.hits == []
