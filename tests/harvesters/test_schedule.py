@@ -18,6 +18,7 @@ from catalogue.ingest import jobs
 from catalogue.meta.models import HarvestJob, HarvestSource
 from harvesters.runner import harvest_source
 from catalogue.hub import open_hub
+from tests.conftest import pg_schema
 from harvesters.schedule import (HarvestScheduler, due_sources, due_states, harvest_due, parse_schedule, run_due,
                                  source_schedule)
 
@@ -205,15 +206,24 @@ def test_validate_names_a_definition_whose_schedule_does_not_parse(
     assert "definitions/luftmessung.yaml, at source/schedule: The schedule 'every tuesday' is neither" in message
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_two_processes_running_due_harvests_at_once_run_each_source_once(
-        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+        file_server: Any, source_catalogue: Callable[..., Hub], database: str) -> None:
     """Two schedulers with their own hubs (connections) find the same sources due; each run is claimed once."""
+    if database == "postgresql":
+        with pg_schema("claim") as overrides:
+            _race_for_due_runs(file_server, source_catalogue, overrides)
+    else:
+        _race_for_due_runs(file_server, source_catalogue, {})
+
+
+def _race_for_due_runs(file_server: Any, source_catalogue: Callable[..., Hub], overrides: dict[str, Any]) -> None:
     server, files = file_server
     names = ["luft-a", "luft-b", "luft-c"]
     for name in names:
         files[f"{name}.csv"] = b"id,no2\n1,21.5\n"
         hub = source_catalogue(name, SCHEMA, {"type": "http-file", "url": f"{server.url}{name}.csv", "format": "csv",
-                                              "schedule": "1d"})
+                                              "schedule": "1d"}, **overrides)
     others = [open_hub(hub.settings) for _ in range(2)]
     found = [due_states(other) for other in others]  # both see every source due before either runs one
     assert [[s.source for s in states] for states in found] == [names, names]
