@@ -100,6 +100,31 @@ def test_downloads_cover_every_format_relative_to_the_page_with_sizes(two_versio
     assert f"../{base}/exports/parquet?version=2" in Tags(read(site, "datasets/zahlen/v2.html")).hrefs()
 
 
+def test_every_older_version_offers_every_format_with_known_sizes_or_size_on_request(two_versions: Hub) -> None:
+    site = two_versions.settings.site_dir
+    base = "../api/v1/datasets/zahlen"
+    expected = ([f"{base}/exports/{f}?version=1" for f in ("csv", "json", "ndjson", "parquet", "xlsx")]
+                + [f"{base}/exports/csv?version=1&number_style=german", f"{base}/versions/1/datapackage.json",
+                   f"{base}/versions/1/datapackage.zip"])
+    table = read(site, "datasets/zahlen.html").split('<section id="versions"', 1)[1].split("</section>", 1)[0]
+    assert sorted(h for h in Tags(table).hrefs() if "version=1" in h or "/versions/1/" in h) == sorted(expected)
+    # The version's own English page (two levels deeper) lists the same downloads, each with a size or "on request".
+    page = read(site, "en/datasets/zahlen/v1.html")
+    box = page.split('<section id="downloads"', 1)[1].split("</section>", 1)[0]
+    assert sorted(h for h in Tags(box).hrefs()) == sorted(f"../../{h}" for h in expected)
+    items = re.findall(r"<li>(.*?)</li>", box, re.S)
+    assert len(items) == len(expected)
+    assert all(re.search(r'class="muted (size">≈? ?[\d.]+ k?B|size-on-request">size on request)</span>', i)
+               for i in items), items
+    parquet = next(i for i in items if "exports/parquet" in i)
+    zipped = next(i for i in items if "datapackage.zip" in i)
+    csv = next(i for i in items if "exports/csv?version=1\"" in i)
+    # The stored part's size: Parquet exact, the API's zip (the parts plus the descriptor) about as large.
+    assert re.search(r'class="muted size">[\d.]+ k?B<', parquet) and 'class="muted size">≈ ' in zipped
+    assert "size on request" in csv
+    assert "Größe auf Anfrage" in read(site, "datasets/zahlen/v1.html")
+
+
 def test_a_configured_api_base_url_is_used_for_downloads_examples_and_the_search_fallback(tmp_path: Path) -> None:
     from tests.conftest import catalogue_maker
 
