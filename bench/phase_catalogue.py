@@ -1,4 +1,4 @@
-"""6. Catalogue: site build per dataset, rebuild after one change, search latency, at growing sizes."""
+"""6. Catalogue: site build per dataset, rebuild after one change, search-index build, search latency, at growing sizes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bench.measure import Figure, Target
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
+from catalogue.sitegen import search_index
 from catalogue.sitegen.builder import SiteBuilder
 from catalogue.sitegen.listings import Manifest, index_listing
 
@@ -37,6 +38,7 @@ def _site(ctx: Context, hub: Hub, size: int) -> tuple[float, float]:
     res.add(Figure(f"site.full.{size}", f"full site build, {size:,} datasets ({pages:,} pages)", "s", full))
     res.add(Figure(f"site.per_dataset.{size}", f"full site build per dataset, {size:,} datasets", "ms",
                    [v / size * 1000 for v in full]))
+    _search_index(ctx, hub, size)
     rebuild, pages_list = [], []
     for i in range(ctx.repeat):
         # A new dataset sorting second: every later card of the index (and of its publisher's listing)
@@ -53,6 +55,21 @@ def _site(ctx: Context, hub: Hub, size: int) -> tuple[float, float]:
     res.add(Figure(f"site.rebuild.{size}", f"rebuild after one dataset was added near the front of the listings, "
                    f"{size:,} datasets ({'–'.join(f'{n:,}' for n in sorted({min(pages_list), max(pages_list)}))} pages)", "s", rebuild))
     return res.median(f"site.full.{size}"), res.median(f"site.rebuild.{size}")
+
+
+def _search_index(ctx: Context, hub: Hub, size: int) -> None:
+    """The static site's search index on its own: every dataset's entry (folded, stemmed terms) and the index file."""
+    values, entries = [], 0
+    for i in range(ctx.repeat):
+        ctx.step(f"site: search-index build of {size:,} datasets, repeat {i + 1}/{ctx.repeat}")
+        started = time.perf_counter()
+        entries = SiteBuilder(hub).build_search_index()
+        values.append(time.perf_counter() - started)
+    if entries != size:
+        raise RuntimeError(f"the search index holds {entries:,} datasets, not {size:,}")
+    index = hub.settings.site_dir / search_index.INDEX_PATH
+    ctx.results.add(Figure(f"site.search_index.{size}", f"search-index build, {size:,} datasets "
+                           f"({index.stat().st_size / 1e6:,.1f} MB index file)", "s", values))
 
 
 def _check_rebuild(hub: Hub, name: str, word: str) -> None:
@@ -132,7 +149,10 @@ def run(ctx: Context) -> None:
              "page's recently updated datasets change; then `SiteBuilder(hub).build(only=[name])` (= "
              "`build_site(hub, changed=[name])`) renders what differs, and the bench checks that search finds the "
              "new dataset and that the first and last index pages list exactly the expected datasets. Compiled templates are cached in "
-             "the data directory, so every build after the first skips compiling them.")
+             "the data directory, so every build after the first skips compiling them. The search-index build "
+             "(`SiteBuilder(hub).build_search_index()`, part of every build) is also timed on its own: every public "
+             "dataset's entry (folded, stemmed terms of titles, descriptions, keywords and field names) and the "
+             "static index file `search/index.json` that the site's JavaScript search loads.")
     res.note(SECTION, "Search: `catalogue.search.search_datasets(session, q, 20, 0)` in a fresh session (as the "
              "API's `GET /api/v1/datasets?q=` does): a count and the first 20 datasets with publisher and current "
              "version loaded. Queries: " + ", ".join(f"{k} `{v}`" for k, v in SEARCHES.items()) + ".")

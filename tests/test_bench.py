@@ -276,8 +276,9 @@ def test_an_incremental_build_renders_only_what_one_change_touches(big_catalogue
         session.execute(update(Dataset).where(Dataset.name == "ds-000001").values(description="Neue Beschreibung"))
     pages = SiteBuilder(hub).build(only=["ds-000001", "ds-gone"])
     versions = len(list((site / "datasets" / "ds-000001").glob("v*.html")))
-    # 2 languages × (dataset page, its version pages, the front page, the listing pages showing it)
-    assert pages == 2 * (1 + versions + 1 + 2) < full
+    # 2 languages × (dataset page, its version pages, the front page, the harvest status page (rewritten by
+    # every build), the listing pages showing it)
+    assert pages == 2 * (1 + versions + 1 + 1 + 2) < full
     assert "Neue Beschreibung" in (site / "datasets" / "ds-000001.html").read_text(encoding="utf-8")
     listed = [p for p in site.glob("page/*.html") if "datasets/ds-000001.html" in p.read_text(encoding="utf-8")]
     assert len(listed) == 1 and "Neue Beschreibung" in listed[0].read_text(encoding="utf-8")
@@ -285,6 +286,21 @@ def test_an_incremental_build_renders_only_what_one_change_touches(big_catalogue
     (site / "datasets" / "ds-gone.html").write_text("old")
     build_site(hub, changed=["ds-gone"])
     assert not (site / "datasets" / "ds-gone.html").exists()
+
+
+def test_the_search_index_built_on_its_own_is_the_one_a_full_build_writes(big_catalogue: Any) -> None:
+    from catalogue.sitegen import search_index
+
+    hub = big_catalogue
+    site = hub.settings.site_dir
+    SiteBuilder(hub).build()
+    by_build = (site / search_index.INDEX_PATH).read_bytes()
+    (site / search_index.INDEX_PATH).unlink()
+    assert SiteBuilder(hub).build_search_index() == 1200
+    assert (site / search_index.INDEX_PATH).read_bytes() == by_build
+    index = json.loads(by_build)
+    first = search_index.read_entries(site)["ds-000001"]["doc"]["title"]
+    assert "ds-000001" in search_index.search(index, first)
 
 
 def test_datasette_as_deployed_takes_its_counts_from_the_inspect_file(tmp_path: Path) -> None:
