@@ -225,6 +225,37 @@ def test_feeds_sitemap_and_robots_are_well_formed(two_versions: Hub) -> None:
     assert read(site, "robots.txt") == "User-agent: *\nAllow: /\nSitemap: http://127.0.0.1:8000/sitemap.xml\n"
 
 
+def test_the_atom_feeds_are_valid_atom_1_0(two_versions: Hub) -> None:
+    import feedparser
+
+    site = two_versions.settings.site_dir
+    for feed_file, count in (("zahlen.atom", 2), ("all.atom", 2)):
+        parsed = feedparser.parse((site / "feeds" / feed_file).read_bytes())
+        assert not parsed.bozo, parsed.get("bozo_exception")  # well-formed, nothing feedparser had to forgive
+        assert parsed.version == "atom10" and parsed.namespaces.get("") == "http://www.w3.org/2005/Atom"
+        # RFC 4287 4.1.1: a feed has an id, a title, an updated date and an author (or every entry has one).
+        feed = parsed.feed
+        assert feed.id and feed.title and feed.updated_parsed and feed.author
+        assert any(link.rel == "self" and link.href.endswith(f"feeds/{feed_file}") for link in feed.links)
+        assert len(parsed.entries) == count
+        ids = [e.id for e in parsed.entries]
+        assert len(set(ids)) == count and all(i.startswith("urn:urbandata:zahlen:v") for i in ids)
+        for e in parsed.entries:  # 4.1.2: an id, a title, an updated date, an alternate link (no content given)
+            assert e.title and e.updated_parsed and e.summary
+            assert [link.href for link in e.links if link.rel == "alternate"] == [e.link]
+
+
+def test_the_version_page_shows_its_diff_summary_and_links_the_diff(two_versions: Hub) -> None:
+    site = two_versions.settings.site_dir
+    for page, prefix in (("datasets/zahlen/v2.html", "../../"), ("en/datasets/zahlen/v2.html", "../../../")):
+        text = read(site, page)
+        numbers = re.findall(r'class="(added|removed|changed)">[+−~](\d+)', text)
+        assert numbers == [("added", "0"), ("removed", "1"), ("changed", "1")]
+        assert f"{prefix}api/v1/datasets/zahlen/diff?from=1&to=2" in Tags(text).hrefs()
+    first = read(site, "datasets/zahlen/v1.html")  # the first version has nothing to compare with
+    assert "diff?from=" not in first
+
+
 def test_impressum_and_datenschutz_come_from_the_settings(tmp_path: Path) -> None:
     from catalogue.hub import open_hub
     from catalogue.settings import Settings
