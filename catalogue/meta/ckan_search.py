@@ -147,11 +147,11 @@ def public() -> ColumnElement[bool]:
     return visible(None)
 
 
-def _filtered(query: PackageQuery) -> tuple[ColumnElement[bool], ColumnElement[int] | None]:
+def _filtered(query: PackageQuery, dialect: str) -> tuple[ColumnElement[bool], ColumnElement[int] | None]:
     conditions: list[ColumnElement[bool]] = [visible(query.reader)]
     rank = None
     if query.q is not None and query.q.strip() not in ("", "*:*", "*"):
-        condition, rank = matching(query.q)
+        condition, rank = matching(query.q, dialect)
         conditions.append(condition)
     for negated, name, value in query.fq:
         term = _fq_condition(name, value)
@@ -175,7 +175,7 @@ def _order(query: PackageQuery, rank: ColumnElement[int] | None) -> list[Any]:
 
 def search_packages(session: Session, query: PackageQuery) -> PackageHits:
     """One page of datasets matching ``query``, its total and the facet counts asked for."""
-    condition, rank = _filtered(query)
+    condition, rank = _filtered(query, session.get_bind().dialect.name)
     if query.bbox is not None:
         condition = and_(condition, intersects(session, query.bbox))
     # The page is found by id alone, then loaded: sorting whole rows (descriptions, schemas) to keep ten took

@@ -6,14 +6,20 @@ is ignored: PostgreSQL's ``ILIKE`` folds every letter; SQLite's ``LIKE`` only
 ASCII, so a word with non-ASCII letters is also tried capitalised and in upper
 case (``über`` finds ``Über``). Keywords are stored as JSON text, where
 non-ASCII letters may be ``\\u``-escaped; a word is matched in that form too.
+
+Where the catalogue is on PostgreSQL, a word also matches by its stem through PostgreSQL's full-text
+search: the German columns and keywords in the ``german`` configuration, the English ones in
+``english`` (see ``matching``). SQLite keeps to the plain matching above.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import String, and_, case, cast, func, literal, or_, select, true
+from sqlalchemy import String, and_, case, cast, func, literal, literal_column, or_, select, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -81,13 +87,40 @@ def parse_query(q: str) -> list[str]:
     return terms
 
 
-def matching(q: str) -> tuple[ColumnElement[bool], ColumnElement[int]]:
-    """The condition "matches every word of ``q``" and a rank to sort by (0: the first word is in the title)."""
+def _config(name: str) -> ColumnElement[Any]:
+    return literal_column(f"'{name}'::regconfig")  # a constant: the names are this module's, never the user's
+
+
+def _full_text() -> ColumnElement[Any]:
+    """PostgreSQL: the German columns (and keywords) in the ``german`` configuration, the English in ``english``."""
+    keywords = cast(cast(Dataset.keywords, JSONB), String)  # jsonb's text has no \u escapes, unlike stored JSON
+    german = func.concat_ws(" ", Dataset.title, Dataset.description, keywords)
+    english = func.concat_ws(" ", Dataset.title_en, Dataset.description_en)
+    return func.to_tsvector(_config("german"), german).op("||")(func.to_tsvector(_config("english"), english))
+
+
+def _word_query(word: str) -> ColumnElement[Any]:
+    """One search word as a text query: its German stem or its English one."""
+    return func.plainto_tsquery(_config("german"), word).op("||")(func.plainto_tsquery(_config("english"), word))
+
+
+def matching(q: str, dialect: str = "sqlite") -> tuple[ColumnElement[bool], ColumnElement[int]]:
+    """The condition "matches every word of ``q``" and a rank to sort by (0: the first word is in the title).
+
+    A word matches where it is part of a searched column. On PostgreSQL (``dialect``), also where a word
+    of the German text has its stem (``german`` configuration: ``Baum`` finds ``Bäume``, ``Parkhaus``
+    finds ``Parkhäuser``) or of the English text its English stem.
+    """
     terms = parse_query(q)
     text = _searched_text()
-    condition = and_(*(_term_matches(t, text) for t in terms))
+    words = [_term_matches(t, text) for t in terms]
     in_title = or_(*(Dataset.title.ilike(_like_pattern(v), escape=ESCAPE) for v in _variants(terms[0])))
-    return condition, case((in_title, 0), else_=1)
+    if dialect == "postgresql":
+        vector = _full_text()
+        words = [or_(word, vector.bool_op("@@")(_word_query(t))) for word, t in zip(words, terms)]
+        in_title = or_(in_title, func.to_tsvector(_config("german"), Dataset.title).bool_op("@@")(
+            func.plainto_tsquery(_config("german"), terms[0])))
+    return and_(*words), case((in_title, 0), else_=1)
 
 
 def search_datasets(
@@ -103,7 +136,8 @@ def search_datasets(
         raise InvalidParameter("limit and offset must be zero or positive.")
     if q is None and bbox is None:
         raise InvalidParameter("Give a search query (q) or an area (bbox).", details={"parameter": "q"})
-    condition, rank = matching(q) if q is not None else (true(), literal(0))
+    dialect = session.get_bind().dialect.name
+    condition, rank = matching(q, dialect) if q is not None else (true(), literal(0))
     condition = and_(visible(private_of), condition)
     if bbox is not None:
         condition = and_(condition, intersects(session, bbox))

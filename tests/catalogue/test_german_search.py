@@ -1,0 +1,89 @@
+"""Catalogue search on PostgreSQL adds full-text search by stem (``german`` and ``english`` configurations);
+SQLite keeps its plain word-in-text matching. Both through search_datasets and CKAN's package_search ``q``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session
+
+from catalogue.meta.ckan_search import PackageQuery, search_packages
+from catalogue.meta.db import upgrade_schema
+from catalogue.meta.models import Dataset, Organization
+from catalogue.meta.search import search_datasets
+from tests.conftest import pg_schema
+
+DATASETS = [
+    # name, title, description, keywords, English title, English description
+    ("street-trees", "Bäume an Straßen", "Jeder Standort im Bezirk mit Art und Pflanzjahr.", ["Umwelt"],
+     "Street tree register", "Every tree in the district with species and planting year."),
+    ("car-parks", "Parken in der Innenstadt", "Belegung der Stellplätze.", ["Parkhäuser", "Verkehr"],
+     "Parking downtown", "Occupancy of the spaces."),
+    ("groundwater", "Grundwasserstände", "Messungen an Messstellen.", ["Wasser"],
+     "Groundwater levels", "Measurements at gauging stations."),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
+        yield from _filled(engine)
+        return
+    with pg_schema("fulltext") as overrides:
+        yield from _filled(create_engine(overrides["database_url"]))
+
+
+def _filled(engine: Engine) -> Iterator[Engine]:
+    try:
+        upgrade_schema(engine)
+        with Session(engine) as session, session.begin():
+            publisher = Organization(name="hamburg", title="Freie und Hansestadt Hamburg")
+            for name, title, description, keywords, title_en, description_en in DATASETS:
+                session.add(Dataset(name=name, title=title, description=description, keywords=keywords,
+                                    title_en=title_en, description_en=description_en, license="dl-zero-de/2.0",
+                                    publisher=publisher, table_schema={"fields": []}))
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _found(engine: Engine, q: str) -> tuple[list[str], list[str]]:
+    """What search_datasets and CKAN's package_search find for ``q``."""
+    with Session(engine) as session:
+        api = [d.name for d in search_datasets(session, q).datasets]
+        ckan = [d.name for d in search_packages(session, PackageQuery(q=q, rows=100, sort=(("name", False),))).datasets]
+    return api, sorted(ckan)
+
+
+@pytest.mark.parametrize(("q", "by_stem"), [
+    ("Baum", ["street-trees"]),  # German: Bäume -> baum
+    ("Parkhaus", ["car-parks"]),  # a keyword's plural: Parkhäuser -> parkhaus
+    ("Grundwasserstand", ["groundwater"]),  # Grundwasserstände
+    ("trees planted", ["street-trees"]),  # English: every word by its stem (tree, plant)
+])
+def test_postgresql_finds_words_by_their_stem_where_sqlite_needs_them_as_written(engine: Engine, q: str,
+                                                                                 by_stem: list[str]) -> None:
+    expected = by_stem if engine.dialect.name == "postgresql" else []
+    assert _found(engine, q) == (expected, expected)
+
+
+@pytest.mark.parametrize(("q", "expected"), [
+    ("Pflanzjahr", ["street-trees"]),  # as written in the description
+    ("park", ["car-parks"]),  # part of a word still matches
+    ("bäume straßen", ["street-trees"]),  # case folded, every word
+    ("Grundwasser Verkehr", []),  # two datasets' words: none has both
+])
+def test_both_databases_keep_matching_words_as_written(engine: Engine, q: str, expected: list[str]) -> None:
+    assert _found(engine, q) == (expected, expected)
+
+
+def test_a_title_match_comes_first(engine: Engine) -> None:
+    with Session(engine) as session:
+        session.add(Dataset(name="a-register", title="Register", description="Auch Bäume.", license="x",
+                            publisher=session.query(Organization).one(), table_schema={"fields": []}))
+        session.commit()
+    assert _found(engine, "Bäume")[0] == ["street-trees", "a-register"]
