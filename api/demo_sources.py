@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from typing import Any
 import yaml
 
 STARTUP_S = 60.0  # pygeoapi imports a lot (rasterio, pyproj): the first start takes seconds
+PYGEOAPI = "pygeoapi==0.21.0"
+PYGEOAPI_SERVING = ("uvicorn", "starlette", "pyyaml")  # what PygeoapiServer's child process needs beside it
+PYGEOAPI_POSTGRESQL = ("geoalchemy2", "psycopg2-binary")  # what pygeoapi's PostgreSQL provider imports
 
 
 def pygeoapi_python() -> str | None:
@@ -34,6 +38,49 @@ def pygeoapi_python() -> str | None:
     from importlib.util import find_spec
 
     return sys.executable if find_spec("pygeoapi") is not None else None
+
+
+def pygeoapi_venv(extras: tuple[str, ...] = (), cache: Path | None = None) -> str:
+    """An interpreter with pygeoapi (and ``extras``): this one if it has pygeoapi and nothing extra is asked,
+    else a venv of its own, built once and kept; RuntimeError when it cannot be built (no package index).
+
+    pygeoapi is not installed beside the project: its wheel brings a top-level ``tests`` package that
+    hides ours. The venv lives in ``cache`` (default: ``URBANDATA_TEST_CACHE`` or ~/.cache/urbandata);
+    ``extras`` (e.g. PYGEOAPI_POSTGRESQL) are added to it when asked for.
+    """
+    found = pygeoapi_python()
+    if found and not extras:
+        return found
+    cache = cache or Path(os.environ.get("URBANDATA_TEST_CACHE", Path.home() / ".cache" / "urbandata"))
+    venv = cache / PYGEOAPI.replace("==", "-")
+    python = venv / "bin" / "python"
+    if not python.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix="pygeoapi-venv-", dir=cache))
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, capture_output=True, timeout=120)
+            _pip_install(building / "bin" / "python", (PYGEOAPI, *PYGEOAPI_SERVING))
+        except RuntimeError:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise RuntimeError(f"a venv for pygeoapi could not be made: {exc}") from exc
+        try:
+            building.rename(venv)  # whole or not at all; another session may have won the race
+        except OSError:
+            shutil.rmtree(building, ignore_errors=True)
+    if extras:
+        _pip_install(python, extras)
+    return str(python)
+
+
+def _pip_install(python: Path, packages: tuple[str, ...]) -> None:
+    try:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True, capture_output=True,
+                       timeout=600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"pip could not install {', '.join(packages)} for pygeoapi: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -44,6 +91,7 @@ class Collection:
     path: Path
     id_field: str
     title: str = ""
+    provider: dict[str, Any] | None = None  # a pygeoapi provider of its own (``path`` unused); default: GeoJSON
 
 
 class PygeoapiServer:
@@ -65,8 +113,8 @@ class PygeoapiServer:
         if self.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="urbandata-pygeoapi-")
             self.workdir = Path(self._tmp.name)
-        spec = [{"id": c.id, "path": str(c.path.resolve()), "id_field": c.id_field, "title": c.title or c.id}
-                for c in self.collections]
+        spec = [{"id": c.id, "path": str(c.path.resolve()), "id_field": c.id_field, "title": c.title or c.id,
+                 "provider": c.provider} for c in self.collections]
         (self.workdir / "collections.json").write_text(json.dumps(spec), encoding="utf-8")
         self._process = subprocess.Popen(
             [self.python, str(Path(__file__).resolve()), "pygeoapi", str(self.workdir)],
@@ -106,13 +154,14 @@ class PygeoapiServer:
 
 
 def pygeoapi_config(url: str, collections: list[dict[str, Any]]) -> dict[str, Any]:
-    """A minimal pygeoapi configuration serving each collection through the GeoJSON provider."""
+    """A minimal pygeoapi configuration serving each collection through its provider (default: GeoJSON)."""
     resources = {
         c["id"]: {
             "type": "collection", "title": c["title"], "description": c["title"], "keywords": ["urbandata"],
             "extents": {"spatial": {"bbox": [-180, -90, 180, 90],
                                     "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
-            "providers": [{"type": "feature", "name": "GeoJSON", "data": c["path"], "id_field": c["id_field"]}],
+            "providers": [c.get("provider") or {"type": "feature", "name": "GeoJSON", "data": c["path"],
+                                                "id_field": c["id_field"]}],
         }
         for c in collections
     }

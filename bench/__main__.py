@@ -21,6 +21,7 @@ from bench import phase_mqtt
 from bench import phase_ckan
 from bench import phase_dcat
 from bench import phase_reharvest
+from bench import phase_ogc
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -39,8 +40,9 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("live", "10 live values", phase_live.run),
     ("mqtt", "11 MQTT readings", phase_mqtt.run),
     ("reharvest", "13 unchanged re-harvest", phase_reharvest.run),
+    ("ogc", "14 OGC API items", phase_ogc.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest", "ogc")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

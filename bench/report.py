@@ -29,6 +29,7 @@ SECTIONS = [
     ("mqtt", "11. MQTT: readings/s committed and publish → queryable delay against a minimal subscriber", ["mqtt."]),
     ("dcat", "12. DCAT-AP.de: /catalog.ttl first page latency (p50, p99) by catalogue size", ["dcat."]),
     ("reharvest", "13. Unchanged re-harvest of every demo source: requests per source and wall time", ["reharvest."]),
+    ("ogc", "14. OGC API Features items against pygeoapi (PostgreSQL provider): requests/s", ["ogc."]),
 ]
 
 

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from api.demo_sources import Collection, PygeoapiServer, pygeoapi_python
+from api.demo_sources import Collection, PygeoapiServer, pygeoapi_venv
 from api.feed_server import FeedServer
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset
@@ -24,39 +20,15 @@ from harvesters.runner import harvest_source
 from tests.harvesters.sources import DEMO, demo_schema, last_job, set_source, source_catalogue, versions
 
 NAME = "car-parks"
-PYGEOAPI = "pygeoapi==0.21.0"
 
 
 @pytest.fixture(scope="session")
 def pygeoapi() -> str:
-    """An interpreter with pygeoapi: this one if it has it, else a venv of its own, built once and kept.
-
-    pygeoapi is not installed beside the project: its wheel brings a top-level ``tests`` package that
-    hides ours. The venv lives in the user's cache (``URBANDATA_TEST_CACHE`` or ~/.cache/urbandata);
-    the test is skipped when it cannot be built (no package index).
-    """
-    found = pygeoapi_python()
-    if found:
-        return found
-    cache = Path(os.environ.get("URBANDATA_TEST_CACHE", Path.home() / ".cache" / "urbandata"))
-    venv = cache / PYGEOAPI.replace("==", "-")
-    python = venv / "bin" / "python"
-    if python.exists():
-        return str(python)
-    cache.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix="pygeoapi-venv-", dir=cache))
+    """An interpreter with pygeoapi (api.demo_sources.pygeoapi_venv); skipped when it cannot be built."""
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, capture_output=True, timeout=120)
-        subprocess.run([str(building / "bin" / "pip"), "install", "-q", PYGEOAPI, "uvicorn", "starlette", "pyyaml"],
-                       check=True, capture_output=True, timeout=600)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(building, ignore_errors=True)
-        pytest.skip(f"pygeoapi could not be installed into a venv of its own: {exc}")
-    try:
-        building.rename(venv)  # whole or not at all; another session may have won the race
-    except OSError:
-        shutil.rmtree(building, ignore_errors=True)
-    return str(python)
+        return pygeoapi_venv()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
