@@ -8,6 +8,7 @@ harvest job without a source, and words the answer.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,24 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+_TURNS: dict[tuple[str, str], threading.Lock] = {}
+_TURNS_GUARD = threading.Lock()
+
+
+def _dataset_turn(hub: Hub, name: str) -> threading.Lock:
+    """The lock under which this process ingests pushes to ``name``, one at a time.
+
+    The commit is optimistic (``catalogue.ingest.commit.publish``): a delivery overtaken by another commit
+    of its dataset is compared again, at most a few times. Ten clients appending at once overtook one
+    another more often than that and got 409 commit-conflict; in turn, each is compared with the version
+    the one before it made and commits at the first attempt. (Servers in several processes still rely on
+    the commit's retries.) A push pinned with If-Match still gets its 409 when another landed first.
+    """
+    key = (str(hub.settings.data_dir), name)
+    with _TURNS_GUARD:
+        return _TURNS.setdefault(key, threading.Lock())
+
+
 def push_delivery(hub: Hub, target: PushTarget, path: Path, fmt: str, mode: str, *, base_version: int | None,
                   provenance: dict[str, Any], size: int) -> tuple[IngestResult, int]:
     """Ingest the file at ``path`` (which is consumed) as a delivery for ``target``: the result and its job id.
@@ -96,7 +115,8 @@ def push_delivery(hub: Hub, target: PushTarget, path: Path, fmt: str, mode: str,
         raise jobs.describe(exc, hub) from exc
     delivery = Delivery(b"", fmt, options, mode, provenance, path=path, base_version=base_version)
     try:
-        result = ingest_delivery(hub, target.name, delivery, job_id=job_id)
+        with _dataset_turn(hub, target.name):
+            result = ingest_delivery(hub, target.name, delivery, job_id=job_id)
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; jobs.fail describes it
         error = jobs.fail(hub, job_id, exc)
         if error is exc:
