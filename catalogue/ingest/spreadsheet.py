@@ -25,7 +25,7 @@ ROWS_PER_BATCH = 65_536
 
 def read_xlsx(source: bytes | Path, options: dict[str, Any], schema: TableSchema) -> pa.Table:
     """The sheet ``options['sheet']`` (default: the first) from row ``options['header_row']`` (default 1) on."""
-    import openpyxl  # type: ignore[import-untyped]  # only spreadsheets need it (the [harvest] extra)
+    import openpyxl  # type: ignore[import-untyped]  # imported only where a spreadsheet is read
 
     try:
         book = openpyxl.load_workbook(io.BytesIO(source) if isinstance(source, bytes) else source,
