@@ -196,9 +196,9 @@ def _validate(hub: Hub, con: duckdb.DuckDBPyConnection, target: Target, delivery
             if exact:
                 continue
             unreadable: dict[str, Any] = Report.from_validation(errors=[errors.FormatError(note=exc.message)]).to_descriptor()
-            for key in ("line", "record"):  # where in the delivery, when the reader knows it (kept on the job)
-                if key in exc.details:
-                    unreadable["errors"][0][key] = exc.details[key]
+            for key, name in (("line", "line"), ("record", "record"), ("row", "rowNumber")):
+                if key in exc.details:  # where in the delivery, when the reader knows it (kept on the job)
+                    unreadable["errors"][0][name] = exc.details[key]
             return unreadable
         if checked.valid:
             break

@@ -9,8 +9,10 @@ it (plain integers and numbers, booleans). Typing happens in ``validation``.
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +148,7 @@ def open_csv(
     try:
         reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise MalformedFeed(problem.format(_arrow_message(exc))) from exc
+        raise _csv_failure(problem, exc, source, encoding, parse) from exc
     keep = set(types)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -154,9 +156,72 @@ def open_csv(
             for batch in reader:
                 yield _all_text(batch, keep)
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise MalformedFeed(problem.format(_arrow_message(exc))) from exc
+            raise _csv_failure(problem, exc, source, encoding, parse) from exc
 
     return RawDelivery(reader.schema.names, batches())
+
+
+def _csv_failure(problem: str, exc: Exception, source: bytes | Path, encoding: str,
+                 parse: pacsv.ParseOptions) -> MalformedFeed:
+    """The CSV reader's error as MalformedFeed, naming the line (and row) it came from when it can be found.
+
+    pyarrow numbers the rows it could not parse ("Row #5": the header is row 1, empty lines are not
+    counted) only when it reads without threads, so a failed read is parsed again that way (error path
+    only, no columns converted). A row is not a line when a quoted cell holds line breaks: the line where
+    the row starts is counted with Python's csv reader.
+    """
+    message, details = _arrow_message(exc), {}
+    row = _row_number(message) or _row_number(_unthreaded_parse_error(source, encoding, parse))
+    if row is not None:
+        details["row"] = row
+        line = _line_of_row(source, encoding, parse, row)
+        where = f"line {line} (row {row}, counting the header)" if line is not None else f"row {row}"
+        if line is not None:
+            details["line"] = line
+        message = _ROW_PREFIX.sub("", message)
+        head = "CSV parse error: "
+        message = (f"CSV parse error at {where}: {message[len(head):]}" if message.startswith(head)
+                   else f"at {where}: {message}")
+    return MalformedFeed(problem.format(message), details=details)
+
+
+_ROW_PREFIX = re.compile(r"Row #\d+: ")
+
+
+def _row_number(message: str) -> int | None:
+    found = re.search(r"Row #(\d+)", message)
+    return int(found.group(1)) if found else None
+
+
+def _unthreaded_parse_error(source: bytes | Path, encoding: str, parse: pacsv.ParseOptions) -> str:
+    """The message of the first parse error of ``source`` read without threads ('' if it parses)."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    try:
+        for _ in pacsv.open_csv(stream, read_options=pacsv.ReadOptions(encoding=encoding, use_threads=False),
+                                parse_options=parse, convert_options=pacsv.ConvertOptions(include_columns=[])):
+            pass
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        return _arrow_message(exc)
+    return ""
+
+
+def _line_of_row(source: bytes | Path, encoding: str, parse: pacsv.ParseOptions, row: int) -> int | None:
+    """The line on which CSV row ``row`` (1: the header; empty lines not counted, as pyarrow counts) starts."""
+    text = (io.TextIOWrapper(io.BytesIO(source), encoding=encoding, errors="replace", newline="")
+            if isinstance(source, bytes) else open(source, encoding=encoding, errors="replace", newline=""))
+    with text:
+        reader = csv.reader(text, delimiter=parse.delimiter, quotechar=parse.quote_char or '"')
+        seen, before = 0, 0
+        try:
+            for cells in reader:
+                if cells:
+                    seen += 1
+                    if seen == row:
+                        return before + 1
+                before = reader.line_num
+        except csv.Error:
+            return None
+    return None
 
 
 def csv_labels(source: Path, options: dict[str, Any]) -> list[str]:

@@ -133,6 +133,21 @@ def test_quoted_line_breaks_are_kept_inside_their_cell(file_server: Files, sourc
     assert _rows(hub) == [(1, "Nordstraße\r\nEingang B", 1234.5, "2026-11-20")]
 
 
+def test_a_csv_row_that_does_not_parse_is_named_by_its_line_and_row(
+        file_server: Files, source_catalogue: Callable[..., Hub]) -> None:
+    """pyarrow counts rows (header 1, empty lines skipped); the job names the line, which a quoted break moves."""
+    running, files = file_server
+    files["bad.csv"] = ('id;station;wert;tag\r\n1;"Nordstraße\r\nEingang B";1.234,5;20.11.2026\r\n\r\n'
+                        '2;Süd;7,0;01.12.2026;zu viel\r\n3;Ost;1,0;02.12.2026\r\n').encode("cp1252")
+    hub = _hub(source_catalogue, f"{running.url}bad.csv", "csv",
+               {"delimiter": ";", "encoding": "cp1252", "newlines_in_values": True, **GERMAN})
+    outcome = harvest_source(hub, NAME)
+    assert (outcome.status, outcome.version) == ("quarantined", None), outcome.message
+    (error,) = last_job(hub).errors
+    assert (error["type"], error["line"], error["row"]) == ("format-error", 5, 3)
+    assert "CSV parse error at line 5 (row 3, counting the header): Expected 4 columns, got 5" in error["message"]
+
+
 @pytest.mark.parametrize("options, named", [
     ({"delimiter": ";", "group_char": "."}, 'decimal_char: ","'),
     ({"delimiter": ";", "decimal_char": ",", "group_char": ","}, "decimal_char and group_char"),
