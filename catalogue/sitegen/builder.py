@@ -184,6 +184,8 @@ class SiteBuilder:
         jobs = _last_jobs(session, changed_ds)
         formats = data.formats()
         facts, copies = self._version_files(data, changed_ds, progress)
+        older = {d.name: {v.number: data.known_sizes(d.name, v.content_hash) for v in versions.get(d.id, [])
+                          if v.id != d.current_version_id} for d in changed_ds}
         counts = Counter(current.datasets.values())
         entries = {} if only is None else search_index.read_entries(out)
         for d in changed_ds:
@@ -205,7 +207,7 @@ class SiteBuilder:
                 view = dataset_view(d, versions.get(d.id, []), lang, api_url=self.api_url,
                                     public_url=self.settings.public_url, facts=facts.get(d.name),
                                     last_job=jobs.get(d.id), now=self.now, formats=formats,
-                                    has_parquet_copy=copies.get(d.name, False))
+                                    has_parquet_copy=copies.get(d.name, False), older_sizes=older[d.name])
                 pages += self._write_dataset(lang, view)
             if only is not None:  # the runs change with every harvest; a full build writes it with the static pages
                 self._write_harvest_page(session, lang)

@@ -6,8 +6,10 @@ Download sizes (every version lists every format its export serves; the rule for
 - Parquet of a one-part version (any version): the stored part's size, exact (the export serves that file);
 - the Data Package zip: exact for the current version's copy in the site; for other versions the API's zip
   of the stored parts, about the sum of their sizes (shown as "≈");
-- everything else (older versions, larger versions, multi-part Parquet, the descriptor): "size on request",
-  never computed at build time (it could mean writing gigabytes per version).
+- an older version that was measured while it was current: those sizes, kept beside the cache (versions never
+  change, so they stay exact);
+- everything else (older versions never measured, larger versions, multi-part Parquet, the descriptor):
+  "size on request", never computed at build time (it could mean writing gigabytes per version).
 
 Everything here is keyed by the version's content hash and kept in ``data_dir/cache/site-data``,
 so a rebuild never reads a version twice (versions never change).
@@ -111,6 +113,7 @@ class VersionData:
         try:
             doc = json.loads(kept.read_text(encoding="utf-8"))
             if doc.get("format") == CACHE_FORMAT:
+                self._keep_sizes(ref.dataset, ref.content_hash, doc.get("sizes") or {})
                 return dict(doc)
         except (OSError, ValueError):
             pass
@@ -124,7 +127,26 @@ class VersionData:
         partial = kept.with_suffix(".partial")
         partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
         os.replace(partial, kept)
+        self._keep_sizes(ref.dataset, ref.content_hash, doc["sizes"])
         return doc
+
+    def known_sizes(self, dataset: str, content_hash: str) -> dict[str, int]:
+        """The download sizes measured while that version was current (empty if it never was, or not measured)."""
+        try:
+            found = json.loads((self.cache / f"{dataset}-{content_hash}.sizes.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def _keep_sizes(self, dataset: str, content_hash: str, sizes: dict[str, int]) -> None:
+        """The sizes apart from the rest of the facts (small: read for every older version of a rebuilt dataset)."""
+        kept = self.cache / f"{dataset}-{content_hash}.sizes.json"
+        if not sizes or kept.exists():
+            return
+        self.cache.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_name(kept.name + ".partial")
+        partial.write_text(json.dumps(sizes, separators=(",", ":")), encoding="utf-8")
+        os.replace(partial, kept)
 
     def copy_parquet(self, ref: VersionRef, target: Path) -> bool:
         """Copy the version's whole Parquet file to ``target``; False if it has none or it cannot be read."""

@@ -99,8 +99,12 @@ def card_view(d: Dataset, lang: str) -> dict[str, Any]:
 
 def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str, public_url: str,
                  facts: dict[str, Any] | None, last_job: HarvestJob | None, now: datetime,
-                 formats: list[str], has_parquet_copy: bool) -> dict[str, Any]:
-    """Template context D for one dataset's page in one language."""
+                 formats: list[str], has_parquet_copy: bool,
+                 older_sizes: dict[int, dict[str, int]] | None = None) -> dict[str, Any]:
+    """Template context D for one dataset's page in one language.
+
+    ``older_sizes``: download sizes of older versions (by number) measured while each was current.
+    """
     schema = d.schema
     has_geometry = bool(schema.geometry_fields)
     current = d.current_version
@@ -123,7 +127,8 @@ def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str
         "has_geometry": has_geometry,
         "is_timeseries": chart_fields(schema) is not None,
         "versions": [{**version_view(d.name, v, lang, formats,
-                                     sizes if current is not None and v.number == current.number else {},
+                                     sizes if current is not None and v.number == current.number
+                                     else (older_sizes or {}).get(v.number, {}),
                                      (facts or {}).get("package_zip") if current is not None
                                      and v.number == current.number else None),
                       "citation": cite(d, v, public_url, api_url)} for v in versions],

@@ -125,6 +125,30 @@ def test_every_older_version_offers_every_format_with_known_sizes_or_size_on_req
     assert "Größe auf Anfrage" in read(site, "datasets/zahlen/v1.html")
 
 
+def test_an_older_version_keeps_the_sizes_measured_while_it_was_current(tmp_path: Path) -> None:
+    from tests.conftest import catalogue_maker
+
+    maker = catalogue_maker(tmp_path)
+    make = next(maker)
+    try:
+        hub = make("zahlen", SCHEMA, V1)
+        SiteBuilder(hub).build()  # version 1 is current: every download measured
+        box = read(hub.settings.site_dir, "en/datasets/zahlen/v1.html").split('<section id="downloads"', 1)[1]
+        measured = re.findall(r'exports/csv\?version=1" download>.*?class="muted size">([\d.]+ B)<', box)
+        result = ingest_delivery(hub, "zahlen", Delivery(V2, "csv", {}, "replace", {"source_url": "test"}))
+        assert result.status == "published", result.report
+        SiteBuilder(hub).build()
+        site = hub.settings.site_dir
+    finally:
+        next(maker, None)
+    assert len(measured) == 1  # measured (by writing the export once) while version 1 was current
+    for page in ("en/datasets/zahlen/v1.html", "en/datasets/zahlen.html"):
+        text = read(site, page)
+        assert re.findall(r'exports/csv\?version=1" download>.*?class="muted size">([\d.]+ B)<', text) == measured
+    # The zip of a version that is no longer current is the API's (the site keeps only the current one's).
+    assert "zahlen/versions/1/datapackage.zip" in read(site, "en/datasets/zahlen/v1.html")
+
+
 def test_a_configured_api_base_url_is_used_for_downloads_examples_and_the_search_fallback(tmp_path: Path) -> None:
     from tests.conftest import catalogue_maker
 
