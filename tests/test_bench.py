@@ -28,6 +28,7 @@ BENCH_EXTRA = ("polars", "datasette", "sqlite_utils", "psycopg", "psutil")  # pi
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # every phase, the new harvest, live and catalogue ones included
 def test_the_bench_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     for name in BENCH_EXTRA:
