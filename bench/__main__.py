@@ -22,6 +22,7 @@ from bench import phase_ckan
 from bench import phase_dcat
 from bench import phase_reharvest
 from bench import phase_ogc
+from bench import phase_push
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -41,8 +42,9 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("mqtt", "11 MQTT readings", phase_mqtt.run),
     ("reharvest", "13 unchanged re-harvest", phase_reharvest.run),
     ("ogc", "14 OGC API items", phase_ogc.run),
+    ("push", "15 push deliveries", phase_push.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest", "ogc")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest", "ogc", "push")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

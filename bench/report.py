@@ -30,6 +30,8 @@ SECTIONS = [
     ("dcat", "12. DCAT-AP.de: /catalog.ttl first page latency (p50, p99) by catalogue size", ["dcat."]),
     ("reharvest", "13. Unchanged re-harvest of every demo source: requests per source and wall time", ["reharvest."]),
     ("ogc", "14. OGC API Features items against pygeoapi (PostgreSQL provider): requests/s", ["ogc."]),
+    ("push", "15. Push deliveries: a 10,000-row CSV pushed against harvested, concurrent appends, push to stream "
+     "delay under load", ["push."]),
 ]
 
 
