@@ -223,9 +223,13 @@ async def items(request: Request, name: str, reader: int | None = Depends(reader
         request_ = ogc.items_request(ref.schema, query, limit=limit, offset=offset, cursor=cursor)
         plan = plan_records(request_, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count,
                             cursor_secret=secret)
+        render = ogc.feature_sql(ref.schema)
         found = engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=limit,
-                                                   time_limit_ms=settings.query_time_limit_ms, cursor_secret=secret))
-        found["features"] = ogc.features(ref.schema, found["results_json"], offset + 1)
+                                                   time_limit_ms=settings.query_time_limit_ms, cursor_secret=secret,
+                                                   **({"render": render} if render else {})))
+        # The features' JSON text as DuckDB made it, or (see feature_sql) made here from the records.
+        found["features_json"] = found["results_json"] if render else json.dumps(
+            ogc.features(ref.schema, found["results_json"], offset + 1), ensure_ascii=False, separators=(",", ":"))
         # Without a key a feature's id is its position, which a cursor page does not know: such a collection
         # pages by offset alone.
         found["keyed"] = bool(ref.schema.primary_key)
@@ -248,9 +252,11 @@ async def items(request: Request, name: str, reader: int | None = Depends(reader
         following = kept + [("limit", min(limit, settings.max_offset_rows - offset - limit)), ("offset", offset + limit)]
     if following is not None:
         links.append({"href": f"{here}?{urlencode(following)}", "rel": "next", "type": GEOJSON, "title": "Next page"})
-    body = {"type": "FeatureCollection", "features": found["features"], "numberMatched": found["total_count"],
-            "numberReturned": len(found["features"]), "timeStamp": _now(), "links": links}
-    response = _json(body, GEOJSON)
+    rest = {"numberMatched": found["total_count"], "numberReturned": found["returned"], "timeStamp": _now(),
+            "links": links}
+    body = ('{"type":"FeatureCollection","features":' + found["features_json"] + ","
+            + json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:])
+    response = Response(body, media_type=GEOJSON)
     response.headers["X-Dataset-Version"] = str(number)
     return response
 

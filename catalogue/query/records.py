@@ -10,7 +10,7 @@ made by :mod:`catalogue.query.planning`; this module runs them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -44,6 +44,11 @@ def deadline(cur: duckdb.DuckDBPyConnection, time_limit_ms: int) -> Iterator[Non
                            "Narrow it with where, or use the exports for whole datasets.") from exc
 
 
+def record_json(columns: list[tuple[str, str]]) -> str:
+    """The SQL of one row (of subquery ``q``) as a JSON object text: the records' rendering."""
+    return f"to_json({_json_struct(columns)})::VARCHAR"
+
+
 def _json_struct(columns: list[tuple[str, str]]) -> str:
     """A struct literal of the output columns, rendered for JSON (GeoJSON, ISO 8601 times)."""
     out = []
@@ -58,11 +63,12 @@ def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def run_records(
     cur: duckdb.DuckDBPyConnection, plan: Plan, *, version: int, limit: int, time_limit_ms: int,
-    cursor_secret: bytes = PROCESS_SECRET,
+    cursor_secret: bytes = PROCESS_SECRET, render: Callable[[list[tuple[str, str]]], str] = record_json,
 ) -> dict[str, Any]:
-    """Execute ``plan``: ``{total_count, results_json, next_cursor}`` (signed with ``cursor_secret``).
+    """Execute ``plan``: ``{total_count, results_json, returned, next_cursor}`` (signed with ``cursor_secret``).
 
-    Rows are rendered to JSON text inside DuckDB and joined, never parsed in Python.
+    Rows are rendered to JSON text inside DuckDB (``render``: the SQL of one row's text, given the output
+    columns and their DuckDB types; default :func:`record_json`) and joined, never parsed in Python.
     """
     try:
         with deadline(cur, time_limit_ms):
@@ -73,7 +79,7 @@ def run_records(
                 columns = [c for c in output_columns(cur, plan.sql, params) if c[0] not in HIDDEN]
             extra = "".join(f", q.{c}" for c in (("__file", "__row") if plan.keyed else ())
                             + (("__total",) if plan.count_from == "window" else ()))
-            wrapped = f"SELECT to_json({_json_struct(columns)})::VARCHAR{extra} FROM ({plan.sql}) AS q"
+            wrapped = f"SELECT {render(columns)}{extra} FROM ({plan.sql}) AS q"
             rows = cur.execute(wrapped, params).fetchall()
             total = _total(cur, plan, rows, limit)
     except duckdb.Error as exc:
@@ -85,7 +91,8 @@ def run_records(
         last = rows[-1]
         next_token = encode_cursor(version, plan.parts.index(last[1]) * PART_STRIDE + last[2],
                                    scope=plan.cursor_scope, secret=cursor_secret)
-    return {"total_count": total, "results_json": "[" + ",".join(r[0] for r in rows) + "]", "next_cursor": next_token}
+    return {"total_count": total, "results_json": "[" + ",".join(r[0] for r in rows) + "]", "returned": len(rows),
+            "next_cursor": next_token}
 
 
 def prune(cur: duckdb.DuckDBPyConnection, plan: Plan) -> Plan:
