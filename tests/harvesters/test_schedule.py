@@ -273,3 +273,27 @@ def test_a_source_withdrawn_by_a_catalogue_harvest_is_not_scheduled(
         source.options = {**source.options, "withdrawn_at": "2026-12-05T00:00:00+00:00"}
     assert (due_sources(hub, datetime(2100, 1, 1, tzinfo=timezone.utc)), run_due(hub)) == ([], [])
     assert server.hits == []
+
+
+@pytest.mark.timeout(180)
+def test_two_harvest_due_commands_at_once_harvest_each_due_source_once(
+        file_server: Any, source_catalogue: Callable[..., Hub]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    server, files = file_server
+    names = ["luft-a", "luft-b", "luft-c"]
+    for name in names:
+        files[f"{name}.csv"] = b"id,no2\n1,21.5\n"
+        hub = source_catalogue(name, SCHEMA, {"type": "http-file", "url": f"{server.url}{name}.csv", "format": "csv",
+                                              "schedule": "1d"})
+    env = {**os.environ, "URBANDATA_DEFINITIONS_DIR": str(hub.settings.definitions_dir)}
+    command = [sys.executable, "-m", "api.cli", "harvest", "--due", "-d", str(hub.settings.data_dir)]
+    both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [p.communicate(timeout=150) for p in both]
+    assert [p.returncode for p in both] == [0, 0], results
+    assert sorted(path for path, _ in server.hits) == [f"/{name}.csv" for name in names]
+    with hub.sessions() as session:
+        assert sorted(session.scalars(select(HarvestJob.status))) == ["published"] * 3
