@@ -183,9 +183,10 @@ def postgis_or_skip() -> None:
 
 
 @contextmanager
-def pg_schema(prefix: str) -> Iterator[dict[str, Any]]:
+def pg_schema(prefix: str, postgis: bool = False) -> Iterator[dict[str, Any]]:
     """Settings overrides putting the catalogue in a throwaway schema of the machine's PostgreSQL (dropped after).
 
+    ``postgis``: the search path also reaches ``public``, where postgis_or_skip installs PostGIS.
     Skips the test when psycopg is missing or the server cannot be reached.
     """
     import uuid
@@ -203,7 +204,7 @@ def pg_schema(prefix: str) -> Iterator[dict[str, Any]]:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432/test is not reachable: {exc}")
     try:
         # public after the schema: PostGIS's types and functions live there (see postgis_or_skip); tables do not.
-        yield {"database_url": f"{PG_URL}?options=-csearch_path%3D{schema}%2Cpublic"}
+        yield {"database_url": f"{PG_URL}?options=-csearch_path%3D{schema}{'%2Cpublic' if postgis else ''}"}
     finally:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

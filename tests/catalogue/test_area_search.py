@@ -40,7 +40,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
         yield from _filled(engine)
         return
-    with pg_schema("area") as overrides:
+    with pg_schema("area", postgis=True) as overrides:
         postgis_or_skip()
         yield from _filled(create_engine(overrides["database_url"]))
 
