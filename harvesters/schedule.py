@@ -55,7 +55,7 @@ class Schedule:
         """The first due time after ``moment``."""
         if self.interval is not None:
             return moment + self.interval
-        from croniter import croniter  # type: ignore[import-untyped]  # the [harvest] extra; only cron needs it
+        from croniter import croniter  # type: ignore[import-untyped]  # imported only where a cron expression is read
 
         return croniter(self.cron, moment).get_next(datetime)  # type: ignore[no-any-return]
 
@@ -70,11 +70,8 @@ def parse_schedule(text: str) -> Schedule:
                                   details={"schedule": text})
         return Schedule(text, interval=timedelta(seconds=seconds))
     if len(text.split()) == 5:
-        try:
-            from croniter import croniter
-        except ImportError as exc:
-            raise DefinitionError(f"The schedule '{text}' is a cron expression, which needs croniter: "
-                                  "pip install 'urbandata[harvest]', or use an interval such as 15m.") from exc
+        from croniter import croniter  # a dependency of the embedded default
+
         if croniter.is_valid(text):
             return Schedule(text, cron=text)
     raise DefinitionError(
