@@ -332,7 +332,9 @@ def _text(content: bytes, options: dict[str, Any]) -> str:
 def _load_ndjson(content: bytes, options: dict[str, Any]) -> list[Any]:
     """Newline-delimited JSON: one object per line (blank lines skipped); a bad line is named by its number."""
     records = []
-    for number, line in enumerate(_text(content, options).splitlines(), start=1):
+    # Lines end at LF (CRLF too): str.splitlines() would also cut at U+2028, U+0085 or a form feed,
+    # which a JSON string may hold raw.
+    for number, line in enumerate(_text(content, options).split("\n"), start=1):
         if not line.strip():
             continue
         try:
