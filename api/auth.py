@@ -11,8 +11,10 @@ with a ``/datasets/{name}`` a private dataset is a 404, the very answer a
 dataset that does not exist gets there (both are answered by it, before any
 other check), unless the request carries a token of its publisher with the
 ``read-private`` scope (or, to write, any valid token of its publisher: the
-route then checks the scope it needs). The OGC API and CKAN routes answer
-anonymously and list public datasets only (their own modules).
+route then checks the scope it needs). The OGC API and CKAN routes have no
+``/datasets/{name}`` path: they take the token through ``get_credential`` and
+``private_of`` and filter with ``catalogue.meta.metadata.visible`` themselves,
+with the same 404 for a private dataset as for a missing one.
 """
 
 from __future__ import annotations
