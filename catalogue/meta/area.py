@@ -1,7 +1,7 @@
 """Dataset search by area: the datasets whose spatial extent intersects a bounding box, in SQL.
 
 One condition for the API's ``bbox`` and CKAN's ``ext_bbox``. On PostgreSQL with PostGIS, the
-catalogue has a geometry column ``extent`` (migration 0006: generated from ``Dataset.bbox_*``, SRID
+catalogue has a geometry column ``extent`` (migration 0005: generated from ``Dataset.bbox_*``, SRID
 4326, GiST-indexed) and the condition is GeoAlchemy2's ``ST_Intersects`` against an envelope, which
 the spatial index answers. Elsewhere (SQLite without SpatiaLite, PostgreSQL without PostGIS) the
 same intersection is four comparisons on the bounding-box columns.

@@ -76,7 +76,7 @@ def catalogue_exists(settings: Settings) -> bool:
         engine.dispose()
 
 
-# Made by migration 0006 only where PostGIS is reachable, so models.py does not declare them (SQLite has no such
+# Made by migration 0005 only where PostGIS is reachable, so models.py does not declare them (SQLite has no such
 # type); and PostGIS's own table, visible where the extension sits on the search path.
 POSTGIS_ONLY = {("column", "extent"), ("index", "ix_datasets_extent"), ("table", "spatial_ref_sys")}
 

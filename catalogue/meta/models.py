@@ -79,7 +79,7 @@ class Dataset(Described, Base):
     update_frequency: Mapped[str] = mapped_column(String(20), default="IRREG")
     spatial: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The extent's bounding box in degrees (WGS 84), kept in step with ``spatial`` (see ``_spatial_bbox``) for
-    # area search in SQL; on PostGIS, migration 0006 adds a generated geometry ``extent`` over them (GiST-indexed).
+    # area search in SQL; on PostGIS, migration 0005 adds a generated geometry ``extent`` over them (GiST-indexed).
     bbox_west: Mapped[float | None] = mapped_column(Float, nullable=True)
     bbox_south: Mapped[float | None] = mapped_column(Float, nullable=True)
     bbox_east: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -140,7 +140,7 @@ def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: En
         assert session.scalars(select(Dataset)).one().private is False  # 0003: datasets from before push are public
         # 0004: jobs recorded before it counted no rows added, changed, removed and kept no errors
         assert (job.rows_added, job.rows_changed, job.rows_removed, job.errors) == (None, None, None, None)
-        dataset = session.scalars(select(Dataset)).one()  # 0006: the bounding box read from the spatial extent
+        dataset = session.scalars(select(Dataset)).one()  # 0005: the bounding box read from the spatial extent
         assert (dataset.bbox_west, dataset.bbox_south, dataset.bbox_east, dataset.bbox_north) == (9.9, 53.5, 10.1, 53.6)
     assert _differences(engine) == []
     if _postgis(engine):

@@ -6,7 +6,7 @@ reachable on the search path, ``extent`` is added: a polygon (SRID 4326) generat
 so no writer has to keep it in step, with a GiST index for ``ST_Intersects``. This migration does not
 create the extension (that needs a superuser): run ``CREATE EXTENSION postgis`` before migrating.
 
-Revision ID: 0006
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-05
 """
@@ -20,7 +20,7 @@ from alembic import op
 
 from catalogue.meta.extent import extent_bbox
 
-revision = "0006"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
