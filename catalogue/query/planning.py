@@ -181,7 +181,8 @@ def _compiler(schema: TableSchema, uris: list[str]) -> Compiler:
     times = [f.name for f in schema.fields if f.type == "datetime"]
     if not times:
         return Compiler(schema)
-    return Compiler(schema, after_epoch=pruning.after_epoch(uris, times), instants=pruning.instants(uris, times))
+    after_epoch, instants = pruning.datetime_facts(uris, times)
+    return Compiler(schema, after_epoch=after_epoch, instants=instants)
 
 
 def _keyed(request: RecordsRequest, clauses: Clauses) -> bool:
