@@ -67,6 +67,19 @@ def get_version(session: Session, dataset: Dataset, number: int | None = None) -
     return version
 
 
+def find_version(session: Session, name: str, number: int | None = None) -> Version | None:
+    """Version ``number`` (default: the current one) of dataset ``name`` in one query; None if absent.
+
+    For the read path, which needs the version alone: ``get_dataset`` + ``get_version`` load the
+    dataset, its publisher and then the version (three queries). On None, those two say what is missing.
+    """
+    if number is None:
+        query = select(Version).join(Dataset, Dataset.current_version_id == Version.id)
+    else:
+        query = select(Version).join(Dataset, Dataset.id == Version.dataset_id).where(Version.number == number)
+    return session.scalar(query.where(Dataset.name == name))
+
+
 # One indexed query per records or facets request (the result cache's key), so it is compiled once per
 # dialect and sent straight through a pooled DBAPI connection: SQLAlchemy's execution machinery would cost
 # several times the query itself.

@@ -23,7 +23,9 @@ from catalogue.query import memos
 from catalogue.store.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
-from catalogue.meta.metadata import get_dataset, get_version, get_version_as_of, get_version_identity
+from catalogue.meta.metadata import (
+    find_version, get_dataset, get_version, get_version_as_of, get_version_identity,
+)
 from catalogue.meta.models import Dataset, Version
 from catalogue.store.keys import part_key
 from catalogue.schema.model import TableSchema
@@ -45,12 +47,12 @@ class VersionRef:
     keys: tuple[str, ...]  # the parts' storage keys, in the order of ``uris``
 
     @classmethod
-    def of(cls, hub: Hub, dataset: Dataset, version: Version) -> VersionRef:
-        """Resolve the storage keys and engine URIs of ``version``'s parts."""
-        keys = tuple(part_key(dataset.name, p["sha256"]) for p in version.parts)
+    def of(cls, hub: Hub, dataset: Dataset | str, version: Version) -> VersionRef:
+        """Resolve the storage keys and engine URIs of ``version``'s parts (of ``dataset``, or the dataset so named)."""
+        name = dataset if isinstance(dataset, str) else dataset.name
+        keys = tuple(part_key(name, p["sha256"]) for p in version.parts)
         uris = tuple(hub.storage.engine_uri(key) for key in keys)
-        return cls(dataset.name, version.number, uris, version.schema, version.row_count, version.content_hash,
-                   keys)
+        return cls(name, version.number, uris, version.schema, version.row_count, version.content_hash, keys)
 
 
 def resolve_version(
@@ -61,6 +63,10 @@ def resolve_version(
     The one way a version is resolved (``QueryEngine.version`` keeps its answers;
     the SQL runner passes the ``Dataset`` it already found).
     """
+    if isinstance(dataset, str) and as_of is None and (version is None or version >= 1):
+        found_version = find_version(session, dataset, version)  # one query; if none, the path below says why
+        if found_version is not None:
+            return VersionRef.of(hub, dataset, found_version)
     ds = dataset if isinstance(dataset, Dataset) else get_dataset(session, dataset)
     if version is not None and as_of is not None:
         raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
@@ -92,9 +98,11 @@ class QueryEngine:
         resolution), so a newly published version is served at once. ``identity``: that
         (number, content hash), when the caller has just looked it up.
         """
-        if identity is None and as_of is None:
+        if not memos.on():  # nothing kept to look up: the (number, hash) query would be wasted
+            identity = None
+        elif identity is None and as_of is None:
             identity = get_version_identity(self.hub.engine, name, number)
-        if identity is not None and memos.on():
+        if identity is not None:
             with self._lock:
                 ref = self._refs.get((name, *identity))
                 if ref is not None:
