@@ -117,12 +117,14 @@ class Compiler:
     """Renders checked ODSQL clauses for one dataset; parameters are numbered across clauses."""
 
     def __init__(self, schema: TableSchema, *, after_epoch: frozenset[str] = frozenset(),
-                 instants: frozenset[str] = frozenset()) -> None:
+                 instants: frozenset[str] = frozenset(),
+                 datetime_facts: Callable[[], tuple[frozenset[str], frozenset[str]]] | None = None) -> None:
         self.fields: dict[str, Field] = {f.name: f for f in schema.fields}
-        # datetime fields known to hold no value before 1970 (catalogue.pruning.after_epoch)
-        self.after_epoch = after_epoch
-        # datetime fields the version stores as instants (catalogue.pruning.instants)
-        self.instants = instants
+        # datetime fields known to hold no value before 1970 (catalogue.pruning.after_epoch), and those
+        # the version stores as instants (catalogue.pruning.instants); or ``datetime_facts`` giving both,
+        # asked only when a clause needs them (it reads the parts' footers)
+        self._after_epoch, self._instants = after_epoch, instants
+        self._datetime_facts = datetime_facts
         self.params: dict[str, Any] = {}
         self._counter = itertools.count(1)
         self._values: dict[tuple[type, Any], str] = {}  # (type, value) -> its placeholder's name
@@ -130,6 +132,23 @@ class Compiler:
         # (field, condition on part statistics) per filter conjunct that can skip whole parts
         self.part_tests: list[tuple[str, str]] = []
         self._buckets: dict[str, str] = {}  # rendered fast date_trunc -> its integer bucket (see group_key)
+
+    @property
+    def after_epoch(self) -> frozenset[str]:
+        """The datetime fields with no value before 1970."""
+        self._learn_datetime_facts()
+        return self._after_epoch
+
+    @property
+    def instants(self) -> frozenset[str]:
+        """The datetime fields stored as instants (a timestamp with a zone)."""
+        self._learn_datetime_facts()
+        return self._instants
+
+    def _learn_datetime_facts(self) -> None:
+        if self._datetime_facts is not None:
+            self._after_epoch, self._instants = self._datetime_facts()
+            self._datetime_facts = None
 
     # -- parsing ---------------------------------------------------------
     def _parse(self, text: str, clause: str, wrap: str = "{}") -> exp.Expression:

@@ -181,8 +181,9 @@ def _compiler(schema: TableSchema, uris: list[str]) -> Compiler:
     times = [f.name for f in schema.fields if f.type == "datetime"]
     if not times:
         return Compiler(schema)
-    after_epoch, instants = pruning.datetime_facts(uris, times)
-    return Compiler(schema, after_epoch=after_epoch, instants=instants)
+    # Read from the footers only when a clause asks (a date_trunc of a datetime field): a plain or
+    # filtered page never does.
+    return Compiler(schema, datetime_facts=lambda: pruning.datetime_facts(uris, times))
 
 
 def _keyed(request: RecordsRequest, clauses: Clauses) -> bool:
@@ -244,6 +245,8 @@ def page_position(
 
 def _leading_parts(uris: list[str], rows: int) -> list[str]:
     """The first of ``uris`` that together hold at least ``rows`` rows (all of them if a count is unknown)."""
+    if len(uris) < 2:
+        return uris  # one part (or none): nothing to leave out, no footer to read
     held = 0
     for number, uri in enumerate(uris):
         found = pruning.part_rows(uri)
