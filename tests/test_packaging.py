@@ -6,6 +6,7 @@ directory; this test says which file is missing when that fails.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,11 @@ from pathlib import Path
 import pytest
 
 from catalogue.settings import PROJECT_ROOT
+
+
+# What setup.py leaves out of catalogue/bundled/ (its ignore patterns): the npm tools of the browser tests and
+# the source the vendored DuckDB-WASM bundle is built from; the built files in site/static/vendor/ ship.
+NOT_BUNDLED = ("__pycache__", "*.pyc", ".*", "node_modules", "vendor-src", "package*.json")
 
 
 def _tracked_files() -> list[str]:
@@ -37,7 +43,10 @@ def test_the_wheel_ships_templates_demo_city_and_migrations(tmp_path: Path) -> N
     (wheel,) = (tmp_path / "wheel").glob("urbandata-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
 
-    content = {f"catalogue/bundled/{name}" for name in files if name.startswith(("site/", "datasets/"))}
+    setup_py = (PROJECT_ROOT / "setup.py").read_text(encoding="utf-8")
+    assert all(f'"{pattern}"' in setup_py for pattern in NOT_BUNDLED), "setup.py's ignore patterns changed"
+    content = {f"catalogue/bundled/{name}" for name in files if name.startswith(("site/", "datasets/"))
+               and not any(fnmatch.fnmatch(part, pattern) for part in name.split("/") for pattern in NOT_BUNDLED)}
     migrations = {name for name in files if name.startswith("catalogue/meta/migrations/")}
     assert "catalogue/bundled/site/templates/base.html" in content
     assert "catalogue/meta/migrations/versions/0001_baseline.py" in migrations

@@ -21,11 +21,17 @@ def verify_versions(hub: Hub) -> dict[str, list[int]]:
     Returns the version numbers per dataset; raises AssertionError naming the first defect.
     """
     found: dict[str, list[int]] = {}
+    rows: dict[str, tuple[int | None, list[Version]]] = {}
     with hub.sessions() as session:
-        datasets = list(session.scalars(select(Dataset).order_by(Dataset.name)))
-        rows = {d.name: (d.current_version_id,
-                         list(session.scalars(select(Version).where(Version.dataset_id == d.id).order_by(Version.number))))
-                for d in datasets}
+        # One statement, so one snapshot: read in two, a harvest committing between them would show a
+        # version newer than the current pointer read before it (SQLite's driver starts no read transaction).
+        joined = session.execute(select(Dataset.name, Dataset.current_version_id, Version)
+                                 .outerjoin(Version, Version.dataset_id == Dataset.id)
+                                 .order_by(Dataset.name, Version.number))
+        for name, current_id, version in joined:
+            held = rows.setdefault(name, (current_id, []))[1]
+            if version is not None:
+                held.append(version)
     for name, (current_id, versions) in rows.items():
         numbers = [v.number for v in versions]
         assert numbers == list(range(1, len(versions) + 1)), f"{name}: versions {numbers} have gaps or repeats"
