@@ -15,21 +15,27 @@ import duckdb
 from catalogue.errors import UrbandataError
 
 
+def wheel_extension_path(name: str, package_file: str) -> str:
+    """Path of the DuckDB extension ``name`` shipped in the duckdb-extension-<name> wheel whose package
+    ``__file__`` is ``package_file`` (extensions are never downloaded at run time)."""
+    version = duckdb.__version__
+    root = Path(package_file).parent / "extensions"
+    candidate = root / f"v{version}" / f"{name}.duckdb_extension"
+    if not candidate.is_file():
+        found = sorted(p.parent.name for p in root.glob(f"*/{name}.duckdb_extension"))
+        raise UrbandataError(
+            f"The {name} extension for duckdb {version} is not installed (found: {found or 'none'}). "
+            f"Install duckdb-extension-{name}=={version}."
+        )
+    return str(candidate)
+
+
 @cache
 def spatial_extension_path() -> str:
     """Path of the spatial extension shipped in the duckdb-extension-spatial wheel."""
     import duckdb_extension_spatial
 
-    version = duckdb.__version__
-    root = Path(duckdb_extension_spatial.__file__).parent / "extensions"
-    candidate = root / f"v{version}" / "spatial.duckdb_extension"
-    if not candidate.is_file():
-        found = sorted(p.parent.name for p in root.glob("*/spatial.duckdb_extension"))
-        raise UrbandataError(
-            f"The spatial extension for duckdb {version} is not installed (found: {found or 'none'}). "
-            f"Install duckdb-extension-spatial=={version}."
-        )
-    return str(candidate)
+    return wheel_extension_path("spatial", duckdb_extension_spatial.__file__)
 
 
 def connect(

@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 from pyarrow import fs as pafs
 
+from catalogue.duck import wheel_extension_path
 from catalogue.errors import NotFound, StorageUnavailable, UrbandataError
 from catalogue.schema.sql_text import literal
 from catalogue.settings import Settings
@@ -47,15 +48,7 @@ def httpfs_extension_path() -> str:
             f"storage=s3 needs DuckDB's httpfs extension: pip install 'urbandata[s3]' "
             f"(duckdb-extension-httpfs=={duckdb.__version__})."
         ) from None
-    root = Path(duckdb_extension_httpfs.__file__).parent / "extensions"
-    candidate = root / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
-    if not candidate.is_file():
-        found = sorted(p.parent.name for p in root.glob("*/httpfs.duckdb_extension"))
-        raise UrbandataError(
-            f"The httpfs extension for duckdb {duckdb.__version__} is not installed (found: {found or 'none'}). "
-            f"Install duckdb-extension-httpfs=={duckdb.__version__}."
-        )
-    return str(candidate)
+    return wheel_extension_path("httpfs", duckdb_extension_httpfs.__file__)
 
 
 def _credentials() -> tuple[str, str, str | None]:
