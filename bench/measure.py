@@ -100,6 +100,13 @@ class Results:
     def median(self, key: str) -> float:
         return self.figures[key].median
 
+    def lines(self) -> list[str]:
+        """Figures, targets and skipped sections as text lines, for a phase run on its own."""
+        return ([f"{f.label}: median {f.median:.3g} {f.unit} ({', '.join(f'{v:.3g}' for v in f.values)})"
+                 for f in self.figures.values()]
+                + [f"{t.label}: {t.value:.3g}{t.unit} (target {t.op} {t.threshold:g}) {t.verdict}" for t in self.targets]
+                + [f"{section}: skipped, {why}" for section, why in self.skipped.items()])
+
 
 def load_average() -> float:
     """The machine's 1-minute load average now."""

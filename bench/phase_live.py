@@ -209,11 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="urbandata-bench-live-") as work:
         ctx = Context(work=Path(work), rows=args.rows, repeat=args.repeat, quick=False, console=console)
         run(ctx)
-        for figure in ctx.results.figures.values():
-            console.print(f"{figure.label}: median {figure.median:.3g} {figure.unit} ({len(figure.values)} values)")
-        for target in ctx.results.targets:
-            console.print(f"{target.label}: {target.value:.3g}{target.unit} (target {target.op} {target.threshold:g}) "
-                          f"{target.verdict}")
+        for line in ctx.results.lines():
+            console.print(line)
 
 
 if __name__ == "__main__":

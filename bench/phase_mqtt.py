@@ -264,14 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="urbandata-bench-mqtt-") as work:
         ctx = Context(work=Path(work), rows=args.rows, repeat=args.repeat, quick=args.quick, console=console)
         run(ctx)
-        for figure in ctx.results.figures.values():
-            console.print(f"{figure.label}: median {figure.median:.3g} {figure.unit} "
-                          f"({', '.join(f'{v:.3g}' for v in figure.values)})")
-        for target in ctx.results.targets:
-            console.print(f"{target.label}: {target.value:.3g}{target.unit} (target {target.op} {target.threshold:g}) "
-                          f"{target.verdict}")
-        for section, why in ctx.results.skipped.items():
-            console.print(f"{section}: skipped, {why}")
+        for line in ctx.results.lines():
+            console.print(line)
 
 
 if __name__ == "__main__":

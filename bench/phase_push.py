@@ -208,11 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="urbandata-bench-push-") as work:
         ctx = Context(work=Path(work), rows=1_000_000, repeat=args.repeat, quick=args.quick, console=console)
         run(ctx)  # rows: the suite's default size (1,000,000 or more): 5 (quick) or 20 deliveries per client
-        for figure in ctx.results.figures.values():
-            console.print(f"{figure.label}: median {figure.median:.3g} {figure.unit} ({len(figure.values)} values)")
-        for target in ctx.results.targets:
-            console.print(f"{target.label}: {target.value:.3g}{target.unit} (target {target.op} {target.threshold:g}) "
-                          f"{target.verdict}")
+        for line in ctx.results.lines():
+            console.print(line)
 
 
 if __name__ == "__main__":
