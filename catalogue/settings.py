@@ -1,12 +1,29 @@
-"""One settings class, read once at an entry point and passed down."""
+"""One settings class, read once at an entry point and passed down.
+
+Each setting comes from, highest first: the arguments a caller passes, the ``URBANDATA_*``
+environment variables, the TOML file named by ``URBANDATA_CONFIG`` (``urbandata --config``
+sets it; keys are the setting names, at the top level), then the defaults below.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from catalogue.errors import InvalidConfigFile
+
+CONFIG_ENV = "URBANDATA_CONFIG"
 
 # The folder holding the catalogue package: the checkout in a development (editable) install,
 # site-packages in an installed one. Tests use it to find the checkout's files.
@@ -52,6 +69,12 @@ class Settings(BaseSettings):
         default="", description="Key prefix inside the bucket when storage=s3 ('hub' puts files under hub/...)."
     )
     s3_region: str = Field(default="us-east-1", description="Region of the bucket when storage=s3.")
+    iceberg_catalog_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the Iceberg SQL catalog (pyiceberg, the [iceberg] extra) in which each dataset "
+        "is also an Apache Iceberg table whose snapshots are its versions over the same Parquet parts "
+        "(sqlite:////srv/hub/var/iceberg.sqlite, or the catalogue's PostgreSQL URL); empty (the default): no tables.",
+    )
     definitions_dir: Path = Field(
         default=bundled_dir("datasets"),
         description="Directory holding publishers.yaml, definitions/*.yaml and Table Schemas.",
@@ -90,6 +113,22 @@ class Settings(BaseSettings):
         "link-local...), which are refused otherwise. A name allows that name as written in a URL, whatever it "
         "resolves to; an address or network (127.0.0.1, 10.1.0.0/16, ::1) allows URLs naming such an address. "
         'As an environment variable, a JSON list: URBANDATA_HARVEST_ALLOWED_HOSTS=\'["127.0.0.1"]\'.',
+    )
+    queue_url: str = Field(
+        default="",
+        description="Redis URL of the harvest job queue (redis://127.0.0.1:6379/0; needs the [queue] extra): due "
+        "harvests are enqueued there and run by `urbandata worker` processes. Empty (the default): no queue, "
+        "due harvests run in the scheduling process.",
+    )
+    queue_namespace: str = Field(
+        default="urbandata", min_length=1,
+        description="Prefix of the job queue's Redis keys: hubs sharing one Redis need different ones.",
+    )
+    queue_heartbeat_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Seconds without a heartbeat after which a queue worker counts as dead and its unfinished "
+        "harvest goes back to the queue for another worker (shorter: faster retries, but a stalled live worker "
+        "may lose its job to another, which then waits for it).",
     )
     max_report_errors: int = Field(
         default=1000, gt=0, description="Most errors listed in one validation report (all are counted)."
@@ -251,6 +290,31 @@ class Settings(BaseSettings):
         "rate limiting; from any other peer the header is ignored. Empty (the default): never trusted.",
     )
 
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How the server and commands write their log lines to stderr: 'text' for people, 'json' for a "
+        "log collector (one JSON object per line: time, level, logger, message; request lines add request_id, "
+        "method, route, status, duration_ms).",
+    )
+    ready_timeout_s: float = Field(
+        default=3.0, gt=0,
+        description="How long each check of /ready (database, storage, queue) may take before it counts as failed, "
+        "in seconds.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then environment, then the ``URBANDATA_CONFIG`` file (if set), then defaults."""
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        return init_settings, env_settings, dotenv_settings, config_file_source(settings_cls, Path(path)), \
+            file_secret_settings
+
     @field_validator("rate_limit_trusted_proxies")
     @classmethod
     def _proxy_networks(cls, entries: list[str]) -> list[str]:
@@ -277,3 +341,17 @@ class Settings(BaseSettings):
     def site_dir(self) -> Path:
         """Where the built static site goes."""
         return self.data_dir / "site"
+
+
+def config_file_source(settings_cls: type[BaseSettings], path: Path) -> TomlConfigSettingsSource:
+    """The settings in the TOML file ``path``; a missing or malformed file is an error naming it."""
+    if not path.is_file():
+        raise InvalidConfigFile(f"The configuration file {path} ({CONFIG_ENV} or --config) does not exist or is no "
+                                "file; give the path of a TOML file of settings, or unset it.")
+    try:
+        with open(path, "rb") as handle:
+            tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidConfigFile(f"The configuration file {path} cannot be read as TOML: {exc}. Write one "
+                                "'setting_name = value' per line (urbandata settings lists the names).") from None
+    return TomlConfigSettingsSource(settings_cls, toml_file=path)
