@@ -271,6 +271,13 @@ class DatabaseUnreachable(UrbandataError):
     status = 503
 
 
+class QueueUnreachable(UrbandataError):
+    """The harvest job queue (``queue_url``) does not answer, or its URL is no Redis URL."""
+
+    code = "queue-unreachable"
+    status = 503
+
+
 class CatalogueTooNew(UrbandataError):
     """The catalogue's schema comes from a newer release than the one running."""
 
