@@ -398,3 +398,10 @@ class SqlNeedsLocalStorage(UrbandataError):
 
     code = "sql-needs-local-storage"
     status = 501
+
+
+class InvalidConfigFile(UrbandataError):
+    """The settings file named by URBANDATA_CONFIG (or --config) is missing or is no valid TOML."""
+
+    code = "invalid-config-file"
+    status = 500
