@@ -35,6 +35,13 @@ def page_jobs(session: Session, limit: int, offset: int, *, status: str | None =
     return total, list(rows)
 
 
+def job_outcomes(session: Session) -> dict[str, tuple[int, int]]:
+    """Every job so far by status: (how many, the rows they counted), of all datasets (for /metrics)."""
+    rows = session.execute(select(HarvestJob.status, func.count(), func.coalesce(func.sum(HarvestJob.rows), 0))
+                           .group_by(HarvestJob.status))
+    return {status: (int(count), int(total)) for status, count, total in rows}
+
+
 def source_names(session: Session, jobs: list[HarvestJob]) -> dict[int, str]:
     """The name of each job's source, by source id (one query for a page)."""
     ids = {j.source_id for j in jobs if j.source_id is not None}

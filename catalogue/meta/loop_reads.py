@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
@@ -79,6 +79,10 @@ class LoopReads:
                 pass
         return await to_thread.run_sync(_count, self._side, limiter=self._side_limiter())
 
+    async def ping(self) -> None:
+        """``SELECT 1`` on a connection of its own, not the request pool (/ready); raises when it fails."""
+        await to_thread.run_sync(_ping, self._side, limiter=self._side_limiter(), abandon_on_cancel=True)
+
     def _side_limiter(self) -> anyio.CapacityLimiter:
         with self._lock:  # built on first use: a limiter belongs to the running event loop's library
             if self._limiter is None:
@@ -96,6 +100,11 @@ def _side_options(backend: str) -> dict[str, Any]:
     if backend == "sqlite":
         return {"connect_args": {"timeout": 5, "check_same_thread": False}}
     return {"connect_args": {"connect_timeout": 5}} if backend.startswith("postgres") else {}
+
+
+def _ping(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def _count(engine: Engine) -> int:
