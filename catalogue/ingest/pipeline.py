@@ -41,6 +41,7 @@ from catalogue.meta.models import Dataset, Version
 from catalogue.schema.sql_text import literal
 from catalogue.schema.model import TableSchema
 from catalogue.store import layout
+from catalogue.store.iceberg import register_after_commit
 from catalogue.store.keys import part_key
 
 __all__ = ["MODES", "Delivery", "IngestResult", "ingest_delivery"]
@@ -61,11 +62,13 @@ def ingest_delivery(hub: Hub, dataset_name: str, delivery: Delivery, job_id: int
     An invalid or unreadable delivery is quarantined with its report; the
     current version does not change. Rows stream through DuckDB, which spills
     to the store's scratch space beyond its memory limit. A published version
-    gets its live values (``catalogue.ingest.latest``) before this returns.
+    gets its live values (``catalogue.ingest.latest``) and, with ``iceberg_catalog_url`` set, its Iceberg
+    snapshot (``catalogue.store.iceberg``) before this returns; neither can undo the commit.
     """
     result = _ingest(hub, dataset_name, delivery, job_id)
     if result.status == "published" and result.version is not None:
         keep_live_values(hub, result.dataset, result.version)
+        register_after_commit(hub, result.dataset, result.version)
     return result
 
 

@@ -1,0 +1,187 @@
+"""Datasets as Apache Iceberg tables: one snapshot per version over the hub's own parts, read by pyiceberg and DuckDB."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from catalogue.hub import Hub, open_hub
+from catalogue.ingest.pipeline import Delivery, ingest_delivery
+from catalogue.query.engine import QueryEngine
+from catalogue.settings import Settings
+from catalogue.store import iceberg
+from catalogue.store.keys import part_key
+from tests.conftest import pg_schema
+
+pytest.importorskip("pyiceberg", reason="the [iceberg] extra: pip install -e '.[iceberg]'")
+
+SCHEMA = {
+    "fields": [
+        {"name": "station", "type": "string", "constraints": {"required": True}},
+        {"name": "day", "type": "date", "constraints": {"required": True}},
+        {"name": "measured_at", "type": "datetime"},
+        {"name": "pm10", "type": "number"},
+        {"name": "samples", "type": "integer"},
+        {"name": "ok", "type": "boolean"},
+        {"name": "location", "type": "geopoint"},
+    ],
+    "primaryKey": ["station", "day"],
+}
+HEADER = "station,day,measured_at,pm10,samples,ok,location\n"
+
+
+def line(station: str, day: int, pm10: float) -> str:
+    return (f'{station},2026-11-{day:02d},2026-11-{day:02d}T08:00:00Z,{pm10},{day * 3},{"true" if day % 2 else "false"},'
+            f'"9.9{day % 10}, 53.5{day % 10}"\n')
+
+
+FIRST = HEADER + line("A", 1, 10.5) + line("B", 1, 20.25)
+APPENDED = HEADER + line("A", 2, 11.0) + line("B", 2, 21.5)  # version 2 = version 1 + these rows
+REPLACED = HEADER + line("C", 3, 5.0) + line("A", 3, 12.75)  # version 3 = only these rows
+
+
+def dataset_versions(make_catalogue: Any, **settings: Any) -> Hub:
+    """Three versions of ``air``: replace, append, replace."""
+    hub: Hub = make_catalogue("air", SCHEMA, FIRST.encode(), **settings)
+    for content, mode in ((APPENDED, "append"), (REPLACED, "replace")):
+        result = ingest_delivery(hub, "air", Delivery(content.encode(), "csv", {}, mode, {"source_url": "test"}))
+        assert result.status == "published", result.report
+    return hub
+
+
+def hub_rows(hub: Hub, number: int) -> list[tuple[Any, ...]]:
+    """Version ``number``'s rows as the hub's own query engine resolves them (station, day, pm10, samples)."""
+    engine = QueryEngine(hub)
+    try:
+        ref = engine.version("air", number)
+        quoted = ", ".join(f"'{u}'" for u in ref.uris)
+        con = duckdb.connect()
+        try:
+            return con.execute(f"SELECT station, day, pm10, samples FROM read_parquet([{quoted}]) "
+                               "ORDER BY station, day").fetchall()
+        finally:
+            con.close()
+    finally:
+        engine.close()
+
+
+def part_paths(hub: Hub, number: int) -> set[str]:
+    engine = QueryEngine(hub)
+    try:
+        return {hub.storage.engine_uri(part_key("air", key.rsplit("/", 1)[-1].removesuffix(".parquet")))
+                for key in engine.version("air", number).keys}
+    finally:
+        engine.close()
+
+
+def iceberg_rows(table: Any, snapshot_id: int) -> list[tuple[Any, ...]]:
+    arrow = table.scan(snapshot_id=snapshot_id, selected_fields=("station", "day", "pm10", "samples")).to_arrow()
+    return sorted(zip(*(arrow.column(n).to_pylist() for n in ("station", "day", "pm10", "samples"))))
+
+
+def duck_iceberg() -> duckdb.DuckDBPyConnection:
+    """DuckDB with the iceberg extension (and avro, which it reads manifests with) loaded from their wheels."""
+    duckdb_extension_iceberg = pytest.importorskip("duckdb_extension_iceberg")
+    duckdb_extension_avro = pytest.importorskip("duckdb_extension_avro")
+    from catalogue.duck import wheel_extension_path
+
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.load_extension(wheel_extension_path("avro", duckdb_extension_avro.__file__))
+    con.load_extension(wheel_extension_path("iceberg", duckdb_extension_iceberg.__file__))
+    return con
+
+
+def check_table(hub: Hub) -> Any:
+    """The table has one snapshot per version, each holding exactly that version's rows over its own parts."""
+    with iceberg.open_catalog(hub) as catalog:
+        table = catalog.load_table(iceberg.table_identifier("air"))
+    ids = iceberg.snapshot_ids(table)
+    assert sorted(ids) == [1, 2, 3]
+    assert len(table.snapshots()) == 3
+    assert table.current_snapshot().snapshot_id == ids[3]
+    for number, snapshot_id in ids.items():
+        snapshot = table.snapshot_by_id(snapshot_id)
+        assert snapshot.summary[iceberg.HASH_PROPERTY] == hub_content_hash(hub, number)
+        assert table.snapshot_by_name(f"v{number}").snapshot_id == snapshot_id
+        assert iceberg_rows(table, snapshot_id) == hub_rows(hub, number)
+        # No copy: the snapshot's data files are the version's own parts, nothing else.
+        files = {task.file.file_path for task in table.scan(snapshot_id=snapshot_id).plan_files()}
+        assert files == part_paths(hub, number)
+    assert [r[0] for r in hub_rows(hub, 3)] == ["A", "C"]  # the replace dropped the older rows
+    assert len(hub_rows(hub, 2)) == 4
+    assert table.snapshot_by_id(ids[2]).summary.operation.value == "append"
+    assert table.snapshot_by_id(ids[3]).summary.operation.value == "overwrite"
+    return table
+
+
+def hub_content_hash(hub: Hub, number: int) -> str:
+    engine = QueryEngine(hub)
+    try:
+        return engine.version("air", number).content_hash
+    finally:
+        engine.close()
+
+
+def test_each_version_is_a_snapshot_over_its_own_parts(make_catalogue: Any, tmp_path: Path) -> None:
+    hub = dataset_versions(make_catalogue, iceberg_catalog_url=f"sqlite:///{tmp_path / 'iceberg.sqlite'}")
+    table = check_table(hub)
+    ids = iceberg.snapshot_ids(table)
+    # The geopoint column is the part's WKB geometry, an Iceberg binary column.
+    location = table.schema().find_field("location")
+    assert str(location.field_type) == "binary"
+    con = duck_iceberg()
+    try:
+        metadata = table.metadata_location
+        current = con.execute(f"SELECT station, day, pm10, samples FROM iceberg_scan('{metadata}') "
+                              "ORDER BY station, day").fetchall()
+        older = con.execute(f"SELECT station, day, pm10, samples FROM iceberg_scan('{metadata}', "
+                            f"snapshot_from_id => {ids[2]}) ORDER BY station, day").fetchall()
+        # DuckDB knows the parts for GeoParquet and would read the column as GEOMETRY, which the table's binary
+        # type cannot take: a reader of the WKB bytes turns that off (Spark and Trino read them as binary).
+        con.execute("SET enable_geoparquet_conversion = false")
+        geometry = con.execute(f"SELECT typeof(location), octet_length(location) FROM iceberg_scan('{metadata}') "
+                               "LIMIT 1").fetchone()
+    finally:
+        con.close()
+    assert current == hub_rows(hub, 3)
+    assert older == hub_rows(hub, 2)
+    assert geometry == ("BLOB", 21)  # a WKB point: byte order, type, two doubles
+
+
+def test_registration_is_idempotent_and_in_order(make_catalogue: Any, tmp_path: Path) -> None:
+    hub = dataset_versions(make_catalogue, iceberg_catalog_url=f"sqlite:///{tmp_path / 'iceberg.sqlite'}")
+    (again,) = iceberg.sync_all(hub)
+    assert (again.dataset, again.versions) == ("air", [])
+    check_table(hub)
+
+
+def test_a_failed_registration_leaves_the_version_and_sync_repairs_it(
+        make_catalogue: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A catalog in a directory that does not exist: every registration fails.
+    broken = f"sqlite:///{tmp_path / 'missing' / 'iceberg.sqlite'}"
+    with caplog.at_level(logging.WARNING, logger="catalogue.store.iceberg"):
+        hub = dataset_versions(make_catalogue, iceberg_catalog_url=broken)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "catalogue.store.iceberg"]
+    assert len(warnings) == 3 and "iceberg-sync" in warnings[-1]
+    assert [r[0] for r in hub_rows(hub, 3)] == ["A", "C"]  # every version published and readable
+    assert len(hub_rows(hub, 1)) == 2
+    repaired = open_hub(Settings(data_dir=hub.settings.data_dir, definitions_dir=hub.settings.definitions_dir,
+                                 iceberg_catalog_url=f"sqlite:///{tmp_path / 'iceberg.sqlite'}"))
+    try:
+        (done,) = iceberg.sync_all(repaired)
+        assert done.versions == [1, 2, 3]
+        check_table(repaired)
+    finally:
+        repaired.close()
+
+
+def test_the_catalog_on_postgresql(make_catalogue: Any) -> None:
+    with pg_schema("iceberg") as overrides:
+        hub = dataset_versions(make_catalogue, database_url=overrides["database_url"],
+                               iceberg_catalog_url=overrides["database_url"])
+        check_table(hub)
+        hub.close()
