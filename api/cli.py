@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from api.cli_catalogues import harvest_catalogue_command
 from api.cli_follow import follow_command
 from api.cli_push import push as push_command
 from api.cli_token import token_app
+from api.cli_worker import worker_command
+from api.logs import configure_logging
 from api.openapi_doc import openapi_document
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
@@ -38,10 +41,10 @@ from catalogue.meta.db import (
 )
 from catalogue.meta.models import HarvestJob
 from catalogue.meta.metadata import get_dataset, list_versions
-from catalogue.settings import Settings
+from catalogue.settings import CONFIG_ENV, Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
-from harvesters.schedule import HarvestScheduler, check_schedules, due_states, harvest_due
+from harvesters.schedule import HarvestScheduler, check_queue, check_schedules, due_states, harvest_due
 from harvesters.site_refresh import published_datasets, refresh_site
 
 app = typer.Typer(
@@ -58,9 +61,10 @@ app.add_typer(token_app, name="token")
 app.command("push")(push_command)
 app.command("harvest-catalogue")(harvest_catalogue_command)
 app.command("follow")(follow_command)
+app.command("worker")(worker_command)
 
 DataDir = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var, or URBANDATA_DATA_DIR).")
-STYLES = {"published": "green", "unchanged": "cyan", "quarantined": "yellow", "failed": "red"}
+STYLES = {"queued": "blue", "published": "green", "unchanged": "cyan", "quarantined": "yellow", "failed": "red"}
 SHOWN_ERRORS = 5  # validation errors printed for a quarantined delivery; the report holds them all
 
 
@@ -82,14 +86,25 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
+    config: Path | None = typer.Option(
+        None, "--config", help=f"TOML file of settings (sets {CONFIG_ENV}); URBANDATA_* variables override it."
+    ),
 ) -> None:
     """urbandata: an open urban-data hub. Harvest, validate, version, query and publish a city's open data."""
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    return Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except UrbandataError as exc:  # the config file is missing or no TOML
+        _fail(exc)
+        raise
+    configure_logging(settings.log_format)
+    return settings
 
 
 def _fail(exc: UrbandataError) -> None:
@@ -305,6 +320,8 @@ def harvest(
     overrides = {"feed_base_url": feed_base_url} if feed_base_url else {}
     try:
         hub = _open_existing(_settings(data_dir, **overrides))
+        if due:
+            check_queue(hub)  # with a job queue, due runs are sent there: it must answer
         states = {s.source: s for s in due_states(hub)} if due else {}
         names = list_sources(hub) if all_sources else list(states) if due else [name]
         if due and not names:

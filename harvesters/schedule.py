@@ -12,6 +12,10 @@ lock, only if no job of the dataset is running and the source had no run since i
 So of several processes running ``harvest --due`` (or ``serve``) at once, one harvests each due
 source and the others skip it. Sources a catalogue harvest withdrew (``withdrawn_at`` in their
 options) are not scheduled.
+
+With a job queue (``queue_url``), a claimed run is ``queued`` instead and sent to the queue
+(``harvesters.queue``), whose ``urbandata worker`` processes harvest it; a dataset with a queued
+job is not claimed again until it ran.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from catalogue.background import BackgroundThread
-from catalogue.errors import DefinitionError
+from catalogue.errors import DefinitionError, UrbandataError
 from catalogue.hub import Hub
 from catalogue.ingest import jobs
 from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, utcnow
@@ -130,7 +134,7 @@ def schedule_states(hub: Hub) -> list[DueState]:
         last = {source: (started, job) for source, started, job in session.execute(
             select(HarvestJob.source_id, func.max(HarvestJob.started_at), func.max(HarvestJob.id))
             .group_by(HarvestJob.source_id)).all()}
-        running = set(session.scalars(select(HarvestJob.dataset_id).where(HarvestJob.status == "running")))
+        running = set(session.scalars(select(HarvestJob.dataset_id).where(HarvestJob.status.in_(jobs.IN_FLIGHT))))
         rows = session.execute(select(HarvestSource.name, HarvestSource.schedule, HarvestSource.id,
                                       HarvestSource.dataset_id, Dataset.name, Dataset.update_frequency,
                                       HarvestSource.options)
@@ -163,10 +167,21 @@ def due_sources(hub: Hub, now: datetime | None = None) -> list[str]:
     return [s.source for s in due_states(hub, now)]
 
 
+def check_queue(hub: Hub) -> None:
+    """QueueUnreachable unless the hub's job queue answers (nothing to check without one): said once, before
+    any run is claimed, rather than once per due source."""
+    if hub.settings.queue_url:
+        from harvesters.queue import check  # only with a queue: dramatiq is the [queue] extra
+
+        check(hub.settings)
+
+
 def harvest_due(hub: Hub, state: DueState) -> HarvestOutcome | None:
-    """Claim the due run of ``state`` (``jobs.claim``) and harvest it; None if another process claimed it first."""
+    """Claim the due run of ``state`` (``jobs.claim``) and harvest it, or with a job queue send it there (an
+    outcome ``queued``); None if another process claimed it first."""
+    queued = bool(hub.settings.queue_url)
     try:
-        job_id = jobs.claim(hub, state.source_id, state.dataset_id, state.dataset, state.last_job)
+        job_id = jobs.claim(hub, state.source_id, state.dataset_id, state.dataset, state.last_job, queued=queued)
     except Exception as exc:  # noqa: BLE001 - the database cannot take the job (busy, full): say so, no job
         error = jobs.describe(exc, hub)
         return HarvestOutcome(state.source, state.dataset, "failed", f"{state.dataset}: {error.message}",
@@ -174,11 +189,16 @@ def harvest_due(hub: Hub, state: DueState) -> HarvestOutcome | None:
     if job_id is None:
         log.info("scheduled harvest of %s skipped: another process runs or ran it", state.source)
         return None
+    if queued:
+        from harvesters.queue import enqueue
+
+        return enqueue(hub, state.source, state.dataset, job_id)
     return harvest_source(hub, state.source, job_id)
 
 
 def run_due(hub: Hub, now: datetime | None = None) -> list[HarvestOutcome]:
-    """Harvest every due source once, one after another, each claimed first; the outcomes of the runs made."""
+    """Harvest every due source once, one after another, each claimed first (or queue them); the outcomes."""
+    check_queue(hub)
     outcomes = [harvest_due(hub, state) for state in due_states(hub, now)]
     return [o for o in outcomes if o is not None]
 
@@ -198,6 +218,7 @@ class HarvestScheduler(BackgroundThread):
     def run_once(self) -> list[HarvestOutcome]:
         """One round: every due source (claimed first), then the site if anything was published."""
         outcomes = []
+        check_queue(self.hub)
         for state in due_states(self.hub):
             if self.stopped.is_set():
                 break
@@ -214,6 +235,8 @@ class HarvestScheduler(BackgroundThread):
         while not self.stopped.is_set():
             try:
                 self.run_once()
+            except UrbandataError as exc:  # the job queue does not answer: said in one line, tried next round
+                log.warning("scheduled harvests skipped this round: %s", exc.message)
             except Exception:  # noqa: BLE001 - the scheduler outlives one bad round; the jobs say what failed
                 log.exception("a round of scheduled harvests failed")
             self.stopped.wait(self.tick_s)

@@ -19,7 +19,7 @@ from catalogue.redact import redact_text
 
 # A dataset's job: running, then published, unchanged, quarantined, failed or withdrawn (by its catalogue);
 # a catalogue run's: running, then finished or failed.
-STATUSES = ("running", "published", "unchanged", "quarantined", "failed", "withdrawn", "finished")
+STATUSES = ("queued", "running", "published", "unchanged", "quarantined", "failed", "withdrawn", "finished")
 
 
 def page_jobs(session: Session, limit: int, offset: int, *, status: str | None = None, dataset: str | None = None,
