@@ -212,8 +212,7 @@ def _register(table: Table, version: _Published) -> Table:
     properties = {VERSION_PROPERTY: str(version.number), HASH_PROPERTY: version.content_hash}
     tx: Transaction = table.transaction()
     if tx.table_metadata.name_mapping() is None:
-        tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING:
-                             tx.table_metadata.schema().name_mapping.model_dump_json()})
+        tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
     if added:
         schema = _arrow_schema(pq, added[0])
         known = set(tx.table_metadata.schema().column_names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
+from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.query.engine import QueryEngine
 from catalogue.settings import Settings
 from catalogue.store import iceberg
@@ -185,3 +187,35 @@ def test_the_catalog_on_postgresql(make_catalogue: Any) -> None:
                                iceberg_catalog_url=overrides["database_url"])
         check_table(hub)
         hub.close()
+
+
+def test_an_added_field_widens_the_table_and_older_snapshots_keep_their_columns(
+        make_catalogue: Any, tmp_path: Path) -> None:
+    hub: Hub = make_catalogue("air", SCHEMA, FIRST.encode(), iceberg_catalog_url=f"sqlite:///{tmp_path / 'i.sqlite'}")
+    root = hub.settings.definitions_dir
+    widened = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "no2", "type": "number"}]}  # type: ignore[list-item]
+    (root / "schemas" / "air.json").write_text(json.dumps(widened), encoding="utf-8")
+    sync_definitions(hub, load_definitions(root))
+    content = HEADER.replace("\n", ",no2\n") + line("C", 2, 7.5).replace("\n", ",31.5\n")
+    result = ingest_delivery(hub, "air", Delivery(content.encode(), "csv", {}, "append", {"source_url": "test"}))
+    assert (result.status, result.version) == ("published", 2), result.report
+
+    with iceberg.open_catalog(hub) as catalog:
+        table = catalog.load_table(iceberg.table_identifier("air"))
+    ids = iceberg.snapshot_ids(table)
+    assert table.schema().find_field("no2").field_type.__class__.__name__ == "DoubleType"
+    mapped = {field.names[0] for field in table.name_mapping()}
+    assert "no2" in mapped  # the new parts' column is found by name
+    latest = table.scan(snapshot_id=ids[2], selected_fields=("station", "no2")).to_arrow()
+    assert sorted(zip(latest.column("station").to_pylist(), latest.column("no2").to_pylist()),
+                  key=lambda r: r[0]) == [("A", None), ("B", None), ("C", 31.5)]
+    older = table.scan(snapshot_id=ids[1]).to_arrow()
+    assert older.num_rows == 2 and "no2" not in older.column_names  # read with the schema it was written with
+    con = duck_iceberg()
+    try:
+        con.execute("SET enable_geoparquet_conversion = false")
+        found = con.execute(f"SELECT station, no2 FROM iceberg_scan('{table.metadata_location}') "
+                            "ORDER BY station").fetchall()
+    finally:
+        con.close()
+    assert found == [("A", None), ("B", None), ("C", 31.5)]
