@@ -21,6 +21,7 @@ from rich.table import Column, Table
 
 from api.cli_catalogues import harvest_catalogue_command
 from api.cli_follow import follow_command
+from api.cli_iceberg import iceberg_sync_command
 from api.cli_push import push as push_command
 from api.cli_token import token_app
 from api.cli_worker import worker_command
@@ -61,6 +62,7 @@ app.add_typer(token_app, name="token")
 app.command("push")(push_command)
 app.command("harvest-catalogue")(harvest_catalogue_command)
 app.command("follow")(follow_command)
+app.command("iceberg-sync")(iceberg_sync_command)
 app.command("worker")(worker_command)
 
 DataDir = typer.Option(None, "--data-dir", "-d", help="Data directory (default ./var, or URBANDATA_DATA_DIR).")

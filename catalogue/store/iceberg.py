@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
-from catalogue.errors import UrbandataError
+from catalogue.errors import DatasetNotFound, UrbandataError
 from catalogue.hub import Hub
 from catalogue.meta.models import Dataset, Version
+from catalogue.redact import redact_url
 from catalogue.store.keys import part_key
 
 if TYPE_CHECKING:
@@ -88,8 +90,14 @@ def open_catalog(hub: Hub) -> Iterator[SqlCatalog]:
             "iceberg_catalog_url is set but pyiceberg is not installed. Install the [iceberg] extra "
             "(pip install 'urbandata[iceberg]'), or set iceberg_catalog_url to '' to turn Iceberg tables off."
         ) from None
-    catalog = SqlCatalog(NAMESPACE, uri=hub.settings.iceberg_catalog_url,
-                         warehouse=hub.storage.engine_uri("datasets"), **_io_properties(hub))
+    url = hub.settings.iceberg_catalog_url
+    try:
+        catalog = SqlCatalog(NAMESPACE, uri=url, warehouse=hub.storage.engine_uri("datasets"), **_io_properties(hub))
+    except (SQLAlchemyError, ValueError) as exc:  # no such database or driver, a malformed URL
+        raise UrbandataError(
+            f"The Iceberg catalog's database {redact_url(url)} (iceberg_catalog_url) cannot be opened: "
+            f"{type(exc).__name__}. Check that the URL names a reachable database and that its driver is installed."
+        ) from exc
     try:
         catalog.create_namespace_if_not_exists(NAMESPACE)
         yield catalog
@@ -124,10 +132,18 @@ def register_after_commit(hub: Hub, dataset: str, number: int) -> None:
                     "`urbandata iceberg-sync` registers it", number, dataset, exc_info=True)
 
 
-def sync_all(hub: Hub) -> list[Registered]:
-    """Register every dataset's versions the Iceberg catalog does not hold yet, one dataset after another."""
+def sync_all(hub: Hub, only: list[str] | None = None) -> list[Registered]:
+    """Register the versions the Iceberg catalog does not hold yet of every dataset (or of those named in ``only``)."""
+    if not enabled(hub):
+        raise UrbandataError("Iceberg tables are off: iceberg_catalog_url is empty. Set URBANDATA_ICEBERG_CATALOG_URL "
+                             "to the SQLAlchemy URL of the Iceberg catalog's database (a sqlite:/// file or PostgreSQL).")
     with hub.sessions() as session:
         names = list(session.scalars(select(Dataset.name).order_by(Dataset.name)))
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise DatasetNotFound(f"The catalogue has no dataset named {', '.join(repr(n) for n in unknown)}. Name one "
+                              "of its datasets, or none to register every dataset.")
+    names = [n for n in names if only is None or n in only]
     with open_catalog(hub) as catalog:
         return [sync_dataset(hub, catalog, name) for name in names]
 
