@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from catalogue.errors import UrbandataError
 from catalogue.hub import open_hub
@@ -38,8 +37,8 @@ def iceberg_sync_command(
     except UrbandataError as exc:
         err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.message}')}")
         raise typer.Exit(1) from None
-    table = Table("dataset", "versions registered", "metadata file")
     for registered in done:
-        numbers = ", ".join(str(n) for n in registered.versions) or "none (up to date)"
-        table.add_row(registered.dataset, numbers, registered.metadata_location or "(no version yet)")
-    console.print(table)
+        numbers = ", ".join(str(n) for n in registered.versions)
+        what = f"registered version(s) {numbers}" if numbers else "up to date"
+        where = f"; metadata {registered.metadata_location}" if registered.metadata_location else "; no version yet"
+        console.print(escape(f"{registered.dataset}: {what}{where}"), soft_wrap=True)
