@@ -1,4 +1,4 @@
-"""Open delivered files (CSV, JSON, NDJSON, GeoJSON, Excel) as streams of Arrow record batches.
+"""Open delivered files (CSV, JSON, NDJSON, GeoJSON, Excel, Parquet) as streams of Arrow record batches.
 
 Cells stay text, exactly as delivered, so validation can report the original
 value and parse it with the field's declared format (decimal comma, German
@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from catalogue.errors import MalformedFeed
+from catalogue.ingest.json_stream import geojson_records, json_records, ndjson_records
 from catalogue.ingest.parquet_reader import read_parquet
 from catalogue.schema.model import TableSchema
 
@@ -45,8 +45,8 @@ def open_delivery(
 ) -> RawDelivery:
     """Open ``source`` in format ``fmt``: text columns, or typed ones where reading them is exact.
 
-    CSV is streamed in blocks (bounded memory for any size); JSON and GeoJSON
-    documents are parsed whole. A cell that the exact types cannot read raises
+    CSV is streamed in blocks, JSON, NDJSON and GeoJSON read incrementally
+    (``json_stream``): bounded memory for any size. A cell that the exact types cannot read raises
     MalformedFeed while iterating; read again with ``exact_types=False``.
     """
     if fmt == "csv":
@@ -58,17 +58,11 @@ def open_delivery(
         return RawDelivery(table.column_names, iter(table.to_batches()))
     if fmt == "parquet":
         return RawDelivery(*read_parquet(source))
-    content = source.read_bytes() if isinstance(source, Path) else source
-    check_declared_encoding(content, options.get("encoding", "utf-8"))
-    if fmt == "json":
-        table = _records_table(_load_json(content, options), "JSON")
-    elif fmt == "ndjson":
-        table = _records_table(_load_ndjson(content, options), "NDJSON line")
-    elif fmt == "geojson":
-        table = read_geojson(content, options)
-    else:
+    if fmt not in FORMATS:
         raise MalformedFeed(f"Unknown feed format '{fmt}'. Supported formats: {', '.join(FORMATS)}.")
-    return RawDelivery(table.column_names, iter(table.to_batches()))
+    check_declared_encoding(source, options.get("encoding", "utf-8"))
+    read = {"json": json_records, "ndjson": ndjson_records, "geojson": geojson_records}[fmt]
+    return RawDelivery(*read(source, options))
 
 
 def read_delivery(
@@ -278,132 +272,6 @@ def _blocks(source: bytes | Path) -> Iterator[bytes]:
         return
     with open(source, "rb") as handle:
         yield from iter(lambda: handle.read(BLOCK_BYTES), b"")
-
-
-def read_geojson(content: bytes, options: dict[str, Any]) -> pa.Table:
-    """A FeatureCollection as rows: properties plus a ``geometry`` text column."""
-    doc = _load_json(content, options, want_list=False)
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise MalformedFeed("The GeoJSON feed must be a FeatureCollection object.")
-    features = doc.get("features")
-    if not isinstance(features, list):
-        raise MalformedFeed("The GeoJSON FeatureCollection has no 'features' list.")
-    records = []
-    for number, feature in enumerate(features, start=1):
-        if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            raise MalformedFeed(f"GeoJSON feature {number} is not a Feature object.")
-        properties = feature.get("properties") or {}
-        if isinstance(properties, _RepeatedKeys):
-            raise MalformedFeed(f"GeoJSON feature {number} names the property '{properties.repeated[0]}' more "
-                                "than once; each property may appear once per feature.")
-        record = dict(properties)
-        record["geometry"] = feature.get("geometry")
-        records.append(record)
-    return _records_table(records, "GeoJSON")
-
-
-class _RepeatedKeys(dict[str, Any]):
-    """A JSON object that named a key more than once (json.loads would keep the last value silently)."""
-
-    repeated: list[str]
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object from its key/value pairs, marked when a key repeats."""
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    marked = _RepeatedKeys(pairs[::-1])  # the first value wins, as the first CSV column does
-    seen: set[str] = set()
-    marked.repeated = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
-    return marked
-
-
-def _text(content: bytes, options: dict[str, Any]) -> str:
-    """The delivery as text in its declared encoding (a UTF-8 byte-order mark dropped)."""
-    encoding = options.get("encoding", "utf-8")
-    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
-    try:
-        return content.decode(codec)
-    except (UnicodeDecodeError, LookupError) as exc:
-        raise MalformedFeed(f"The feed is not valid {encoding} text: {exc}.") from exc
-
-
-def _load_ndjson(content: bytes, options: dict[str, Any]) -> list[Any]:
-    """Newline-delimited JSON: one object per line (blank lines skipped); a bad line is named by its number."""
-    records = []
-    # Lines end at LF (CRLF too): str.splitlines() would also cut at U+2028, U+0085 or a form feed,
-    # which a JSON string may hold raw.
-    for number, line in enumerate(_text(content, options).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line, object_pairs_hook=_object))
-        except json.JSONDecodeError as exc:
-            raise MalformedFeed(f"NDJSON line {number} is not valid JSON: {exc.msg} at column {exc.colno}.",
-                                details={"line": number}) from exc
-    return records
-
-
-def _at_path(doc: Any, path: str) -> Any:
-    """The value at a dotted ``record_path`` (``data.items``; a number steps into an array)."""
-    here = doc
-    for depth, step in enumerate(path.split(".")):
-        if isinstance(here, dict) and step in here:
-            here = here[step]
-        elif isinstance(here, list) and step.isdigit() and int(step) < len(here):
-            here = here[int(step)]
-        else:
-            walked = ".".join(path.split(".")[:depth]) or "the top level"
-            raise MalformedFeed(f"The JSON feed has no '{step}' under {walked} (record_path '{path}'). Check the "
-                                "record_path in the source options against the document.",
-                                details={"record_path": path})
-    return here
-
-
-def _load_json(content: bytes, options: dict[str, Any], want_list: bool = True) -> Any:
-    text = _text(content, options)
-    try:
-        doc = json.loads(text, object_pairs_hook=_object)
-    except json.JSONDecodeError as exc:
-        raise MalformedFeed(
-            f"The feed is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
-            details={"line": exc.lineno},
-        ) from exc
-    if want_list and options.get("record_path"):
-        doc = _at_path(doc, options["record_path"])
-        if not isinstance(doc, list):
-            raise MalformedFeed(f"The value at record_path '{options['record_path']}' is not an array of objects.")
-    if want_list:
-        if isinstance(doc, dict) and isinstance(doc.get(options.get("records_key", "records")), list):
-            doc = doc[options.get("records_key", "records")]
-        if not isinstance(doc, list):
-            raise MalformedFeed("The JSON feed must be an array of objects (one object per row).")
-    return doc
-
-
-def _records_table(records: list[Any], kind: str) -> pa.Table:
-    columns: dict[str, list[str | None]] = {}
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise MalformedFeed(f"{kind} row {index + 1} is not an object.", details={"record": index + 1})
-        if isinstance(record, _RepeatedKeys):
-            raise MalformedFeed(f"{kind} row {index + 1} names the key '{record.repeated[0]}' more than once; "
-                                "each key may appear once per object.")
-        for key in record:
-            if key not in columns:
-                columns[key] = [None] * index
-        for key, cells in columns.items():
-            cells.append(_as_text(record.get(key)))
-    return pa.table({key: pa.array(cells, pa.string()) for key, cells in columns.items()})
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _all_text(batch: pa.RecordBatch, keep: set[str]) -> pa.RecordBatch:
