@@ -5,6 +5,9 @@ The ``Harvester`` Protocol pulls one delivery for one dataset. A catalogue sourc
 here with a harvest source of the catalogue's type whose URL is the chosen resource
 (distribution); its data is fetched and ingested by the ordinary runner
 (``harvesters.runner.harvest_source``: one job per dataset, the guarded client, the pipeline).
+The run itself is a job too (``jobs.start_catalogue``): it counts the datasets created, updated,
+unchanged, withdrawn and failed, keeps each failure with the source record's id, and every
+dataset job of the run names it as its parent.
 
 Bookkeeping lives in the per-dataset source's ``options`` (a JSON column):
 ``catalogue`` (the catalogue source's name), ``remote_id``, ``marker`` (what says the remote
@@ -121,6 +124,17 @@ class DatasetOutcome:
     status: str  # published | unchanged | skipped (metadata unchanged) | quarantined | failed | withdrawn
     message: str
     error_code: str | None = None
+    job_id: int | None = None  # the dataset's job in this run (none when it failed before one started)
+    known: bool = True  # the dataset existed here before this run (False: this run made it)
+
+    @property
+    def counted_as(self) -> str:
+        """Which of the run's counts (``jobs.CATALOGUE_COUNTS``) this outcome adds to."""
+        if self.status in ("failed", "quarantined", "withdrawn"):
+            return "withdrawn" if self.status == "withdrawn" else "failed"
+        if self.status == "skipped":
+            return "unchanged"
+        return "updated" if self.known else "created"  # remote metadata changed (or new): synced and harvested
 
 
 @dataclass
@@ -132,10 +146,24 @@ class CatalogueOutcome:
     message: str = ""
     datasets: list[DatasetOutcome] = field(default_factory=list)
     error_code: str | None = None
+    job_id: int | None = None  # the run's own job
 
     def count(self, status: str) -> int:
         """How many datasets ended with ``status``."""
         return sum(1 for d in self.datasets if d.status == status)
+
+    def counts(self) -> dict[str, int]:
+        """Datasets created, updated, unchanged, withdrawn and failed (``jobs.CATALOGUE_COUNTS``)."""
+        found = dict.fromkeys(jobs.CATALOGUE_COUNTS, 0)
+        for entry in self.datasets:
+            found[entry.counted_as] += 1
+        return found
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Each failed (or quarantined) dataset as a job error: the source record's id, the dataset, why, its job."""
+        return [{"type": d.error_code or d.status, "record": d.remote_id, "dataset": d.dataset, "message": d.message,
+                 **({"job": d.job_id} if d.job_id is not None else {})}
+                for d in self.datasets if d.counted_as == "failed"]
 
 
 def data_format(declared: str, url: str) -> str:
@@ -164,39 +192,56 @@ def harvest_catalogue(hub: Hub, catalogue: CatalogueSpec) -> CatalogueOutcome:
     """Harvest a catalogue: new and changed datasets fetched, unchanged ones skipped, vanished ones withdrawn.
 
     A failed listing changes nothing. One dataset's failure (a broken resource, an unknown licence)
-    is recorded in the outcome (and its job, if the dataset exists) and the others go on.
+    is recorded in the outcome (and its job, if the dataset exists) and the others go on. The run is
+    a job of its own (``outcome.job_id``): ``finished`` with its counts and failures, or ``failed``
+    when the listing (or the run itself) failed.
     """
-    harvester: CatalogueHarvester = hub.registry.get("harvesters", catalogue.type)(hub.settings)
     try:
-        remote = list(harvester.discover(catalogue))
-    except Exception as exc:  # noqa: BLE001 - a failed listing is the run's outcome, nothing changed
+        job_id = jobs.start_catalogue(hub, catalogue.name)
+    except Exception as exc:  # noqa: BLE001 - the database cannot take the job (full, gone): said, nothing done
         error = jobs.describe(exc, hub)
         return CatalogueOutcome(catalogue.name, "failed", redact_text(f"{catalogue.name}: {error.message}"),
                                 error_code=error.code)
+    try:
+        outcome = _run(hub, catalogue, job_id)
+    except Exception as exc:  # noqa: BLE001 - every failure ends the run's job; jobs.fail describes it
+        error = jobs.fail(hub, job_id, exc)
+        return CatalogueOutcome(catalogue.name, "failed", redact_text(f"{catalogue.name}: {error.message}"),
+                                error_code=error.code, job_id=job_id)
+    jobs.finish_catalogue(hub, job_id, outcome.message, outcome.counts(), outcome.failures())
+    return outcome
+
+
+def _run(hub: Hub, catalogue: CatalogueSpec, job_id: int) -> CatalogueOutcome:
+    """One catalogue run under its job ``job_id``; raises only when the listing (or the database) fails."""
+    harvester: CatalogueHarvester = hub.registry.get("harvesters", catalogue.type)(hub.settings)
+    remote = list(harvester.discover(catalogue))
     owned = _owned_sources(hub, catalogue)
-    outcome = CatalogueOutcome(catalogue.name, "finished")
+    outcome = CatalogueOutcome(catalogue.name, "finished", job_id=job_id)
     seen: set[str] = set()
     unidentified = False
     for entry in remote:
         if entry.problem:
             unidentified = unidentified or not entry.remote_id
-            outcome.datasets.append(DatasetOutcome(entry.remote_id, entry.name, "failed", entry.problem,
-                                                   MalformedFeed.code))
+            outcome.datasets.append(DatasetOutcome(entry.remote_id or entry.name, entry.name, "failed", entry.problem,
+                                                   MalformedFeed.code, known=False))
             continue
         if entry.remote_id in seen:
             continue
         seen.add(entry.remote_id)
         name = local_name(catalogue, entry)
         try:
-            outcome.datasets.append(_sync_dataset(hub, harvester, catalogue, entry, name, owned.get(entry.remote_id)))
+            outcome.datasets.append(_sync_dataset(hub, harvester, catalogue, entry, name, owned.get(entry.remote_id),
+                                                  job_id))
         except Exception as exc:  # noqa: BLE001 - one bad record never aborts the others
             error = jobs.describe(exc, hub)
             log.warning("catalogue %s, dataset %s: %s", catalogue.name, name, error.message)
-            outcome.datasets.append(DatasetOutcome(entry.remote_id, name, "failed", error.message, error.code))
+            outcome.datasets.append(DatasetOutcome(entry.remote_id, name, "failed", error.message, error.code,
+                                                   known=entry.remote_id in owned))
     # A record without an id might be one of ours: nothing is withdrawn until the listing is whole again.
     for remote_id, (source_id, name) in owned.items():
         if remote_id not in seen and not unidentified:
-            outcome.datasets.append(_withdraw(hub, catalogue, source_id, remote_id, name))
+            outcome.datasets.append(_withdraw(hub, catalogue, source_id, remote_id, name, job_id))
     for entry_outcome in outcome.datasets:  # shown to people: a source URL never shows its credentials
         entry_outcome.message = redact_text(entry_outcome.message)
     counts = {s: outcome.count(s) for s in ("published", "unchanged", "skipped", "quarantined", "failed", "withdrawn")}
@@ -227,8 +272,9 @@ def _pick_resource(catalogue: CatalogueSpec, entry: RemoteDataset, name: str) ->
 
 
 def _sync_dataset(hub: Hub, harvester: CatalogueHarvester, catalogue: CatalogueSpec, entry: RemoteDataset,
-                  name: str, owned: tuple[int, str] | None) -> DatasetOutcome:
-    """One remote dataset: skipped when its metadata is unchanged, else metadata synced and its data harvested."""
+                  name: str, owned: tuple[int, str] | None, parent_id: int) -> DatasetOutcome:
+    """One remote dataset: skipped when its metadata is unchanged, else metadata synced and its data harvested
+    (its job a part of the run ``parent_id``)."""
     if owned is not None and _unchanged(hub, owned[0], entry):
         return DatasetOutcome(entry.remote_id, name, "skipped", f"{name}: metadata unchanged, not fetched")
     resource = _pick_resource(catalogue, entry, name)
@@ -237,11 +283,12 @@ def _sync_dataset(hub: Hub, harvester: CatalogueHarvester, catalogue: CatalogueS
     schema = None
     if owned is None:  # a new dataset: its Table Schema is inferred from its data
         schema, reader = _first_look(harvester, catalogue, name, resource, reader)
-    _write_metadata(hub, catalogue, entry, name, resource, license_iri, reader, schema)
-    result = harvest_source(hub, name)
+    source_id, dataset_id = _write_metadata(hub, catalogue, entry, name, resource, license_iri, reader, schema)
+    result = harvest_source(hub, name, jobs.start(hub, source_id, dataset_id, parent_id=parent_id))
     if result.status in ("published", "unchanged"):
         _remember_marker(hub, name, entry.marker)
-    return DatasetOutcome(entry.remote_id, name, result.status, result.message, result.error_code)
+    return DatasetOutcome(entry.remote_id, name, result.status, result.message, result.error_code,
+                          job_id=result.job_id, known=owned is not None)
 
 
 def _unchanged(hub: Hub, source_id: int, entry: RemoteDataset) -> bool:
@@ -295,8 +342,9 @@ def _publisher(session: Session, catalogue: CatalogueSpec, entry: RemoteDataset,
 
 
 def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, name: str, resource: RemoteResource,
-                    license_iri: str, reader: dict[str, Any], schema: dict[str, Any] | None) -> None:
-    """Create or update the dataset and its harvest source (the marker is written after a good harvest)."""
+                    license_iri: str, reader: dict[str, Any], schema: dict[str, Any] | None) -> tuple[int, int]:
+    """Create or update the dataset and its harvest source (the marker is written after a good harvest);
+    the source's id and the dataset's."""
     with hub.sessions.begin() as session:
         dataset = session.scalar(select(Dataset).where(Dataset.name == name))
         source = session.scalar(select(HarvestSource).where(HarvestSource.name == name))
@@ -334,6 +382,8 @@ def _write_metadata(hub: Hub, catalogue: CatalogueSpec, entry: RemoteDataset, na
         source.dataset_id, source.type, source.url = dataset.id, catalogue.type, resource.url
         source.format, source.mode, source.options = resource.format, "replace", options
         session.add(source)
+        session.flush()
+        return source.id, dataset.id
 
 
 def _remember_marker(hub: Hub, name: str, marker: str) -> None:
@@ -343,7 +393,8 @@ def _remember_marker(hub: Hub, name: str, marker: str) -> None:
             source.options = {**source.options, "marker": marker}
 
 
-def _withdraw(hub: Hub, catalogue: CatalogueSpec, source_id: int, remote_id: str, name: str) -> DatasetOutcome:
+def _withdraw(hub: Hub, catalogue: CatalogueSpec, source_id: int, remote_id: str, name: str,
+              parent_id: int) -> DatasetOutcome:
     """A dataset deleted at the source: made private, marked withdrawn, a job says so. Its versions stay."""
     message = (f"{name}: withdrawn, the dataset '{remote_id}' is no longer listed by catalogue '{catalogue.name}'; "
                "it is hidden from the public catalogue, its versions are kept")
@@ -358,6 +409,6 @@ def _withdraw(hub: Hub, catalogue: CatalogueSpec, source_id: int, remote_id: str
         dataset = session.get(Dataset, dataset_id)
         if dataset is not None:
             dataset.private = True
-    jobs.withdrawn(hub, source_id, dataset_id, message)
+    job_id = jobs.withdrawn(hub, source_id, dataset_id, message, parent_id=parent_id)
     log.warning("%s", message)
-    return DatasetOutcome(remote_id, name, "withdrawn", message)
+    return DatasetOutcome(remote_id, name, "withdrawn", message, job_id=job_id)

@@ -23,16 +23,24 @@ def harvest_jobs(
     request: Request,
     response: Response,
     session: Session = Depends(get_session),
-    status: str | None = Query(None, description="Only jobs with this status: running, published, unchanged, "
-                               "quarantined or failed."),
+    status: str | None = Query(None, description="Only jobs with this status: queued, running, published, "
+                               "unchanged, quarantined, failed or withdrawn (a dataset's job); running, finished or "
+                               "failed (a catalogue run's)."),
     dataset: str | None = Query(None, description="Only jobs of this dataset."),
+    catalogue: str | None = Query(None, description="Only the runs of this catalogue source (CKAN, DCAT)."),
+    parent: int | None = int_query(None, ge=1, description="Only the dataset jobs of this catalogue run (its job id)."),
     limit: int = int_query(50, ge=1, le=500, description="Jobs per page, newest first."),
     offset: int = int_query(0, ge=0, description="Jobs to skip."),
     credential: Credential | None = Depends(get_credential),
 ) -> dict[str, Any]:
-    """List harvest jobs, newest first: status, timings, bytes, rows added/changed/removed and errors."""
+    """List harvest jobs, newest first: status, timings, bytes, rows added/changed/removed and errors.
+
+    A catalogue run is a job too (``kind`` "catalogue", no dataset): it counts the datasets created, updated,
+    unchanged, withdrawn and failed, lists each failure with the source record's id, and its datasets' jobs
+    name it as ``parent``.
+    """
     total, page = page_jobs(session, limit, offset, status=status, dataset=dataset,
-                            private_of=private_of(credential))
+                            private_of=private_of(credential), catalogue=catalogue, parent=parent)
     names = source_names(session, page)
     links = offset_links(request.app.state.hub.settings.public_url, request.url, offset, limit, total)
     if links:

@@ -9,6 +9,13 @@ the delivery, or ``fail`` with any exception, ours included, turned into a
 clear message and an error code (``describe``). A job whose process died
 before either (``kill -9``, a power cut) is ended by the collector
 (``interrupt_orphans``) as ``failed`` with the code ``job-interrupted``.
+
+A catalogue harvest (a CKAN portal, a DCAT catalogue) is one job too: ``start_catalogue``
+opens it (no dataset, the catalogue's name), each dataset's job in the run names it as its
+parent (``start``'s ``parent_id``, ``withdrawn``'s), and ``finish_catalogue`` ends it with how
+many datasets were created, updated, unchanged, withdrawn or failed, each failure with the id of
+the source record it came from, and the bytes and rows of its datasets' jobs summed; a failed
+listing ends it through ``fail`` like any job.
 """
 
 from __future__ import annotations
@@ -48,10 +55,17 @@ QUEUED_LIMIT = timedelta(hours=24)
 IN_FLIGHT = ("running", "queued")  # a dataset with such a job is not claimed again
 
 
-def start(hub: Hub, source_id: int | None, dataset_id: int) -> int:
-    """A new ``running`` job for a source's dataset, owned by this process; its id."""
+# What a catalogue run counts, in this order.
+CATALOGUE_COUNTS = ("created", "updated", "unchanged", "withdrawn", "failed")
+
+
+def start(hub: Hub, source_id: int | None, dataset_id: int, parent_id: int | None = None) -> int:
+    """A new ``running`` job for a source's dataset, owned by this process; its id.
+
+    ``parent_id``: the job of the catalogue run this harvest is part of (``start_catalogue``).
+    """
     with hub.sessions.begin() as session:
-        job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="running",
+        job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="running", parent_id=parent_id,
                          pid=os.getpid(), host=socket.gethostname())
         session.add(job)
         session.flush()
@@ -153,15 +167,47 @@ def report_errors(report: dict[str, Any], limit: int = 100) -> list[dict[str, An
     return kept
 
 
-def withdrawn(hub: Hub, source_id: int | None, dataset_id: int, message: str) -> int:
+def withdrawn(hub: Hub, source_id: int | None, dataset_id: int, message: str, parent_id: int | None = None) -> int:
     """A finished job with status ``withdrawn``: a catalogue source no longer lists the dataset; its id."""
     with hub.sessions.begin() as session:
         now = utcnow()
         job = HarvestJob(source_id=source_id, dataset_id=dataset_id, status="withdrawn", message=message,
-                         started_at=now, finished_at=now, pid=os.getpid(), host=socket.gethostname())
+                         started_at=now, finished_at=now, pid=os.getpid(), host=socket.gethostname(),
+                         parent_id=parent_id)
         session.add(job)
         session.flush()
         return job.id
+
+
+def start_catalogue(hub: Hub, catalogue: str) -> int:
+    """A new ``running`` job for a run of the catalogue source named ``catalogue``; its id."""
+    with hub.sessions.begin() as session:
+        job = HarvestJob(catalogue=catalogue, status="running", pid=os.getpid(), host=socket.gethostname())
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def finish_catalogue(hub: Hub, job_id: int, message: str, counts: dict[str, int],
+                     failures: list[dict[str, Any]], limit: int = 1000) -> None:
+    """End a catalogue run as ``finished``: its ``counts`` (CATALOGUE_COUNTS), its ``failures`` (each naming the
+    source record: ``record``, the remote id), and its datasets' jobs' bytes and rows summed."""
+    unknown = set(counts) - set(CATALOGUE_COUNTS)
+    if unknown:
+        raise ValueError(f"not a catalogue count: {sorted(unknown)}")
+    with hub.sessions.begin() as session:
+        job = session.get(HarvestJob, job_id)
+        if job is None:
+            return
+        sums = session.execute(select(func.sum(HarvestJob.bytes_received), func.sum(HarvestJob.rows_added),
+                                      func.sum(HarvestJob.rows_changed), func.sum(HarvestJob.rows_removed))
+                               .where(HarvestJob.parent_id == job_id)).one()
+        job.bytes_received, job.rows_added, job.rows_changed, job.rows_removed = (
+            None if n is None else int(n) for n in sums)  # PostgreSQL sums bigints as numeric
+        job.status, job.message, job.finished_at = "finished", redact_text(message), utcnow()
+        job.counts = {name: counts.get(name, 0) for name in CATALOGUE_COUNTS}
+        job.errors = [{k: redact_text(v) if isinstance(v, str) else v for k, v in failure.items()}
+                      for failure in failures[:limit]] or None
 
 
 def fail(hub: Hub, job_id: int, exc: BaseException) -> UrbandataError:

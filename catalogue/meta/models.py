@@ -165,13 +165,17 @@ class HarvestSource(Base):
 
 
 class HarvestJob(Base):
-    """One run of a harvest source, with its outcome and validation report."""
+    """One run of a harvest source, with its outcome and validation report; or one run of a catalogue source.
+
+    A catalogue run (``catalogue`` set, no dataset) counts what became of the catalogue's datasets; each
+    dataset's own job names it as ``parent_id`` (migration 0006).
+    """
 
     __tablename__ = "harvest_jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int | None] = mapped_column(ForeignKey("harvest_sources.id"), nullable=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"), nullable=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # running | published | unchanged | quarantined | failed
@@ -191,8 +195,13 @@ class HarvestJob(Base):
     # The process running the job: the collector ends a job left running by a process that is gone.
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # A catalogue run: the catalogue source's name, and datasets created/updated/unchanged/withdrawn/failed.
+    catalogue: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    # A dataset's job inside a catalogue run: that run's job.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("harvest_jobs.id"), nullable=True, index=True)
 
-    dataset: Mapped[Dataset] = relationship()
+    dataset: Mapped[Dataset | None] = relationship()
 
 
 class ApiToken(Base):

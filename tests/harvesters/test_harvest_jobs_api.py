@@ -115,7 +115,8 @@ async def test_an_unknown_status_is_a_400_naming_the_statuses(api: httpx.AsyncCl
     error = answer.json()["error"]
     assert error["code"] == "invalid-parameter"
     assert error["details"] == {"parameter": "status",
-                                "statuses": ["running", "published", "unchanged", "quarantined", "failed"]}
+                                "statuses": ["queued", "running", "published", "unchanged", "quarantined", "failed",
+                                             "withdrawn", "finished"]}
 
 
 def test_the_source_keeps_its_url_with_credentials_for_harvesting(harvested: tuple[Hub, list[Any]]) -> None:
