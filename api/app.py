@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PrivateAnswers, hide_private_datasets
 from api.errors import install_error_handlers
+from api.logs import configure_logging
+from api.metrics import Metrics, ObserveRequests, RecordRoute
 from api.middleware import install_http_rules
 from api.openapi_schema import install_openapi
 from api.params import reject_unknown_params
@@ -24,6 +26,7 @@ from api.routes import packages
 from api.routes import dcat
 from api.routes import ckan, ogc
 from api.routes import harvest
+from api.routes import ops
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -43,6 +46,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_format)  # a server starts here (uvicorn's loggers are set up by now)
         collector = Collector(hub).start()  # collects leftovers at start-up, then every hour
         yield
         collector.stop()
@@ -67,10 +71,13 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.state.kept_results = KeptResults(reads, app.state.result_cache)
     app.state.sql_pool = sql_pool
     app.state.loop_reads = reads
+    app.state.metrics = Metrics(hub, sql_pool)
+    app.add_middleware(RecordRoute)  # innermost: sees which route answered
     install_error_handlers(app, settings.site_dir, settings.api_prefix)
     install_rate_limit(app, settings)  # inside the HTTP rules: a 429 carries the security headers too
     install_http_rules(app, settings)
     app.add_middleware(PrivateAnswers)  # an answer to a token is no shared cache's to keep
+    app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # outermost: request id, metrics, request log
     install_openapi(app)  # the error envelope, no 422, format enums
     app.include_router(dcat.dataset_router, prefix=settings.api_prefix)  # before catalog's /datasets/{name}
     app.include_router(dcat.router)  # DCAT-AP.de: /catalog.ttl|.jsonld|.rdf
@@ -85,6 +92,7 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.include_router(packages.router, prefix=settings.api_prefix, tags=["packages"])  # Frictionless Data Packages
     app.include_router(ckan.router, tags=["ckan"])  # CKAN's Action API at /api/3/action, its DataStore dump
     app.include_router(ogc.router, tags=["ogc"])  # OGC API Features at /ogc
+    app.include_router(ops.router)  # /ready, /metrics
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:

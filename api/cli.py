@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from api.cli_iceberg import iceberg_sync_command
 from api.cli_push import push as push_command
 from api.cli_token import token_app
 from api.cli_worker import worker_command
+from api.logs import configure_logging
 from api.openapi_doc import openapi_document
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
@@ -40,7 +42,7 @@ from catalogue.meta.db import (
 )
 from catalogue.meta.models import HarvestJob
 from catalogue.meta.metadata import get_dataset, list_versions
-from catalogue.settings import Settings
+from catalogue.settings import CONFIG_ENV, Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
 from harvesters.schedule import HarvestScheduler, check_queue, check_schedules, due_states, harvest_due
@@ -86,14 +88,25 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
+    config: Path | None = typer.Option(
+        None, "--config", help=f"TOML file of settings (sets {CONFIG_ENV}); URBANDATA_* variables override it."
+    ),
 ) -> None:
     """urbandata: an open urban-data hub. Harvest, validate, version, query and publish a city's open data."""
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    return Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except UrbandataError as exc:  # the config file is missing or no TOML
+        _fail(exc)
+        raise
+    configure_logging(settings.log_format)
+    return settings
 
 
 def _fail(exc: UrbandataError) -> None:

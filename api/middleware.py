@@ -133,7 +133,7 @@ class HttpRules:
 
     def __init__(self, app: ASGIApp, api_prefix: str, cors_origins: tuple[str, ...] = ("*",)) -> None:
         self.app = app
-        self.api_prefixes = (api_prefix, "/api/", "/ogc", "/openapi.json", "/health")
+        self.api_prefixes = (api_prefix, "/api/", "/ogc", "/openapi.json", "/health", "/ready", "/metrics")
         self.cors_origins = cors_origins
 
     def cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:

@@ -7,8 +7,8 @@ up to as many; the bucket refills continuously. Every answer carries the IETF dr
 over the quota gets 429 in the JSON error envelope with ``Retry-After``.
 
 Buckets live in the process: each server process counts on its own (behind a load balancer with
-N processes a client gets up to N times the quota). ``/health`` is never limited, so monitoring
-cannot be locked out. ``X-Forwarded-For`` is only believed from the configured trusted proxies.
+N processes a client gets up to N times the quota). ``/health``, ``/ready`` and ``/metrics`` are never limited,
+so monitoring cannot be locked out. ``X-Forwarded-For`` is only believed from the configured trusted proxies.
 
 A small hand-written bucket rather than a library: ``limits`` offers fixed, moving and sliding windows
 but no token bucket, and the bucket is twenty lines.
@@ -30,7 +30,7 @@ from api.middleware import error_body
 from catalogue.errors import RateLimited
 from catalogue.settings import Settings
 
-EXEMPT_PATHS = ("/health",)
+EXEMPT_PATHS = ("/health", "/ready", "/metrics")
 MAX_CLIENTS = 100_000  # buckets kept; beyond, the least recently seen client starts afresh
 
 

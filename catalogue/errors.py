@@ -405,3 +405,10 @@ class InvalidConfigFile(UrbandataError):
 
     code = "invalid-config-file"
     status = 500
+
+
+class NotReady(UrbandataError):
+    """A readiness check (/ready) failed: the database, the storage or the job queue does not answer."""
+
+    code = "not-ready"
+    status = 503
