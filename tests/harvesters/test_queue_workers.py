@@ -1,0 +1,284 @@
+"""The harvest job queue: due runs queued on a real Redis, run by real `urbandata worker` processes into a
+catalogue on the machine's PostgreSQL; a worker killed mid-job; a queue that does not answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from api.cli import app
+from catalogue.errors import QueueUnreachable
+from catalogue.hub import Hub
+from catalogue.ingest import jobs
+from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version
+from harvesters.schedule import run_due
+from tests.conftest import pg_schema
+
+dramatiq = pytest.importorskip("dramatiq", reason="the job queue needs the [queue] extra: pip install 'urbandata[queue]'")
+redis = pytest.importorskip("redis")
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "no2", "type": "number"}], "primaryKey": ["id"]}
+HEARTBEAT_S = 3.0  # a killed worker's job goes back to the queue this long after its last heartbeat
+
+
+@pytest.fixture
+def queue_settings() -> Iterator[dict[str, Any]]:
+    """Settings for a job queue on the machine's Redis under a namespace of this test (its keys deleted after)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+    namespace = f"urbandata-test-{uuid.uuid4().hex[:10]}"
+    yield {"queue_url": REDIS_URL, "queue_namespace": namespace, "queue_heartbeat_timeout_s": HEARTBEAT_S}
+    for key in client.scan_iter(f"{namespace}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def pg() -> Iterator[dict[str, Any]]:
+    with pg_schema("queue") as overrides:
+        yield overrides
+
+
+class Workers:
+    """`urbandata worker` commands started by a test, each in its own process group; all stopped after it."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub, self.commands = hub, []  # type: ignore[var-annotated]
+        s = hub.settings
+        self.env = {**os.environ, "URBANDATA_DEFINITIONS_DIR": str(s.definitions_dir),
+                    "URBANDATA_DATABASE_URL": s.resolved_database_url, "URBANDATA_QUEUE_URL": s.queue_url,
+                    "URBANDATA_QUEUE_NAMESPACE": s.queue_namespace,
+                    "URBANDATA_QUEUE_HEARTBEAT_TIMEOUT_S": str(s.queue_heartbeat_timeout_s), "PYTHONUNBUFFERED": "1"}
+
+    def start(self, processes: int) -> subprocess.Popen[str]:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--processes", str(processes), "--threads", "1",
+             "-d", str(self.hub.settings.data_dir)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.commands.append(command)
+        return command
+
+    def children(self, command: subprocess.Popen[str]) -> set[int]:
+        """The worker processes a command started (its children, read from /proc)."""
+        found = set()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as stat:
+                        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError):
+                    continue
+                if parent == command.pid:
+                    found.add(int(entry))
+        return found
+
+    def stop(self) -> list[str]:
+        outputs = []
+        for command in self.commands:
+            if command.poll() is None:
+                os.killpg(command.pid, signal.SIGTERM)
+            try:
+                out, _ = command.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(command.pid, signal.SIGKILL)
+                out, _ = command.communicate()
+            outputs.append(out)
+        return outputs
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[Hub], Workers]]:
+    made: list[Workers] = []
+
+    def make(hub: Hub) -> Workers:
+        made.append(Workers(hub))
+        return made[-1]
+
+    yield make
+    for group in made:
+        group.stop()
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float, workers: Workers) -> Any:
+    """``check()`` once it is truthy; fails naming ``what`` (and the workers' output) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {seconds} s; workers said:\n" + "\n".join(workers.stop()))
+        time.sleep(0.2)
+    return value
+
+
+def job_rows(hub: Hub) -> list[tuple[str, str, int | None, int | None]]:
+    """Every job as (dataset, status, version number, pid), in id order."""
+    with hub.sessions() as session:
+        return [tuple(row) for row in session.execute(  # type: ignore[misc]
+            select(Dataset.name, HarvestJob.status, HarvestJob.version_number, HarvestJob.pid)
+            .join(Dataset, HarvestJob.dataset_id == Dataset.id).order_by(HarvestJob.id)).all()]
+
+
+def versions(hub: Hub) -> list[tuple[str, int, int | None]]:
+    """Every version as (dataset, number, job id)."""
+    with hub.sessions() as session:
+        return [tuple(row) for row in session.execute(  # type: ignore[misc]
+            select(Dataset.name, Version.number, Version.harvest_job_id)
+            .join(Dataset, Version.dataset_id == Dataset.id).order_by(Dataset.name, Version.number)).all()]
+
+
+@pytest.mark.timeout(300)
+def test_two_worker_processes_harvest_each_queued_source_into_one_version(
+        file_server: Any, source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any],
+        pg: dict[str, Any], workers: Callable[[Hub], Workers]) -> None:
+    from harvesters.queue import queue_for
+
+    server, files = file_server
+    names = ["luft-a", "luft-b", "luft-c", "luft-d"]
+    for n, name in enumerate(names):
+        files[f"{name}.csv"] = f"id,no2\n1,{n}.5\n2,{n}.25\n".encode()
+        hub = source_catalogue(name, SCHEMA, {"type": "http-file", "url": f"{server.url}{name}.csv", "format": "csv",
+                                              "schedule": "1d"}, **pg, **queue_settings)
+    outcomes = run_due(hub)
+    assert sorted((o.source, o.status) for o in outcomes) == [(name, "queued") for name in names]
+    assert [status for _, status, _, _ in job_rows(hub)] == ["queued"] * 4 and server.hits == []
+    assert run_due(hub) == []  # a queued job keeps its dataset from being claimed again
+
+    group = workers(hub)
+    command = group.start(processes=2)
+    done = wait_for("four published jobs", lambda: all(s == "published" for _, s, _, _ in job_rows(hub)), 150, group)
+    assert sorted((d, s, v) for d, s, v, _ in job_rows(hub)) == [(name, "published", 1) for name in names], done
+    assert {pid for *_, pid in job_rows(hub)} <= group.children(command)  # run by the worker processes
+    with hub.sessions() as session:
+        job_of = dict(session.execute(select(Dataset.name, HarvestJob.id).join(Dataset)).all())
+    assert versions(hub) == [(name, 1, job_of[name]) for name in names]
+    assert sorted(path for path, _ in server.hits) == [f"/{name}.csv" for name in names]
+
+    # The same message delivered again (a worker that died after its harvest, before its acknowledgement):
+    # the job has ended, so nothing is fetched or published again.
+    queue_for(hub.settings).send("luft-a", "luft-a", job_of["luft-a"])
+    queue_for(hub.settings).broker.join("harvests", timeout=60_000)  # until a worker acknowledged it
+    assert len(server.hits) == 4 and versions(hub) == [(name, 1, job_of[name]) for name in names]
+    assert job_rows(hub)[0][:3] == ("luft-a", "published", 1)
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_it_once(
+        answering: Callable[..., Any], source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any],
+        pg: dict[str, Any], workers: Callable[[Hub], Workers]) -> None:
+    body = b"id,no2\n" + b"".join(f"{i},{i}.5\n".encode() for i in range(1, 201))
+    released = threading.Event()
+
+    def drip(handler: BaseHTTPRequestHandler, server: Any) -> None:
+        """The first request gets its body a few bytes at a time and then stalls (its harvest stays in
+        flight until its worker is killed); later ones get the whole feed."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/csv")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if len(server.hits) == 1:
+            for i in range(0, 100, 10):
+                handler.wfile.write(body[i:i + 10])
+                handler.wfile.flush()
+                time.sleep(0.1)
+            released.wait(120)
+        else:
+            handler.wfile.write(body)
+
+    server = answering(drip)
+    hub = source_catalogue("pegel", SCHEMA, {"type": "http-file", "url": f"{server.url}pegel.csv", "format": "csv",
+                                             "schedule": "1d"}, **pg, **queue_settings)
+    assert [o.status for o in run_due(hub)] == ["queued"]
+    group = workers(hub)
+    first, second = group.start(processes=1), group.start(processes=1)
+    wait_for("the first request", lambda: server.hits, 90, group)
+    (_, status, _, pid), = wait_for("the job taken", lambda: [r for r in job_rows(hub) if r[1] == "running"], 30,
+                                    group)
+    victim = next(c for c in (first, second) if pid in group.children(c))
+    survivor = second if victim is first else first
+    os.kill(pid, signal.SIGKILL)  # mid-download: the message stays unacknowledged
+
+    wait_for("the job ended", lambda: job_rows(hub)[0][1] not in jobs.IN_FLIGHT, 120, group)
+    released.set()
+    assert len(job_rows(hub)) == 1  # one job from start to end: no second job, no second version
+    (dataset, status, number, taker), = job_rows(hub)
+    assert (dataset, status, number) == ("pegel", "published", 1)
+    assert taker in group.children(survivor) and taker != pid
+    assert [(d, n) for d, n, _ in versions(hub)] == [("pegel", 1)]
+    assert len(server.hits) == 2  # fetched by the killed worker, then once more by the other
+    with hub.sessions() as session:
+        assert session.scalar(select(Version.row_count)) == 200
+
+
+def test_take_runs_a_queued_job_once_and_settles_a_dead_worker_s_job_from_its_version(
+        source_catalogue: Callable[..., Hub], file_server: Any) -> None:
+    from harvesters.runner import harvest_source
+
+    server, files = file_server
+    files["t.csv"] = b"id,no2\n1,1.5\n"
+    hub = source_catalogue("takes", SCHEMA, {"type": "http-file", "url": f"{server.url}t.csv", "format": "csv",
+                                             "schedule": "1d"})
+    with hub.sessions() as session:
+        source_id, dataset_id = session.execute(select(HarvestSource.id, HarvestSource.dataset_id)).one()
+    job = jobs.claim(hub, source_id, dataset_id, "takes", None, queued=True)
+    assert job is not None and jobs.claim(hub, source_id, dataset_id, "takes", job, queued=True) is None
+    assert jobs.take(hub, job, "takes") == "run"
+    assert job_rows(hub) == [("takes", "running", None, os.getpid())]
+    assert harvest_source(hub, "takes", job).status == "published"
+    assert jobs.take(hub, job, "takes") == "done"  # ended: a message delivered again does nothing
+
+    # A job whose worker died after the commit, before recording it: ended from its version, not run again.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with hub.sessions.begin() as session:
+        row = session.get(HarvestJob, job)
+        assert row is not None
+        row.status, row.pid, row.version_number = "running", gone.pid, None
+    assert jobs.take(hub, job, "takes") == "done"
+    assert job_rows(hub) == [("takes", "published", 1, gone.pid)]
+
+    # A job a live process of this host runs is busy: the message waits, nothing runs twice at once.
+    with hub.sessions.begin() as session:
+        row = session.get(HarvestJob, job)
+        assert row is not None
+        row.status, row.pid = "running", os.getppid()
+    assert jobs.take(hub, job, "takes") == "busy"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("url, words", [
+    ("redis://127.0.0.1:1/0", "does not answer (ConnectionError"),
+    ("http://127.0.0.1:6379/", "is no Redis URL"),
+])
+def test_a_queue_that_cannot_be_reached_is_a_clear_error_and_claims_nothing(
+        file_server: Any, source_catalogue: Callable[..., Hub], url: str, words: str) -> None:
+    server, files = file_server
+    files["q.csv"] = b"id,no2\n1,1.5\n"
+    hub = source_catalogue("offline", SCHEMA, {"type": "http-file", "url": f"{server.url}q.csv", "format": "csv",
+                                               "schedule": "1d"}, queue_url=url)
+    with pytest.raises(QueueUnreachable) as raised:
+        run_due(hub)
+    assert words in raised.value.message and "URBANDATA_QUEUE_URL" in raised.value.message
+    assert raised.value.status == 503 and job_rows(hub) == [] and server.hits == []
+
+    env = {"URBANDATA_DEFINITIONS_DIR": str(hub.settings.definitions_dir), "URBANDATA_QUEUE_URL": url}
+    for command in (["harvest", "--due"], ["worker", "--processes", "1"]):
+        result = CliRunner().invoke(app, [*command, "-d", str(hub.settings.data_dir)], env=env)
+        assert result.exit_code == 1, result.output
+        said = " ".join(result.output.split())
+        assert "[queue-unreachable]" in said and words in said, said
+    assert job_rows(hub) == [] and server.hits == []
