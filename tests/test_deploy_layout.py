@@ -21,7 +21,8 @@ FROM_ENV = re.compile(r"\$\{[A-Z0-9_]+(?::?[?-][^}]*)?\}")
 
 
 def _compose() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    return loaded
 
 
 def _urbandata_commands() -> list[list[str]]:
