@@ -25,6 +25,7 @@ from catalogue.ingest.commit import dataset_lock
 from catalogue.ingest.jobs import Interrupted, interrupt_orphans
 from catalogue.meta import delivery_keys
 from catalogue.meta.models import Dataset, Version
+from catalogue.store.by_time import by_time_key
 from catalogue.store.keys import descriptor_key, part_key
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def _unreferenced(hub: Hub, name: str, older_than: float) -> list[tuple[str, int
         rows = session.execute(select(Version.number, Version.parts, Version.descriptor_key)
                                .where(Version.dataset_id == dataset_id)).all()
         keep = {part_key(name, p["sha256"]) for _, parts, _ in rows for p in parts}
+        keep |= {by_time_key(key) for key in keep}  # a part's by-time copy goes with it (catalogue.store.by_time)
         keep |= {key for _, _, key in rows} | {descriptor_key(name, number) for number, _, _ in rows}
         for key in storage.list_keys(f"datasets/{name}"):
             if key in keep or not _collectable(PurePosixPath(key), name):
@@ -104,10 +106,10 @@ def _unreferenced(hub: Hub, name: str, older_than: float) -> list[tuple[str, int
 
 
 def _collectable(key: PurePosixPath, name: str) -> bool:
-    """Parts, descriptors and half-moved files (a staged copy, a file set aside by the collector)."""
+    """Parts, their by-time copies, descriptors and half-moved files (a staged copy, a file set aside by the collector)."""
     if key.name.startswith("."):
         return key.name.endswith(".incoming") or ".gc-" in key.name
-    if key.parent == PurePosixPath("datasets", name, "parts"):
+    if key.parent in (PurePosixPath("datasets", name, "parts"), PurePosixPath("datasets", name, "by-time")):
         return key.suffix == ".parquet"
     return key.parent == PurePosixPath("datasets", name) and key.name.endswith(".datapackage.json")
 

@@ -19,7 +19,7 @@ import duckdb
 from sqlalchemy.orm import Session
 
 from catalogue import duck
-from catalogue.query import memos
+from catalogue.query import by_time, memos
 from catalogue.store.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
@@ -88,6 +88,7 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._refs: OrderedDict[tuple[str, int, str], VersionRef] = OrderedDict()
         memos.configure(hub.settings.read_memos)
+        by_time.register(hub.storage, hub.settings.row_group_rows)
 
     def version(self, name: str, number: int | None = None, as_of: datetime | None = None, *,
                 identity: tuple[int, str] | None = None) -> VersionRef:

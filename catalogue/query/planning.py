@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from catalogue.errors import InvalidParameter, QueryError
-from catalogue.query import memos, pruning
+from catalogue.query import by_time, memos, pruning
 from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, cursor_scope, decode_cursor
 from catalogue.query.odsql import INSTANT_TEXT, Compiler
 from catalogue.schema.sql_text import ident
@@ -71,6 +71,8 @@ class Plan:
     total: int | None = None
     offset: int = 0
     cursor_scope: bytes = b""  # what the next cursor is bound to (catalogue.query.cursors)
+    # Sort order of the parts' by-time copies when they may serve the plan (catalogue.query.by_time), else ().
+    time_order: tuple[str, ...] = ()
 
 
 # The rows after a cursor's position (part file, row number in it); it narrows the page, not the matches.
@@ -155,7 +157,9 @@ def _plan(
                 params=clauses.compiler.params, keyed=clauses.keyed, parts=list(uris),
                 columns=_known_columns(clauses, schema), count_from=count_from,
                 part_tests=clauses.compiler.part_tests, total=1 if clauses.only_aggregates else row_count,
-                offset=request.offset, cursor_scope=position.scope)
+                offset=request.offset, cursor_scope=position.scope,
+                time_order=by_time.time_order(schema, [name for name, _ in clauses.compiler.part_tests],
+                                              bool(clauses.order) or clauses.grouped or clauses.only_aggregates))
 
 
 def compile_clauses(request: RecordsRequest, schema: TableSchema, uris: list[str]) -> Clauses:

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from catalogue.errors import QueryError, QueryTimeout, StorageUnavailable, UrbandataError
-from catalogue.query import memos, pruning
+from catalogue.query import by_time, memos, pruning
 from catalogue.query.cursors import PART_STRIDE, PROCESS_SECRET, encode_cursor
 from catalogue.query.deadlines import WATCHDOG
 from catalogue.query.odsql import Compiler
@@ -96,15 +96,25 @@ def run_records(
 
 
 def prune(cur: duckdb.DuckDBPyConnection, plan: Plan) -> Plan:
-    """``plan`` reading only the parts whose statistics admit its filters (see catalogue.pruning)."""
-    if not plan.part_tests or len(plan.parts) < 2:
+    """``plan`` reading only the parts whose statistics admit its filters (see catalogue.pruning).
+
+    A plan that may be served from the by-time copies (``plan.time_order``) reads those of the kept parts.
+    """
+    if (not plan.part_tests or len(plan.parts) < 2) and not plan.time_order:
         return plan
-    keep = pruning.surviving_parts(cur, plan.parts, plan.part_tests, plan.params)
+    keep = set(plan.parts)
+    if plan.part_tests and len(plan.parts) >= 2:
+        keep = pruning.surviving_parts(cur, plan.parts, plan.part_tests, plan.params)
     params = dict(plan.params)
     for name in ("scan", "parts"):
         files = [uri for uri in params[name] if uri in keep]
         # read_parquet needs a file; one whose ranges exclude the filter yields no rows.
         params[name] = files or params[name][:1]
+    if plan.time_order:
+        copies = by_time.copies(cur, params["scan"] + params["parts"], plan.time_order)
+        if copies:
+            for name in ("scan", "parts"):
+                params[name] = [copies[uri] for uri in params[name]]
     return replace(plan, params=params)
 
 
