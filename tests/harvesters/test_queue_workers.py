@@ -4,6 +4,7 @@ catalogue on the machine's PostgreSQL; a worker killed mid-job; a queue that doe
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,12 +154,13 @@ def test_two_worker_processes_harvest_each_queued_source_into_one_version(
         files[f"{name}.csv"] = f"id,no2\n1,{n}.5\n2,{n}.25\n".encode()
         hub = source_catalogue(name, SCHEMA, {"type": "http-file", "url": f"{server.url}{name}.csv", "format": "csv",
                                               "schedule": "1d"}, **pg, **queue_settings)
-    outcomes = run_due(hub)
-    assert sorted((o.source, o.status) for o in outcomes) == [(name, "queued") for name in names]
+    group = workers(hub)
+    queued = CliRunner().invoke(app, ["harvest", "--due", "-d", str(hub.settings.data_dir)], env=group.env)
+    assert queued.exit_code == 0, queued.output
+    assert sorted(re.findall(r"^ +queued  (luft-.): queued as job \d+$", queued.output, re.M)) == names, queued.output
     assert [status for _, status, _, _ in job_rows(hub)] == ["queued"] * 4 and server.hits == []
     assert run_due(hub) == []  # a queued job keeps its dataset from being claimed again
 
-    group = workers(hub)
     command = group.start(processes=2)
     done = wait_for("four published jobs", lambda: all(s == "published" for _, s, _, _ in job_rows(hub)), 150, group)
     assert sorted((d, s, v) for d, s, v, _ in job_rows(hub)) == [(name, "published", 1) for name in names], done
