@@ -228,6 +228,7 @@ def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_i
 
 def test_take_runs_a_queued_job_once_and_settles_a_dead_worker_s_job_from_its_version(
         source_catalogue: Callable[..., Hub], file_server: Any) -> None:
+    from catalogue.sitegen.builder import build_site
     from harvesters.runner import harvest_source
 
     server, files = file_server
@@ -238,6 +239,9 @@ def test_take_runs_a_queued_job_once_and_settles_a_dead_worker_s_job_from_its_ve
         source_id, dataset_id = session.execute(select(HarvestSource.id, HarvestSource.dataset_id)).one()
     job = jobs.claim(hub, source_id, dataset_id, "takes", None, queued=True)
     assert job is not None and jobs.claim(hub, source_id, dataset_id, "takes", job, queued=True) is None
+    build_site(hub)  # the harvest status page shows a queued job in both languages
+    assert ">queued</span>" in (hub.settings.site_dir / "en" / "harvest.html").read_text(encoding="utf-8")
+    assert ">in der Warteschlange</span>" in (hub.settings.site_dir / "harvest.html").read_text(encoding="utf-8")
     assert jobs.take(hub, job, "takes") == "run"
     assert job_rows(hub) == [("takes", "running", None, os.getpid())]
     assert harvest_source(hub, "takes", job).status == "published"
