@@ -34,15 +34,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
 from catalogue.errors import DatasetNotFound, UrbandataError
 from catalogue.hub import Hub
 from catalogue.meta.models import Dataset, Version
-from catalogue.redact import redact_url
 from catalogue.store.keys import part_key
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.io import FileIO
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.table import Table, Transaction
 
@@ -52,6 +54,10 @@ NAMESPACE = "urbandata"
 VERSION_PROPERTY = "urbandata.version"
 HASH_PROPERTY = "urbandata.content-hash"
 ATTEMPTS = 5  # commits lost to another registering process in a row before giving up
+# pyiceberg retries a commit that lost a race by replaying its snapshot on the new head: a version's
+# snapshot would then hold the winner's files as well (or be registered twice). Off: a lost commit fails,
+# and ``sync_dataset`` reloads the table and works out again what is missing.
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 
 
 @dataclass(frozen=True)
@@ -91,18 +97,42 @@ def open_catalog(hub: Hub) -> Iterator[SqlCatalog]:
             "(pip install 'urbandata[iceberg]'), or set iceberg_catalog_url to '' to turn Iceberg tables off."
         ) from None
     url = hub.settings.iceberg_catalog_url
+    for attempt in range(2):  # a process creating the catalog's tables or namespace at the same time wins once
+        try:
+            catalog = SqlCatalog(NAMESPACE, uri=url, warehouse=hub.storage.engine_uri("datasets"),
+                                 **_io_properties(hub))
+        except (SQLAlchemyError, ValueError) as exc:  # no such database or driver, a malformed URL
+            if attempt == 0 and isinstance(exc, IntegrityError | OperationalError):
+                continue
+            raise UrbandataError(
+                f"The Iceberg catalog's database {_shown(url)} (iceberg_catalog_url) cannot be opened: "
+                f"{_first_line(exc)}. Check that the URL names a reachable database and that its driver is "
+                "installed."
+            ) from exc
+        try:
+            catalog.create_namespace_if_not_exists(NAMESPACE)
+        except IntegrityError:
+            catalog.engine.dispose()
+            continue
+        break
     try:
-        catalog = SqlCatalog(NAMESPACE, uri=url, warehouse=hub.storage.engine_uri("datasets"), **_io_properties(hub))
-    except (SQLAlchemyError, ValueError) as exc:  # no such database or driver, a malformed URL
-        raise UrbandataError(
-            f"The Iceberg catalog's database {redact_url(url)} (iceberg_catalog_url) cannot be opened: "
-            f"{type(exc).__name__}. Check that the URL names a reachable database and that its driver is installed."
-        ) from exc
-    try:
-        catalog.create_namespace_if_not_exists(NAMESPACE)
         yield catalog
     finally:
         catalog.engine.dispose()
+
+
+def _first_line(exc: Exception) -> str:
+    """What the driver said, in one line (its own error, not SQLAlchemy's wrapping with the statement)."""
+    said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {said[0][:200]}" if said else type(exc).__name__
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
 
 
 def _io_properties(hub: Hub) -> dict[str, str]:
@@ -156,12 +186,13 @@ def sync_dataset(hub: Hub, catalog: SqlCatalog, dataset: str) -> Registered:
     table: Table | None = None
     for _ in range(ATTEMPTS):
         table = _load(catalog, dataset)
-        last = max(snapshot_ids(table), default=0) if table is not None else 0
-        missing = _versions(hub, dataset, after=last)
+        missing = _versions(hub, dataset, after=max(snapshot_ids(table), default=0) if table is not None else 0)
+        if table is None and missing:
+            table = _create(hub, catalog, dataset, missing[0])  # or the table another process has just made
+            missing = [v for v in missing if v.number > max(snapshot_ids(table), default=0)]
         if not missing:
             break
-        if table is None:
-            table = _create(hub, catalog, dataset, missing[0])
+        assert table is not None
         try:
             for version in missing:
                 table = _register(table, version)
@@ -196,31 +227,33 @@ def _load(catalog: SqlCatalog, dataset: str) -> Table | None:
 
 def _create(hub: Hub, catalog: SqlCatalog, dataset: str, first: _Published) -> Table:
     """The dataset's table with the schema of its first version's parts (or the one another process made)."""
-    import pyarrow.parquet as pq
     from pyiceberg.exceptions import TableAlreadyExistsError
+    from pyiceberg.io import load_file_io
 
-    schema = _arrow_schema(pq, first.paths[0])
+    schema = _arrow_schema(load_file_io(catalog.properties, first.paths[0]), first.paths[0])
     try:
-        return catalog.create_table(table_identifier(dataset), schema=schema,
+        return catalog.create_table(table_identifier(dataset), schema=schema, properties=dict(TABLE_PROPERTIES),
                                     location=hub.storage.engine_uri(f"datasets/{dataset}/iceberg"))
     except TableAlreadyExistsError:
         return catalog.load_table(table_identifier(dataset))
 
 
-def _arrow_schema(pq: Any, path: str) -> Any:
-    from pyarrow import fs
+def _arrow_schema(io: FileIO, path: str) -> pa.Schema:
+    """The Arrow schema of the part at ``path`` (read through the catalog's FileIO, which reaches the store)."""
+    import pyarrow.parquet as pq
 
-    filesystem, inner = fs.FileSystem.from_uri(path) if "://" in path else (None, path)
-    return pq.read_schema(inner, filesystem=filesystem).remove_metadata()
+    with io.new_input(path).open() as stream:
+        return pq.read_schema(stream).remove_metadata()
 
 
 def _register(table: Table, version: _Published) -> Table:
     """Commit one snapshot whose data files are exactly ``version``'s parts; the table as committed."""
-    import pyarrow.parquet as pq
     from pyiceberg.io.pyarrow import parquet_file_to_data_file
     from pyiceberg.table import TableProperties
     from pyiceberg.table.update.snapshot import ManageSnapshots
 
+    if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):  # a table made elsewhere
+        table = table.transaction().set_properties(TABLE_PROPERTIES).commit_transaction()
     current = _data_files(table)
     wanted = set(version.paths)
     removed = [f for path, f in current.items() if path not in wanted]
@@ -230,7 +263,7 @@ def _register(table: Table, version: _Published) -> Table:
     if tx.table_metadata.name_mapping() is None:
         tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
     if added:
-        schema = _arrow_schema(pq, added[0])
+        schema = _arrow_schema(table.io, added[0])
         known = set(tx.table_metadata.schema().column_names)
         if any(name not in known for name in schema.names):
             with tx.update_schema() as update:  # fields added (the hub refuses removed or retyped ones)

@@ -78,5 +78,10 @@ def test_sync_says_what_is_wrong(unregistered: Hub, tmp_path: Path, monkeypatch:
     assert unreachable.exit_code == 1
     assert "cannot be opened" in flat(unreachable.output)
 
+    monkeypatch.setenv("URBANDATA_ICEBERG_CATALOG_URL", "postgresql+nosuchdriver://hub:s3cret@127.0.0.1/x")
+    no_driver = run("iceberg-sync", "-d", data_dir)
+    assert no_driver.exit_code == 1
+    assert "hub:***@127.0.0.1" in flat(no_driver.output) and "s3cret" not in no_driver.output
+
     missing = run("iceberg-sync", "-d", str(tmp_path / "elsewhere"))
     assert missing.exit_code == 1 and "no catalogue" in flat(missing.output)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,50 @@ def test_an_added_field_widens_the_table_and_older_snapshots_keep_their_columns(
     finally:
         con.close()
     assert found == [("A", None), ("B", None), ("C", 31.5)]
+
+
+def test_two_registrations_at_once_make_each_snapshot_once(make_catalogue: Any, tmp_path: Path) -> None:
+    hub = dataset_versions(make_catalogue)  # published with Iceberg tables off
+    settings = Settings(data_dir=hub.settings.data_dir, definitions_dir=hub.settings.definitions_dir,
+                        iceberg_catalog_url=f"sqlite:///{tmp_path / 'iceberg.sqlite'}")
+    hubs = [open_hub(settings), open_hub(settings)]
+    start = threading.Barrier(2)
+    done: list[list[int]] = []
+    failed: list[BaseException] = []
+
+    def sync(one: Hub) -> None:
+        start.wait()
+        try:
+            done.append(iceberg.sync_all(one)[0].versions)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failed.append(exc)
+
+    threads = [threading.Thread(target=sync, args=(h,)) for h in hubs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert failed == []
+        assert sorted(n for numbers in done for n in numbers) == [1, 2, 3]  # each registered by one of them
+        check_table(hubs[0])  # three snapshots, in order, each holding its version's rows
+    finally:
+        for one in hubs:
+            one.close()
+
+
+def test_a_stale_table_cannot_commit_a_snapshot(make_catalogue: Any, tmp_path: Path) -> None:
+    """The catalog's optimistic commit refuses a snapshot made from a table another process has moved on."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    hub: Hub = make_catalogue("air", SCHEMA, FIRST.encode(), iceberg_catalog_url=f"sqlite:///{tmp_path / 'i.sqlite'}")
+    with iceberg.open_catalog(hub) as catalog:
+        stale = catalog.load_table(iceberg.table_identifier("air"))
+    result = ingest_delivery(hub, "air", Delivery(APPENDED.encode(), "csv", {}, "append", {"source_url": "test"}))
+    assert result.version == 2
+    (version,) = iceberg._versions(hub, "air", after=1)
+    with pytest.raises(CommitFailedException):
+        iceberg._register(stale, version)
+    with iceberg.open_catalog(hub) as catalog:
+        table = catalog.load_table(iceberg.table_identifier("air"))
+    assert sorted(iceberg.snapshot_ids(table)) == [1, 2] and len(table.snapshots()) == 2
