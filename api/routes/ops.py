@@ -19,7 +19,12 @@ from catalogue.errors import NotReady
 router = APIRouter()
 
 
-@router.get("/ready", tags=["service"], responses={503: {"description": "A check failed; the body says which and why."}})
+ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+
+
+@router.get("/ready", tags=["service"], responses={503: {
+    "description": "A check failed: `error` says which and why, beside `checks` (each check's status) and `failed`.",
+    "content": ENVELOPE}})
 async def ready(request: Request) -> JSONResponse:
     """Readiness: the database, the storage and (when configured) the job queue answer."""
     checks = await run_checks(request.app.state.hub, request.app.state.loop_reads)
@@ -36,7 +41,8 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503 if failed else 200, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/metrics", tags=["service"], response_class=Response)
+@router.get("/metrics", tags=["service"], response_class=Response, responses={200: {
+    "description": "The Prometheus text exposition format.", "content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request) -> Response:
     """The app's metrics in the Prometheus text exposition format (read from the database at each scrape)."""
     body = generate_latest(request.app.state.metrics.registry)

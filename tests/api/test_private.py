@@ -26,7 +26,7 @@ NOT_DATASET_ROUTES = {
     "/api/v1/tokens/{token_id}", "/health", "/api/action/{name}", "/api/3/action/{name}",
     "/datastore/dump/{resource_id}", "/ogc", "/ogc/conformance", "/ogc/collections", "/ogc/collections/{name}",
     "/ogc/collections/{name}/items", "/ogc/collections/{name}/items/{identifier}", "/catalog.{extension}",
-    "/api/v1/harvest/jobs",
+    "/api/v1/harvest/jobs", "/ready", "/metrics",
 }
 
 
