@@ -226,6 +226,33 @@ def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_i
         assert session.scalar(select(Version.row_count)) == 200
 
 
+@pytest.mark.timeout(300)
+def test_a_message_whose_job_a_live_process_runs_waits_with_backoff_and_never_runs_it_twice(
+        file_server: Any, source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any],
+        pg: dict[str, Any], workers: Callable[[Hub], Workers]) -> None:
+    from harvesters.queue import QUEUE_NAME, queue_for
+
+    server, files = file_server
+    files["b.csv"] = b"id,no2\n1,1.5\n"
+    hub = source_catalogue("belegt", SCHEMA, {"type": "http-file", "url": f"{server.url}b.csv", "format": "csv",
+                                              "schedule": "1d"}, **pg, **queue_settings)
+    with hub.sessions() as session:
+        source_id, dataset_id = session.execute(select(HarvestSource.id, HarvestSource.dataset_id)).one()
+    job = jobs.claim(hub, source_id, dataset_id, "belegt", None, queued=True)
+    assert job is not None and jobs.take(hub, job, "belegt") == "run"  # this test process runs it, as a worker would
+    queue = queue_for(hub.settings)
+    queue.send("belegt", "belegt", job)  # the same job's message delivered while it runs
+    group = workers(hub)
+    group.start(processes=1)
+    delayed = f"{hub.settings.queue_namespace}:{QUEUE_NAME}.DQ.msgs"  # Retries put it back with a delay
+    wait_for("the message retried later", lambda: queue.broker.client.hlen(delayed), 90, group)
+    assert server.hits == [] and job_rows(hub)[0][1] == "running"
+    jobs.finish(hub, job, None, note="ended by the process that ran it")
+    queue.broker.join(QUEUE_NAME, timeout=120_000)  # the retry finds the job ended and is acknowledged
+    assert server.hits == [] and versions(hub) == []
+    assert job_rows(hub) == [("belegt", "unchanged", None, os.getpid())]
+
+
 def test_take_runs_a_queued_job_once_and_settles_a_dead_worker_s_job_from_its_version(
         source_catalogue: Callable[..., Hub], file_server: Any) -> None:
     from catalogue.sitegen.builder import build_site
@@ -269,6 +296,7 @@ def test_take_runs_a_queued_job_once_and_settles_a_dead_worker_s_job_from_its_ve
 @pytest.mark.parametrize("url, words", [
     ("redis://127.0.0.1:1/0", "does not answer (ConnectionError"),
     ("http://127.0.0.1:6379/", "is no Redis URL"),
+    ("redis://:s3cret@127.0.0.1:1/0", "at redis://***@127.0.0.1:1/0 does not answer"),
 ])
 def test_a_queue_that_cannot_be_reached_is_a_clear_error_and_claims_nothing(
         file_server: Any, source_catalogue: Callable[..., Hub], url: str, words: str) -> None:
@@ -286,5 +314,5 @@ def test_a_queue_that_cannot_be_reached_is_a_clear_error_and_claims_nothing(
         result = CliRunner().invoke(app, [*command, "-d", str(hub.settings.data_dir)], env=env)
         assert result.exit_code == 1, result.output
         said = " ".join(result.output.split())
-        assert "[queue-unreachable]" in said and words in said, said
+        assert "[queue-unreachable]" in said and words in said and "s3cret" not in said, said
     assert job_rows(hub) == [] and server.hits == []
