@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import anyio
@@ -59,7 +60,7 @@ async def sql_post(request: Request, body: SqlRequest,
 async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: int | None,
                   credential: Credential | None) -> Response | dict[str, Any]:
     pool: SqlPool = request.app.state.sql_pool
-    admission = _admission(request.app.state, pool)
+    admission, threads = _admission(request.app.state, pool)
     # A statement waits for a free worker here, on the event loop, and only then takes a thread: a flood of
     # statements beyond the workers holds no threads (the synchronous routes need them) and no GIL time
     # (the event loop needs it). Measured in tests/api/test_sql_reliability.py (RELIABILITY.md).
@@ -72,23 +73,27 @@ async def _answer(request: Request, sql: str, timeout_ms: int | None, max_rows: 
         except TimeoutError:
             return _busy(pool.busy_error())
     try:
-        # The wait for the worker runs in a thread: a slow query never blocks the event loop.
-        return await run_in_threadpool(
+        # Checking, resolving and the wait for the worker run in a thread of the SQL route's own (one per
+        # worker): an admitted statement never queues behind the synchronous routes for a thread of the
+        # shared pool while it holds an admission. A slow query never blocks the event loop.
+        return await anyio.to_thread.run_sync(partial(
             run_sql, request.app.state.hub, pool, sql, max_rows=max_rows, time_limit_ms=timeout_ms,
             private_of=private_of(credential),
-        )
+        ), limiter=threads)
     except SqlBusy as exc:
         return _busy(exc)
     finally:
         admission.release()
 
 
-def _admission(state: Any, pool: SqlPool) -> anyio.CapacityLimiter:
-    """The app's limit on statements past admission: one per worker (made on the event loop, at first use)."""
-    limiter: anyio.CapacityLimiter | None = getattr(state, "sql_admission", None)
-    if limiter is None:
-        limiter = state.sql_admission = anyio.CapacityLimiter(pool.settings.sql_workers)
-    return limiter
+def _admission(state: Any, pool: SqlPool) -> tuple[anyio.CapacityLimiter, anyio.CapacityLimiter]:
+    """The app's limit on statements past admission, one per worker, and the threads that wait for the
+    workers, as many (made on the event loop, at first use)."""
+    limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = getattr(state, "sql_admission", None)
+    if limiters is None:
+        workers = pool.settings.sql_workers
+        limiters = state.sql_admission = (anyio.CapacityLimiter(workers), anyio.CapacityLimiter(workers))
+    return limiters
 
 
 def _busy(exc: SqlBusy) -> Response:

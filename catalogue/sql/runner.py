@@ -6,12 +6,15 @@ Every published dataset is a view named after it: ``"parking-occupancy"``
 is version 2, pinned. Only the views a statement names are built, over the
 Parquet parts of the version each one means.
 
-The HTTP route and CKAN's ``datastore_search_sql`` both call :func:`run_sql`.
+CKAN's ``datastore_search_sql`` calls :func:`run_sql`; the HTTP route calls its two halves,
+:func:`prepare_sql` (check, resolve) and :func:`execute_sql` (the worker), so that only the
+second holds one of the route's admissions.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -34,6 +37,16 @@ TABLE_HINT = (
 )
 
 
+@dataclass(frozen=True)
+class PreparedSql:
+    """A statement checked and its views resolved: all that is left is to run it in a worker."""
+
+    task: SqlTask
+    time_limit_ms: int
+    memory_limit_mb: int
+    started: float
+
+
 def run_sql(
     hub: Hub, pool: SqlPool, sql: str, *, max_rows: int | None = None, time_limit_ms: int | None = None,
     private_of: int | None = None,
@@ -44,6 +57,15 @@ def run_sql(
     them. Rows are JSON-ready lists: geometry as GeoJSON objects, timestamps as ISO 8601 strings.
     Private datasets are tables only for ``private_of``, their publisher (else they do not exist).
     """
+    prepared = prepare_sql(hub, pool, sql, max_rows=max_rows, time_limit_ms=time_limit_ms, private_of=private_of)
+    return execute_sql(pool, prepared)
+
+
+def prepare_sql(
+    hub: Hub, pool: SqlPool, sql: str, *, max_rows: int | None = None, time_limit_ms: int | None = None,
+    private_of: int | None = None,
+) -> PreparedSql:
+    """Check the statement and resolve its views, without a worker (the HTTP route admits only prepared ones)."""
     if hub.storage.local_path("datasets") is None:
         raise SqlNeedsLocalStorage(
             f"The SQL endpoint is not available on this hub: its sandbox reads parts only from local files "
@@ -56,18 +78,22 @@ def run_sql(
     started = time.perf_counter()
     checked = check_sql(sql, max_chars=settings.sql_max_chars)
     views = resolve_views(hub, checked.relations, private_of=private_of)
-    answer = pool.run(SqlTask(
-        sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms,
-        hidden_prefix=hub.storage.engine_root(),
-    ))
+    task = SqlTask(sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms,
+                   hidden_prefix=hub.storage.engine_root())
+    return PreparedSql(task, time_limit_ms, settings.sql_memory_limit_mb, started)
+
+
+def execute_sql(pool: SqlPool, prepared: PreparedSql) -> dict[str, Any]:
+    """Run a prepared statement in a worker (waits for one at most ``sql_busy_wait_ms``, then SqlBusy)."""
+    answer = pool.run(prepared.task)
     if not answer["ok"]:
-        _raise_failure(answer, time_limit_ms, settings.sql_memory_limit_mb)
+        _raise_failure(answer, prepared.time_limit_ms, prepared.memory_limit_mb)
     return {
         "columns": answer["columns"],
         "rows": answer["rows"],
         "truncated": answer["truncated"],
         "row_count": len(answer["rows"]),
-        "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        "elapsed_ms": round((time.perf_counter() - prepared.started) * 1000, 1),
     }
 
 
