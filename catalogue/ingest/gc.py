@@ -1,12 +1,17 @@
 """The collector: removes what failed or killed ingests and exports left behind, and ends orphaned jobs.
 
 Leftovers: downloaded feeds in ``incoming/``, scratch files and ingest
-directories, export temp files, parts and descriptors no version references.
+directories, export temp files, parts and descriptors no version references,
+and the live files (``catalogue.store.live``) of versions no longer current.
 Nothing is removed that was written within the grace period (a live ingest
 or a slow download may still use it); a part any version references is never
 removed; parts and descriptors are removed under the dataset's commit lock,
 so no commit can start referencing one meanwhile (a part an ingest is about
 to reference was published moments ago: it is within the grace period).
+Live files stay for the current version and for a version superseded within
+the grace period (a reader that resolved it while it was current may still
+read them; the next commit merges the current latest file); a reader that
+asks for an older version's live values later makes its files again.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import PurePosixPath
 
 from sqlalchemy import select
@@ -27,6 +32,7 @@ from catalogue.meta import delivery_keys
 from catalogue.meta.models import Dataset, Version
 from catalogue.store.by_time import by_time_key
 from catalogue.store.keys import descriptor_key, part_key
+from catalogue.store.live import is_live_file, live_files
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +92,19 @@ def _incoming(hub: Hub, older_than: float) -> list[tuple[str, int]]:
 
 
 def _unreferenced(hub: Hub, name: str, older_than: float) -> list[tuple[str, int]]:
-    """The dataset's parts and descriptors that no version references, and files left half-moved."""
+    """The dataset's parts, descriptors and live files that no version needs, and files left half-moved."""
     storage = hub.storage
     removed = []
     with dataset_lock(hub, name) as session:
         dataset_id = session.scalar(select(Dataset.id).where(Dataset.name == name))
-        rows = session.execute(select(Version.number, Version.parts, Version.descriptor_key)
-                               .where(Version.dataset_id == dataset_id)).all()
-        keep = {part_key(name, p["sha256"]) for _, parts, _ in rows for p in parts}
+        rows = session.execute(select(Version.number, Version.parts, Version.descriptor_key, Version.content_hash,
+                                      Version.created_at)
+                               .where(Version.dataset_id == dataset_id).order_by(Version.number)).all()
+        keep = {part_key(name, p["sha256"]) for _, parts, *_ in rows for p in parts}
         keep |= {by_time_key(key) for key in keep}  # a part's by-time copy goes with it (catalogue.store.by_time)
-        keep |= {key for _, _, key in rows} | {descriptor_key(name, number) for number, _, _ in rows}
+        keep |= {key for _, _, key, *_ in rows} | {descriptor_key(name, number) for number, *_ in rows}
+        keep |= _live_needed(name, [(number, content_hash, created) for number, _, _, content_hash, created in rows],
+                             older_than)
         for key in storage.list_keys(f"datasets/{name}"):
             if key in keep or not _collectable(PurePosixPath(key), name):
                 continue
@@ -105,12 +114,34 @@ def _unreferenced(hub: Hub, name: str, older_than: float) -> list[tuple[str, int
     return removed
 
 
+def _live_needed(name: str, versions: list[tuple[int, str, datetime]], older_than: float) -> set[str]:
+    """The live files of the newest (current) version and of every version superseded after ``older_than``.
+
+    ``versions``: (number, content hash, created) in the order of their numbers; a
+    version is superseded when the next one was created.
+    """
+    needed: set[str] = set()
+    for index, (number, content_hash, _) in enumerate(versions):
+        successor = versions[index + 1][2] if index + 1 < len(versions) else None
+        if successor is None or _epoch(successor) >= older_than:
+            needed.update(live_files(name, number, content_hash))
+    return needed
+
+
+def _epoch(moment: datetime) -> float:
+    """Seconds since the epoch (a stored time without a zone is UTC: SQLite does not keep the zone)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def _collectable(key: PurePosixPath, name: str) -> bool:
-    """Parts, their by-time copies, descriptors and half-moved files (a staged copy, a file set aside by the collector)."""
+    """Parts and their by-time copies, descriptors, live files and half-moved files (a staged copy, a file set
+    aside by the collector)."""
     if key.name.startswith("."):
         return key.name.endswith(".incoming") or ".gc-" in key.name
     if key.parent in (PurePosixPath("datasets", name, "parts"), PurePosixPath("datasets", name, "by-time")):
         return key.suffix == ".parquet"
+    if is_live_file(key.as_posix(), name):
+        return True
     return key.parent == PurePosixPath("datasets", name) and key.name.endswith(".datapackage.json")
 
 

@@ -17,14 +17,18 @@ version's, made when first needed.
 Both files are keyed by the version's number and content hash, so they never
 change once written; the write path makes them after a commit and a reader that
 finds one missing (a version made before this existed, a crash right after the
-commit) makes it from the parts, as exports keep their files. Writing the same
-key twice writes the same rows.
+commit, a file the collector removed) makes it from the parts, as exports keep
+their files. Writing the same key twice writes the same rows. Only the current
+version's files are needed for long (the next commit merges its latest file), so
+the collector (``catalogue.ingest.gc``) removes those of versions superseded
+longer ago than its grace period (``live_files``, ``is_live_file``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import duckdb
 
@@ -69,6 +73,18 @@ class Snapshot:
     part_keys: tuple[str, ...]
     schema: TableSchema
     removed: int | None = None
+
+
+def live_files(dataset: str, number: int, content_hash: str) -> tuple[str, str]:
+    """The keys of a version's live files: its latest file and its delta file (either may not exist)."""
+    return latest_key(dataset, number, content_hash), delta_key(dataset, number, content_hash)
+
+
+def is_live_file(key: str, dataset: str) -> bool:
+    """Whether ``key`` is where one of ``dataset``'s versions keeps a live file (a latest or a delta file)."""
+    path = PurePosixPath(key)
+    return (path.parent == PurePosixPath(latest_key(dataset, 1, "")).parent
+            and path.name.endswith((".latest.parquet", ".delta.parquet")) and not path.name.startswith("."))
 
 
 def added_parts(version: Snapshot, before: Snapshot | None) -> list[str] | None:
