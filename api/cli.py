@@ -27,7 +27,7 @@ from api.cli_token import token_app
 from api.cli_worker import worker_command
 from api.logs import configure_logging
 from api.openapi_doc import openapi_document
-from catalogue.meta.definitions import load_definitions, sync_definitions
+from catalogue.meta.definitions import load_definitions, publisher_names, sync_definitions
 from catalogue.errors import CatalogueNotFound, PortInUse, UrbandataError
 from catalogue.ingest.gc import collect
 from catalogue.ingest.jobs import describe
@@ -41,9 +41,11 @@ from catalogue.meta.db import (
     upgrade_schema,
 )
 from catalogue.meta.models import HarvestJob
+from catalogue.redact import redact_url
 from catalogue.meta.metadata import get_dataset, list_versions
 from catalogue.settings import CONFIG_ENV, Settings
 from catalogue.sitegen.builder import build_site
+from harvesters.catalogue_definitions import load_catalogues
 from harvesters.runner import HarvestOutcome, harvest_source, list_sources
 from harvesters.schedule import HarvestScheduler, check_queue, check_schedules, due_states, harvest_due
 from harvesters.site_refresh import published_datasets, refresh_site
@@ -287,17 +289,31 @@ def validate(
     ),
     data_dir: Path | None = DataDir,
 ) -> None:
-    """Check every dataset definition, publisher and Table Schema in datasets/, reporting every problem at once."""
+    """Check every dataset definition, publisher, Table Schema and catalogue source (catalogues/*.yaml) in
+    datasets/, reporting every problem at once."""
     root = definitions or _settings(data_dir).definitions_dir
+    errors: list[UrbandataError] = []
     try:
         found = load_definitions(root)
         check_schedules(found.datasets)
     except UrbandataError as exc:
-        _fail(exc)
+        errors.append(exc)
+    try:
+        catalogues = load_catalogues(root, publisher_names(root))
+    except UrbandataError as exc:
+        errors.append(exc)
+    if errors:
+        for exc in errors[:-1]:
+            err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.message}')}")
+        _fail(errors[-1])
         return
     for doc in found.datasets:
         console.print(f"  [green]ok[/green]  {doc['name']}  ({len(doc['schema'].fields)} fields)")
+    for spec in catalogues:
+        console.print(f"  [green]ok[/green]  catalogue {spec.name}  ({spec.type}, {escape(redact_url(spec.url))})")
     console.print(f"{len(found.datasets)} dataset definitions and {len(found.publishers)} publishers are valid.")
+    if catalogues:
+        console.print(f"{len(catalogues)} catalogue source definitions are valid.")
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""``urbandata harvest-catalogue [NAME...]``: harvest CKAN portals and DCAT catalogues (catalogues/*.yaml)."""
+"""``urbandata harvest-catalogue [NAME...] [--due]``: harvest CKAN portals and DCAT catalogues (catalogues/*.yaml).
+
+Each run is one job (``GET /api/v1/harvest/jobs?catalogue=NAME``); its line here ends with the job's id and
+counts. ``--due`` runs only the catalogues whose ``schedule`` says a run is due (for cron or a timer).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from rich.markup import escape
 
 from catalogue.errors import DefinitionError, UrbandataError
 from harvesters.catalogue_definitions import load_catalogues
-from harvesters.catalogue_sources import harvest_catalogue
+from harvesters.catalogue_sources import catalogue_due, harvest_catalogue
 
 STYLES = {"published": "green", "unchanged": "cyan", "skipped": "cyan", "quarantined": "yellow", "failed": "red",
           "withdrawn": "magenta"}
@@ -21,8 +25,12 @@ def harvest_catalogue_command(
                                                 help="Folder holding catalogues/*.yaml (default: the hub's)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", "-d",
                                          help="Data directory (default ./var, or URBANDATA_DATA_DIR)."),
+    due: bool = typer.Option(False, "--due", help="Only the catalogues whose schedule says a run is due."),
 ) -> None:
-    """Harvest catalogue sources: new and changed datasets fetched, vanished ones withdrawn; exits 1 on a failure."""
+    """Harvest catalogue sources: new and changed datasets fetched, vanished ones withdrawn; exits 1 on a failure.
+
+    Each run is one job, listed by GET /api/v1/harvest/jobs?catalogue=NAME with its datasets' jobs (?parent=ID).
+    """
     from api.cli import _fail, _open_existing, _settings, console
 
     failed = False
@@ -35,15 +43,20 @@ def harvest_catalogue_command(
             raise DefinitionError(f"No catalogue source named {', '.join(unknown)}. Defined: {known}.")
         hub = _open_existing(settings)
         try:
-            for catalogue in catalogues:
-                if names and catalogue.name not in names:
-                    continue
+            chosen = [c for c in catalogues if not names or c.name in names]
+            if due:
+                chosen = [c for c in chosen if catalogue_due(hub, c)]
+                if not chosen:
+                    console.print("No catalogue source is due.")
+            for catalogue in chosen:
                 outcome = harvest_catalogue(hub, catalogue)
                 for entry in outcome.datasets:
                     style = STYLES.get(entry.status, "white")
                     console.print(f"  [{style}]{entry.status:>11}[/{style}]  {escape(entry.message)}")
                 style = "red" if outcome.status == "failed" else "bold"
-                console.print(f"[{style}]{escape(outcome.message)}[/{style}]")
+                counted = ", ".join(f"{n} {what}" for what, n in outcome.counts().items() if n)
+                job = f" (job {outcome.job_id}{': ' + counted if counted else ''})" if outcome.job_id else ""
+                console.print(f"[{style}]{escape(outcome.message + job)}[/{style}]")
                 failed = failed or outcome.status == "failed" or outcome.count("failed") > 0
         finally:
             hub.close()

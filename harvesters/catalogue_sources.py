@@ -25,22 +25,24 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalogue.errors import DefinitionError, MalformedFeed, SourceUnreachable
 from catalogue.hub import Hub
 from catalogue.ingest import jobs
-from catalogue.meta.models import Dataset, HarvestSource, Organization, utcnow
+from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Organization, utcnow
 from catalogue.redact import redact_text
 from catalogue.settings import Settings
 from harvesters.base import SourceSpec
 from harvesters.catalogue_licenses import map_license
 from harvesters.catalogue_schema import infer_schema, sniff_csv_options
 from harvesters.runner import harvest_source
+from harvesters.schedule import parse_schedule
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class CatalogueSpec:
     type: str
     url: str
     options: dict[str, Any] = field(default_factory=dict)
+    schedule: str | None = None  # when `harvest-catalogue --due` runs it (harvesters.schedule's forms); None: on request
 
 
 class CatalogueHarvester(Protocol):
@@ -248,6 +251,22 @@ def _run(hub: Hub, catalogue: CatalogueSpec, job_id: int) -> CatalogueOutcome:
     outcome.message = f"{catalogue.name}: {len(remote)} datasets listed; " + ", ".join(
         f"{n} {s}" for s, n in counts.items() if n)
     return outcome
+
+
+def catalogue_due(hub: Hub, catalogue: CatalogueSpec, now: datetime | None = None) -> bool:
+    """Whether the catalogue's ``schedule`` says a run is due: none ran yet, or the schedule's next time after
+    the last run's start has come; never while one of its runs is going, nor without a schedule."""
+    if catalogue.schedule is None:
+        return False
+    with hub.sessions() as session:
+        running = session.scalar(select(HarvestJob.id).where(HarvestJob.catalogue == catalogue.name,
+                                                             HarvestJob.status == "running").limit(1))
+        last = session.scalar(select(func.max(HarvestJob.started_at)).where(HarvestJob.catalogue == catalogue.name))
+    if running is not None:
+        return False
+    if last is None:
+        return True
+    return parse_schedule(catalogue.schedule).next_after(last) <= (now or utcnow())
 
 
 def _owned_sources(hub: Hub, catalogue: CatalogueSpec) -> dict[str, tuple[int, str]]:
