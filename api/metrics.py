@@ -25,9 +25,9 @@ Read at scrape time by ``HubCollector`` (the kernel stays free of Prometheus):
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +54,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 # Seconds: a cached records answer takes about a millisecond, an export or a stream may take minutes.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 UNMATCHED = "unmatched"
+MAX_CHILDREN = 4096
 # Jobs whose rows are their child jobs' rows summed (a catalogue run): counted as runs, their rows not twice.
 SUMMARY_OUTCOMES = frozenset({"finished"})
 # The scope key of the request's observation, shared with the inner RecordRoute (scopes are copied on the way in).
@@ -76,10 +77,20 @@ class Metrics:
                                  registry=self.registry)
         self.registry.register(HubCollector(hub, sql_pool))
 
+        # The labelled children by (method, route, status class): labels() costs more than the count itself.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(method if method in METHODS else "other", route, f"{status // 100}xx").inc()
-        self.latency.labels(route).observe(seconds)
+        key = (method, route, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            shown = method if method in METHODS else "other"
+            children = (self.requests.labels(shown, route, f"{status // 100}xx"), self.latency.labels(route))
+            if len(self._children) < MAX_CHILDREN:  # bounded like the labels (methods x routes x classes)
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class HubCollector(Collector):
@@ -175,7 +186,7 @@ class ObserveRequests:
             await self.app(scope, receive, send)
             return
         sent = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        rid = sent if _PLAIN_ID.fullmatch(sent) else uuid.uuid4().hex
+        rid = sent if sent and _PLAIN_ID.fullmatch(sent) else os.urandom(16).hex()
         token = request_id.set(rid)
         observation: dict[str, Any] = {"route": UNMATCHED}
         scope = {**scope, SCOPE_KEY: observation}
@@ -197,9 +208,10 @@ class ObserveRequests:
             self.metrics.in_progress.dec()
             route = observation["route"]
             self.metrics.observe(scope["method"], route, status, seconds)
-            access_log.info("%s %s %s %d %.1f ms", scope["method"], route, scope["path"], status, seconds * 1000,
-                            extra={"method": scope["method"], "route": route, "path": scope["path"],
-                                   "status": status, "duration_ms": round(seconds * 1000, 3)})
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info("%s %s %s %d %.1f ms", scope["method"], route, scope["path"], status, seconds * 1000,
+                                extra={"method": scope["method"], "route": route, "path": scope["path"],
+                                       "status": status, "duration_ms": round(seconds * 1000, 3)})
             request_id.reset(token)
 
 
