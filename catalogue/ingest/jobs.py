@@ -314,7 +314,12 @@ def interrupt_orphans(hub: Hub, grace: timedelta) -> list[Interrupted]:
                 continue
             if job.host not in (None, host) and job.started_at > now - FOREIGN_JOB_LIMIT:
                 continue
-            if not _settle_from_version(session, job, now):
+            if job.catalogue is not None:  # a catalogue run: its datasets' jobs each say what they did
+                job.status, job.error_code, job.finished_at = "failed", JobInterrupted.code, now
+                job.message = (f"interrupted: the run of catalogue '{job.catalogue}' ended before it finished "
+                               f"(killed or restarted). Its datasets' jobs (parent {job.id}) say what each did; "
+                               "run `urbandata harvest-catalogue` again.")
+            elif not _settle_from_version(session, job, now):
                 job.status, job.error_code, job.finished_at = "failed", JobInterrupted.code, now
                 job.message = ("interrupted: the harvest's process ended before the job finished (killed or "
                                "restarted). Nothing was published by it; harvest again.")

@@ -8,7 +8,10 @@ built harvest status page.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from catalogue.hub import Hub
+from catalogue.ingest.gc import collect
 from catalogue.meta.models import HarvestJob
 from catalogue.sitegen.builder import build_site
 from harvesters.catalogue_sources import CatalogueSpec, harvest_catalogue
@@ -203,3 +207,25 @@ def test_the_harvest_status_page_shows_the_run_with_its_counts(hub: Hub, portal:
     german = (site / "harvest.html").read_text(encoding="utf-8")
     assert "Kataloglauf: 3 neu, 0 aktualisiert, 0 unverändert, 0 zurückgezogen, 1 fehlgeschlagen" in german
     assert "abgeschlossen" in german
+
+
+def test_a_run_whose_process_died_is_ended_by_the_collector_and_its_datasets_jobs_stay(hub: Hub,
+                                                                                       portal: Portal) -> None:
+    outcome = harvest_catalogue(hub, ckan(portal))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with hub.sessions.begin() as session:  # a run killed after its datasets' jobs ended, before its own did
+        run = session.get(HarvestJob, outcome.job_id)
+        assert run is not None
+        run.status, run.finished_at, run.counts, run.pid = "running", None, None, gone.pid
+        run.started_at -= timedelta(minutes=10)
+
+    done = collect(hub)
+
+    assert [(j.job_id, j.status) for j in done.jobs] == [(outcome.job_id, "failed")]
+    ended = job(hub, outcome.job_id)
+    assert (ended.status, ended.error_code) == ("failed", "job-interrupted")
+    assert ended.message == (f"interrupted: the run of catalogue 'govdata' ended before it finished (killed or "
+                             f"restarted). Its datasets' jobs (parent {outcome.job_id}) say what each did; run "
+                             "`urbandata harvest-catalogue` again.")
+    assert {status for status, _ in children(hub, outcome.job_id).values()} == {"published"}
