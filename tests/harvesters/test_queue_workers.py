@@ -253,6 +253,23 @@ def test_a_message_whose_job_a_live_process_runs_waits_with_backoff_and_never_ru
     assert job_rows(hub) == [("belegt", "unchanged", None, os.getpid())]
 
 
+def test_serve_s_scheduler_queues_due_runs_and_publishes_nothing_itself(
+        file_server: Any, source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any]) -> None:
+    from harvesters.queue import QUEUE_NAME, queue_for
+    from harvesters.schedule import HarvestScheduler
+
+    server, files = file_server
+    files["s.csv"] = b"id,no2\n1,1.5\n"
+    hub = source_catalogue("geplant", SCHEMA, {"type": "http-file", "url": f"{server.url}s.csv", "format": "csv",
+                                               "schedule": "1d"}, **queue_settings)
+    rebuilt: list[list[str]] = []
+    outcomes = HarvestScheduler(hub, after_publish=rebuilt.append).run_once()
+    assert [(o.source, o.status, o.job_id) for o in outcomes] == [("geplant", "queued", 1)] and rebuilt == []
+    assert job_rows(hub) == [("geplant", "queued", None, os.getpid())] and server.hits == []
+    assert queue_for(hub.settings).broker.do_qsize(QUEUE_NAME) == 1  # the message waits for a worker
+    assert HarvestScheduler(hub).run_once() == []  # the next round does not queue it again
+
+
 def test_take_runs_a_queued_job_once_and_settles_a_dead_worker_s_job_from_its_version(
         source_catalogue: Callable[..., Hub], file_server: Any) -> None:
     from catalogue.sitegen.builder import build_site
