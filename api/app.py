@@ -30,6 +30,7 @@ from api.routes import ops
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
+from catalogue.pg_notices import start_commit_listener
 from catalogue.query.cached import KeptResults
 from catalogue.query.engine import QueryEngine
 from catalogue.query.result_cache import ResultCache
@@ -48,7 +49,10 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_format)  # a server starts here (uvicorn's loggers are set up by now)
         collector = Collector(hub).start()  # collects leftovers at start-up, then every hour
+        listener = start_commit_listener(hub.engine)  # other replicas' and workers' commits (PostgreSQL)
         yield
+        if listener is not None:
+            listener.stop()
         collector.stop()
         engine.close()
         sql_pool.close()

@@ -8,9 +8,10 @@ holds up the channel or the other clients. Each client reads the rows of the
 versions it was told about itself (``api.routes.live``).
 
 Commits of this process arrive as notices (``catalogue.commit_notices``,
-handed to the event loop with ``call_soon_threadsafe``); commits of other
-processes are found by a look at the current version every ``stream_poll_s``
-seconds. A look is one indexed query that never blocks the loop
+handed to the event loop with ``call_soon_threadsafe``), and so do the commits
+of other replicas and workers on a PostgreSQL catalogue (``catalogue.pg_notices``
+hands them to the same broker); any notice lost on the way is made up for by a
+look at the current version every ``stream_poll_s`` seconds. A look is one indexed query that never blocks the loop
 (``LoopReads``), and a channel runs only while it has clients.
 """
 

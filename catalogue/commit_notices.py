@@ -5,8 +5,9 @@ files (``catalogue.ingest.latest``); the streams of live values listen, so a
 delivery reaches them at once. A notice is only a wake-up call: a listener
 reads the versions themselves from the catalogue, so a notice from another
 catalogue in the same process, or one lost, costs nothing but a look. Commits
-made by other processes are not heard here: listeners also look at the current
-version now and then (a notice across processes is a later step).
+made by other processes reach this broker on PostgreSQL through
+``catalogue.pg_notices`` (NOTIFY/LISTEN); listeners also look at the current
+version now and then, for a notice lost on the way (and on SQLite).
 
 Listeners are called in the committing thread and must return at once (an
 event loop's listener hands the notice over with ``call_soon_threadsafe``);

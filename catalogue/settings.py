@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     stream_poll_s: float = Field(
         default=2.0, gt=0,
         description="Seconds between looks at a streamed dataset's current version, for commits made by other "
-        "processes (commits of the serving process are heard at once).",
+        "processes that were not heard (commits of the serving process, and on PostgreSQL of every process, are heard at once).",
     )
     stream_buffer_versions: int = Field(
         default=32, gt=0,

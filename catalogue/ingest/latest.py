@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from catalogue import duck
 from catalogue.commit_notices import COMMITS
+from catalogue.pg_notices import notify_commit
 from catalogue.hub import Hub
 from catalogue.meta.models import Dataset, Version
 from catalogue.store.keys import part_key
@@ -37,6 +38,7 @@ def keep_live_values(hub: Hub, dataset: str, number: int) -> None:
     except Exception:  # noqa: BLE001 - the version is committed; /latest makes the file when it is missing
         log.warning("live values: the latest rows of %s version %d were not written", dataset, number, exc_info=True)
     COMMITS.publish(dataset, number)
+    notify_commit(hub.engine, dataset, number)  # API replicas and workers on the same PostgreSQL
 
 
 def _write_latest(hub: Hub, dataset: str, number: int) -> None:
