@@ -182,6 +182,8 @@ def test_two_worker_processes_harvest_each_queued_source_into_one_version(
 def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_it_once(
         answering: Callable[..., Any], source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any],
         pg: dict[str, Any], workers: Callable[[Hub], Workers]) -> None:
+    from catalogue.sitegen.builder import build_site
+
     body = b"id,no2\n" + b"".join(f"{i},{i}.5\n".encode() for i in range(1, 201))
     released = threading.Event()
 
@@ -205,6 +207,9 @@ def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_i
     hub = source_catalogue("pegel", SCHEMA, {"type": "http-file", "url": f"{server.url}pegel.csv", "format": "csv",
                                              "schedule": "1d"}, **pg, **queue_settings)
     assert [o.status for o in run_due(hub)] == ["queued"]
+    build_site(hub)  # a built site: the worker that publishes rebuilds what the new version touches
+    harvest_page = hub.settings.site_dir / "en" / "harvest.html"
+    assert ">queued</span>" in harvest_page.read_text(encoding="utf-8")
     group = workers(hub)
     first, second = group.start(processes=1), group.start(processes=1)
     wait_for("the first request", lambda: server.hits, 90, group)
@@ -224,6 +229,8 @@ def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_i
     assert len(server.hits) == 2  # fetched by the killed worker, then once more by the other
     with hub.sessions() as session:
         assert session.scalar(select(Version.row_count)) == 200
+    wait_for("the site rebuilt", lambda: ">published</span> (v1)" in harvest_page.read_text(encoding="utf-8"), 120,
+             group)
 
 
 @pytest.mark.timeout(300)
