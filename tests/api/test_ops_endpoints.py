@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from catalogue.meta.models import Dataset
 from catalogue.registry import load_registry
 from catalogue.settings import CONFIG_ENV, Settings
 from tests.api.live_server import live_server
+from tests.catalogue.test_s3_storage import Seaweed, seaweed  # noqa: F401 - the real SeaweedFS fixture
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -113,6 +115,86 @@ async def test_ready_answers_503_naming_the_unreachable_database(tmp_path: Path)
             assert not _samples(scrape.text, "urbandata_harvest_runs_total")
     finally:
         hub.close()
+
+
+class Relay:
+    """A TCP relay on a free loopback port to ``upstream``; ``close`` cuts every connection and refuses new ones."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread in accept(); close alone does not
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for conn in self.open:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+
+
+@pytest.mark.anyio
+async def test_ready_answers_503_naming_object_storage_that_went_away(
+        seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    host, port = seaweed.endpoint.removeprefix("http://").split(":")
+    relay = Relay((host, int(port)))
+    try:
+        hub = open_hub(Settings(data_dir=tmp_path / "var", storage="s3", s3_endpoint_url=f"http://127.0.0.1:{relay.port}",
+                                s3_bucket=seaweed.bucket, s3_prefix=f"ops-{uuid.uuid4().hex[:8]}",
+                                ready_timeout_s=5.0))
+        try:
+            async for client in _client(hub):
+                answer = await client.get("/ready")
+                assert answer.status_code == 200, answer.text
+                relay.close()  # the object store is gone: refused connections from now on
+                answer = await client.get("/ready")
+                assert answer.status_code == 503, answer.text
+                body = answer.json()
+                assert body["failed"] == ["storage"] and body["checks"]["database"]["status"] == "ok"
+                assert "StorageUnavailable" in body["checks"]["storage"]["detail"]
+                assert seaweed.secret_key not in answer.text and seaweed.access_key not in answer.text
+        finally:
+            hub.close()
+    finally:
+        relay.close()
 
 
 @pytest.mark.anyio
