@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 request_id: ContextVar[str] = ContextVar("urbandata_request_id", default="")
 
 # Fields a log call may add with ``extra=``; each is written when present.
-EXTRA_FIELDS = ("method", "route", "path", "status", "duration_ms", "client")
+EXTRA_FIELDS = ("method", "route", "path", "status", "duration_ms")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers that configure handlers of their own (uvicorn's, at server start): theirs are replaced by ours.
 SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
