@@ -269,7 +269,7 @@ def _register(table: Table, version: _Published) -> Table:
             with tx.update_schema() as update:  # fields added (the hub refuses removed or retyped ones)
                 update.union_by_name(schema)
     producer = tx.update_snapshot(snapshot_properties=properties)
-    with (producer.overwrite() if removed or not added else producer.fast_append()) as snapshot:
+    with (producer.overwrite() if removed or not added else producer.merge_append()) as snapshot:
         for data_file in removed:
             snapshot.delete_data_file(data_file)
         for path in added:

@@ -10,7 +10,9 @@ from typing import Any
 
 import duckdb
 import pytest
+from sqlalchemy import text
 
+from catalogue import duck
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.meta.definitions import load_definitions, sync_definitions
@@ -18,6 +20,7 @@ from catalogue.query.engine import QueryEngine
 from catalogue.settings import Settings
 from catalogue.store import iceberg
 from catalogue.store.keys import part_key
+from tests.catalogue.test_s3_storage import s3_settings, seaweed  # noqa: F401 - fixtures: a SeaweedFS S3 server
 from tests.conftest import pg_schema
 
 pytest.importorskip("pyiceberg", reason="the [iceberg] extra: pip install -e '.[iceberg]'")
@@ -62,8 +65,9 @@ def hub_rows(hub: Hub, number: int) -> list[tuple[Any, ...]]:
     try:
         ref = engine.version("air", number)
         quoted = ", ".join(f"'{u}'" for u in ref.uris)
-        con = duckdb.connect()
+        con = duck.connect(memory_limit_mb=256, threads=1, spatial=False)  # nothing downloaded
         try:
+            hub.storage.prepare_duckdb(con)
             return con.execute(f"SELECT station, day, pm10, samples FROM read_parquet([{quoted}]) "
                                "ORDER BY station, day").fetchall()
         finally:
@@ -186,8 +190,16 @@ def test_the_catalog_on_postgresql(make_catalogue: Any) -> None:
     with pg_schema("iceberg") as overrides:
         hub = dataset_versions(make_catalogue, database_url=overrides["database_url"],
                                iceberg_catalog_url=overrides["database_url"])
-        check_table(hub)
-        hub.close()
+        try:
+            check_table(hub)
+            # The catalog's tables sit beside the catalogue's, in the throwaway schema (dropped with it).
+            with hub.engine.connect() as connection:
+                found = connection.execute(text(
+                    "SELECT table_namespace, table_name, current_schema() FROM iceberg_tables")).all()
+            assert [(ns, name) for ns, name, _ in found] == [("urbandata", "air")]
+            assert found[0][2].startswith("iceberg_")
+        finally:
+            hub.close()
 
 
 def test_an_added_field_widens_the_table_and_older_snapshots_keep_their_columns(
@@ -267,3 +279,21 @@ def test_a_stale_table_cannot_commit_a_snapshot(make_catalogue: Any, tmp_path: P
     with iceberg.open_catalog(hub) as catalog:
         table = catalog.load_table(iceberg.table_identifier("air"))
     assert sorted(iceberg.snapshot_ids(table)) == [1, 2] and len(table.snapshots()) == 2
+
+
+def test_tables_over_parts_on_an_object_store(make_catalogue: Any, s3_settings: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    """storage=s3: the table's metadata and data files are objects beside the parts; DuckDB reads them over httpfs."""
+    hub = dataset_versions(make_catalogue, iceberg_catalog_url=f"sqlite:///{tmp_path / 'iceberg.sqlite'}",
+                           **s3_settings)
+    table = check_table(hub)
+    assert table.metadata_location.startswith(f"s3://{s3_settings['s3_bucket']}/{s3_settings['s3_prefix']}/datasets/air/")
+    con = duck_iceberg()
+    try:
+        hub.storage.prepare_duckdb(con)  # httpfs from its wheel, a secret scoped to the bucket
+        con.execute("SET enable_geoparquet_conversion = false")
+        older = con.execute(f"SELECT station, day, pm10, samples FROM iceberg_scan('{table.metadata_location}', "
+                            f"snapshot_from_id => {iceberg.snapshot_ids(table)[1]}) ORDER BY station, day").fetchall()
+    finally:
+        con.close()
+    assert older == hub_rows(hub, 1)
