@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import tempfile
 import time
+from pathlib import Path
+
+from rich.console import Console
 
 from bench.catalogue_data import add_dataset, grow_catalogue, remove_datasets
 from bench.context import Context
@@ -156,3 +161,30 @@ def run(ctx: Context) -> None:
     res.note(SECTION, "Search: `catalogue.search.search_datasets(session, q, 20, 0)` in a fresh session (as the "
              "API's `GET /api/v1/datasets?q=` does): a count and the first 20 datasets with publisher and current "
              "version loaded. Queries: " + ", ".join(f"{k} `{v}`" for k, v in SEARCHES.items()) + ".")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run this phase alone and print its figures and targets."""
+    parser = argparse.ArgumentParser(prog="python -m bench.phase_catalogue", description=__doc__)
+    parser.add_argument("--catalogue-sizes", default="1000,10000", help="Datasets for the site builds (default 1000,10000).")
+    parser.add_argument("--search-sizes", default="10000,100000", help="Datasets for the search (default 10000,100000).")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--heavy-repeat", type=int, default=0, help="Full builds at the largest size (default: --repeat).")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+
+    def sizes(text: str) -> tuple[int, int]:
+        values = [int(v) for v in text.split(",") if v.strip()]
+        return values[0], values[-1]
+
+    with tempfile.TemporaryDirectory(prefix="urbandata-bench-catalogue-") as work:
+        ctx = Context(work=Path(work), rows=1_000_000, repeat=args.repeat, quick=False, console=console,
+                      heavy_repeat=args.heavy_repeat, catalogue_sizes=sizes(args.catalogue_sizes),
+                      search_sizes=sizes(args.search_sizes))
+        run(ctx)
+        for line in ctx.results.lines():
+            console.print(line)
+
+
+if __name__ == "__main__":
+    main()

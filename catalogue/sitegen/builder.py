@@ -37,7 +37,7 @@ from catalogue.sitegen.static_files import copy_static
 from catalogue.sitegen.data_files import VersionData
 from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
 from catalogue.sitegen.rich_text import markdown
-from catalogue.sitegen.views import card_view, dataset_view, human_bytes, publisher_view, version_view, when
+from catalogue.sitegen.views import card_view, dataset_view, entry_card, human_bytes, publisher_view, when
 
 __all__ = ["SiteBuilder", "build_site", "human_bytes"]
 
@@ -83,8 +83,34 @@ def _last_jobs(session: Session, datasets: Collection[Dataset]) -> dict[int, Har
                   .group_by(HarvestJob.dataset_id))
         for job in session.scalars(select(HarvestJob).options(selectinload(HarvestJob.dataset))
                                    .where(HarvestJob.id.in_(latest))):
-            found[job.dataset_id] = job
+            if job.dataset_id is not None:  # always, by the query (a catalogue run has no dataset)
+                found[job.dataset_id] = job
     return found
+
+
+class _Cards(dict[str, dict[str, Any]]):
+    """The cards of one language by dataset name, each made from its search entry on first use."""
+
+    def __init__(self, entries: dict[str, Any], publishers: dict[str, tuple[str, str]], lang: str) -> None:
+        super().__init__()
+        self.entries, self.publishers, self.lang = entries, publishers, lang
+
+    def __missing__(self, name: str) -> dict[str, Any]:
+        card = self[name] = entry_card(self.entries[name], self.publishers, self.lang)
+        return card
+
+
+def _put(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` unless the file holds exactly these bytes already (so a rebuild leaves an
+    unchanged file, and its modification time, as it was); True if it wrote."""
+    data = text.encode("utf-8")
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return True
 
 
 def _origin(url: str) -> str:
@@ -95,7 +121,8 @@ def _origin(url: str) -> str:
 class SiteBuilder:
     """Renders the pages of the catalogue into ``settings.site_dir``."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, now: datetime | None = None) -> None:
+        """``now``: the build's time (shown on every page); the current time unless given."""
         self.hub = hub
         self.settings = hub.settings
         templates = self.settings.site_templates_dir
@@ -112,7 +139,7 @@ class SiteBuilder:
             bytecode_cache=FileSystemBytecodeCache(str(compiled)),
         )
         self.texts = {lang: json.loads((templates / "i18n" / f"{lang}.json").read_text(encoding="utf-8")) for lang in LANGS}
-        self.now = datetime.now(timezone.utc)
+        self.now = now or datetime.now(timezone.utc)
         self.generated_at = when(self.now)
         configured = self.settings.site_api_base_url.rstrip("/")
         self.api_base = configured  # empty: relative to each page
@@ -177,8 +204,7 @@ class SiteBuilder:
         ))
         changed = set(current.datasets) if only is None else set(only) & current.datasets.keys()
         plans = {lang: self._plan(current, before, changed, lang) for lang in LANGS}
-        shown = {n for plan in plans.values() for _, listing, numbers in plan for k in numbers for n in listing.page(k)}
-        datasets = _load_datasets(session, None if only is None else changed | set(recent) | shown)
+        datasets = _load_datasets(session, None if only is None else changed)
         changed_ds = [datasets[n] for n in sorted(changed)]
         versions = _load_versions(session, changed_ds)
         jobs = _last_jobs(session, changed_ds)
@@ -195,9 +221,12 @@ class SiteBuilder:
             entries[d.name] = self._search_entry(d, formats)
         for name in set(entries) - current.datasets.keys():
             del entries[name]
+        titles = {p.name: (p.title, p.title_en or "") for p in publishers}
         pages = 0
         for lang in LANGS:
-            cards = {n: card_view(d, lang) for n, d in datasets.items()}
+            # Cards come from the search entries (the kept ones and the changed datasets' new ones), so the
+            # listings a change shifts re-render without reading their datasets from the catalogue.
+            cards = _Cards(entries, titles, lang)
             pub_views = {p.name: publisher_view(p, counts[p.name]) for p in publishers}
             if only is None:
                 # Served for any missing path, so its links must not depend on where it is shown.
@@ -215,7 +244,7 @@ class SiteBuilder:
             self._write(lang, "index.html", "index.html", recent=[cards[n] for n in recent],
                         publishers=sorted(pub_views.values(), key=lambda p: search_index.fold(
                             p["title_en"] if lang == "en" and p["title_en"] else p["title"])),
-                        total=len(current.datasets), themes=self._theme_counts(session, lang),
+                        total=len(current.datasets), themes=self._theme_counts(entries, lang),
                         version_count=self._published_count(session))
             pages += 1
             for publisher, listing, numbers in plans[lang]:
@@ -231,7 +260,7 @@ class SiteBuilder:
                 if numbers:
                     self._remove_pages_beyond(lang, listing)
         self._remove_gone(current, previous, only)
-        search_index.write_index(out, entries, {p.name: (p.title, p.title_en or "") for p in publishers})
+        search_index.write_index(out, entries, titles)
         self._write_feeds(session, changed_ds, versions)
         self._write_sitemap(current, publishers=[p.name for p in publishers])
         if current != previous:
@@ -251,10 +280,9 @@ class SiteBuilder:
             plan.append((publisher, listing, listing.pages_to_render(old.get(publisher), changed)))
         return plan
 
-    def _theme_counts(self, session: Session, lang: str) -> list[dict[str, Any]]:
-        counts: Counter[str] = Counter()
-        for themes in session.scalars(select(Dataset.themes).where(Dataset.private.is_(False))):
-            counts.update(themes or [])
+    def _theme_counts(self, entries: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+        """Each theme's public datasets (the search entries hold every public dataset's themes)."""
+        counts = Counter(c for entry in entries.values() for c in entry["doc"]["themes"])
         return [{"code": c, "label": label(THEMES, c, lang), "count": n}
                 for c, n in sorted(counts.items(), key=lambda item: label(THEMES, item[0], lang))]
 
@@ -308,7 +336,8 @@ class SiteBuilder:
         texts = [d.title, d.title_en or "", d.description or "", d.description_en or "", *d.keywords,
                  *(f.name for f in schema.fields), *(f.title or "" for f in schema.fields)]
         return {"doc": doc, "terms": search_index.doc_terms(texts),
-                "title_terms": search_index.doc_terms([d.title, d.title_en or ""])}
+                "title_terms": search_index.doc_terms([d.title, d.title_en or ""]),
+                "rows": d.current_version.row_count if d.current_version else None}
 
     def _write_dataset(self, lang: str, d: dict[str, Any]) -> int:
         name = d["name"]
@@ -352,25 +381,25 @@ class SiteBuilder:
         for d in changed:
             entries = [feeds.FeedEntry(d.name, d.title, v.number, v.created_at, v.row_count, v.content_hash)
                        for v in versions.get(d.id, [])]
-            (out / f"{d.name}.atom").write_text(feeds.atom(
+            _put(out / f"{d.name}.atom", feeds.atom(
                 f"urn:urbandata:{d.name}", d.title, f"{self.site_url}feeds/{d.name}.atom", self.site_url, entries,
-                entries[0].created_at if entries else self.now), encoding="utf-8")
+                entries[0].created_at if entries else self.now))
         newest = session.execute(
             select(Dataset.name, Dataset.title, Version.number, Version.created_at, Version.row_count,
                    Version.content_hash).join(Version, Version.dataset_id == Dataset.id)
             .where(Dataset.private.is_(False))
             .order_by(Version.created_at.desc(), Version.id.desc()).limit(feeds.ATOM_ENTRIES)).all()
         entries = [feeds.FeedEntry(*row) for row in newest]
-        (out / "all.atom").write_text(feeds.atom(
+        _put(out / "all.atom", feeds.atom(
             "urn:urbandata:all", "Datendrehscheibe Musterstadt", f"{self.site_url}feeds/all.atom", self.site_url,
-            entries, entries[0].created_at if entries else self.now), encoding="utf-8")
+            entries, entries[0].created_at if entries else self.now))
 
     def _write_sitemap(self, current: Manifest, publishers: list[str]) -> None:
         out = self.settings.site_dir
         pages = ["index.html", *STATIC_PAGES, *(f"datasets/{n}.html" for n in current.datasets),
                  *(f"publishers/{p}.html" for p in publishers)]
-        (out / "sitemap.xml").write_text(feeds.sitemap(self.site_url, pages), encoding="utf-8")
-        (out / "robots.txt").write_text(feeds.robots(self.site_url), encoding="utf-8")
+        _put(out / "sitemap.xml", feeds.sitemap(self.site_url, pages))
+        _put(out / "robots.txt", feeds.robots(self.site_url))
 
     def _remove_pages_beyond(self, lang: str, listing: Listing) -> None:
         folder = self.settings.site_dir / ("" if lang == "de" else "en") / listing.rest
@@ -431,9 +460,7 @@ class SiteBuilder:
             site={"title": texts.get("site_title", "Datendrehscheibe Musterstadt"), "generated_at": self.generated_at},
             **context,
         )
-        target = self.settings.site_dir / lang_root / page
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(html, encoding="utf-8")
+        _put(self.settings.site_dir / lang_root / page, html)
 
 
 def build_site(hub: Hub, progress: Callable[[str], None] | None = None, changed: Collection[str] | None = None,

@@ -60,11 +60,10 @@ def sitemap(site_url: str, pages: Iterable[str]) -> str:
     lines = ['<?xml version="1.0" encoding="utf-8"?>',
              '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:xhtml="http://www.w3.org/1999/xhtml">']
     for page in sorted(set(pages)):
+        alternates = (f"<xhtml:link rel=\"alternate\" hreflang=\"de\" href={quoteattr(site_url + page)}/>"
+                      f"<xhtml:link rel=\"alternate\" hreflang=\"en\" href={quoteattr(site_url + 'en/' + page)}/>")
         for prefix in ("", "en/"):
-            lines.append(f"  <url><loc>{escape(site_url + prefix + page)}</loc>"
-                         f"<xhtml:link rel=\"alternate\" hreflang=\"de\" href={quoteattr(site_url + page)}/>"
-                         f"<xhtml:link rel=\"alternate\" hreflang=\"en\" href={quoteattr(site_url + 'en/' + page)}/>"
-                         "</url>")
+            lines.append(f"  <url><loc>{escape(site_url + prefix + page)}</loc>{alternates}</url>")
     lines.append("</urlset>")
     return "\n".join(lines) + "\n"
 

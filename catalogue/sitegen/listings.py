@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +101,16 @@ class Manifest:
     datasets: dict[str, str]
     publishers: list[str]
     titles: dict[str, tuple[str, str]]
+    # Orders already sorted, by language: a build asks for each several times (read only once made).
+    _orders: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
 
     def ordered(self, lang: str) -> list[str]:
         """Dataset names sorted by their title in ``lang`` (folded), the name breaking ties."""
-        which = 0 if lang == "de" else 1
-        return sorted(self.datasets, key=lambda n: (fold(self.titles[n][which] or self.titles[n][0]), n))
+        if lang not in self._orders:
+            which = 0 if lang == "de" else 1
+            self._orders[lang] = sorted(self.datasets,
+                                        key=lambda n: (fold(self.titles[n][which] or self.titles[n][0]), n))
+        return self._orders[lang]
 
     def by_publisher(self, lang: str) -> dict[str, list[str]]:
         """Dataset names of each publisher, in title order."""

@@ -30,6 +30,7 @@ from typing import Any
 INDEX_PATH = "search/index.json"
 DOCS_FILE = ".search-docs.json"
 INDEX_FORMAT = 1
+DOCS_FORMAT = 2  # the kept entries; 2: with each dataset's row count, which its card shows
 _WORD = re.compile(r"[0-9a-z]+")
 _FOLD = str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss", "ẞ": "ss"})
 # Longest first: German plural and case endings cut from a word to find its stem.
@@ -40,6 +41,8 @@ MIN_STEM = 4
 def fold(text: str) -> str:
     """Lower case without umlauts, ß or accents: ``Grundwasserstände`` → ``grundwasserstande``."""
     lowered = text.lower().translate(_FOLD)
+    if lowered.isascii():  # most titles once their umlauts are folded: nothing left to decompose
+        return lowered
     return "".join(c for c in unicodedata.normalize("NFKD", lowered) if not unicodedata.combining(c))
 
 
@@ -134,7 +137,7 @@ def read_entries(site_dir: Path) -> dict[str, Any]:
     """The kept entries of the last build (empty when there are none or they cannot be read)."""
     try:
         doc = json.loads((site_dir / DOCS_FILE).read_text(encoding="utf-8"))
-        return dict(doc["entries"]) if doc.get("format") == INDEX_FORMAT else {}
+        return dict(doc["entries"]) if doc.get("format") == DOCS_FORMAT else {}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -142,7 +145,7 @@ def read_entries(site_dir: Path) -> dict[str, Any]:
 def write_index(site_dir: Path, entries: Mapping[str, Any], publishers: Mapping[str, tuple[str, str]]) -> None:
     """Write the served index and the kept entries, each replaced in one step."""
     _replace(site_dir / INDEX_PATH, build_index(entries, publishers))
-    _replace(site_dir / DOCS_FILE, {"format": INDEX_FORMAT, "entries": dict(sorted(entries.items()))})
+    _replace(site_dir / DOCS_FILE, {"format": DOCS_FORMAT, "entries": dict(sorted(entries.items()))})
 
 
 def _replace(path: Path, doc: Any) -> None:

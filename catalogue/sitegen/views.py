@@ -97,6 +97,22 @@ def card_view(d: Dataset, lang: str) -> dict[str, Any]:
     }
 
 
+def entry_card(entry: dict[str, Any], publishers: dict[str, tuple[str, str]], lang: str) -> dict[str, Any]:
+    """What a dataset card shows, from the dataset's search-index entry (``SiteBuilder._search_entry``) and its
+    publisher's (German, English) title: the listings re-render from the entries the last build kept, with no
+    dataset read from the catalogue; the fields match ``card_view``'s where the card template reads them."""
+    doc = entry["doc"]
+    title, title_en = publishers[doc["publisher"]]
+    return {
+        "name": doc["name"], "title": doc["title"], "title_en": doc["title_en"],
+        "excerpt": doc["excerpt_en"] if lang == "en" else doc["excerpt"],
+        "themes": [{"code": c, "label": label(THEMES, c, lang)} for c in doc["themes"]],
+        "publisher": {"name": doc["publisher"], "title": title, "title_en": title_en},
+        "license": {"short": doc["license"]},
+        "current_version": doc["version"], "row_count": entry["rows"], "modified": doc["modified"],
+    }
+
+
 def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str, public_url: str,
                  facts: dict[str, Any] | None, last_job: HarvestJob | None, now: datetime,
                  formats: list[str], has_parquet_copy: bool,
@@ -147,7 +163,7 @@ def dataset_view(d: Dataset, versions: list[Version], lang: str, *, api_url: str
 def _validation(current: Version | None, job: HarvestJob | None) -> dict[str, Any]:
     """The current version passed validation (nothing invalid is published); the last delivery may not have."""
     last = None
-    if job is not None and (current is None or job.version_number != current.number):
+    if job is not None and job.dataset is not None and (current is None or job.version_number != current.number):
         last = {"status": job.status, "at": when(job.finished_at or job.started_at), "message": job.message,
                 "report": f"/datasets/{job.dataset.name}/deliveries/{job.id}/report" if job.report_key else None}
     return {"current_valid": current is not None, "last_delivery": last}
