@@ -280,11 +280,12 @@ class Rows:
 
     ``add`` takes one record; the first record that is not an object, or that repeats
     a key, is kept as ``problem`` (raised once the whole document has been read, as
-    before). With ``keep``, finished batches are kept in ``batches``.
+    before). With ``keep``, finished batches are kept in ``batches``; without ``cells``
+    only the keys are collected (the first of two readings).
     """
 
-    def __init__(self, kind: str, keep: bool, labels: list[str] | None = None) -> None:
-        self.kind, self.keep = kind, keep
+    def __init__(self, kind: str, keep: bool, labels: list[str] | None = None, cells: bool = True) -> None:
+        self.kind, self.keep, self.build = kind, keep, cells
         self.labels: dict[str, None] = dict.fromkeys(labels or [])
         self.problem: MalformedFeed | None = None
         self.count = 0
@@ -307,6 +308,11 @@ class Rows:
                                          "than once; each key may appear once per object.")
             return None
         labels, cells, rows = self.labels, self._cells, self._rows
+        if not self.build:
+            for key in record:
+                if key not in labels:
+                    labels[key] = None
+            return None
         for key in record:
             if key not in labels:
                 labels[key] = None
@@ -343,11 +349,22 @@ class Rows:
             names=list(self.labels))
 
 
+_LITERALS: dict[Any, str] = {True: "true", False: "false"}
+
+
 def _as_text(value: Any) -> str | None:
+    """A cell as text: a string as it is, any other value as json.dumps writes it (without escaping non-ASCII)."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
     if value is None:
         return None
-    if isinstance(value, str):
-        return value
+    if kind is bool:
+        return _LITERALS[value]
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and value - value == 0:  # finite (json.dumps writes NaN and the infinities by name)
+        return float.__repr__(value)
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -363,7 +380,7 @@ def read_records(source: Source, reading: Reading, kind: str) -> tuple[list[str]
     read a second time for its rows, so no more than a batch of rows is held.
     """
     once = _size(source) <= ONE_PASS_BYTES
-    rows = Rows(kind, keep=once)
+    rows = Rows(kind, keep=once, cells=once)
     with _open(source) as handle:
         for record, end in reading(handle):
             rows.add(record, end)
