@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import text
 
@@ -297,3 +298,40 @@ def test_tables_over_parts_on_an_object_store(make_catalogue: Any, s3_settings: 
     finally:
         con.close()
     assert older == hub_rows(hub, 1)
+
+
+def test_every_stored_type_is_a_column_of_the_table(make_catalogue: Any, tmp_path: Path) -> None:
+    """Local datetimes, times, years and GeoJSON geometry, in parts written by DuckDB's own writer and by pyarrow."""
+    kinds = {"fields": [{"name": "id", "type": "string"}, {"name": "at", "type": "datetime"},
+                        {"name": "clock", "type": "time"}, {"name": "yr", "type": "year"},
+                        {"name": "n", "type": "integer"}], "primaryKey": ["id", "at"]}
+    shapes = {"fields": [{"name": "id", "type": "integer"}, {"name": "shape", "type": "geojson"}], "primaryKey": ["id"]}
+    url = f"sqlite:///{tmp_path / 'iceberg.sqlite'}"
+    hub: Hub = make_catalogue("kinds", kinds, b"id,at,clock,yr,n\na,2026-11-20T08:15:30,08:15:30,2026,1\n"
+                                                b"b,2026-11-21T09:00:00,23:59:59,1999,2\n", iceberg_catalog_url=url,
+                              part_max_rows=1)  # one time window a part: DuckDB's COPY writes them
+    make_catalogue("shapes", shapes, b'id,shape\n1,"{""type"": ""LineString"", ""coordinates"": [[9.9, 53.5], '
+                                     b'[10.0, 53.6]]}"\n', iceberg_catalog_url=url)
+    with iceberg.open_catalog(hub) as catalog:
+        table = catalog.load_table(iceberg.table_identifier("kinds"))
+        shapes_table = catalog.load_table(iceberg.table_identifier("shapes"))
+    writers = {pq.read_metadata(task.file.file_path).created_by.split(" ")[0]
+               for t in (table, shapes_table) for task in t.scan().plan_files()}
+    assert writers == {"DuckDB", "parquet-cpp-arrow"}  # parts of both writers
+    assert {f.name: str(f.field_type) for f in table.schema().fields} == {
+        "id": "string", "at": "timestamp", "clock": "time", "yr": "int", "n": "long"}
+    rows = table.scan().to_arrow().sort_by("id").to_pylist()
+    assert [(r["id"], r["at"].isoformat(), r["clock"].isoformat(), r["yr"]) for r in rows] == [
+        ("a", "2026-11-20T08:15:30", "08:15:30", 2026), ("b", "2026-11-21T09:00:00", "23:59:59", 1999)]
+    assert str(shapes_table.schema().find_field("shape").field_type) == "binary"
+    con = duck_iceberg()
+    try:
+        con.execute("SET enable_geoparquet_conversion = false")
+        found = con.execute('SELECT id, CAST("at" AS VARCHAR), CAST(clock AS VARCHAR), yr FROM '
+                            f"iceberg_scan('{table.metadata_location}') ORDER BY id").fetchall()
+        (wkb,) = con.execute(f"SELECT octet_length(shape) FROM iceberg_scan('{shapes_table.metadata_location}')"
+                             ).fetchone()  # type: ignore[misc]
+    finally:
+        con.close()
+    assert found == [("a", "2026-11-20 08:15:30", "08:15:30", 2026), ("b", "2026-11-21 09:00:00", "23:59:59", 1999)]
+    assert wkb == 1 + 4 + 4 + 2 * 16  # a WKB line string of two points
