@@ -10,8 +10,10 @@ any version in place.
 Version N becomes one snapshot whose data files are exactly version N's parts:
 an append (the parts the previous snapshot lacks) when no part went away,
 otherwise an overwrite deleting the parts the version dropped and adding its new
-ones. The snapshot's summary carries ``urbandata.version`` and
-``urbandata.content-hash``, and a tag ``v<N>`` names it (``VERSION AS OF 'v3'``).
+ones. The snapshot's summary carries ``urbandata.version``, ``urbandata.content-hash``
+and ``urbandata.published-at``, and a tag ``v<N>`` names it (``VERSION AS OF
+'v3'``); the snapshot's own timestamp is when it was registered (Iceberg keeps
+snapshot times in commit order), so travel by version, not by time.
 A schema with added fields widens the table schema (union by name); the
 default name mapping (set by the first registration) maps the parts' columns,
 which carry no Iceberg field ids, by name.
@@ -31,6 +33,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "urbandata"
 VERSION_PROPERTY = "urbandata.version"
 HASH_PROPERTY = "urbandata.content-hash"
+PUBLISHED_PROPERTY = "urbandata.published-at"  # the version's publication (the snapshot's own time is its registration)
 ATTEMPTS = 5  # commits lost to another registering process in a row before giving up
 # pyiceberg retries a commit that lost a race by replaying its snapshot on the new head: a version's
 # snapshot would then hold the winner's files as well (or be registered twice). Off: a lost commit fails,
@@ -73,6 +77,7 @@ class Registered:
 class _Published:
     number: int
     content_hash: str
+    published_at: str  # ISO 8601, UTC
     paths: tuple[str, ...]  # engine URIs of the version's parts, in the version's order
 
 
@@ -258,7 +263,8 @@ def _register(table: Table, version: _Published) -> Table:
     wanted = set(version.paths)
     removed = [f for path, f in current.items() if path not in wanted]
     added = [p for p in dict.fromkeys(version.paths) if p not in current]
-    properties = {VERSION_PROPERTY: str(version.number), HASH_PROPERTY: version.content_hash}
+    properties = {VERSION_PROPERTY: str(version.number), HASH_PROPERTY: version.content_hash,
+                  PUBLISHED_PROPERTY: version.published_at}
     tx: Transaction = table.transaction()
     if tx.table_metadata.name_mapping() is None:
         tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
@@ -295,11 +301,17 @@ def _versions(hub: Hub, dataset: str, after: int) -> list[_Published]:
     """The dataset's versions numbered above ``after``, oldest first."""
     with hub.sessions() as session:
         rows = session.execute(
-            select(Version.number, Version.content_hash, Version.parts)
+            select(Version.number, Version.content_hash, Version.created_at, Version.parts)
             .join(Dataset, Dataset.id == Version.dataset_id)
             .where(Dataset.name == dataset, Version.number > after)
             .order_by(Version.number)
         ).all()
     uri = hub.storage.engine_uri
-    return [_Published(number, content_hash, tuple(uri(part_key(dataset, p["sha256"])) for p in parts))
-            for number, content_hash, parts in rows]
+    return [_Published(number, content_hash, _utc(created_at),
+                       tuple(uri(part_key(dataset, p["sha256"])) for p in parts))
+            for number, content_hash, created_at, parts in rows]
+
+
+def _utc(moment: datetime) -> str:
+    """``moment`` in ISO 8601, UTC (a naive time from the catalogue database is UTC)."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from catalogue import duck
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.meta.definitions import load_definitions, sync_definitions
+from catalogue.meta.metadata import get_dataset, get_version
 from catalogue.query.engine import QueryEngine
 from catalogue.settings import Settings
 from catalogue.store import iceberg
@@ -114,6 +116,7 @@ def check_table(hub: Hub) -> Any:
     for number, snapshot_id in ids.items():
         snapshot = table.snapshot_by_id(snapshot_id)
         assert snapshot.summary[iceberg.HASH_PROPERTY] == hub_content_hash(hub, number)
+        assert snapshot.summary[iceberg.PUBLISHED_PROPERTY] == published_at(hub, number)
         assert table.snapshot_by_name(f"v{number}").snapshot_id == snapshot_id
         assert iceberg_rows(table, snapshot_id) == hub_rows(hub, number)
         # No copy: the snapshot's data files are the version's own parts, nothing else.
@@ -124,6 +127,13 @@ def check_table(hub: Hub) -> Any:
     assert table.snapshot_by_id(ids[2]).summary.operation.value == "append"
     assert table.snapshot_by_id(ids[3]).summary.operation.value == "overwrite"
     return table
+
+
+def published_at(hub: Hub, number: int) -> str:
+    with hub.sessions() as session:
+        version = get_version(session, get_dataset(session, "air"), number)
+        created = version.created_at
+    return (created if created.tzinfo else created.replace(tzinfo=UTC)).isoformat()
 
 
 def hub_content_hash(hub: Hub, number: int) -> str:
