@@ -36,6 +36,7 @@ from catalogue.ingest import tables
 from catalogue.ingest.csv_scan import RepeatedKey, repeats_key
 from catalogue.ingest.delivery import IngestResult
 from catalogue.ingest.parts import write_parts
+from catalogue.store.by_time import copy_order
 from catalogue.meta.models import Dataset, Version, utcnow
 from catalogue.schema.sql_text import ident
 from catalogue.schema.model import TableSchema
@@ -177,7 +178,8 @@ def _write_all(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer) -> list[d
     """Every offered row as parts (at least one, possibly empty: a version always has a file with its schema)."""
     geo = _geo(con, offer, offer.relation, offer.rows)
     key = list(offer.schema.primary_key) if offer.check_key else []
-    return write_parts(hub, offer.dataset, con, offer.relation, geo, unique_key=key, windows=list(offer.windows))
+    return write_parts(hub, offer.dataset, con, offer.relation, geo, unique_key=key, windows=list(offer.windows),
+                       time_order=copy_order(offer.schema))
 
 
 def _appended_parts(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Version) -> list[dict[str, Any]]:
@@ -190,7 +192,8 @@ def _appended_parts(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, curr
     (new_rows,) = con.execute(f"SELECT count(*) FROM {tables.NEW}").fetchone()  # type: ignore[misc]
     if not new_rows:
         return []
-    return write_parts(hub, offer.dataset, con, relation, _geo(con, offer, relation, new_rows))
+    return write_parts(hub, offer.dataset, con, relation, _geo(con, offer, relation, new_rows),
+                       time_order=copy_order(offer.schema))
 
 
 def _merged(hub: Hub, con: duckdb.DuckDBPyConnection, offer: Offer, current: Version) -> Offer:

@@ -1,7 +1,8 @@
 """Part writers: a stream of rows into content-addressed Parquet parts.
 
 Parts are written to scratch files, hashed, then moved to their content
-address (``catalogue.store.keys.part_key``). Two writers: DuckDB's COPY for
+address (``catalogue.store.keys.part_key``), with their by-time copies
+(``catalogue.store.by_time``) when asked. Two writers: DuckDB's COPY for
 time windows without geometry (faster to scan later), and pyarrow's
 ParquetWriter, one thread per part, for everything else.
 """
@@ -12,7 +13,7 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ from catalogue.hub import Hub
 from catalogue.ingest.csv_scan import SortedKeyWatch
 from catalogue.schema.sql_text import literal
 from catalogue.store import layout
+from catalogue.store.by_time import write_by_time
 from catalogue.store.keys import part_key
 
 
 def write_parts(
     hub: Hub, name: str, con: duckdb.DuckDBPyConnection, relation: str, geo: dict[str, Any] | None,
-    unique_key: list[str] | None = None, windows: list[str] | None = None,
+    unique_key: list[str] | None = None, windows: list[str] | None = None, time_order: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Stream ``relation`` into content-addressed parts of at most ``part_max_rows`` rows.
 
@@ -41,8 +43,21 @@ def write_parts(
     writer, one part per window, where that fits (``_copy_windows``). With
     ``unique_key`` (the rows come sorted by it), a repeated key raises
     RepeatedKey. Parts are published once all are written, so a failure
-    leaves none behind.
+    leaves none behind. With ``time_order`` (``catalogue.store.by_time.copy_order``),
+    each part's by-time copy is written after it, before the caller commits
+    (a failed ingest's copies are the collector's, with its parts).
     """
+    parts = _write_parts(hub, name, con, relation, geo, unique_key, windows)
+    if time_order:
+        for part in parts:
+            write_by_time(con, hub.storage, part_key(name, part["sha256"]), time_order, hub.settings.row_group_rows)
+    return parts
+
+
+def _write_parts(
+    hub: Hub, name: str, con: duckdb.DuckDBPyConnection, relation: str, geo: dict[str, Any] | None,
+    unique_key: list[str] | None, windows: list[str] | None,
+) -> list[dict[str, Any]]:
     settings = hub.settings
     if windows and not geo:
         copied = _copy_windows(hub, name, con, windows, unique_key or [])

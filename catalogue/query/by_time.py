@@ -9,9 +9,10 @@ entity keep the parts, which are sorted for them.
 
 The read path knows parts by their engine URIs; a ``QueryEngine`` registers its
 storage here (``register``), so a URI is traced back to its storage key. What is
-kept in the process: the registered storages (weakly) and the keys of copies
+kept in the process: the registered storages (weakly) and the URIs of copies
 found or written, so a copy is looked up in the store once. The copies themselves
-are files in the store, written once per part the first time a question needs them.
+are files in the store, written with their parts at commit, or here, once, when a
+question needs one that is missing (a version made before copies existed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 import duckdb
 
 from catalogue.schema.model import TableSchema
-from catalogue.store.by_time import by_time_key, write_by_time
+from catalogue.store.by_time import by_time_key, copy_order, write_by_time
 from catalogue.store.storage import Storage
 
 KNOWN_MAX = 65_536  # copy keys remembered as present, at most (then forgotten and looked up again)
@@ -35,18 +36,16 @@ _known: set[str] = set()
 
 
 def time_order(schema: TableSchema, tested: Sequence[str], ordered: bool) -> tuple[str, ...]:
-    """The by-time copies' sort order (time field, then the other key fields) when they may serve a plan, else ().
+    """The by-time copies' sort order (``copy_order``) when they may serve a plan, else ().
 
     ``tested``: the fields the filters' part tests name; ``ordered``: the rows are ordered, grouped or
-    aggregated by the request. Geometry datasets keep the parts (their GeoParquet metadata is the writer's).
+    aggregated by the request.
     """
-    time = schema.time_field
-    if not ordered or time is None or schema.geometry_fields:
-        return ()
+    order = copy_order(schema)
     names = set(tested)
-    if time not in names or schema.primary_key[0] in names:
+    if not ordered or not order or order[0] not in names or schema.primary_key[0] in names:
         return ()
-    return (time, *(name for name in schema.primary_key if name != time))
+    return order
 
 
 def register(storage: Storage, row_group_rows: int) -> None:

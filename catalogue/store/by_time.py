@@ -11,8 +11,11 @@ misses the filter, so such a question decodes one row group instead of all.
 A copy is named by its part's SHA-256 (``datasets/<name>/by-time/<sha>.parquet``),
 so it never changes once written, an append reuses the copies of the parts it
 keeps, and the collector removes a copy once no version references its part.
-Copies are optional: the read path writes one the first time a question needs it
-(as ``store/live.py`` does its files); writing the same key twice writes the same rows.
+The write path makes the copies of a version's new parts before the commit
+transaction (``catalogue.ingest.parts.write_parts``); a reader that finds one
+missing (a version made before copies existed) writes it the first time a question
+needs it, as ``store/live.py`` does its files. Writing the same key twice writes
+the same rows.
 """
 
 from __future__ import annotations
@@ -22,11 +25,24 @@ from pathlib import PurePosixPath
 
 import duckdb
 
+from catalogue.schema.model import TableSchema
 from catalogue.schema.sql_text import ident, literal
 from catalogue.store import layout
 from catalogue.store.storage import Storage
 
 FOLDER = "by-time"
+
+
+def copy_order(schema: TableSchema) -> tuple[str, ...]:
+    """The sort order of the by-time copies of ``schema``'s parts: its time field, then the other key fields.
+
+    () when the parts get no copies: no date or datetime field after the key's first field, or geometry
+    (a GeoParquet file's metadata is its writer's).
+    """
+    time = schema.time_field
+    if time is None or schema.geometry_fields:
+        return ()
+    return (time, *(name for name in schema.primary_key if name != time))
 
 
 def by_time_key(part_key: str) -> str:

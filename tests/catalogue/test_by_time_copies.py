@@ -155,7 +155,26 @@ def test_one_sensor_and_plain_record_lists_keep_the_parts(make_catalogue: Any, e
                     RecordsRequest(where="free > 3", order_by="free")):  # no time condition
         _, files = _ask(engine, request)
         assert files and not any("/by-time/" in f for f in files), request
-    assert not any(hub.storage.list_keys(f"datasets/{NAME}/by-time"))
+
+
+def test_an_ingest_writes_the_copies_of_its_new_parts(make_catalogue: Any, engine_of: Any) -> None:
+    hub = make_catalogue(NAME, SCHEMA, history(), **SMALL)
+    ref = engine_of(hub).version(NAME)
+    assert len(ref.keys) == 4
+    assert set(hub.storage.list_keys(f"datasets/{NAME}/by-time")) == {by_time_key(k) for k in ref.keys}
+    # An append writes the copies of the parts it adds; the kept parts' copies stay as they were.
+    written = {k: hub.storage.local_path(k).stat().st_mtime_ns
+               for k in hub.storage.list_keys(f"datasets/{NAME}/by-time")}
+    added = ingest_delivery(hub, NAME, Delivery(history(range(60, 62), range(3)), "csv", {}, "append",
+                                                {"source_url": "test"}))
+    assert added.status == "published"
+    after = engine_of(hub).version(NAME)
+    assert set(hub.storage.list_keys(f"datasets/{NAME}/by-time")) == {by_time_key(k) for k in after.keys}
+    assert {k: hub.storage.local_path(k).stat().st_mtime_ns for k in written} == written
+    # A dataset without a time in its key gets none.
+    plain = make_catalogue("plain", {"fields": [{"name": "id", "type": "integer"}, {"name": "at", "type": "datetime"}],
+                                     "primaryKey": ["id"]}, b"id,at\n1,2026-01-05T00:00:00\n")
+    assert not any(plain.storage.list_keys("datasets/plain/by-time"))
 
 
 def test_appended_and_replaced_versions_answer_from_their_own_parts_copies(make_catalogue: Any,
@@ -208,13 +227,13 @@ def test_a_missing_copy_is_written_again(make_catalogue: Any, engine_of: Any) ->
     hub = make_catalogue(NAME, SCHEMA, history(), **SMALL)
     engine = engine_of(hub)
     at = START + timedelta(hours=20)
-    _check_top(engine, hub, at)
-    keys = list(hub.storage.list_keys(f"datasets/{NAME}/by-time"))
-    assert len(keys) == 1
-    hub.storage.remove_stale(keys[0], float("inf"))
+    keys = set(hub.storage.list_keys(f"datasets/{NAME}/by-time"))
+    for key in keys:  # as a version made before copies existed: none
+        assert hub.storage.remove_stale(key, float("inf"))
     by_time.forget()
-    _check_top(engine, hub, at)
-    assert list(hub.storage.list_keys(f"datasets/{NAME}/by-time")) == keys
+    files = _check_top(engine, hub, at)
+    assert len(files) == 1 and "/by-time/" in files[0]
+    assert set(hub.storage.list_keys(f"datasets/{NAME}/by-time")) == {k for k in keys if files[0].endswith(k)}
 
 
 def test_copies_on_object_storage(s3_settings: dict[str, Any], tmp_path: Any) -> None:
