@@ -23,6 +23,7 @@ import json
 import os
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,12 @@ def build_index(entries: Mapping[str, Mapping[str, Any]],
     ``publishers`` gives each publisher's (German, English) title, shown once instead of in every doc."""
     names = sorted(entries, key=lambda n: (fold(entries[n]["doc"]["title"]), n))
     docs = [entries[n]["doc"] for n in names]
-    postings: dict[str, list[int]] = {}
+    postings: defaultdict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(names):
         for term in entries[name]["terms"]:
-            postings.setdefault(term, []).append(i)
+            postings[term].append(i)
     terms = sorted(postings)
-    title_terms = [[t for t in entries[n]["title_terms"]] for n in names]
+    title_terms = [entries[n]["title_terms"] for n in names]
     return {"format": INDEX_FORMAT, "docs": docs, "terms": terms, "postings": [postings[t] for t in terms],
             "title_terms": title_terms, "publishers": {k: list(v) for k, v in sorted((publishers or {}).items())}}
 
