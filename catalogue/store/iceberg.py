@@ -78,7 +78,7 @@ class _Published:
     number: int
     content_hash: str
     published_at: str  # ISO 8601, UTC
-    paths: tuple[str, ...]  # engine URIs of the version's parts, in the version's order
+    paths: tuple[str, ...]  # the version's parts (``file_uri``), in the version's order
 
 
 def enabled(hub: Hub) -> bool:
@@ -104,7 +104,7 @@ def open_catalog(hub: Hub) -> Iterator[SqlCatalog]:
     url = hub.settings.iceberg_catalog_url
     for attempt in range(2):  # a process creating the catalog's tables or namespace at the same time wins once
         try:
-            catalog = SqlCatalog(NAMESPACE, uri=url, warehouse=hub.storage.engine_uri("datasets"),
+            catalog = SqlCatalog(NAMESPACE, uri=url, warehouse=file_uri(hub, "datasets"),
                                  **_io_properties(hub))
         except (SQLAlchemyError, ValueError) as exc:  # no such database or driver, a malformed URL
             if attempt == 0 and isinstance(exc, IntegrityError | OperationalError):
@@ -124,6 +124,16 @@ def open_catalog(hub: Hub) -> Iterator[SqlCatalog]:
         yield catalog
     finally:
         catalog.engine.dispose()
+
+
+def file_uri(hub: Hub, key: str) -> str:
+    """How the table names the store's file ``key``: its engine URI, a local path as a file: URI.
+
+    With a scheme, engines on other machines (Spark, Trino) do not take the path for one on their
+    default file system; DuckDB and pyiceberg read either.
+    """
+    uri = hub.storage.engine_uri(key)
+    return uri if "://" in uri else f"file://{uri}"
 
 
 def _first_line(exc: Exception) -> str:
@@ -238,7 +248,7 @@ def _create(hub: Hub, catalog: SqlCatalog, dataset: str, first: _Published) -> T
     schema = _arrow_schema(load_file_io(catalog.properties, first.paths[0]), first.paths[0])
     try:
         return catalog.create_table(table_identifier(dataset), schema=schema, properties=dict(TABLE_PROPERTIES),
-                                    location=hub.storage.engine_uri(f"datasets/{dataset}/iceberg"))
+                                    location=file_uri(hub, f"datasets/{dataset}/iceberg"))
     except TableAlreadyExistsError:
         return catalog.load_table(table_identifier(dataset))
 
@@ -306,9 +316,8 @@ def _versions(hub: Hub, dataset: str, after: int) -> list[_Published]:
             .where(Dataset.name == dataset, Version.number > after)
             .order_by(Version.number)
         ).all()
-    uri = hub.storage.engine_uri
     return [_Published(number, content_hash, _utc(created_at),
-                       tuple(uri(part_key(dataset, p["sha256"])) for p in parts))
+                       tuple(file_uri(hub, part_key(dataset, p["sha256"])) for p in parts))
             for number, content_hash, created_at, parts in rows]
 
 

@@ -22,7 +22,6 @@ from catalogue.meta.metadata import get_dataset, get_version
 from catalogue.query.engine import QueryEngine
 from catalogue.settings import Settings
 from catalogue.store import iceberg
-from catalogue.store.keys import part_key
 from tests.catalogue.test_s3_storage import s3_settings, seaweed  # noqa: F401 - fixtures: a SeaweedFS S3 server
 from tests.conftest import pg_schema
 
@@ -80,12 +79,13 @@ def hub_rows(hub: Hub, number: int) -> list[tuple[Any, ...]]:
 
 
 def part_paths(hub: Hub, number: int) -> set[str]:
+    """The version's part files as the hub reads them (a local path as a file: URI, as Iceberg names files)."""
     engine = QueryEngine(hub)
     try:
-        return {hub.storage.engine_uri(part_key("air", key.rsplit("/", 1)[-1].removesuffix(".parquet")))
-                for key in engine.version("air", number).keys}
+        uris = [hub.storage.engine_uri(key) for key in engine.version("air", number).keys]
     finally:
         engine.close()
+    return {uri if "://" in uri else f"file://{uri}" for uri in uris}
 
 
 def iceberg_rows(table: Any, snapshot_id: int) -> list[tuple[Any, ...]]:
@@ -126,6 +126,9 @@ def check_table(hub: Hub) -> Any:
     assert len(hub_rows(hub, 2)) == 4
     assert table.snapshot_by_id(ids[2]).summary.operation.value == "append"
     assert table.snapshot_by_id(ids[3]).summary.operation.value == "overwrite"
+    # The table's own files are metadata only (JSON and Avro manifests), none a copy of a part.
+    own = [key for key in hub.storage.list_keys("datasets/air/iceberg")]
+    assert own and {key.rsplit(".", 1)[-1] for key in own} == {"json", "avro"}
     return table
 
 
@@ -325,7 +328,7 @@ def test_every_stored_type_is_a_column_of_the_table(make_catalogue: Any, tmp_pat
     with iceberg.open_catalog(hub) as catalog:
         table = catalog.load_table(iceberg.table_identifier("kinds"))
         shapes_table = catalog.load_table(iceberg.table_identifier("shapes"))
-    writers = {pq.read_metadata(task.file.file_path).created_by.split(" ")[0]
+    writers = {pq.read_metadata(task.file.file_path.removeprefix("file://")).created_by.split(" ")[0]
                for t in (table, shapes_table) for task in t.scan().plan_files()}
     assert writers == {"DuckDB", "parquet-cpp-arrow"}  # parts of both writers
     assert {f.name: str(f.field_type) for f in table.schema().fields} == {
