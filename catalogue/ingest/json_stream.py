@@ -120,15 +120,15 @@ class _Text:
 
     def _drop(self) -> None:
         """Forget the text before ``pos`` (keeping count of its lines)."""
-        done = self.buf[:self.pos]
-        lines = done.count("\n")
+        pos = self.pos
+        lines = self.buf.count("\n", 0, pos)
         if lines:
             self._line += lines
-            self._column = len(done) - done.rfind("\n") - 1
+            self._column = pos - self.buf.rfind("\n", 0, pos) - 1
         else:
-            self._column += len(done)
-        self.chars += len(done)
-        self.buf, self.pos = self.buf[self.pos:], 0
+            self._column += pos
+        self.chars += pos
+        self.buf, self.pos = self.buf[pos:], 0
 
     def where(self, pos: int) -> tuple[int, int]:
         """(line, column) of position ``pos`` of the window in the whole document, as json counts them."""
