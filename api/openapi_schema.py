@@ -2,8 +2,8 @@
 and the export formats as an enum of the registered ones.
 
 FastAPI documents a 422 ``HTTPValidationError`` on every route with parameters; this API answers
-invalid input with 400 in its one envelope (api/errors.py). The document is refined once, when
-first asked for.
+invalid input with 400 in its one envelope (api/errors.py); the CKAN Action API answers in CKAN's
+(api/openapi_ckan.py describes it). The document is refined once, when first asked for.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.openapi_ckan import HUB_ENVELOPE, document_ckan
+from api.routes.ckan_calls import ACTIONS
 from catalogue.query.exports import format_names
 
-ENVELOPE = "ErrorEnvelope"
+ENVELOPE = HUB_ENVELOPE
 ERRORS = {
     "400": ("Invalid parameter or request.", "invalid-parameter",
             "Invalid value for limit: Input should be less than or equal to 1000."),
@@ -83,13 +85,16 @@ def _error(status: str) -> dict[str, Any]:
 def _framework_422(response: dict[str, Any] | None) -> bool:
     """Whether ``response`` is FastAPI's automatic 422 (``HTTPValidationError``), which this API never sends."""
     schema = ((response or {}).get("content", {}).get("application/json", {}).get("schema", {}))
-    return schema.get("$ref", "").endswith("/HTTPValidationError")
+    return str(schema.get("$ref", "")).endswith("/HTTPValidationError")
 
 
-def refine(document: dict[str, Any], formats: list[str], api_prefix: str = "/api/v1") -> dict[str, Any]:
-    """``document`` with the error envelope on every operation, no 422, format enums, 200 examples."""
+def refine(document: dict[str, Any], formats: list[str], api_prefix: str = "/api/v1",
+           ckan_actions: list[str] | None = None) -> dict[str, Any]:
+    """``document`` with the error envelope on every operation, no 422, format enums, 200 examples; the CKAN
+    routes with CKAN's envelopes and ``ckan_actions`` (api/openapi_ckan.py)."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas[ENVELOPE] = ENVELOPE_SCHEMA
+    document_ckan(document, ckan_actions or [])
     for path, operations in document.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
@@ -121,7 +126,7 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             hub = app.state.hub
-            app.openapi_schema = refine(build(), format_names(hub.registry), hub.settings.api_prefix)
+            app.openapi_schema = refine(build(), format_names(hub.registry), hub.settings.api_prefix, sorted(ACTIONS))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import get_credential, private_of
+from api.openapi_ckan import TAG as CKAN_TAG
 from api.params import OWN_PARAMETERS
 from api.routes import ckan_datastore
 from api.routes.ckan_calls import (
@@ -41,14 +42,19 @@ from catalogue.meta.vocabularies import THEMES
 router = APIRouter()
 router.include_router(ckan_datastore.router)  # the DataStore dump; its actions registered on import
 CKAN_VERSION = "2.10.4"  # the Action API this one follows
+_ACTION_ROUTE: dict[str, Any] = {"response_model": None, "tags": [CKAN_TAG], "openapi_extra": {OWN_PARAMETERS: True}}
 
 
-# Left out of /openapi.json, which describes the hub's own API and its error envelope: CKAN's API is
-# documented by CKAN (and by help_show), and answers in CKAN's envelope.
-@router.api_route("/api/3/action/{name}", methods=["GET", "POST"], response_model=None, include_in_schema=False,
-                  openapi_extra={OWN_PARAMETERS: True}, summary="Call a CKAN action")
-@router.api_route("/api/action/{name}", methods=["GET", "POST"], response_model=None, include_in_schema=False,
-                  openapi_extra={OWN_PARAMETERS: True}, summary="Call a CKAN action (unversioned path, as ckanapi uses)")
+# In /openapi.json under their own tag, with CKAN's envelope as their answers' and errors' model
+# (api/openapi_ckan.py); help_show documents each action's parameters, as in CKAN.
+# One route per method, so that each operation has an id of its own.
+@router.get("/api/3/action/{name}", operation_id="ckan_action_get", summary="Call a CKAN action", **_ACTION_ROUTE)
+@router.post("/api/3/action/{name}", operation_id="ckan_action_post", summary="Call a CKAN action (parameters "
+             "as a JSON object)", **_ACTION_ROUTE)
+@router.get("/api/action/{name}", operation_id="ckan_action_unversioned_get",
+            summary="Call a CKAN action (unversioned path, as ckanapi uses)", **_ACTION_ROUTE)
+@router.post("/api/action/{name}", operation_id="ckan_action_unversioned_post",
+             summary="Call a CKAN action (unversioned path, parameters as a JSON object)", **_ACTION_ROUTE)
 async def call_action(request: Request, name: str) -> Response:
     """One CKAN Action API call (``package_search``, ``datastore_search``, ...: see ``help_show``).
 

@@ -102,12 +102,12 @@ class Context:
     reader: int | None = None  # the publisher whose private datasets the caller's token may read
 
     def session(self) -> Session:
-        return self.hub.sessions()  # type: ignore[no-any-return]
+        return self.hub.sessions()
 
 
 Action = Callable[[Context, Args], Any]
 ACTIONS: dict[str, Action] = {}
-SYNC = set()  # actions that run in a thread (database or engine work)
+SYNC: set[str] = set()  # actions that run in a thread (database or engine work)
 SEARCH_ERRORS = {"package_search": {"q", "fq", "sort", "ext_bbox"}}
 
 

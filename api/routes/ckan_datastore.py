@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from api.auth import get_credential, private_of
+from api.openapi_ckan import TAG as CKAN_TAG
+from api.params import OWN_PARAMETERS
 from api.routes.ckan_calls import Args, Context, action, error_response, help_url, links_of, visible_dataset
 from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.meta import ckan_mapping as mapping
@@ -109,8 +111,9 @@ DUMP_FORMATS = {"csv": ("csv", "text/csv; charset=utf-8"), "tsv": ("csv", "text/
                 "json": ("json", "application/json"), "xml": ("ndjson", "application/xml")}
 
 
-@router.get("/datastore/dump/{resource_id}", response_model=None, include_in_schema=False,
-            summary="Download a resource's table")
+# OWN_PARAMETERS: the dump refuses an unknown parameter itself, in CKAN's envelope.
+@router.get("/datastore/dump/{resource_id}", response_model=None, tags=[CKAN_TAG],
+            openapi_extra={OWN_PARAMETERS: True}, summary="Download a resource's table")
 def datastore_dump(request: Request, resource_id: str,
                    format: str = Query("csv", description="csv, tsv, json or xml."),  # noqa: A002
                    credential: Credential | None = Depends(get_credential)) -> Response:
