@@ -15,8 +15,10 @@ on the median of the per-turn ratios of requests per second.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 import yaml
+from rich.console import Console
 
 from bench.context import Context
 from bench.loadgen import load
@@ -94,6 +97,8 @@ def postgis_table(rows: list[tuple[int, str, str, float, float, float]], schema:
     """The points in PostGIS table ``<schema>.points`` (GiST index, id primary key); dropped on leaving."""
     con = pg_connect()
     try:
+        # PostGIS in public, where pygeoapi's search_path finds it (a superuser may make it: trust on loopback).
+        con.execute("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
         con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         con.execute(f"CREATE SCHEMA {schema}")
         table = f"{schema}.{COLLECTION}"
@@ -195,3 +200,27 @@ def run(ctx: Context) -> None:
     ctx.results.peers.append(("pygeoapi", f"{PYGEOAPI} in its own venv, PostgreSQL provider over PostGIS "
                               "(GiST index on the geometry, id primary key), served by uvicorn (one process)"))
     ctx.results.note(SECTION, __doc__.split("\n\n", 1)[1].replace("\n", " ") if __doc__ else "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run this phase alone and print its figures and targets."""
+    parser = argparse.ArgumentParser(prog="python -m bench.phase_ogc", description=__doc__)
+    parser.add_argument("--rows", type=int, default=10_000_000,
+                        help="The suite's row count; the points are a 50th of it (2,000 to 200,000).")
+    parser.add_argument("--quick", action="store_true", help="2 turns instead of --repeat.")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--http-seconds", type=float, default=6.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-wrk", action="store_true")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="urbandata-bench-ogc-") as work:
+        ctx = Context(work=Path(work), rows=args.rows, repeat=args.repeat, quick=args.quick, console=console,
+                      http_seconds=args.http_seconds, concurrency=args.concurrency, prefer_wrk=not args.no_wrk)
+        run(ctx)
+        for line in ctx.results.lines():
+            console.print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ from catalogue.meta.metadata import visible
 from catalogue.meta.models import Dataset
 from catalogue.meta.tokens import Credential
 from catalogue.query.cursors import settings_secret
-from catalogue.query.engine import QueryEngine
+from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query import ogc_features as ogc
 from catalogue.query.records import plan_records, run_records
 from catalogue.schema.model import TableSchema
@@ -134,9 +134,28 @@ def _collections(hub: Hub, reader: int | None, name: str | None = None) -> list[
         found = [d for d in session.scalars(query) if d.schema.geometry_fields]
         session.expunge_all()
     if name is not None and not found:
-        raise NotFound(f"There is no collection '{name}': collections are the datasets with a geometry field, "
-                       "listed at /ogc/collections.")
+        raise _no_collection(name)
     return found
+
+
+def _no_collection(name: str) -> NotFound:
+    return NotFound(f"There is no collection '{name}': collections are the datasets with a geometry field, "
+                    "listed at /ogc/collections.")
+
+
+def _collection_version(hub: Hub, engine: QueryEngine, reader: int | None, name: str) -> VersionRef:
+    """The current version of collection ``name``, if ``reader`` may see it (else the 404 of :func:`_collections`).
+
+    The check is one indexed query for the dataset's schema: the items routes need no ORM objects of
+    the dataset and its version (with them, an uncached page of 1,000 features took 4 % more instructions).
+    """
+    query = select(Dataset.table_schema).where(Dataset.name == name, visible(reader),
+                                               Dataset.current_version_id.is_not(None))
+    with hub.engine.connect() as connection:
+        stored = connection.execute(query).scalar_one_or_none()
+    if stored is None or not TableSchema.from_stored(stored).geometry_fields:
+        raise _no_collection(name)
+    return engine.version(name)
 
 
 @router.get("/ogc/collections", response_model=None, openapi_extra={OWN_PARAMETERS: True},
@@ -214,8 +233,7 @@ async def items(request: Request, name: str, reader: int | None = Depends(reader
                                "which carry a cursor past that.", details={"parameter": "offset"})
 
     def compute() -> tuple[int, dict[str, Any]]:
-        _collections(hub, reader, name)
-        ref = engine.version(name)
+        ref = _collection_version(hub, engine, reader, name)
         if cursor is not None and not ref.schema.primary_key:
             raise InvalidParameter("cursor: this collection has no key, so its features are numbered by position; "
                                    "page it with offset.", details={"parameter": "cursor"})
@@ -270,8 +288,7 @@ async def item(request: Request, name: str, identifier: str, reader: int | None 
     engine: QueryEngine = request.app.state.query_engine
 
     def compute() -> tuple[TableSchema, list[dict[str, Any]]]:
-        _collections(hub, reader, name)
-        ref = engine.version(name)
+        ref = _collection_version(hub, engine, reader, name)
         found_request = ogc.id_request(ref.schema, identifier)
         plan = plan_records(found_request, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count)
         found = engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=1,
