@@ -20,13 +20,15 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from catalogue.hub import Hub
+from catalogue.hub import Hub, open_hub
 from catalogue.ingest.gc import collect
 from catalogue.meta.models import HarvestJob
+from catalogue.settings import Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.catalogue_sources import CatalogueSpec, harvest_catalogue
 from tests.harvesters.catalogue_server import GAUGES, PLAYGROUNDS, TREES_CSV, catalogue_server, harvesting_hub
 from tests.harvesters.test_ckan_source import Portal, package
+from tests.conftest import pg_schema
 from tests.harvesters.test_dcat_source import Catalogue
 
 COUNTS = ("created", "updated", "unchanged", "withdrawn", "failed")
@@ -229,3 +231,18 @@ def test_a_run_whose_process_died_is_ended_by_the_collector_and_its_datasets_job
                              f"restarted). Its datasets' jobs (parent {outcome.job_id}) say what each did; run "
                              "`urbandata harvest-catalogue` again.")
     assert {status for status, _ in children(hub, outcome.job_id).values()} == {"published"}
+
+
+def test_on_postgresql_a_run_counts_and_sums_as_on_sqlite(tmp_path: Path, portal: Portal) -> None:
+    with pg_schema("catalogue_jobs") as overrides:
+        hub = open_hub(Settings(data_dir=tmp_path / "pg", harvest_allowed_hosts=["127.0.0.1"], **overrides))
+        try:
+            outcome = harvest_catalogue(hub, ckan(portal))
+            run = job(hub, outcome.job_id)
+            jobs_of_run = children(hub, outcome.job_id)
+        finally:
+            hub.close()
+
+    assert (run.status, run.counts, run.dataset_id) == ("finished", counts(created=3, failed=1), None)
+    assert run.bytes_received == sum(b or 0 for _, b in jobs_of_run.values())
+    assert isinstance(run.bytes_received, int) and (run.rows_added, run.rows_changed, run.rows_removed) == (6, 0, 0)
