@@ -27,7 +27,8 @@ def harvest_catalogue_command(
                                          help="Data directory (default ./var, or URBANDATA_DATA_DIR)."),
     due: bool = typer.Option(False, "--due", help="Only the catalogues whose schedule says a run is due."),
 ) -> None:
-    """Harvest catalogue sources: new and changed datasets fetched, vanished ones withdrawn; exits 1 on a failure.
+    """Harvest catalogue sources: new and changed datasets fetched, vanished ones withdrawn; exits 1 if a listing or
+    a dataset failed or was quarantined (as `harvest` does).
 
     Each run is one job, listed by GET /api/v1/harvest/jobs?catalogue=NAME with its datasets' jobs (?parent=ID).
     """
@@ -57,7 +58,7 @@ def harvest_catalogue_command(
                 counted = ", ".join(f"{n} {what}" for what, n in outcome.counts().items() if n)
                 job = f" (job {outcome.job_id}{': ' + counted if counted else ''})" if outcome.job_id else ""
                 console.print(f"[{style}]{escape(outcome.message + job)}[/{style}]")
-                failed = failed or outcome.status == "failed" or outcome.count("failed") > 0
+                failed = failed or outcome.status == "failed" or outcome.counts()["failed"] > 0  # quarantined too
         finally:
             hub.close()
     except UrbandataError as exc:

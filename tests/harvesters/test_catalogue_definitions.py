@@ -238,3 +238,22 @@ def test_harvest_catalogue_due_runs_only_the_scheduled_catalogues_whose_time_has
         assert catalogue_due(hub, daily, now=runs[0][1] + timedelta(days=2)) is False
     finally:
         hub.close()
+
+
+def test_harvest_catalogue_exits_1_when_a_dataset_is_quarantined(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    open_hub(Settings(data_dir=data_dir)).close()
+    with catalogue_server() as server:
+        portal = Portal(server)
+        server.files["/data/baeume.csv"] = ("text/csv", TREES_CSV)
+        portal.packages = [package(server, "baumkataster", "/data/baeume.csv", "CSV")]
+        write(tmp_path / "defs", "govdata", {"name": "govdata", "type": "ckan", "url": server.url})
+        command = ["harvest-catalogue", "--definitions-dir", str(tmp_path / "defs"), "--data-dir", str(data_dir)]
+        first = CliRunner().invoke(app, command)
+        portal.packages[0]["metadata_modified"] = "2026-12-01T08:00:00.000000"
+        server.files["/data/baeume.csv"] = ("text/csv", TREES_CSV.replace(b"1990", b"alt"))  # pflanzjahr: integer
+        second = CliRunner().invoke(app, command)
+
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 1, second.output
+    assert re.search(r"quarantined \(job \d+: 1 failed\)$", second.stdout.strip()), second.stdout
