@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 from catalogue.meta.licenses import license_info
 from catalogue.meta.models import Dataset, HarvestJob, Organization, Version
@@ -26,6 +27,11 @@ EXPECTED_AGE = {
     "WEEKLY": timedelta(days=14), "MONTHLY": timedelta(days=62), "QUARTERLY": timedelta(days=184),
     "ANNUAL": timedelta(days=731),
 }
+
+
+def number(n: int, lang: str) -> str:
+    """``1.234.567`` (German) or ``1,234,567`` (English), as the templates' ``num`` macro writes it."""
+    return f"{n:,}".replace(",", "." if lang == "de" else ",")
 
 
 def human_bytes(size: int, lang: str) -> str:
@@ -100,16 +106,18 @@ def card_view(d: Dataset, lang: str) -> dict[str, Any]:
 def entry_card(entry: dict[str, Any], publishers: dict[str, tuple[str, str]], lang: str) -> dict[str, Any]:
     """What a dataset card shows, from the dataset's search-index entry (``SiteBuilder._search_entry``) and its
     publisher's (German, English) title: the listings re-render from the entries the last build kept, with no
-    dataset read from the catalogue; the fields match ``card_view``'s where the card template reads them."""
+    dataset read from the catalogue; the fields match ``card_view``'s where the card template reads them, and
+    what the template would compute per card comes ready (a theme's query value, the row count's text)."""
     doc = entry["doc"]
     title, title_en = publishers[doc["publisher"]]
     return {
         "name": doc["name"], "title": doc["title"], "title_en": doc["title_en"],
         "excerpt": doc["excerpt_en"] if lang == "en" else doc["excerpt"],
-        "themes": [{"code": c, "label": label(THEMES, c, lang)} for c in doc["themes"]],
+        "themes": [{"code": c, "label": label(THEMES, c, lang), "query": quote(c, safe="/")} for c in doc["themes"]],
         "publisher": {"name": doc["publisher"], "title": title, "title_en": title_en},
         "license": {"short": doc["license"]},
         "current_version": doc["version"], "row_count": entry["rows"], "modified": doc["modified"],
+        "rows_text": None if entry["rows"] is None else number(entry["rows"], lang),
     }
 
 
