@@ -141,7 +141,7 @@ def test_a_failed_listing_is_a_failed_run_that_changed_nothing(hub: Hub, portal:
 
     run = job(hub, outcome.job_id)
     assert (outcome.status, run.status, run.error_code, run.counts) == ("failed", "failed", "malformed-feed", None)
-    assert "did not answer package_search (start=0) as CKAN does" in run.message
+    assert "answered package_search (start=0) with no valid JSON" in run.message
     assert [e["type"] for e in run.errors or []] == ["malformed-feed"]
     assert children(hub, outcome.job_id) == {}
     with hub.sessions() as session:
