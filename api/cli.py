@@ -303,8 +303,8 @@ def validate(
     except UrbandataError as exc:
         errors.append(exc)
     if errors:
-        for exc in errors[:-1]:
-            err.print(f"[red]error[/red] {escape(f'[{exc.code}] {exc.message}')}")
+        for error in errors[:-1]:
+            err.print(f"[red]error[/red] {escape(f'[{error.code}] {error.message}')}")
         _fail(errors[-1])
         return
     for doc in found.datasets:

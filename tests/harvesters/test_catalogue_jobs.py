@@ -94,12 +94,13 @@ def test_a_ckan_run_is_one_job_counting_its_datasets_with_each_failure_by_record
     assert run.message == outcome.message == "govdata: 5 datasets listed; 3 published, 2 failed"
     assert run.finished_at is not None and run.finished_at >= run.started_at
     # Each failure names the source record: CKAN's package id, or its name when it has no id.
-    assert [(e["record"], e["dataset"], e["type"]) for e in run.errors or []] == [
+    failures = run.errors or []
+    assert [(e["record"], e["dataset"], e["type"]) for e in failures] == [
         ("id-kaputt", "kaputt", "source-unreachable"),
         ("ohne-id", "ohne-id", "malformed-feed"),
     ]
-    assert "HTTP 404" in run.errors[0]["message"]
-    assert "job" not in run.errors[0]  # it failed before a dataset (and its job) was made for it
+    assert "HTTP 404" in failures[0]["message"]
+    assert "job" not in failures[0]  # it failed before a dataset (and its job) was made for it
     # The datasets' own jobs are the run's children; the run's bytes are theirs summed.
     jobs_of_run = children(hub, outcome.job_id)
     assert {name: status for name, (status, _) in jobs_of_run.items()} == {
