@@ -275,21 +275,23 @@ def _register(table: Table, version: _Published) -> Table:
     added = [p for p in dict.fromkeys(version.paths) if p not in current]
     properties = {VERSION_PROPERTY: str(version.number), HASH_PROPERTY: version.content_hash,
                   PUBLISHED_PROPERTY: version.published_at}
+    # (``tx.table_metadata`` is a deep copy of the whole metadata, every snapshot and tag: read it seldom.)
     tx: Transaction = table.transaction()
-    if tx.table_metadata.name_mapping() is None:
-        tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
+    if table.metadata.name_mapping() is None:
+        tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
     if added:
         schema = _arrow_schema(table.io, added[0])
-        known = set(tx.table_metadata.schema().column_names)
+        known = set(table.schema().column_names)
         if any(name not in known for name in schema.names):
             with tx.update_schema() as update:  # fields added (the hub refuses removed or retyped ones)
                 update.union_by_name(schema)
+    metadata = tx.table_metadata  # with the widened schema
     producer = tx.update_snapshot(snapshot_properties=properties)
     with (producer.overwrite() if removed or not added else producer.merge_append()) as snapshot:
         for data_file in removed:
             snapshot.delete_data_file(data_file)
         for path in added:
-            snapshot.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+            snapshot.append_data_file(parquet_file_to_data_file(table.io, metadata, path))
     head = tx.table_metadata.current_snapshot()
     assert head is not None
     with ManageSnapshots(tx) as refs:
