@@ -216,8 +216,11 @@ class SiteBuilder:
         entries = {} if only is None else search_index.read_entries(out)
         for d in changed_ds:
             entries[d.name] = self._search_entry(d, formats)
-        # A site built before the entries were kept (or with them lost): read the missing datasets once.
-        for d in _load_datasets(session, current.datasets.keys() - entries.keys()).values():
+        # A site built before the entries were kept (or with them lost): read the missing datasets once; and
+        # an entry whose title or publisher is not the catalogue's (a change not named in ``only``) again.
+        stale = {n for n, e in entries.items() if n in current.datasets and (
+            e["doc"]["publisher"] != current.datasets[n] or (e["doc"]["title"], e["doc"]["title_en"]) != current.titles[n])}
+        for d in _load_datasets(session, (current.datasets.keys() - entries.keys()) | stale).values():
             entries[d.name] = self._search_entry(d, formats)
         for name in set(entries) - current.datasets.keys():
             del entries[name]

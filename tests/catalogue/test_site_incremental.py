@@ -8,6 +8,7 @@ starts from what the previous incremental build left (cards come from kept searc
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -158,3 +159,20 @@ def test_a_rebuild_leaves_files_whose_bytes_did_not_change_untouched(hub: Hub) -
 
     assert [p.stat().st_mtime_ns for p in untouched] == [1_000_000_000] * len(untouched)
     assert "Nur die Beschreibung ist neu." in (site / "datasets/ds-007.html").read_text(encoding="utf-8")
+
+
+def test_kept_entries_whose_title_or_publisher_changed_unnamed_are_read_again(hub: Hub) -> None:
+    site = hub.settings.site_dir
+    SiteBuilder(hub, now=NOW).build()
+    with hub.sessions.begin() as session:
+        session.add(Organization(name="amt-c", title="Neues Amt"))
+        session.flush()
+        moved_to = session.scalars(select(Organization.id).where(Organization.name == "amt-c")).one()
+    set_values(hub, "ds-005", publisher_id=moved_to, title="Zählstellen Hafen")  # not named below
+
+    SiteBuilder(hub, now=NOW).build(only=["ds-006"])
+
+    index = json.loads((site / "search/index.json").read_text(encoding="utf-8"))
+    doc = next(d for d in index["docs"] if d["name"] == "ds-005")
+    assert (doc["publisher"], doc["title"]) == ("amt-c", "Zählstellen Hafen")
+    assert "Zählstellen Hafen" in (site / "publishers/amt-c.html").read_text(encoding="utf-8")
