@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from catalogue import duck
 from catalogue.hub import Hub, open_hub
+from catalogue.ingest.gc import collect
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.meta.metadata import get_dataset, get_version
@@ -173,10 +174,13 @@ def test_each_version_is_a_snapshot_over_its_own_parts(make_catalogue: Any, tmp_
     assert geometry == ("BLOB", 21)  # a WKB point: byte order, type, two doubles
 
 
-def test_registration_is_idempotent_and_in_order(make_catalogue: Any, tmp_path: Path) -> None:
+def test_registration_is_idempotent_and_the_collector_keeps_the_tables(make_catalogue: Any, tmp_path: Path) -> None:
     hub = dataset_versions(make_catalogue, iceberg_catalog_url=f"sqlite:///{tmp_path / 'iceberg.sqlite'}")
     (again,) = iceberg.sync_all(hub)
     assert (again.dataset, again.versions) == ("air", [])
+    before = sorted(hub.storage.list_keys("datasets/air/iceberg"))
+    collect(hub, grace=timedelta(0))  # every part is some version's: the table's files and parts all stay
+    assert sorted(hub.storage.list_keys("datasets/air/iceberg")) == before
     check_table(hub)
 
 
