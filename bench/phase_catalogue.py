@@ -1,4 +1,7 @@
-"""6. Catalogue: site build per dataset, rebuild after one change, search-index build, search latency, at growing sizes."""
+"""6. Catalogue: site build per dataset, rebuild after one change, search-index build, search latency, at growing sizes.
+
+Alone: ``python -m bench.phase_catalogue --catalogue-sizes 1000,10000 --search-sizes 1000`` prints the figures.
+"""
 
 from __future__ import annotations
 
@@ -152,8 +155,9 @@ def run(ctx: Context) -> None:
              "listings and search: a new dataset is published whose name sorts second (`ds-000000-neu-…`), so every "
              "later card of the paginated index and of its publisher's listing moves one place and the front "
              "page's recently updated datasets change; then `SiteBuilder(hub).build(only=[name])` (= "
-             "`build_site(hub, changed=[name])`) renders what differs, and the bench checks that search finds the "
-             "new dataset and that the first and last index pages list exactly the expected datasets. Compiled templates are cached in "
+             "`build_site(hub, changed=[name])`) renders what differs (the shifted listing pages' cards come from the search entries the last build kept, so "
+             "no shifted dataset is read from the catalogue; a file whose bytes did not change is not rewritten), "
+             "and the bench checks that search finds the new dataset and that the first and last index pages list exactly the expected datasets. Compiled templates are cached in "
              "the data directory, so every build after the first skips compiling them. The search-index build "
              "(`SiteBuilder(hub).build_search_index()`, part of every build) is also timed on its own: every public "
              "dataset's entry (folded, stemmed terms of titles, descriptions, keywords and field names) and the "
