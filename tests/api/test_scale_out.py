@@ -36,10 +36,10 @@ from catalogue.meta.models import Dataset, HarvestJob, Version
 from catalogue.store.keys import part_key
 from tests.api.live_server import live_server
 from tests.api.push_support import bearer, token
-from tests.catalogue.test_s3_storage import s3_settings, seaweed  # noqa: F401 - fixtures: a real SeaweedFS
-from tests.harvesters.conftest import AnsweringServer
+from tests.catalogue.seaweed_server import s3_settings, seaweed  # noqa: F401 - fixtures: a real SeaweedFS
+from tests.harvesters.answering_server import AnsweringServer
 from tests.harvesters.sources import source_catalogue
-from tests.harvesters.test_queue_workers import (  # noqa: F401 - fixtures: a Redis namespace, worker processes
+from tests.harvesters.queue_workers import (  # noqa: F401 - fixtures: a Redis namespace, worker processes
     Workers,
     job_rows,
     queue_settings,
@@ -218,8 +218,6 @@ def _scale_out(hub: Hub, tmp_path: Path, feeds: Feeds, workers: Callable[[Hub], 
                 "s3_bucket": s.s3_bucket, "s3_prefix": s.s3_prefix, "queue_url": s.queue_url,
                 "queue_namespace": s.queue_namespace, "queue_heartbeat_timeout_s": s.queue_heartbeat_timeout_s}
     group = workers(hub)
-    group.env.update({f"URBANDATA_{key.upper()}": str(settings[key])
-                      for key in ("storage", "s3_endpoint_url", "s3_bucket", "s3_prefix")})
     pusher = {**bearer(token(hub, "testamt", "push")), "Content-Type": "text/csv"}
     names = [*FEEDS, DRIP, PUSHED]
     first, second = group.start(processes=1), group.start(processes=1)
@@ -238,10 +236,11 @@ def _scale_out(hub: Hub, tmp_path: Path, feeds: Feeds, workers: Callable[[Hub], 
             base, other = bases[replica], bases[1 - replica]
             with httpx.Client(timeout=120) as client:
                 for n in range(PUSHES):
-                    rows = [{"id": (replica + 1) * 1000 + n * 10 + j, "no2": float(n + j)} for j in range(3)]
+                    ids = [(replica + 1) * 1000 + n * 10 + j for j in range(3)]
+                    rows: list[dict[str, Any]] = [{"id": i, "no2": float(i % 100)} for i in ids]
                     key = f"push-{replica}-{n}-{uuid.uuid4().hex}" if n in KEYED else None
                     answers.append(("push", _push(client, base, pusher, _csv(rows), key)))
-                    pushed_ids.extend(r["id"] for r in rows)
+                    pushed_ids.extend(ids)
                     if key:
                         answers.append(("replay", _push(client, other, pusher, _csv(rows), key)))
                     if n == 2:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -26,112 +25,23 @@ from catalogue.ingest import jobs
 from catalogue.meta.models import Dataset, HarvestJob, HarvestSource, Version
 from harvesters.schedule import run_due
 from tests.conftest import pg_schema
+from tests.harvesters.queue_workers import (  # noqa: F401 - fixtures: a Redis namespace, worker processes
+    Workers,
+    job_rows,
+    queue_settings,
+    wait_for,
+    workers,
+)
 
 dramatiq = pytest.importorskip("dramatiq", reason="the job queue needs the [queue] extra: pip install 'urbandata[queue]'")
-redis = pytest.importorskip("redis")
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SCHEMA = {"fields": [{"name": "id", "type": "integer"}, {"name": "no2", "type": "number"}], "primaryKey": ["id"]}
-HEARTBEAT_S = 3.0  # a killed worker's job goes back to the queue this long after its last heartbeat
-
-
-@pytest.fixture
-def queue_settings() -> Iterator[dict[str, Any]]:
-    """Settings for a job queue on the machine's Redis under a namespace of this test (its keys deleted after)."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
-    namespace = f"urbandata-test-{uuid.uuid4().hex[:10]}"
-    yield {"queue_url": REDIS_URL, "queue_namespace": namespace, "queue_heartbeat_timeout_s": HEARTBEAT_S}
-    for key in client.scan_iter(f"{namespace}*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.fixture
 def pg() -> Iterator[dict[str, Any]]:
     with pg_schema("queue") as overrides:
         yield overrides
-
-
-class Workers:
-    """`urbandata worker` commands started by a test, each in its own process group; all stopped after it."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub, self.commands = hub, []  # type: ignore[var-annotated]
-        s = hub.settings
-        self.env = {**os.environ, "URBANDATA_DEFINITIONS_DIR": str(s.definitions_dir),
-                    "URBANDATA_DATABASE_URL": s.resolved_database_url, "URBANDATA_QUEUE_URL": s.queue_url,
-                    "URBANDATA_QUEUE_NAMESPACE": s.queue_namespace,
-                    "URBANDATA_QUEUE_HEARTBEAT_TIMEOUT_S": str(s.queue_heartbeat_timeout_s), "PYTHONUNBUFFERED": "1"}
-
-    def start(self, processes: int) -> subprocess.Popen[str]:
-        command = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--processes", str(processes), "--threads", "1",
-             "-d", str(self.hub.settings.data_dir)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.commands.append(command)
-        return command
-
-    def children(self, command: subprocess.Popen[str]) -> set[int]:
-        """The worker processes a command started (its children, read from /proc)."""
-        found = set()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as stat:
-                        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError):
-                    continue
-                if parent == command.pid:
-                    found.add(int(entry))
-        return found
-
-    def stop(self) -> list[str]:
-        outputs = []
-        for command in self.commands:
-            if command.poll() is None:
-                os.killpg(command.pid, signal.SIGTERM)
-            try:
-                out, _ = command.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(command.pid, signal.SIGKILL)
-                out, _ = command.communicate()
-            outputs.append(out)
-        return outputs
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[[Hub], Workers]]:
-    made: list[Workers] = []
-
-    def make(hub: Hub) -> Workers:
-        made.append(Workers(hub))
-        return made[-1]
-
-    yield make
-    for group in made:
-        group.stop()
-
-
-def wait_for(what: str, check: Callable[[], Any], seconds: float, workers: Workers) -> Any:
-    """``check()`` once it is truthy; fails naming ``what`` (and the workers' output) after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {seconds} s; workers said:\n" + "\n".join(workers.stop()))
-        time.sleep(0.2)
-    return value
-
-
-def job_rows(hub: Hub) -> list[tuple[str, str, int | None, int | None]]:
-    """Every job as (dataset, status, version number, pid), in id order."""
-    with hub.sessions() as session:
-        return [tuple(row) for row in session.execute(  # type: ignore[misc]
-            select(Dataset.name, HarvestJob.status, HarvestJob.version_number, HarvestJob.pid)
-            .join(Dataset, HarvestJob.dataset_id == Dataset.id).order_by(HarvestJob.id)).all()]
 
 
 def versions(hub: Hub) -> list[tuple[str, int, int | None]]:
