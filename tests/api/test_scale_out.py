@@ -231,6 +231,7 @@ def _scale_out(hub: Hub, tmp_path: Path, feeds: Feeds, workers: Callable[[Hub], 
         pushed_ids: list[int] = []
         raced = f"raced-{uuid.uuid4().hex}"  # one key sent through both replicas at the same moment
         raced_body = _csv([{"id": 9001, "no2": 1.0}, {"id": 9002, "no2": 2.0}])
+        together = threading.Barrier(2, timeout=300)  # both pushers send the raced key at the same moment
 
         def push_through(replica: int) -> None:
             base, other = bases[replica], bases[1 - replica]
@@ -244,6 +245,7 @@ def _scale_out(hub: Hub, tmp_path: Path, feeds: Feeds, workers: Callable[[Hub], 
                     if key:
                         answers.append(("replay", _push(client, other, pusher, _csv(rows), key)))
                     if n == 2:
+                        together.wait()
                         answers.append(("raced", _push(client, base, pusher, raced_body, raced)))
 
         pushers = [threading.Thread(target=push_through, args=(r,)) for r in (0, 1)]
