@@ -26,7 +26,7 @@ from catalogue.meta.models import Dataset
 from catalogue.registry import load_registry
 from catalogue.settings import CONFIG_ENV, Settings
 from tests.api.live_server import live_server
-from tests.catalogue.test_s3_storage import Seaweed, seaweed  # noqa: F401 - the real SeaweedFS fixture
+from tests.catalogue.seaweed_server import Seaweed, seaweed  # noqa: F401 - the real SeaweedFS fixture
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

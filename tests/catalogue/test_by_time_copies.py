@@ -23,7 +23,7 @@ from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.records import RecordsRequest, plan_records, prune, run_records
 from catalogue.store.by_time import by_time_key
 from catalogue.store.s3 import S3Storage
-from tests.catalogue.test_s3_storage import s3_settings, seaweed  # noqa: F401 - the SeaweedFS fixtures
+from tests.catalogue.seaweed_server import s3_settings, seaweed  # noqa: F401 - the SeaweedFS fixtures
 from tests.conftest import catalogue_maker
 
 NAME = "sensors"

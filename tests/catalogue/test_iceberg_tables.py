@@ -23,7 +23,7 @@ from catalogue.meta.metadata import get_dataset, get_version
 from catalogue.query.engine import QueryEngine
 from catalogue.settings import Settings
 from catalogue.store import iceberg
-from tests.catalogue.test_s3_storage import s3_settings, seaweed  # noqa: F401 - fixtures: a SeaweedFS S3 server
+from tests.catalogue.seaweed_server import s3_settings, seaweed  # noqa: F401 - fixtures: a SeaweedFS S3 server
 from tests.conftest import pg_schema
 
 pytest.importorskip("pyiceberg", reason="the [iceberg] extra: pip install -e '.[iceberg]'")
