@@ -152,14 +152,21 @@ def demo_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     hub.close()
 
 
+async def in_process_client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client of ``hub``'s API in process (ASGI, no server); closes the app's engine, pool and reads after."""
+    app = create_app(hub.settings, hub)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+        yield client
+    app.state.query_engine.close()
+    app.state.sql_pool.close()
+    app.state.loop_reads.close()
+
+
 @pytest.fixture
 async def api(demo_hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
     """The API in process on the shared, read-only demo catalogue."""
-    app = create_app(demo_hub.settings, demo_hub)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as c:
-        yield c
-    app.state.query_engine.close()
-    app.state.sql_pool.close()
+    async for client in in_process_client(demo_hub):
+        yield client
 
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

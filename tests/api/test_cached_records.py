@@ -32,7 +32,8 @@ async def serve(hub: Hub, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncCli
 
 
 def _headers(r: httpx.Response) -> dict[str, str]:
-    return {k: v for k, v in r.headers.items() if k != "x-cache"}
+    """The answer's headers but those that differ by design: the cache state and the request's own id."""
+    return {k: v for k, v in r.headers.items() if k not in ("x-cache", "x-request-id")}
 
 
 URLS = [

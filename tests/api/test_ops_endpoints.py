@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from api.app import create_app
 from catalogue.errors import InvalidConfigFile
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest import jobs
@@ -26,6 +25,7 @@ from catalogue.meta.models import Dataset
 from catalogue.registry import load_registry
 from catalogue.settings import CONFIG_ENV, Settings
 from tests.api.live_server import live_server
+from tests.conftest import in_process_client
 from tests.catalogue.seaweed_server import Seaweed, seaweed  # noqa: F401 - the real SeaweedFS fixture
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -47,18 +47,9 @@ def fresh_hub(tmp_path: Path) -> Iterator[Hub]:
     hub.close()
 
 
-async def _client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(hub.settings, hub)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
-        yield client
-    app.state.query_engine.close()
-    app.state.sql_pool.close()
-    app.state.loop_reads.close()
-
-
 @pytest.fixture
 async def ops_client(fresh_hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in _client(fresh_hub):
+    async for client in in_process_client(fresh_hub):
         yield client
 
 
@@ -97,7 +88,7 @@ async def test_ready_answers_503_naming_the_unreachable_database(tmp_path: Path)
     hub = Hub(settings=settings, engine=engine, sessions=session_factory(engine),
               storage=registry.get("storage", settings.storage)(settings), registry=registry)
     try:
-        async for client in _client(hub):
+        async for client in in_process_client(hub):
             answer = await client.get("/ready")
             assert answer.status_code == 503, answer.text
             body = answer.json()
@@ -181,7 +172,7 @@ async def test_ready_answers_503_naming_object_storage_that_went_away(
                                 s3_bucket=seaweed.bucket, s3_prefix=f"ops-{uuid.uuid4().hex[:8]}",
                                 ready_timeout_s=5.0))
         try:
-            async for client in _client(hub):
+            async for client in in_process_client(hub):
                 answer = await client.get("/ready")
                 assert answer.status_code == 200, answer.text
                 relay.close()  # the object store is gone: refused connections from now on
@@ -201,12 +192,12 @@ async def test_ready_answers_503_naming_object_storage_that_went_away(
 async def test_ready_checks_the_job_queue_when_there_is_one(fresh_hub: Hub, tmp_path: Path) -> None:
     pytest.importorskip("dramatiq")
     down = fresh_hub.settings.model_copy(update={"queue_url": f"redis://127.0.0.1:{free_port()}/0"})
-    async for client in _client(Hub(down, fresh_hub.engine, fresh_hub.sessions, fresh_hub.storage, fresh_hub.registry)):
+    async for client in in_process_client(Hub(down, fresh_hub.engine, fresh_hub.sessions, fresh_hub.storage, fresh_hub.registry)):
         answer = await client.get("/ready")
         assert answer.status_code == 503, answer.text
         assert answer.json()["failed"] == ["queue"]
     up = fresh_hub.settings.model_copy(update={"queue_url": REDIS_URL})
-    async for client in _client(Hub(up, fresh_hub.engine, fresh_hub.sessions, fresh_hub.storage, fresh_hub.registry)):
+    async for client in in_process_client(Hub(up, fresh_hub.engine, fresh_hub.sessions, fresh_hub.storage, fresh_hub.registry)):
         answer = await client.get("/ready")
         if answer.status_code == 503 and answer.json()["failed"] == ["queue"]:
             pytest.skip(f"no Redis answers at {REDIS_URL}")
@@ -244,7 +235,7 @@ async def test_metrics_count_harvest_runs_and_rows_from_the_jobs_table(fresh_hub
         jobs.finish(fresh_hub, job, IngestResult("published", "x", 1, rows, {}))
     jobs.fail(fresh_hub, jobs.start(fresh_hub, None, dataset_id), RuntimeError("the source is down"))
     jobs.start(fresh_hub, None, dataset_id)  # still running
-    async for client in _client(fresh_hub):
+    async for client in in_process_client(fresh_hub):
         text = (await client.get("/metrics")).text
     assert _samples(text, "urbandata_harvest_runs_total") == {(("outcome", "failed"),): 1.0,
                                                                (("outcome", "published"),): 2.0}
@@ -268,7 +259,7 @@ async def test_metrics_show_the_job_queue_depth(fresh_hub: Hub) -> None:
     try:
         queue.send("some-source", "some-dataset", 1)
         queue.send("other-source", "other-dataset", 2)
-        async for client in _client(Hub(settings, fresh_hub.engine, fresh_hub.sessions, fresh_hub.storage,
+        async for client in in_process_client(Hub(settings, fresh_hub.engine, fresh_hub.sessions, fresh_hub.storage,
                                         fresh_hub.registry)):
             text = (await client.get("/metrics")).text
         depths = _samples(text, "urbandata_queue_depth")

@@ -19,16 +19,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.app import create_app
 from catalogue.hub import Hub, open_hub
 from catalogue.ingest.gc import collect
 from catalogue.meta.models import HarvestJob
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import build_site
 from harvesters.catalogue_sources import CatalogueSpec, harvest_catalogue
-from tests.harvesters.catalogue_server import GAUGES, PLAYGROUNDS, TREES_CSV, catalogue_server, harvesting_hub
-from tests.harvesters.test_ckan_source import Portal, package
-from tests.conftest import pg_schema
+from tests.harvesters.catalogue_server import PLAYGROUNDS, TREES_CSV, catalogue_server, harvesting_hub
+from tests.harvesters.test_ckan_source import Portal, package, serve_portal
+from tests.conftest import in_process_client, pg_schema
 from tests.harvesters.test_dcat_source import Catalogue
 
 COUNTS = ("created", "updated", "unchanged", "withdrawn", "failed")
@@ -38,10 +37,7 @@ COUNTS = ("created", "updated", "unchanged", "withdrawn", "failed")
 def portal() -> Iterator[Portal]:
     """A CKAN portal of four packages: three good ones and one whose resource answers 404."""
     with catalogue_server() as server:
-        portal = Portal(server)
-        server.files["/data/baeume.csv"] = ("text/csv", TREES_CSV)
-        server.files["/data/spielplaetze.geojson"] = ("application/geo+json", json.dumps(PLAYGROUNDS).encode())
-        server.files["/data/pegel.json"] = ("application/json", json.dumps(GAUGES).encode())
+        portal = serve_portal(server)
         portal.packages = [
             package(server, "baumkataster", "/data/baeume.csv", "CSV"),
             package(server, "spielplaetze", "/data/spielplaetze.geojson", "GeoJSON"),
@@ -166,11 +162,8 @@ def test_a_dcat_run_is_one_job_too(hub: Hub) -> None:
 
 @pytest.fixture
 async def api(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(hub.settings, hub)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as client:
+    async for client in in_process_client(hub):
         yield client
-    app.state.query_engine.close()
-    app.state.sql_pool.close()
 
 
 @pytest.mark.anyio

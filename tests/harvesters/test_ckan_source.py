@@ -70,13 +70,19 @@ def _matches(pkg: dict[str, Any], fq: str) -> bool:
     return (not orgs or pkg["organization"]["name"] in orgs) and all(t in names for t in tags)
 
 
+def serve_portal(server: Any) -> Portal:
+    """A CKAN portal on ``server`` serving the three resources' files (trees, playgrounds, gauges), no packages yet."""
+    portal = Portal(server)
+    server.files["/data/baeume.csv"] = ("text/csv", TREES_CSV)
+    server.files["/data/spielplaetze.geojson"] = ("application/geo+json", json.dumps(PLAYGROUNDS).encode())
+    server.files["/data/pegel.json"] = ("application/json", json.dumps(GAUGES).encode())
+    return portal
+
+
 @pytest.fixture
 def portal() -> Iterator[Portal]:
     with catalogue_server() as server:
-        portal = Portal(server)
-        server.files["/data/baeume.csv"] = ("text/csv", TREES_CSV)
-        server.files["/data/spielplaetze.geojson"] = ("application/geo+json", json.dumps(PLAYGROUNDS).encode())
-        server.files["/data/pegel.json"] = ("application/json", json.dumps(GAUGES).encode())
+        portal = serve_portal(server)
         portal.packages = [
             package(server, "baumkataster", "/data/baeume.csv", "CSV"),
             package(server, "spielplaetze", "/data/spielplaetze.geojson", "GeoJSON", tags=("Freizeit",)),
