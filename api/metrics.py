@@ -189,7 +189,9 @@ class ObserveRequests:
         rid = sent if sent and _PLAIN_ID.fullmatch(sent) else os.urandom(16).hex()
         token = request_id.set(rid)
         observation: dict[str, Any] = {"route": UNMATCHED}
-        scope = {**scope, SCOPE_KEY: observation}
+        # Set in the server's own scope, not a copy: keys set further in must reach the server (an event
+        # stream's ENDLESS_STREAM, which api.server's shutdown ends the stream by).
+        scope[SCOPE_KEY] = observation
         status = 500  # unless an answer starts
         started = time.perf_counter()
 
