@@ -12,7 +12,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -47,6 +47,17 @@ def definition_json_schema() -> dict[str, Any]:
     """The JSON Schema every dataset definition must satisfy."""
     schema: dict[str, Any] = json.loads((Path(__file__).parent / "definition.schema.json").read_text())
     return schema
+
+
+def _yaml_files(root: Path, folder: str, problems: list[str]) -> Iterator[tuple[Path, str, Any]]:
+    """Each ``folder/*.yaml`` under ``root`` that reads as YAML: (path, where, document), by name; a file that
+    does not read adds its problem to ``problems`` and is left out."""
+    for path in sorted((root / folder).glob("*.yaml")):
+        where = f"{folder}/{path.name}"
+        before = len(problems)
+        doc = _load_yaml(path, where, problems)
+        if len(problems) == before:
+            yield path, where, doc
 
 
 def _load_yaml(path: Path, where: str, problems: list[str]) -> Any:
@@ -86,12 +97,7 @@ def load_definitions(root: Path) -> Definitions:
     publisher_names = {p.get("name") for p in publishers}
     validator = jsonschema.Draft202012Validator(definition_json_schema(), format_checker=jsonschema.FormatChecker())
     datasets = []
-    for path in sorted((root / "definitions").glob("*.yaml")):
-        where = f"definitions/{path.name}"
-        before = len(problems)
-        doc = _load_yaml(path, where, problems)
-        if len(problems) > before:
-            continue
+    for path, where, doc in _yaml_files(root, "definitions", problems):
         found = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
         for error in found:
             at = "/".join(str(p) for p in error.path) or "(top level)"
@@ -328,12 +334,8 @@ def check_catalogue_definitions(root: Path, publishers: Collection[str] | None =
     validator = jsonschema.Draft202012Validator(CATALOGUE_SCHEMA)
     problems: list[str] = []
     found = []
-    for path in sorted((root / "catalogues").glob("*.yaml")):
-        where = f"catalogues/{path.name}"
+    for path, where, doc in _yaml_files(root, "catalogues", problems):
         before = len(problems)
-        doc = _load_yaml(path, where, problems)
-        if len(problems) > before:
-            continue
         if not isinstance(doc, dict):
             problems.append(f"{where}: it must be a mapping of keys ({', '.join(CATALOGUE_KEYS)}), not "
                             f"{_kind(doc)}; see datasets/README.md, 'Catalogue sources'.")
