@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -24,18 +24,10 @@ from catalogue.query.records import RecordsRequest, plan_records, prune, run_rec
 from catalogue.store.by_time import by_time_key
 from catalogue.store.s3 import S3Storage
 from tests.catalogue.seaweed_server import s3_settings, seaweed  # noqa: F401 - the SeaweedFS fixtures
+from tests.catalogue.test_layout import HOURS, SCHEMA, SENSORS, START  # the same sensor history
 from tests.conftest import catalogue_maker
 
 NAME = "sensors"
-SCHEMA = {
-    "fields": [
-        {"name": "sensor", "type": "string"}, {"name": "at", "type": "datetime"}, {"name": "free", "type": "integer"},
-    ],
-    "primaryKey": ["sensor", "at"],
-}
-START = datetime(2026, 1, 5)
-HOURS = 40
-SENSORS = 25
 SMALL = {"part_max_rows": 300, "row_group_rows": 64}  # 4 parts (time windows) of 5 row groups each
 
 
