@@ -393,13 +393,6 @@ class StorageUnavailable(UrbandataError):
     status = 503
 
 
-class SqlNeedsLocalStorage(UrbandataError):
-    """The SQL endpoint's sandbox reads parts only from local files, and this hub keeps them in object storage."""
-
-    code = "sql-needs-local-storage"
-    status = 501
-
-
 class InvalidConfigFile(UrbandataError):
     """The settings file named by URBANDATA_CONFIG (or --config) is missing or is no valid TOML."""
 

@@ -274,6 +274,11 @@ class Settings(BaseSettings):
         default=2000, gt=0,
         description="How long past its deadline a SQL worker may take to answer before it is killed and replaced, in milliseconds.",
     )
+    sql_part_cache_mb: int = Field(
+        default=4096, gt=0,
+        description="With parts in object storage (storage=s3): local copies the SQL sandbox reads, kept in "
+        "data_dir/cache/parts up to this many MiB (the least recently used go first).",
+    )
     sql_busy_wait_ms: int = Field(
         default=100, ge=0, description="How long a SQL query waits for a free worker before the answer is 503 sql-busy, in milliseconds."
     )

@@ -19,6 +19,11 @@ from api.feed_server import FeedServer
 from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.hub import Hub, open_hub
 from catalogue.settings import PROJECT_ROOT, Settings
+from tests.catalogue.seaweed_server import seaweed  # noqa: F401 - the production-backend run's object store
+from tests.production_backend import (  # noqa: F401 - the production-backend run (URBANDATA_TEST_BACKEND)
+    _production_backends, _production_test_env, pytest_collection_modifyitems, pytest_configure,
+    pytest_fixture_setup,
+)
 
 DEMO = PROJECT_ROOT / "datasets"
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from catalogue.errors import (
-    InvalidParameter, NotFound, SqlError, SqlNeedsLocalStorage, SqlResourceLimit, SqlUnknownTable,
+    InvalidParameter, NotFound, SqlError, SqlResourceLimit, SqlUnknownTable,
 )
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset
@@ -28,6 +28,7 @@ from catalogue.meta.models import Dataset
 from catalogue.query.engine import resolve_version
 from catalogue.errors import QueryTimeout
 from catalogue.sql.guard import check_sql
+from catalogue.store.local_copies import copies_dir, local_files
 from catalogue.sql.pool import SqlPool
 from catalogue.sql.worker import SqlTask
 
@@ -66,20 +67,15 @@ def prepare_sql(
     private_of: int | None = None,
 ) -> PreparedSql:
     """Check the statement and resolve its views, without a worker (the HTTP route admits only prepared ones)."""
-    if hub.storage.local_path("datasets") is None:
-        raise SqlNeedsLocalStorage(
-            f"The SQL endpoint is not available on this hub: its sandbox reads parts only from local files "
-            f"(allowed_paths, no network), and this hub keeps them in object storage (storage={hub.settings.storage}). "
-            "Use the records, exports or Parquet downloads instead."
-        )
     settings = pool.settings
     max_rows = _lowered("max_rows", max_rows, settings.sql_max_rows)
     time_limit_ms = _lowered("timeout_ms", time_limit_ms, settings.sql_time_limit_ms)
     started = time.perf_counter()
     checked = check_sql(sql, max_chars=settings.sql_max_chars)
     views = resolve_views(hub, checked.relations, private_of=private_of)
-    task = SqlTask(sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms,
-                   hidden_prefix=hub.storage.engine_root())
+    on_disk = hub.storage.local_path("datasets") is not None
+    hidden = hub.storage.engine_root() if on_disk else str(copies_dir(hub.settings))
+    task = SqlTask(sql=checked.text, views=views, max_rows=max_rows, time_limit_ms=time_limit_ms, hidden_prefix=hidden)
     return PreparedSql(task, time_limit_ms, settings.sql_memory_limit_mb, started)
 
 
@@ -98,11 +94,13 @@ def execute_sql(pool: SqlPool, prepared: PreparedSql) -> dict[str, Any]:
 
 
 def resolve_views(hub: Hub, names: frozenset[str], *, private_of: int | None = None) -> dict[str, tuple[str, ...]]:
-    """The Parquet parts behind each view name (``dataset``, ``data_set`` alias, ``dataset@N``).
+    """The local Parquet files behind each view name (``dataset``, ``data_set`` alias, ``dataset@N``).
 
-    A private dataset is a table only when ``private_of`` is its publisher.
+    A private dataset is a table only when ``private_of`` is its publisher. The sandbox reads local files
+    only: parts in object storage are read from local copies (catalogue/store/local_copies.py), fetched
+    after the catalogue's session is closed.
     """
-    views: dict[str, tuple[str, ...]] = {}
+    keys: dict[str, tuple[str, ...]] = {}
     with hub.sessions() as session:
         for name in sorted(names):
             base, _, number = name.partition("@")
@@ -111,8 +109,8 @@ def resolve_views(hub: Hub, names: frozenset[str], *, private_of: int | None = N
                 ref = resolve_version(hub, session, dataset, int(number) if number else None, None)
             except NotFound as exc:
                 raise SqlUnknownTable(f"{exc.message} {TABLE_HINT}", details={"table": name}) from None
-            views[name] = ref.uris
-    return views
+            keys[name] = ref.keys
+    return {name: local_files(hub.storage, hub.settings, parts) for name, parts in keys.items()}
 
 
 def _find_dataset(session: Session, name: str, private_of: int | None) -> Dataset:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from catalogue import duck
-from catalogue.errors import NotFound, SqlNeedsLocalStorage, StorageUnavailable, UrbandataError
+from catalogue.errors import NotFound, StorageUnavailable, UrbandataError
 from catalogue.hub import Hub
 from catalogue.ingest.gc import collect
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
@@ -201,11 +201,29 @@ def test_a_failed_commit_leaves_no_visible_version(s3_hub: Hub, monkeypatch: pyt
     assert _records(s3_hub, RecordsRequest(select="count(*) AS n"))[1] == [{"n": 3}]
 
 
-def test_the_sql_endpoint_refuses_object_storage_with_a_clear_error(s3_hub: Hub) -> None:
-    with pytest.raises(SqlNeedsLocalStorage) as caught:
-        run_sql(s3_hub, None, 'SELECT * FROM "counts"')  # type: ignore[arg-type]
-    assert caught.value.status == 501
-    assert "object storage" in caught.value.message and "s3://" not in caught.value.message
+def test_the_sql_sandbox_reads_local_copies_of_exactly_the_named_parts(s3_hub: Hub, seaweed: Seaweed) -> None:
+    from catalogue.sql.pool import SqlPool
+    from catalogue.store.local_copies import copies_dir
+
+    pool = SqlPool(s3_hub.settings.model_copy(update={"sql_workers": 1}))
+    try:
+        answer = run_sql(s3_hub, pool, 'SELECT id, district, "count" FROM "counts" ORDER BY id')
+        assert answer["rows"] == [[1, "Nord", 10], [2, "Nord", 5], [3, "Mitte", 7]]
+        copies = sorted(p.name for p in copies_dir(s3_hub.settings).rglob("*.parquet"))
+        stored = sorted(k.rsplit("/", 1)[-1] for k in s3_hub.storage.list_keys("datasets/counts/parts"))
+        assert copies and set(copies) <= set(stored)
+        # Inside the sandbox: no object store, no other file, no credential.
+        part = s3_hub.storage.engine_uri(next(iter(s3_hub.storage.list_keys("datasets/counts/parts"))))
+        for escape in (f"SELECT * FROM read_parquet('{part}')",
+                       f"SELECT * FROM read_parquet('{seaweed.endpoint}/{seaweed.bucket}/x.parquet')",
+                       "SELECT * FROM duckdb_secrets()",
+                       f"SELECT * FROM read_text('{copies_dir(s3_hub.settings)}/../../catalogue.sqlite')"):
+            with pytest.raises(UrbandataError) as caught:
+                run_sql(s3_hub, pool, escape)
+            assert caught.value.status in (400, 403, 422), (escape, caught.value.status)
+            assert seaweed.secret_key not in caught.value.message and "s3://" not in caught.value.message
+    finally:
+        pool.close()
 
 
 @pytest.mark.anyio
@@ -238,10 +256,9 @@ async def test_the_api_serves_records_facets_exports_and_downloads_from_the_obje
             assert package.status_code == 200, package.text
             with zipfile.ZipFile(io.BytesIO(package.content)) as archive:
                 assert any(name.endswith(sha) for name in archive.namelist())
-            sql = await client.get("/api/v1/sql", params={"sql": 'SELECT * FROM "counts"'})
-            assert sql.status_code == 501
-            assert sql.json()["error"]["code"] == "sql-needs-local-storage"
-            assert "s3://" not in sql.text
+            sql = await client.get("/api/v1/sql", params={"sql": 'SELECT sum("count") AS n FROM "counts"'})
+            assert sql.status_code == 200, sql.text
+            assert sql.json()["rows"] == [[22]]
     finally:
         app.state.query_engine.close()
         app.state.sql_pool.close()

@@ -1,0 +1,169 @@
+"""The production-backend run of the suite: ``URBANDATA_TEST_BACKEND=production python -m pytest``.
+
+The suite runs twice in CI (README, "Run the whole test suite"): once on the embedded default (SQLite and
+local files) and once with every catalogue the tests open on PostgreSQL + PostGIS (the machine's server,
+127.0.0.1:5432, database ``test``) and every part and descriptor on a real SeaweedFS S3 gateway started
+for the session. Nothing in the tests changes: a hub's database and storage come from the ``URBANDATA_*``
+environment whenever a test does not name them, so this plugin sets that environment:
+
+- each test gets a PostgreSQL schema and an S3 key prefix of its own (created before its function-scoped
+  fixtures, the schema dropped after it), so its catalogues see nothing of any other test's;
+- each module- or session-scoped fixture is set up under the schema and prefix of its module (or of the
+  session): the catalogue it builds outlives a test, so it lives in a schema kept to the session's end;
+- subprocesses the tests start (``urbandata serve``, workers, the CLI) inherit the environment in force.
+
+A test that names ``database_url`` or ``storage`` itself keeps what it names: the SQLite-only and
+local-file tests stay what they are. Tests that check what only the embedded default has (the SQLite file,
+part files on disk) carry the ``embedded_only`` mark and are skipped here, each with the reason in its mark.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+ACTIVE = os.environ.get("URBANDATA_TEST_BACKEND", "embedded") == "production"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+KEYS = ("URBANDATA_DATABASE_URL", "URBANDATA_STORAGE", "URBANDATA_S3_ENDPOINT_URL", "URBANDATA_S3_BUCKET",
+        "URBANDATA_S3_PREFIX", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# Set up before the backends exist (they start them) or reading no catalogue: no environment of their own.
+OWN_SETUP = frozenset({"seaweed", "_production_backends", "anyio_backend", "tmp_path_factory", "monkeypatch"})
+
+
+class Backends:
+    """The session's SeaweedFS and the PostgreSQL schemas made for it (dropped at the session's end)."""
+
+    def __init__(self, seaweed: Any) -> None:
+        from sqlalchemy import create_engine
+
+        self.seaweed = seaweed
+        self.admin = create_engine(PG_URL)
+        self.scoped: dict[str, dict[str, str]] = {}
+        self.kept: list[str] = []
+
+    def new_schema(self, label: str) -> str:
+        from sqlalchemy import text
+
+        schema = f"t_{label}_{uuid.uuid4().hex[:10]}"
+        with self.admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        return schema
+
+    def drop(self, schema: str) -> None:
+        from sqlalchemy import text
+
+        with self.admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+    def environment(self, schema: str) -> dict[str, str]:
+        return {
+            # public after the schema: PostGIS's types and functions live there; the tables do not.
+            "URBANDATA_DATABASE_URL": f"{PG_URL}?options=-csearch_path%3D{schema}%2Cpublic",
+            "URBANDATA_STORAGE": "s3",
+            "URBANDATA_S3_ENDPOINT_URL": self.seaweed.endpoint,
+            "URBANDATA_S3_BUCKET": self.seaweed.bucket,
+            "URBANDATA_S3_PREFIX": f"{schema}/hub",
+            "AWS_ACCESS_KEY_ID": self.seaweed.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.seaweed.secret_key,
+        }
+
+    def scope_environment(self, node_id: str) -> dict[str, str]:
+        """One schema and prefix per module (or the session) for the fixtures that outlive a test."""
+        if node_id not in self.scoped:
+            schema = self.new_schema("scope")
+            self.kept.append(schema)
+            self.scoped[node_id] = self.environment(schema)
+        return self.scoped[node_id]
+
+    def close(self) -> None:
+        for schema in self.kept:
+            self.drop(schema)
+        self.admin.dispose()
+
+
+_backends: Backends | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "embedded_only(reason): checks what only the embedded default has (the SQLite file, part files on disk); "
+        "skipped in the production-backend run (URBANDATA_TEST_BACKEND=production)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ACTIVE:
+        return
+    for item in items:
+        mark = item.get_closest_marker("embedded_only")
+        if mark is not None:
+            reason = mark.args[0] if mark.args else mark.kwargs.get("reason", "embedded default only")
+            item.add_marker(pytest.mark.skip(reason=f"production-backend run: {reason}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _production_backends(request: pytest.FixtureRequest) -> Iterator[Backends | None]:
+    """Start SeaweedFS and make sure PostGIS exists, once, when the run is the production-backend one."""
+    global _backends
+    if not ACTIVE:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:  # a failure here fails the run: this run is about these backends
+        connection.execute(text("SELECT pg_advisory_xact_lock(4242)"))
+        connection.execute(text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
+    admin.dispose()
+    _backends = Backends(request.getfixturevalue("seaweed"))
+    try:
+        yield _backends
+    finally:
+        _backends.close()
+        _backends = None
+
+
+@pytest.fixture(autouse=True)
+def _production_test_env(_production_backends: Backends | None) -> Iterator[None]:
+    """A schema and an S3 prefix of this test's own, in the environment while it runs."""
+    if _production_backends is None:
+        yield
+        return
+    schema = _production_backends.new_schema("test")
+    with _environment(_production_backends.environment(schema)):
+        yield
+    _production_backends.drop(schema)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[None]:
+    if _backends is None or fixturedef.scope == "function" or fixturedef.argname in OWN_SETUP:
+        yield
+        return
+    node = request.node
+    with _environment(_backends.scope_environment(node.nodeid if fixturedef.scope != "session" else "")):
+        yield
+
+
+class _environment:
+    """Set ``values`` in os.environ, and put back what was there after."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        self.saved = {key: os.environ.get(key) for key in KEYS}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
