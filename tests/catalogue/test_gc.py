@@ -69,6 +69,7 @@ def _versions_intact(hub: Hub) -> list[int]:
     return [v.number for v in versions]
 
 
+@pytest.mark.embedded_only("lays leftover files into the local store directory; test_s3_storage.py covers the collector on S3")
 def test_old_leftovers_go_while_fresh_and_referenced_files_stay(counters: Hub) -> None:
     hub = counters
     data, store = hub.settings.data_dir, hub.settings.store_dir
@@ -221,6 +222,7 @@ def test_a_killed_harvest_leaves_a_job_and_a_download_that_gc_cleans(harvested: 
             "failed", "job-interrupted")
 
 
+@pytest.mark.embedded_only("a data directory without a SQLite file has no catalogue only on the embedded default")
 def test_gc_refuses_a_directory_without_a_catalogue(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["gc", "-d", str(tmp_path / "typo")])
     assert result.exit_code == 1
