@@ -23,6 +23,7 @@ from bench import phase_dcat
 from bench import phase_reharvest
 from bench import phase_ogc
 from bench import phase_push
+from bench import phase_backends
 from bench.context import Context
 from bench.loadgen import ensure_wrk
 from bench import measure
@@ -43,8 +44,10 @@ PHASES: list[tuple[str, str, Callable[[Context], None]]] = [
     ("reharvest", "13 unchanged re-harvest", phase_reharvest.run),
     ("ogc", "14 OGC API items", phase_ogc.run),
     ("push", "15 push deliveries", phase_push.run),
+    ("backends", "16 production backends", phase_backends.run),
 ]
-OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest", "ogc", "push")
+OPTIONAL = ("live", "http", "catalogue", "pruning", "catalogue-harvest", "ckan", "mqtt", "dcat", "reharvest", "ogc", "push",
+            "backends")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -32,6 +32,8 @@ SECTIONS = [
     ("ogc", "14. OGC API Features items against pygeoapi (PostgreSQL provider): requests/s", ["ogc."]),
     ("push", "15. Push deliveries: a 10,000-row CSV pushed against harvested, concurrent appends, push to stream "
      "delay under load", ["push."]),
+    ("backends", "16. Production backends: PostgreSQL + PostGIS search, records with parts on SeaweedFS, ingest by "
+     "1 and 2 queue workers", ["backends."]),
 ]
 
 

@@ -23,6 +23,7 @@ from catalogue.schema.model import TableSchema
 from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
 from catalogue.sitegen.builder import SiteBuilder, build_site
+from tests.catalogue.seaweed_server import seaweed  # noqa: F401 - the real SeaweedFS fixture
 
 BENCH_EXTRA = ("polars", "datasette", "sqlite_utils", "psycopg", "psutil")  # pip install -e ".[bench]"
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
@@ -58,6 +59,23 @@ def test_the_bench_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     assert "every engine agrees" in text
     assert sorted(tmp_path.iterdir()) == [out, facts_file]  # the bench's own temp directory is gone
     _assert_peers_as_deployed(run, text)
+    _assert_backends_as_configured(run)
+
+
+def _assert_backends_as_configured(run: dict[str, Any]) -> None:
+    """Phase 16 measured what it says: PostgreSQL searched, parts read from the object store, 1 and 2 workers."""
+    facts = run["facts"]
+    assert facts["backends_search_dialects"] == {"sqlite": "sqlite", "postgres": "postgresql"}
+    assert facts["backends_area_uses_gist"] is True
+    assert facts["backends_storage"] == {"local": "local", "s3": "s3"}
+    assert facts["backends_part_schemes"] == {"local": ["path"], "s3": ["s3"]}
+    assert facts["backends_ingest_database"].startswith("postgresql")
+    assert facts["backends_ingest_worker_pids"] == {"1": 1, "2": 2}  # the two-worker side ran on two processes
+    labels = [t["label"] for t in run["targets"] if t["section"] == "backends"]
+    assert len(labels) == 3 and "2 workers / 1 worker" in labels[-1]
+    assert {"backends.ingest.workers1", "backends.ingest.workers2", "backends.records.groupby.s3"} \
+        <= set(run["figures"])
+    assert "backends" in run["loads"]
 
 
 def _assert_peers_as_deployed(run: dict[str, Any], text: str) -> None:
@@ -191,27 +209,33 @@ def test_search_matches_every_word_case_insensitively(big_catalogue: Any) -> Non
 
 
 def test_search_totals_and_pages_match_a_brute_force_scan(big_catalogue: Any) -> None:
+    from catalogue.meta.fts import alternatives
+    from catalogue.meta.german_words import words
     from catalogue.meta.models import Dataset
 
     with big_catalogue.sessions() as session:
         every = session.query(Dataset).all()
 
-        def text(d: Dataset) -> list[str]:
-            return [(v or "").lower() for v in (d.title, d.title_en, d.description, d.description_en,
-                                                 json.dumps(d.keywords, ensure_ascii=False))]
+        def text(d: Dataset) -> set[str]:
+            return set(words(" ".join([d.title, d.title_en, d.description, d.description_en, *d.keywords])))
 
-        for q in ("verkehr", "luftqualität hafen", "sonderauswertung", "zzzkeintreffer"):
-            expected = sorted(d.name for d in every if all(any(w in t for t in text(d)) for w in q.split()))
+        def holds(held: set[str], word: str) -> bool:  # a held word begins with the word, its stem or its umlaut form
+            return any(h.startswith(a) for a in alternatives(word) for h in held)
+
+        for q in ("verkehr", "luftqualität hafen", "sonderauswertung", "zzzkeintreffer", "luftqualitaeten"):
+            first = words(q)[0]
+            expected = [d.name for d in sorted(
+                (d for d in every if all(holds(text(d), w) for w in words(q))),
+                key=lambda d: (not holds(set(words(d.title)), first), d.name))]
             for limit, offset in ((20, 0), (7, 3), (10, len(expected) + 5), (0, 0)):
                 found = search_datasets(session, q, limit, offset)
                 assert found.total == len(expected), (q, limit, offset)
-                assert len(found.datasets) == max(0, min(limit, len(expected) - offset))
-                assert {d.name for d in found.datasets} <= set(expected)
+                assert [d.name for d in found.datasets] == expected[offset:offset + limit], (q, limit, offset)
         # Columns are searched apart: the end of a title and the start of its description are no one word.
         d = every[0]
         assert d.title_en
         joined = (d.title.split()[-1] + d.title_en.split()[0]).lower()  # (next to each other in the searched text)
-        assert not any(joined in t for t in text(d)) and search_datasets(session, joined, 5, 0).total == 0
+        assert not holds(text(d), joined) and search_datasets(session, joined, 5, 0).total == 0
 
 
 @pytest.mark.anyio
@@ -402,3 +426,64 @@ def test_every_turn_asks_a_new_question_from_a_seeded_distribution() -> None:
     assert len({d.records_query_strings()["point"] for d in draws}) == 50
     for d in draws:  # every question lies inside the history
         assert d.day[0] >= "2026-01-05" and d.week[0] < d.week[1]
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Any:
+    """A bench context with a small parking history written (no phase run yet)."""
+    from rich.console import Console
+
+    from bench.context import DATASET, Context
+    from bench.data import write_csv, write_definitions
+
+    ctx = Context(work=tmp_path, rows=20_000, repeat=1, quick=True, console=Console(quiet=True))
+    ctx.csv["international"] = write_csv(tmp_path / "parking.csv", ctx.shape, "international")
+    ctx.defs = write_definitions(tmp_path / "defs", DATASET, {DATASET: "international"})
+    return ctx
+
+
+def test_area_search_on_postgis_uses_the_gist_index_and_finds_what_sqlite_finds(tmp_path: Path) -> None:
+    from tests.conftest import postgis_or_skip
+
+    postgis_or_skip()
+    from bench.catalogue_data import grow_catalogue
+    from bench.phase_backends import AREAS, add_extents, pg_database, plan_indexes, query_plan
+
+    with pg_database("bench_area") as database_url:
+        hubs = {"sqlite": open_hub(Settings(data_dir=tmp_path / "lite")),
+                "postgres": open_hub(Settings(data_dir=tmp_path / "pg", database_url=database_url))}
+        try:
+            found = {}
+            for name, hub in hubs.items():
+                grow_catalogue(hub, 0, 500)
+                add_extents(hub)
+                with hub.sessions() as session:
+                    found[name] = {area: sorted(d.name for d in search_datasets(session, None, 1000, 0, bbox=box)
+                                                .datasets) for area, box in AREAS.items()}
+            assert hubs["postgres"].engine.dialect.name == "postgresql"
+            assert found["sqlite"] == found["postgres"]
+            assert found["sqlite"]["elsewhere"] == [] and len(found["sqlite"]["district"]) >= 5
+            assert len(found["sqlite"]["half the region"]) > len(found["sqlite"]["district"])
+
+            def district() -> None:
+                with hubs["postgres"].sessions() as session:
+                    search_datasets(session, None, 20, 0, bbox=AREAS["district"])
+
+            plan = query_plan(hubs["postgres"], district)
+            assert "ix_datasets_extent" in plan_indexes(plan), plan
+        finally:
+            for hub in hubs.values():
+                hub.close()
+
+
+def test_the_records_side_on_seaweedfs_reads_its_parts_from_the_object_store(history: Any, seaweed: Any) -> None:
+    from bench.phase_backends import aws_env, records
+
+    with aws_env(seaweed):
+        records(history, seaweed)
+    facts, figures = history.results.facts, history.results.figures
+    assert facts["backends_storage"] == {"local": "local", "s3": "s3"}
+    assert facts["backends_part_schemes"] == {"local": ["path"], "s3": ["s3"]}
+    assert {f"backends.records.{q}.{side}" for q in ("first", "groupby") for side in ("local", "s3")} <= set(figures)
+    assert [t.section for t in history.results.targets] == ["backends", "backends"]
+    assert not (history.work / "backends-s3").exists() and not (history.work / "backends-local").exists()
