@@ -242,7 +242,8 @@ async def items(request: Request, name: str, reader: int | None = Depends(reader
         plan = plan_records(request_, ref.schema, list(ref.uris), ref.number, row_count=ref.row_count,
                             cursor_secret=secret)
         render = ogc.feature_sql(ref.schema)
-        found = engine.run(lambda cur: run_records(cur, plan, version=ref.number, limit=limit,
+        found = engine.run(lambda cur: run_records(cur, ogc.items_plan(cur, hub.storage, ref, query, plan),
+                                                   version=ref.number, limit=limit,
                                                    time_limit_ms=settings.query_time_limit_ms, cursor_secret=secret,
                                                    **({"render": render} if render else {})))
         # The features' JSON text as DuckDB made it, or (see feature_sql) made here from the records.

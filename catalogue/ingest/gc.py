@@ -30,6 +30,7 @@ from catalogue.ingest.commit import dataset_lock
 from catalogue.ingest.jobs import Interrupted, interrupt_orphans
 from catalogue.meta import delivery_keys
 from catalogue.meta.models import Dataset, Version
+from catalogue.store.by_space import by_space_key
 from catalogue.store.by_time import by_time_key
 from catalogue.store.keys import descriptor_key, part_key
 from catalogue.store.live import is_live_file, live_files
@@ -101,7 +102,8 @@ def _unreferenced(hub: Hub, name: str, older_than: float) -> list[tuple[str, int
                                       Version.created_at)
                                .where(Version.dataset_id == dataset_id).order_by(Version.number)).all()
         keep = {part_key(name, p["sha256"]) for _, parts, *_ in rows for p in parts}
-        keep |= {by_time_key(key) for key in keep}  # a part's by-time copy goes with it (catalogue.store.by_time)
+        # A part's by-time and by-space copies go with it (catalogue.store.by_time, catalogue.store.by_space).
+        keep |= {copy(key) for key in keep for copy in (by_time_key, by_space_key)}
         keep |= {key for _, _, key, *_ in rows} | {descriptor_key(name, number) for number, *_ in rows}
         keep |= _live_needed(name, [(number, content_hash, created) for number, _, _, content_hash, created in rows],
                              older_than)
@@ -134,11 +136,11 @@ def _epoch(moment: datetime) -> float:
 
 
 def _collectable(key: PurePosixPath, name: str) -> bool:
-    """Parts and their by-time copies, descriptors, live files and half-moved files (a staged copy, a file set
-    aside by the collector)."""
+    """Parts and their by-time and by-space copies, descriptors, live files and half-moved files (a staged copy,
+    a file set aside by the collector)."""
     if key.name.startswith("."):
         return key.name.endswith(".incoming") or ".gc-" in key.name
-    if key.parent in (PurePosixPath("datasets", name, "parts"), PurePosixPath("datasets", name, "by-time")):
+    if key.parent in (PurePosixPath("datasets", name, folder) for folder in ("parts", "by-time", "by-space")):
         return key.suffix == ".parquet"
     if is_live_file(key.as_posix(), name):
         return True

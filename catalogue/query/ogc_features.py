@@ -17,11 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+
 from catalogue.errors import InvalidParameter, NotFound
+from catalogue.query import by_space
 from catalogue.query.cql2 import odsql_where
-from catalogue.query.planning import RecordsRequest
+from catalogue.query.engine import VersionRef
+from catalogue.query.planning import Plan, RecordsRequest
 from catalogue.schema.model import TableSchema
 from catalogue.schema.sql_text import ident, json_value, literal
+from catalogue.store.storage import Storage
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 ID_SEPARATOR = "~"
@@ -117,6 +122,19 @@ def items_request(schema: TableSchema, query: ItemsQuery, *, limit: int, offset:
                 details={"parameter": name})
     return RecordsRequest(where=" and ".join(f"({w})" for w in where) or None, limit=limit, offset=offset,
                           refine=[f"{n}:{v}" for n, v in query.properties], cursor=cursor)
+
+
+def items_plan(cur: duckdb.DuckDBPyConnection, storage: Storage, ref: VersionRef, query: ItemsQuery,
+               plan: Plan) -> Plan:
+    """``plan`` (of :func:`items_request`), moved onto the parts' by-space copies when its bbox is small
+    (:mod:`catalogue.query.by_space`: the same page, read from fewer rows)."""
+    geometry = geometry_field(ref.schema)
+    if query.bbox is None or geometry is None or not plan.keyed:
+        return plan
+    found = by_space.copies(cur, storage, ref.keys, geometry)
+    if not by_space.small(query.bbox, [extent for _, extent in found]):
+        return plan
+    return by_space.space_plan(plan, dict(zip(ref.uris, (uri for uri, _ in found))), query.bbox) or plan
 
 
 JSON_TYPES = {"string": ("string", None), "integer": ("integer", None), "number": ("number", None),
