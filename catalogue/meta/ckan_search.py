@@ -14,7 +14,7 @@ import json
 import re
 from datetime import datetime, timezone
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import String, Select, and_, cast, distinct, func, not_, or_, select, true
@@ -27,7 +27,8 @@ from catalogue.meta.ckan_mapping import group_name
 from catalogue.meta.extent import BBox
 from catalogue.meta.metadata import visible
 from catalogue.meta.models import Dataset, Organization
-from catalogue.meta.search import matching
+from catalogue.meta import fts
+from catalogue.meta.search import matching, parse_query
 
 MAX_ROWS = 1000
 FACET_FIELDS = ("organization", "groups", "tags", "license_id")
@@ -175,21 +176,55 @@ def _order(query: PackageQuery, rank: ColumnElement[int] | None) -> list[Any]:
 
 def search_packages(session: Session, query: PackageQuery) -> PackageHits:
     """One page of datasets matching ``query``, its total and the facet counts asked for."""
-    condition, rank = _filtered(query, session.get_bind().dialect.name)
+    dialect = session.get_bind().dialect.name
+    condition, rank = _filtered(query, dialect)
     if query.bbox is not None:
         condition = and_(condition, intersects(session, query.bbox))
-    # The page is found by id alone, then loaded: sorting whole rows (descriptions, schemas) to keep ten took
-    # 1.5 s at 100,000 datasets, the ids alone a fraction of it. The total comes along (a window over the
-    # matches: one pass over the catalogue where a search's LIKE would scan twice); a page past the end counts apart.
-    page = session.execute(select(Dataset.id, func.count().over()).where(condition).order_by(*_order(query, rank))
-                           .limit(query.rows).offset(query.start)).all() if query.rows else []
-    ids = [row[0] for row in page]
-    count = int(page[0][1]) if page else session.scalar(select(func.count()).select_from(Dataset).where(condition)) or 0
+    if dialect == "sqlite" and rank is not None and not query.fq and query.bbox is None and _by_score_first(query):
+        count, ids = _index_page(session, query)
+    else:
+        # The page is found by id alone, then loaded: sorting whole rows (descriptions, schemas) to keep ten took
+        # 1.5 s at 100,000 datasets, the ids alone a fraction of it. The total comes along (a window over the
+        # matches: one pass over them where a separate count would make two); a page past the end counts apart.
+        page = session.execute(select(Dataset.id, func.count().over()).where(condition)
+                               .order_by(*_order(query, rank)).limit(query.rows).offset(query.start)).all() \
+            if query.rows else []
+        ids = [row[0] for row in page]
+        count = int(page[0][1]) if page else \
+            session.scalar(select(func.count()).select_from(Dataset).where(condition)) or 0
     loaded = {d.id: d for d in session.scalars(
         select(Dataset).where(Dataset.id.in_(ids))
         .options(selectinload(Dataset.publisher), selectinload(Dataset.current_version)))} if ids else {}
     facets = {name: _facet(session, name, condition, query) for name in query.facet_fields}
     return PackageHits(count, [loaded[i] for i in ids], facets)
+
+
+def _by_score_first(query: PackageQuery) -> bool:
+    """Whether the page is sorted by the search rank first (CKAN's default) and by it alone."""
+    asked = query.sort or (("score", True),)
+    return asked[0] == ("score", True) and all(key != "score" for key, _ in asked[1:])
+
+
+def _index_page(session: Session, query: PackageQuery) -> tuple[int, list[int]]:
+    """SQLite, ``q`` alone: the count from the full-text index, the page from its title matches, then the others.
+
+    Each part is counted in the index and only the part a page reaches is sorted (at 100,000 datasets
+    the window over every match read 32,000 rows to count and sort them: 140 ms).
+    """
+    groups = fts.query_words(parse_query(query.q or ""))
+    if groups is None:
+        return 0, []
+    match = fts.sqlite_match(groups, query.reader)
+    parts = [(m, session.scalar(fts.count(m)) or 0) for m in (match.titled, match.untitled)]
+    order = _order(replace(query, sort=(query.sort or (("score", True),))[1:]), None)
+    ids: list[int] = []
+    skip = query.start
+    for part, matches in parts:
+        if len(ids) < query.rows and skip < matches:
+            ids += session.scalars(select(Dataset.id).where(fts.in_index(part)).order_by(*order)
+                                   .limit(query.rows - len(ids)).offset(skip))
+        skip = max(0, skip - matches)
+    return sum(matches for _, matches in parts), ids
 
 
 def _facet(session: Session, name: str, condition: ColumnElement[bool], query: PackageQuery) -> list[tuple[str, int]]:

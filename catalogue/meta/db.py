@@ -81,9 +81,17 @@ def catalogue_exists(settings: Settings) -> bool:
 POSTGIS_ONLY = {("column", "extent"), ("index", "ix_datasets_extent"), ("table", "spatial_ref_sys")}
 
 
+# Made by migration 0007 (the full-text search index, catalogue/meta/fts.py): on PostgreSQL a generated column and
+# its GIN index, on SQLite an FTS5 table (and the shadow tables FTS5 keeps beside it).
+SEARCH_INDEX = {("column", "search_vector"), ("index", "ix_datasets_search")}
+
+
 def declared(_object: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
-    """Alembic's ``include_object``: compare everything models.py declares, not the PostGIS-only extent."""
-    return (type_, name) not in POSTGIS_ONLY
+    """Alembic's ``include_object``: compare everything models.py declares, not the PostGIS-only extent
+    nor the search index."""
+    if type_ == "table" and name is not None and name.startswith("dataset_search"):
+        return False
+    return (type_, name) not in POSTGIS_ONLY | SEARCH_INDEX
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:

@@ -21,43 +21,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from catalogue.meta.german_words import ENDINGS, MIN_STEM, fold, stem, words
+
 INDEX_PATH = "search/index.json"
 DOCS_FILE = ".search-docs.json"
 INDEX_FORMAT = 1
 DOCS_FORMAT = 2  # the kept entries; 2: with each dataset's row count, which its card shows
-_WORD = re.compile(r"[0-9a-z]+")
-_FOLD = str.maketrans({"ä": "a", "ö": "o", "ü": "u", "ß": "ss", "ẞ": "ss"})
-# Longest first: German plural and case endings cut from a word to find its stem.
-ENDINGS = ("ern", "en", "er", "es", "e", "n", "s")
-MIN_STEM = 4
-
-
-def fold(text: str) -> str:
-    """Lower case without umlauts, ß or accents: ``Grundwasserstände`` → ``grundwasserstande``."""
-    lowered = text.lower().translate(_FOLD)
-    if lowered.isascii():  # most titles once their umlauts are folded: nothing left to decompose
-        return lowered
-    return "".join(c for c in unicodedata.normalize("NFKD", lowered) if not unicodedata.combining(c))
-
-
-def words(text: str) -> list[str]:
-    """The folded words of ``text``."""
-    return _WORD.findall(fold(text))
-
-
-def stem(word: str) -> str:
-    """``word`` without one German plural or case ending, keeping at least ``MIN_STEM`` letters."""
-    for ending in ENDINGS:
-        if word.endswith(ending) and len(word) - len(ending) >= MIN_STEM:
-            return word[: -len(ending)]
-    return word
+# Folding and stemming live in catalogue/meta/german_words.py (the catalogue's full-text search uses them too).
+__all__ = ["ENDINGS", "MIN_STEM", "build_index", "doc_terms", "fold", "read_entries", "search", "stem", "words",
+           "write_index"]
 
 
 def doc_terms(texts: Iterable[str]) -> list[str]:

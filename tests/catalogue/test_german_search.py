@@ -1,5 +1,6 @@
-"""Catalogue search on PostgreSQL adds full-text search by stem (``german`` and ``english`` configurations);
-SQLite keeps its plain word-in-text matching. Both through search_datasets and CKAN's package_search ``q``."""
+"""Catalogue search by German stem on both databases (the full-text index of catalogue/meta/fts.py: folded,
+stemmed query words as prefixes); PostgreSQL adds English stems (``english`` configuration). Both through
+search_datasets and CKAN's package_search ``q``."""
 
 from __future__ import annotations
 
@@ -59,15 +60,15 @@ def _found(engine: Engine, q: str) -> tuple[list[str], list[str]]:
     return api, sorted(ckan)
 
 
-@pytest.mark.parametrize(("q", "by_stem"), [
-    ("Baum", ["street-trees"]),  # German: Bäume -> baum
-    ("Parkhaus", ["car-parks"]),  # a keyword's plural: Parkhäuser -> parkhaus
-    ("Grundwasserstand", ["groundwater"]),  # Grundwasserstände
-    ("trees planted", ["street-trees"]),  # English: every word by its stem (tree, plant)
+@pytest.mark.parametrize(("q", "by_stem", "english"), [
+    ("Baum", ["street-trees"], False),  # German: Bäume -> baum
+    ("Parkhaus", ["car-parks"], False),  # a keyword's plural: Parkhäuser -> parkhaus
+    ("Grundwasserstand", ["groundwater"], False),  # Grundwasserstände
+    ("trees planted", ["street-trees"], True),  # English: every word by its stem (tree, plant)
 ])
-def test_postgresql_finds_words_by_their_stem_where_sqlite_needs_them_as_written(engine: Engine, q: str,
-                                                                                 by_stem: list[str]) -> None:
-    expected = by_stem if engine.dialect.name == "postgresql" else []
+def test_words_match_by_their_stem_and_english_stems_on_postgresql(engine: Engine, q: str, by_stem: list[str],
+                                                                     english: bool) -> None:
+    expected = by_stem if engine.dialect.name == "postgresql" or not english else []
     assert _found(engine, q) == (expected, expected)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from catalogue.errors import CatalogueTooNew
 from catalogue.meta.db import BASELINE, catalogue_exists, current_revision, declared, head_revision, upgrade_schema
 from catalogue.meta.models import Base, Dataset, HarvestJob
+from catalogue.meta.search import search_datasets
 from catalogue.settings import Settings
 from tests.conftest import pg_schema, postgis_or_skip
 
@@ -45,6 +46,11 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         engine.dispose()
     else:
         yield from _pg_engine(postgis=request.param == "postgis")
+
+
+def _tables(engine: Engine) -> set[str]:
+    """The catalogue's tables, without PostGIS's (in public) and the SQLite search index's (FTS5's own, 0007)."""
+    return {t for t in inspect(engine).get_table_names() if t != "spatial_ref_sys" and not t.startswith("dataset_search")}
 
 
 def _differences(engine: Engine) -> list[object]:
@@ -99,7 +105,7 @@ EXPECTED = ("car-parks", "stadtwerke", ["Parken"], {"fields": [{"name": "id", "t
 def test_upgrade_from_empty_makes_the_schema_of_models_py(engine: Engine) -> None:
     assert current_revision(engine) is None
     assert upgrade_schema(engine) == (None, head_revision())
-    assert set(inspect(engine).get_table_names()) - {"spatial_ref_sys"} == TABLES  # PostGIS's, in public
+    assert _tables(engine) == TABLES
     assert _differences(engine) == []
     assert (current_revision(engine), upgrade_schema(engine)) == (head_revision(), (head_revision(), head_revision()))
     _fill(engine)
@@ -142,11 +148,26 @@ def test_a_catalogue_at_the_previous_migration_upgrades_with_its_data(engine: En
         assert (job.rows_added, job.rows_changed, job.rows_removed, job.errors) == (None, None, None, None)
         dataset = session.scalars(select(Dataset)).one()  # 0005: the bounding box read from the spatial extent
         assert (dataset.bbox_west, dataset.bbox_south, dataset.bbox_east, dataset.bbox_north) == (9.9, 53.5, 10.1, 53.6)
+        # 0007: the search index holds the datasets made before it ("Parkhäuser" by its stem and folded)
+        assert [d.name for d in search_datasets(session, "parkhaus").datasets] == ["car-parks"]
     assert _differences(engine) == []
     if _postgis(engine):
         with engine.connect() as connection:
             assert connection.execute(text("SELECT ST_AsText(extent) FROM datasets")).scalar_one() == (
                 "POLYGON((9.9 53.5,9.9 53.6,10.1 53.6,10.1 53.5,9.9 53.5))")
+
+
+def test_a_catalogue_of_the_previous_release_gets_a_search_index_of_its_datasets(engine: Engine) -> None:
+    upgrade_schema(engine, "0006")
+    _fill(engine)
+    assert upgrade_schema(engine) == ("0006", head_revision())
+    with Session(engine) as session:
+        found = [search_datasets(session, q).total for q in ("parkhaus", "Parkhäusern", "PARKEN", "parkhaeuser")]
+        assert found == [1, 1, 1, 1]  # "Parkhäuser" (title) and "Parken" (keyword): folded and by stem
+        session.execute(update(Dataset).values(title="Stellplätze"))  # the index follows a plain UPDATE too
+        session.commit()
+        assert [search_datasets(session, q).total for q in ("parkhaus", "stellplatz")] == [0, 1]
+    assert _differences(engine) == [] and _tables(engine) == TABLES
 
 
 def _postgis(engine: Engine) -> bool:
