@@ -28,7 +28,7 @@ from catalogue.meta.extent import BBox
 from catalogue.meta.metadata import visible
 from catalogue.meta.models import Dataset, Organization
 from catalogue.meta import fts
-from catalogue.meta.search import matching, parse_query
+from catalogue.meta.search import matching, parse_query, title_first_page
 
 MAX_ROWS = 1000
 FACET_FIELDS = ("organization", "groups", "tags", "license_id")
@@ -214,17 +214,13 @@ def _index_page(session: Session, query: PackageQuery) -> tuple[int, list[int]]:
     groups = fts.query_words(parse_query(query.q or ""))
     if groups is None:
         return 0, []
-    match = fts.sqlite_match(groups, query.reader)
-    parts = [(m, session.scalar(fts.count(m)) or 0) for m in (match.titled, match.untitled)]
     order = _order(replace(query, sort=(query.sort or (("score", True),))[1:]), None)
-    ids: list[int] = []
-    skip = query.start
-    for part, matches in parts:
-        if len(ids) < query.rows and skip < matches:
-            ids += session.scalars(select(Dataset.id).where(fts.in_index(part)).order_by(*order)
-                                   .limit(query.rows - len(ids)).offset(skip))
-        skip = max(0, skip - matches)
-    return sum(matches for _, matches in parts), ids
+
+    def page(part: str, _matches: int, limit: int, offset: int) -> list[int]:
+        return list(session.scalars(select(Dataset.id).where(fts.in_index(part)).order_by(*order)
+                                    .limit(limit).offset(offset)))
+
+    return title_first_page(session, fts.sqlite_match(groups, query.reader), query.rows, query.start, page)
 
 
 def _facet(session: Session, name: str, condition: ColumnElement[bool], query: PackageQuery) -> list[tuple[str, int]]:

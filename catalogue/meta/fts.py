@@ -80,8 +80,8 @@ def sqlite_match(groups: list[tuple[str, ...]], reader: int | None | bool = Fals
     ``reader``: False for no visibility condition (the caller adds it in SQL); None for public datasets
     only; a publisher id for public ones and that publisher's private ones (``metadata.visible``).
     Visibility is written as "NOT private" (few datasets are private: a short list to skip, where
-    "public" would be nearly every dataset's), and the title split as two disjoint queries whose
-    counts add up to the total (cheaper than counting every match a third time).
+    "public" would be nearly every dataset's: at 100,000 datasets counting 32,000 matches took 12 ms
+    with "AND public", 6 ms with "NOT private").
     """
     first, rest = _any_of(groups[0]), [_any_of(g) for g in groups[1:]]
     hidden = "" if reader is False else ' NOT access : "private"' if reader is None else \

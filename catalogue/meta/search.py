@@ -13,6 +13,7 @@ matches where few do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, case, false, func, literal, select, text, true
@@ -117,16 +118,26 @@ def _search_index(session: Session, q: str, limit: int, offset: int, reader: int
     groups = fts.query_words(parse_query(q))
     if groups is None:
         return SearchResult(total=0, datasets=[])
-    match = fts.sqlite_match(groups, reader)
-    titled = session.scalar(fts.count(match.titled)) or 0
-    total = titled + (session.scalar(fts.count(match.untitled)) or 0)
-    ids: list[int] = []
-    if limit and offset < total:
-        if offset < titled:
-            ids = _by_name(session, match.titled, titled, limit, offset)
-        if len(ids) < limit and total > titled:
-            ids += _by_name(session, match.untitled, total - titled, limit - len(ids), max(0, offset - titled))
+    total, ids = title_first_page(session, fts.sqlite_match(groups, reader), limit, offset,
+                                  lambda match, matches, n, skip: _by_name(session, match, matches, n, skip))
     return SearchResult(total=total, datasets=_loaded(session, ids))
+
+
+def title_first_page(session: Session, match: fts.Match, limit: int, offset: int,
+                     page: Callable[[str, int, int, int], list[int]]) -> tuple[int, list[int]]:
+    """SQLite: the total of an FTS5 search and the ids of one page, the title matches before the others.
+
+    Both counts come from the index; ``page(part, its matches, limit, offset)`` orders one part (the
+    title matches or the others) and is called only for the parts the page reaches.
+    """
+    total = session.scalar(fts.count(match.every)) or 0
+    titled = (session.scalar(fts.count(match.titled)) or 0) if total else 0
+    ids: list[int] = []
+    if limit and offset < titled:
+        ids = page(match.titled, titled, limit, offset)
+    if len(ids) < limit and offset + len(ids) < total:
+        ids += page(match.untitled, total - titled, limit - len(ids), max(0, offset - titled))
+    return total, ids
 
 
 def _by_name(session: Session, match: str, matches: int, limit: int, offset: int) -> list[int]:

@@ -8,15 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, delete, insert, select, text, update
+from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from catalogue.meta.ckan_search import PackageQuery, search_packages
-from catalogue.meta.db import upgrade_schema
 from catalogue.meta.fts import alternatives, query_words
 from catalogue.meta.models import Dataset, Organization
 from catalogue.meta.search import matching, search_datasets
-from tests.conftest import pg_schema
+from tests.catalogue.search_databases import migrated_engine
 
 DATASETS = [
     # name, title, description, keywords
@@ -28,17 +27,7 @@ DATASETS = [
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
-        yield from _filled(engine)
-        return
-    with pg_schema("fts") as overrides:
-        yield from _filled(create_engine(overrides["database_url"]))
-
-
-def _filled(engine: Engine) -> Iterator[Engine]:
-    try:
-        upgrade_schema(engine)
+    with migrated_engine(request.param, tmp_path, "fts") as engine:
         with Session(engine) as session, session.begin():
             for number, publisher in enumerate(("stadtwerke", "umweltamt"), start=1):
                 session.add(Organization(id=number, name=publisher, title=publisher.title()))
@@ -46,8 +35,6 @@ def _filled(engine: Engine) -> Iterator[Engine]:
                 session.add(Dataset(name=name, title=title, description=description, keywords=keywords,
                                     license="dl-zero-de/2.0", publisher_id=1, table_schema={"fields": []}))
         yield engine
-    finally:
-        engine.dispose()
 
 
 def _names(engine: Engine, q: str, reader: int | None = None) -> list[str]:

@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from catalogue.meta.ckan_search import PackageQuery, search_packages
-from catalogue.meta.db import upgrade_schema
 from catalogue.meta.models import Dataset, Organization
 from catalogue.meta.search import search_datasets
-from tests.conftest import pg_schema
+from tests.catalogue.search_databases import migrated_engine
 
 DATASETS = [
     # name, title, description, keywords, English title, English description
@@ -30,17 +29,7 @@ DATASETS = [
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
-        yield from _filled(engine)
-        return
-    with pg_schema("fulltext") as overrides:
-        yield from _filled(create_engine(overrides["database_url"]))
-
-
-def _filled(engine: Engine) -> Iterator[Engine]:
-    try:
-        upgrade_schema(engine)
+    with migrated_engine(request.param, tmp_path, "fulltext") as engine:
         with Session(engine) as session, session.begin():
             publisher = Organization(name="hamburg", title="Freie und Hansestadt Hamburg")
             for name, title, description, keywords, title_en, description_en in DATASETS:
@@ -48,8 +37,6 @@ def _filled(engine: Engine) -> Iterator[Engine]:
                                     title_en=title_en, description_en=description_en, license="dl-zero-de/2.0",
                                     publisher=publisher, table_schema={"fields": []}))
         yield engine
-    finally:
-        engine.dispose()
 
 
 def _found(engine: Engine, q: str) -> tuple[list[str], list[str]]:
