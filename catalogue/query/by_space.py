@@ -24,7 +24,7 @@ from dataclasses import replace
 import duckdb
 
 from catalogue.query.planning import Plan
-from catalogue.schema.sql_text import literal
+from catalogue.schema.sql_text import ident, literal
 from catalogue.store.by_space import COLUMNS, by_space_key, write_by_space
 from catalogue.store.storage import Storage
 
@@ -88,8 +88,9 @@ def _share(low: float, high: float, start: float, end: float) -> float:
     return max(covered, 0.0) / (end - start)
 
 
-def space_plan(plan: Plan, copy_of: dict[str, str], box: Box) -> Plan | None:
-    """``plan`` (a keyed page whose filters hold ``box``) reading the copies ``copy_of`` (part URI -> copy URI).
+def space_plan(plan: Plan, copy_of: dict[str, str], box: Box, geometry: str) -> Plan | None:
+    """``plan`` (a keyed page whose filters hold ``box`` on field ``geometry``) reading the copies ``copy_of``
+    (part URI -> copy URI).
 
     None when the plan is not one this can move: not a keyed page, or a part without a copy.
     """
@@ -101,12 +102,15 @@ def space_plan(plan: Plan, copy_of: dict[str, str], box: Box) -> Plan | None:
     west, east = min(box[0], box[2]), max(box[0], box[2])
     near = "__xmin <= $sp_east AND __xmax >= $sp_west AND __ymin <= $sp_north AND __ymax >= $sp_south"
     place = "list_position($sp_files, filename)"
-    rows = (f"(SELECT * EXCLUDE (filename, {', '.join(COLUMNS)}), list_extract($sp_parts, {place}) AS filename, "
-            f"__row AS file_row_number, {place} AS __part FROM read_parquet($sp_files, filename=true) WHERE {near})")
+    geom = ident(geometry)
+    rows = (f"(SELECT * EXCLUDE (filename, {', '.join(COLUMNS)}) REPLACE (ST_GeomFromWKB({geom}) AS {geom}), "
+            f"list_extract($sp_parts, {place}) AS filename, __row AS file_row_number, {place} AS __part "
+            f"FROM read_parquet($sp_files, filename=true) WHERE {near})")
     head, _, tail = plan.sql.rpartition(" LIMIT ")
     # Back in the parts' order before the offset and limit: the page the parts give.
     sql = f"{head.replace(ROWS_SCAN, rows, 1)} ORDER BY __part, file_row_number LIMIT {tail}"
-    count_sql = plan.count_sql.replace(COUNT_SCAN, f"(SELECT * FROM read_parquet($sp_every) WHERE {near})", 1)
+    count_sql = plan.count_sql.replace(COUNT_SCAN, f"(SELECT * REPLACE (ST_GeomFromWKB({geom}) AS {geom}) "
+                                                   f"FROM read_parquet($sp_every) WHERE {near})", 1)
     params = {**plan.params, "sp_files": [copy_of[uri] for uri in scan], "sp_parts": list(scan),
               "sp_every": [copy_of[uri] for uri in parts], "sp_west": west, "sp_south": box[1], "sp_east": east,
               "sp_north": box[3]}

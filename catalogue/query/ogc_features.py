@@ -134,7 +134,7 @@ def items_plan(cur: duckdb.DuckDBPyConnection, storage: Storage, ref: VersionRef
     found = by_space.copies(cur, storage, ref.keys, geometry)
     if not by_space.small(query.bbox, [extent for _, extent in found]):
         return plan
-    return by_space.space_plan(plan, dict(zip(ref.uris, (uri for uri, _ in found))), query.bbox) or plan
+    return by_space.space_plan(plan, dict(zip(ref.uris, (uri for uri, _ in found))), query.bbox, geometry) or plan
 
 
 JSON_TYPES = {"string": ("string", None), "integer": ("integer", None), "number": ("number", None),

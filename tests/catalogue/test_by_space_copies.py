@@ -72,7 +72,8 @@ def _page(hub: Hub, engine: QueryEngine, ref: VersionRef, box: tuple[float, floa
         used = plan
         if moved:
             found = by_space.copies(cur, hub.storage, ref.keys, "geometry")
-            used = by_space.space_plan(plan, dict(zip(ref.uris, (uri for uri, _ in found))), box)  # type: ignore[assignment]
+            used = by_space.space_plan(  # type: ignore[assignment]
+                plan, dict(zip(ref.uris, (uri for uri, _ in found))), box, "geometry")
             assert used is not None and "$sp_files" in used.sql  # the copies are read
         return run_records(cur, used, version=ref.number, limit=limit, time_limit_ms=20_000,
                            render=ogc.feature_sql(ref.schema))  # type: ignore[arg-type]
