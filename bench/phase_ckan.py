@@ -64,5 +64,6 @@ def run(ctx: Context) -> None:
     ctx.results.note(SECTION, "`GET /api/3/action/package_search?rows=10` (plus the parameters shown) against "
                      "`urbandata serve` in its own process, one request at a time, on phase 6's synthetic catalogue "
                      "(SQLite; four keywords and one theme per dataset, one publisher per 100 datasets). `q` is the "
-                     "catalogue search (LIKE over title, description and keywords); `fq` and the facets over tags "
+                     "catalogue search (the full-text index of `catalogue/meta/fts.py`: `q` alone is counted there and "
+                     "its page sorted among the title matches first); `fq` and the facets over tags "
                      "read the JSON keyword lists; the organisation and licence facets are SQL GROUP BYs.")
