@@ -131,7 +131,10 @@ def items_plan(cur: duckdb.DuckDBPyConnection, storage: Storage, ref: VersionRef
     geometry = geometry_field(ref.schema)
     if query.bbox is None or geometry is None or not plan.keyed:
         return plan
-    found = by_space.copies(cur, storage, ref.keys, geometry)
+    try:
+        found = by_space.copies(cur, storage, ref.keys, geometry)
+    except duckdb.Error:
+        return plan  # a copy that cannot be written: the parts answer alike (the next request tries again)
     if not by_space.small(query.bbox, [extent for _, extent in found]):
         return plan
     return by_space.space_plan(plan, dict(zip(ref.uris, (uri for uri, _ in found))), query.bbox, geometry) or plan

@@ -48,7 +48,7 @@ def write_by_space(con: duckdb.DuckDBPyConnection, storage: Storage, part_key: s
     key = by_space_key(part_key)
     source = f"read_parquet({literal(storage.engine_uri(part_key))}, file_row_number=true)"
     geom = ident(geometry)
-    # The curve spans the part's own extent; rows without a geometry (no box) come last.
+    # The curve spans the part's own extent; rows without a geometry or with an empty one (no box) come last.
     bounds = (f"(SELECT {{'min_x': min(ST_XMin({geom})), 'min_y': min(ST_YMin({geom})), "
               f"'max_x': max(ST_XMax({geom})), 'max_y': max(ST_YMax({geom}))}}::BOX_2D FROM {source})")
     scratch = storage.new_scratch_file(".parquet")
@@ -57,7 +57,8 @@ def write_by_space(con: duckdb.DuckDBPyConnection, storage: Storage, part_key: s
             f"COPY (SELECT * EXCLUDE (file_row_number) REPLACE (ST_AsWKB({geom})::BLOB AS {geom}), "
             f"file_row_number AS __row, ST_XMin({geom}) AS __xmin, "
             f"ST_YMin({geom}) AS __ymin, ST_XMax({geom}) AS __xmax, ST_YMax({geom}) AS __ymax FROM {source} "
-            f"ORDER BY ST_Hilbert({geom}, {bounds}) NULLS LAST, __row) TO {literal(str(scratch))} "
+            f"ORDER BY CASE WHEN NOT ST_IsEmpty({geom}) THEN ST_Hilbert({geom}, {bounds}) END NULLS LAST, __row) "
+            f"TO {literal(str(scratch))} "
             f"(FORMAT parquet, COMPRESSION {layout.PART_COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
         storage.publish_file(key, scratch)
     finally:

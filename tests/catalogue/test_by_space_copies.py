@@ -164,3 +164,23 @@ def test_the_collector_removes_a_copy_with_its_part(punkte: tuple[Hub, QueryEngi
 def _copies_removed(hub: Hub) -> set[str]:
     """Keys of the by-space copies one collection (without grace period) removed."""
     return {name.removeprefix("store/") for name, _ in collect(hub, grace=timedelta(0)).files if "/by-space/" in name}
+
+
+def test_rows_without_a_box_come_last_in_a_copy(punkte: tuple[Hub, QueryEngine]) -> None:
+    """A null and an empty geometry have no place on the curve (ST_Hilbert refuses an empty one): they come
+    last, with no box, so no bbox finds them, as ST_Intersects finds neither."""
+    hub, engine = punkte
+    key = f"datasets/{NAME}/parts/{'0' * 64}.parquet"
+    scratch = hub.storage.new_scratch_file(".parquet")
+    shapes = ["POINT (10 53.5)", None, "POINT EMPTY", "POINT (9.9 53.6)"]
+    values = ", ".join(f"({i}, {'NULL' if s is None else repr(s)})" for i, s in enumerate(shapes))
+    engine.run(lambda cur: cur.execute(
+        f"COPY (SELECT id, ST_GeomFromText(shape) AS geometry FROM (VALUES {values}) AS t(id, shape)) "
+        f"TO '{scratch}' (FORMAT parquet)"))
+    hub.storage.publish_file(key, scratch)
+    found = engine.run(lambda cur: by_space.copies(cur, hub.storage, [key], "geometry"))
+    assert found[0][1] == (9.9, 53.5, 10.0, 53.6)
+    rows = engine.run(lambda cur: cur.execute(
+        f"SELECT id, __row, __xmin FROM read_parquet('{found[0][0]}')").fetchall())
+    assert sorted(rows[:2]) == [(0, 0, 10.0), (3, 3, 9.9)]
+    assert sorted(rows[2:]) == [(1, 1, None), (2, 2, None)]
