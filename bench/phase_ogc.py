@@ -7,7 +7,8 @@ pygeoapi serves them through its PostgreSQL provider, its best for a large table
 index on the geometry, the id as primary key), from its own venv (api.demo_sources.pygeoapi_venv) in
 its own process. Two loads, each a seeded list of URLs on one server: pages of 1,000 features at
 random offsets, and a bbox filter (random small boxes, up to 1,000 features each). Before the loads
-every URL's answer is checked on both sides: status 200, GeoJSON, the same feature ids. Ours runs
+every URL's answer is checked on both sides: status 200, GeoJSON, the same feature ids (that check is also
+the first bbox request, which writes the parts' by-space copies, catalogue.query.by_space). Ours runs
 without the result cache and read memos (as phase 3's headline), so every request is computed. The
 sides are loaded in turns (ours, pygeoapi, ours, …) from the same load generator; the target is
 on the median of the per-turn ratios of requests per second.
