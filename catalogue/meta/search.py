@@ -127,18 +127,18 @@ def title_first_page(session: Session, match: fts.Match, limit: int, offset: int
                      page: Callable[[str, int, int, int], list[int]]) -> tuple[int, list[int]]:
     """SQLite: the total of an FTS5 search and the ids of one page, the title matches before the others.
 
-    The total is counted in the index. ``page(part, at most this many matches, limit, offset)`` orders
-    one part (the title matches, then the others) and is called only for the parts the page reaches;
-    the title matches are counted only where their page falls short and does not tell their number.
+    Both parts are counted in the index. ``page(part, its matches, limit, offset)`` orders one part
+    (the title matches, then the others) and is called only for the parts the page reaches. (Counting
+    the title matches costs about 1 ms at 100,000 datasets; not knowing there are none cost a walk of
+    the whole name index, 9 ms, for a word that is in no title.)
     """
     total = session.scalar(fts.count(match.every)) or 0
-    if not limit or offset >= total:
-        return total, []
-    ids = page(match.titled, total, limit, offset)
-    if len(ids) < limit:
-        titled = offset + len(ids) if ids or not offset else session.scalar(fts.count(match.titled)) or 0
-        if offset + len(ids) < total:
-            ids += page(match.untitled, total - titled, limit - len(ids), max(0, offset - titled))
+    titled = (session.scalar(fts.count(match.titled)) or 0) if limit and offset < total else 0
+    ids: list[int] = []
+    if limit and offset < titled:
+        ids = page(match.titled, titled, limit, offset)
+    if len(ids) < limit and offset + len(ids) < total:
+        ids += page(match.untitled, total - titled, limit - len(ids), max(0, offset - titled))
     return total, ids
 
 
