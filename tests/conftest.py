@@ -20,10 +20,7 @@ from catalogue.meta.definitions import load_definitions, sync_definitions
 from catalogue.hub import Hub, open_hub
 from catalogue.settings import PROJECT_ROOT, Settings
 from tests.catalogue.seaweed_server import seaweed  # noqa: F401 - the production-backend run's object store
-from tests.production_backend import (  # noqa: F401 - the production-backend run (URBANDATA_TEST_BACKEND)
-    _production_backends, _production_test_env, pytest_collection_modifyitems, pytest_configure,
-    pytest_fixture_setup,
-)
+from tests import production_backend
 
 DEMO = PROJECT_ROOT / "datasets"
 
@@ -32,6 +29,11 @@ DEMO = PROJECT_ROOT / "datasets"
 # tests/harvesters/test_outbound_guard.py passes its own allow-list to check what is refused.
 LOOPBACK_ALLOWED = ["127.0.0.1"]
 os.environ["URBANDATA_HARVEST_ALLOWED_HOSTS"] = json.dumps(LOOPBACK_ALLOWED)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A plugin, not conftest hooks: a conftest's hooks miss the session-scoped fixtures' setup.
+    config.pluginmanager.register(production_backend, "urbandata-production-backend")
 
 
 @pytest.fixture
@@ -97,6 +99,13 @@ PUBLISHERS_YAML = """publishers:
   - name: testamt
     title: Testamt Musterstadt
 """
+
+
+def stored(data_dir: Path) -> Any:
+    """The storage of the catalogue in ``data_dir`` (local files, or the object store of the production-backend run)."""
+    hub = open_hub(Settings(data_dir=data_dir))
+    hub.close()
+    return hub.storage
 
 
 @pytest.fixture

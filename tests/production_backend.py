@@ -12,6 +12,11 @@ environment whenever a test does not name them, so this plugin sets that environ
   session): the catalogue it builds outlives a test, so it lives in a schema kept to the session's end;
 - subprocesses the tests start (``urbandata serve``, workers, the CLI) inherit the environment in force.
 
+A catalogue belongs to its data directory, as on the embedded default: the first Settings made for a
+data directory fixes its schema and prefix, and every later Settings for the same directory, in this
+process (the CLI run in process, a module's fixtures) or in a server it starts (``backend_env``), gets
+the same ones, whatever test or scope makes it.
+
 A test that names ``database_url`` or ``storage`` itself keeps what it names: the SQLite-only and
 local-file tests stay what they are. Tests that check what only the embedded default has (the SQLite file,
 part files on disk) carry the ``embedded_only`` mark and are skipped here, each with the reason in its mark.
@@ -23,6 +28,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +124,34 @@ class Backends:
 
 
 _backends: Backends | None = None
+BACKEND_FIELDS = ("database_url", "storage", "s3_endpoint_url", "s3_bucket", "s3_prefix")
+_by_data_dir: dict[Path, dict[str, Any]] = {}
+
+
+def _install_data_dir_registry() -> None:
+    """Settings for a data directory seen before get that directory's database and storage (see the module)."""
+    from catalogue.settings import Settings
+
+    original = Settings.__init__
+
+    def init(self: Settings, **values: Any) -> None:
+        data_dir = values.get("data_dir")
+        known = _by_data_dir.get(Path(data_dir).resolve()) if data_dir is not None else None
+        if known is not None and not any(field in values for field in BACKEND_FIELDS):
+            values = {**known, **values}
+        original(self, **values)
+        if data_dir is not None:
+            _by_data_dir.setdefault(Path(data_dir).resolve(), {f: getattr(self, f) for f in BACKEND_FIELDS})
+
+    Settings.__init__ = init  # type: ignore[method-assign]
+
+
+def backend_env(data_dir: str | Path) -> dict[str, str]:
+    """Environment for a process serving ``data_dir``'s catalogue: its database and storage in this run."""
+    known = _by_data_dir.get(Path(data_dir).resolve()) if _backends is not None else None
+    if not known:
+        return {}
+    return {f"URBANDATA_{field.upper()}": str(value) for field, value in known.items() if value is not None}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -152,6 +186,7 @@ def _production_backends(request: pytest.FixtureRequest) -> Iterator[Backends | 
         connection.execute(text("SELECT pg_advisory_xact_lock(4242)"))
         connection.execute(text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
     admin.dispose()
+    _install_data_dir_registry()
     _backends = Backends(request.getfixturevalue("seaweed"),
                          request.getfixturevalue("tmp_path_factory").mktemp("template"))
     try:
@@ -180,6 +215,19 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
         return
     node = request.node
     with _environment(_backends.scope_environment(node.nodeid if fixturedef.scope != "session" else "")):
+        yield
+
+
+@contextmanager
+def own_backend() -> Iterator[None]:
+    """For a second catalogue in one test: in the production-backend run, a schema and prefix of its own while
+    the block runs (dropped at the session's end); on the embedded default, nothing (its data directory is its own)."""
+    if _backends is None:
+        yield
+        return
+    schema = _backends.new_schema("own")
+    _backends.kept.append(schema)
+    with _environment(_backends.environment(schema)):
         yield
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from tests.production_backend import backend_env
+
 SCRIPT = r"""
 import json, resource, signal, socket, sys
 args = json.loads(sys.argv[1])
@@ -72,6 +74,8 @@ def start_server(settings: dict[str, Any], log: Path, *, fsize: int | None = Non
             "max_connections": max_connections, "own_public_url": own_public_url}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
+    if "data_dir" in settings:  # the production-backend run: that catalogue's database and storage
+        env.update(backend_env(settings["data_dir"]))
     with open(log, "ab") as errors:
         proc = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(args, default=str)],
                                 stdout=subprocess.PIPE, stderr=errors, env=env)

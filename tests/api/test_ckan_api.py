@@ -355,7 +355,7 @@ def test_round_trip_the_hub_harvests_its_own_ckan_api(data_dir: Path, tmp_path: 
     settings = Settings(data_dir=data_dir)
     source = open_hub(settings)
     app = create_app(settings, source)
-    target = open_hub(Settings(data_dir=tmp_path / "second", harvest_allowed_hosts=["127.0.0.1"]))
+    target = open_hub(Settings(data_dir=tmp_path / "second", harvest_allowed_hosts=["127.0.0.1"]))  # a catalogue of its own
     try:
         with threaded_server(app) as (host, port):
             # The resources' URLs start from the public URL, known once the server has its port.

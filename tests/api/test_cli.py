@@ -23,6 +23,8 @@ from typer.testing import CliRunner, Result
 
 from api.cli import app
 from api.feed_server import FeedServer
+from tests.conftest import stored
+from tests.production_backend import own_backend
 from catalogue.meta.db import BASELINE, create_catalogue_engine, head_revision, upgrade_schema
 from catalogue.settings import Settings
 
@@ -56,6 +58,7 @@ def test_validate_fails_on_a_broken_definitions_directory(tmp_path: Path) -> Non
     assert "publishers.yaml: no publishers; list them under 'publishers:'." in flat(result.stderr)
 
 
+@pytest.mark.embedded_only("checks the SQLite file in the data directory")
 def test_init_creates_the_catalogue(tmp_path: Path) -> None:
     result = run("init", "-d", str(tmp_path))
     assert result.exit_code == 0, result.output
@@ -167,6 +170,7 @@ def test_a_taken_port_fails_first_and_names_the_option(tmp_path: Path, taken_por
     assert not (tmp_path / "var").exists()  # nothing harvested, nothing built
 
 
+@pytest.mark.embedded_only("a mistyped --data-dir has no catalogue only where the catalogue is a file in it (SQLite)")
 @pytest.mark.parametrize("args", [["harvest", "--all"], ["versions", "car-parks"], ["build-site"], ["gc"], ["serve"],
                                   ["db", "upgrade"], ["db", "current"]])
 def test_commands_that_need_a_catalogue_do_not_make_an_empty_one(tmp_path: Path, args: list[str]) -> None:
@@ -243,15 +247,16 @@ def test_validate_and_settings_take_data_dir(tmp_path: Path) -> None:
 def test_the_public_url_follows_the_demo_port_unless_set(tmp_path: Path) -> None:
     result = run("demo", "--no-serve", "--port", "8765", "-d", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
-    descriptor = json.loads((tmp_path / "a" / "store" / "datasets" / "car-parks" / "v1.datapackage.json").read_text())
+    descriptor = json.loads(stored(tmp_path / "a").read_bytes("datasets/car-parks/v1.datapackage.json"))
     assert descriptor["id"].startswith("http://127.0.0.1:8765/api/v1/datasets/car-parks")
     assert "http://127.0.0.1:8765/api/v1/datasets/car-parks/versions/1" in (
         tmp_path / "a" / "site" / "datasets" / "car-parks.html").read_text(encoding="utf-8")
 
-    kept = CliRunner().invoke(app, ["demo", "--no-serve", "--port", "8765", "-d", str(tmp_path / "b")],
-                              env={"URBANDATA_PUBLIC_URL": "https://daten.musterstadt.de"})
-    assert kept.exit_code == 0, kept.output
-    descriptor = json.loads((tmp_path / "b" / "store" / "datasets" / "car-parks" / "v1.datapackage.json").read_text())
+    with own_backend():  # a second catalogue: on the production backends, a schema and prefix of its own
+        kept = CliRunner().invoke(app, ["demo", "--no-serve", "--port", "8765", "-d", str(tmp_path / "b")],
+                                  env={"URBANDATA_PUBLIC_URL": "https://daten.musterstadt.de"})
+        assert kept.exit_code == 0, kept.output
+        descriptor = json.loads(stored(tmp_path / "b").read_bytes("datasets/car-parks/v1.datapackage.json"))
     assert descriptor["id"].startswith("https://daten.musterstadt.de/api/v1/datasets/car-parks")
 
 
@@ -269,17 +274,18 @@ def test_a_quarantined_harvest_prints_its_first_errors_and_where_the_report_is(
     result = run("harvest", "egovernment-services", "--feed-base-url", feed_server.url, "-d", str(tmp_path))
     assert result.exit_code == 1
     out = [line.strip() for line in result.stdout.splitlines()]  # error lines are not wrapped (soft_wrap)
-    report = tmp_path / "store" / "quarantine" / "egovernment-services" / "job-1" / "report.json"
+    storage = stored(tmp_path)
+    report = storage.engine_uri("quarantine/egovernment-services/job-1/report.json")
     assert [line for line in out if line.startswith(("row ", "report:", "served at:", "…"))] == [
         'row 3, field fee_eur: Type error in the cell "zwanzig Euro" in row "3" and field "fee_eur" at position "5": '
         'type is "number/default"',
         'row 4, field fee_eur: Type error in the cell "zwanzig Euro" in row "4" and field "fee_eur" at position "5": '
         'type is "number/default"',
-        f"report: {report.resolve()}",
+        f"report: {report}",
         "served at: http://127.0.0.1:8000/api/v1/datasets/egovernment-services/deliveries/1/report",
     ]
     assert flat(result.stdout).startswith("quarantined egovernment-services: quarantined, 2 validation errors")
-    assert json.loads(report.read_text(encoding="utf-8"))["valid"] is False
+    assert json.loads(storage.read_bytes("quarantine/egovernment-services/job-1/report.json"))["valid"] is False
 
 
 def _catalogue_before_migrations(data_dir: Path) -> None:
@@ -292,6 +298,8 @@ def _catalogue_before_migrations(data_dir: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.embedded_only("builds a pre-migration catalogue where the run's schema is already migrated; "
+                           "tests/catalogue/test_migrations.py upgrades PostgreSQL catalogues")
 def test_db_upgrade_and_current_on_a_catalogue_from_before_migrations(tmp_path: Path) -> None:
     _catalogue_before_migrations(tmp_path)
     before = run("db", "current", "-d", str(tmp_path))
@@ -305,6 +313,8 @@ def test_db_upgrade_and_current_on_a_catalogue_from_before_migrations(tmp_path: 
     assert flat(after.stdout) == f"catalogue schema: {head_revision()}; newest migration: {head_revision()} (up to date)"
 
 
+@pytest.mark.embedded_only("builds a pre-migration catalogue where the run's schema is already migrated; "
+                           "tests/catalogue/test_migrations.py upgrades PostgreSQL catalogues")
 def test_init_upgrades_an_old_catalogue_and_keeps_it(tmp_path: Path) -> None:
     _catalogue_before_migrations(tmp_path)
     result = run("init", "-d", str(tmp_path))
@@ -384,6 +394,8 @@ def test_demo_stops_cleanly_on_ctrl_c(demo_run: DemoRun) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.embedded_only("builds a pre-migration catalogue where the run's schema is already migrated; "
+                           "tests/catalogue/test_migrations.py upgrades PostgreSQL catalogues")
 def test_serve_upgrades_an_old_catalogue_and_serves_on_the_port_it_bound(tmp_path: Path) -> None:
     _catalogue_before_migrations(tmp_path / "var")
     env = {k: v for k, v in os.environ.items() if not k.startswith("URBANDATA_")} | {"PYTHONUNBUFFERED": "1"}

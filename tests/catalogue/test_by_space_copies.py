@@ -62,9 +62,9 @@ def punkte(make_catalogue: Any) -> Iterator[tuple[Hub, QueryEngine]]:
 
 
 def _page(hub: Hub, engine: QueryEngine, ref: VersionRef, box: tuple[float, float, float, float], *, limit: int,
-          offset: int = 0, cursor: str | None = None, moved: bool) -> dict[str, Any]:
+          offset: int = 0, cursor: str | None = None, moved: bool, **filters: Any) -> dict[str, Any]:
     """run_records' answer for one items page, read from the parts or (``moved``) from their by-space copies."""
-    query = ogc.ItemsQuery(bbox=box)
+    query = ogc.ItemsQuery(bbox=box, **filters)
     plan = plan_records(ogc.items_request(ref.schema, query, limit=limit, offset=offset, cursor=cursor), ref.schema,
                         list(ref.uris), ref.number, row_count=ref.row_count)
 
@@ -109,6 +109,19 @@ def test_pages_from_the_copies_are_the_pages_from_the_parts(punkte: tuple[Hub, Q
         if cursor is None:
             break
     assert walked == matched
+
+
+def test_other_filters_beside_the_box(punkte: tuple[Hub, QueryEngine]) -> None:
+    """A property filter (which prunes parts by their ranges) and a CQL2 filter are kept when the box moves."""
+    hub, engine = punkte
+    ref = engine.version(NAME)
+    for filters in ({"properties": (("id", "2500"),)}, {"filter": "value < 5 AND id > 1000"},
+                    {"filter": "value >= 2", "properties": (("name", "P8"),)}):
+        for limit, offset in ((10, 0), (10, 10), (POINTS, 0)):
+            asked = {"limit": limit, "offset": offset, **filters}
+            plain = _page(hub, engine, ref, BOXES["medium"], **asked, moved=False)
+            assert _page(hub, engine, ref, BOXES["medium"], **asked, moved=True) == plain
+    assert _page(hub, engine, ref, BOXES["medium"], limit=POINTS, moved=True, filter="value < 5")["returned"] > 10
 
 
 def test_the_numbers_of_the_boxes(punkte: tuple[Hub, QueryEngine]) -> None:
