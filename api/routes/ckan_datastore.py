@@ -17,6 +17,7 @@ from api.auth import get_credential, private_of
 from api.openapi_ckan import TAG as CKAN_TAG
 from api.params import OWN_PARAMETERS
 from api.routes.ckan_calls import Args, Context, action, error_response, help_url, links_of, visible_dataset
+from api.stored_files import stored_response
 from catalogue.errors import InvalidParameter, UrbandataError
 from catalogue.meta import ckan_mapping as mapping
 from catalogue.meta.tokens import Credential
@@ -25,7 +26,7 @@ from catalogue.query.ckan_datastore import (
 )
 from catalogue.query.cursors import settings_secret
 from catalogue.query.engine import VersionRef
-from catalogue.query.exports import CsvOptions, ExportFile, export_version, read_file
+from catalogue.query.exports import CsvOptions, ExportFile, StoredExport, chunks_of, export_version
 from catalogue.query.paging import page_limit
 from catalogue.query.planning import RecordsRequest
 from catalogue.query.records import plan_records, run_records
@@ -136,7 +137,9 @@ def datastore_dump(request: Request, resource_id: str,
     except UrbandataError as exc:
         return error_response("datastore_dump", url, exc)
     headers = {"Content-Disposition": f'attachment; filename="{rid}.{format}"', "X-Dataset-Version": str(ref.number)}
+    if isinstance(result, StoredExport):  # no dump format is sent as stored; this keeps it so if one is
+        return stored_response(request, ctx.hub, result.key, media_type, headers)
     if format != "xml" and isinstance(result, ExportFile) and not result.temporary:
         return FileResponse(result.path, media_type=media_type, headers=headers)
-    chunks = read_file(result.path, delete=result.temporary) if isinstance(result, ExportFile) else result
+    chunks = chunks_of(ctx.hub, result)
     return StreamingResponse(xml_rows(chunks) if format == "xml" else chunks, media_type=media_type, headers=headers)

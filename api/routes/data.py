@@ -10,13 +10,14 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import URL
 
 from api.deps import get_engine, get_hub, get_kept_results
+from api.stored_files import stored_response
 from api.params import DataParams, export_params, facets_params, int_query, records_params
 from catalogue.store.changes import diff_as_csv, diff_versions
-from catalogue.query.exports import ExportFile, csv_options, export_format, export_tag, export_version, read_file
+from catalogue.query.exports import ExportFile, StoredExport, csv_options, export_format, export_tag, export_version, read_file
 from catalogue.hub import Hub
 from catalogue.query.cached import KeptResults
 from catalogue.query.engine import QueryEngine, VersionRef
@@ -196,6 +197,7 @@ def export(
     params: DataParams = Depends(export_params),
     hub: Hub = Depends(get_hub),
     engine: QueryEngine = Depends(get_engine),
+    *, request: Request,
 ) -> Response:
     """Every row of a version as csv, json, ndjson, geojson, parquet or xlsx, with the records parameters and no row limit."""
     form = export_format(hub.registry, fmt)
@@ -217,9 +219,8 @@ def export(
         del headers["Content-Disposition"]
         return Response(status_code=304, headers=headers)
     result = export_version(hub, engine, ref, fmt, query, options)
-    if isinstance(result, ExportFile) and not result.temporary:
-        # A stored file: Starlette answers Range and If-Range requests (206) from it.
-        return FileResponse(result.path, media_type=form.media_type, headers=headers)
+    if isinstance(result, StoredExport):  # sent as stored, Range and If-Range answered (206)
+        return stored_response(request, hub, result.key, form.media_type, headers)
     if isinstance(result, ExportFile):
         headers["Content-Length"] = str(result.path.stat().st_size)
         return StreamingResponse(read_file(result.path, delete=True), media_type=form.media_type, headers=headers)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path as FilePath
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import get_engine, get_hub, get_session
+from api.stored_files import stored_response
 from api.params import int_path
 from catalogue.errors import NotFound
 from catalogue.hub import Hub
@@ -41,7 +42,7 @@ def datapackage(
 def part(
     name: str, number: int = int_path(description="Version number."),
     file_name: str = Path(description="`<sha256>.parquet`, as the descriptor names the part."),
-    session: Session = Depends(get_session), hub: Hub = Depends(get_hub),
+    session: Session = Depends(get_session), hub: Hub = Depends(get_hub), *, request: Request,
 ) -> Response:
     """One Parquet part of a version, as stored (content-addressed: cacheable forever; Range answered)."""
     v = get_version(session, get_dataset(session, name), number)
@@ -50,10 +51,7 @@ def part(
         raise NotFound(f"Version {number} of dataset '{name}' has no part '{file_name}'; its datapackage.json "
                        "lists the parts.")
     headers = {"Cache-Control": IMMUTABLE, "ETag": f'"{file_name.removesuffix(".parquet")}"'}
-    local = hub.storage.local_path(key)
-    if local is not None:
-        return FileResponse(local, media_type="application/vnd.apache.parquet", headers=headers)
-    return StreamingResponse(hub.storage.open_read(key), media_type="application/vnd.apache.parquet", headers=headers)
+    return stored_response(request, hub, key, "application/vnd.apache.parquet", headers)
 
 
 @router.get(f"{VERSION}/datapackage.zip", response_model=None)

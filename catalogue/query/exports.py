@@ -22,13 +22,15 @@ import duckdb
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.query.formats.base import CsvOptions, Export, ExportFile, ExportFormat, ExportRows, params_in
+from catalogue.query.formats.base import (
+    CsvOptions, Export, ExportFile, ExportFormat, ExportRows, StoredExport, params_in,
+)
 from catalogue.query.formats.files import FILE_CHUNK_BYTES, parquet_key
 from catalogue.query.records import Plan, RecordsRequest, engine_error, output_columns, plan_records, prune
 from catalogue.query.spreadsheet import NUMBER_STYLES
 from catalogue.registry import Registry
 
-__all__ = ["CsvOptions", "ExportFile", "csv_options", "export_format", "export_tag", "export_version",
+__all__ = ["CsvOptions", "ExportFile", "StoredExport", "chunks_of", "csv_options", "export_format", "export_tag", "export_version",
            "format_names", "parquet_file", "read_file"]
 
 SEAM = "export_formats"
@@ -118,6 +120,21 @@ def _describe(cur: duckdb.DuckDBPyConnection, plan: Plan) -> list[tuple[str, str
         return output_columns(cur, plan.sql, params_in(plan.sql, plan))
     except duckdb.Error as exc:
         raise engine_error(exc) from exc
+
+
+def chunks_of(hub: Hub, result: Export) -> Iterator[bytes]:
+    """Any export's bytes in chunks: a file's (a scratch file deleted after), a stored object's, or the stream."""
+    if isinstance(result, ExportFile):
+        return read_file(result.path, delete=result.temporary)
+    if isinstance(result, StoredExport):
+        return _stored_chunks(hub, result.key)
+    return result
+
+
+def _stored_chunks(hub: Hub, key: str) -> Iterator[bytes]:
+    with hub.storage.open_read(key) as handle:
+        while chunk := handle.read(FILE_CHUNK_BYTES):
+            yield chunk
 
 
 def read_file(path: Path, *, delete: bool) -> Iterator[bytes]:

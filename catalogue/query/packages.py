@@ -21,7 +21,7 @@ from typing import Any
 from catalogue.hub import Hub
 from catalogue.meta.models import Version
 from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.query.exports import ExportFile, export_version, read_file
+from catalogue.query.exports import chunks_of, export_version
 from catalogue.query.formats.files import FILE_CHUNK_BYTES
 from catalogue.query.records import RecordsRequest
 from catalogue.schema.table_schema import GEOMETRY_TYPES
@@ -117,7 +117,6 @@ def write_csv_package(hub: Hub, engine: QueryEngine, ref: VersionRef, descriptor
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("datapackage.json", json.dumps(csv_descriptor(descriptor, name), ensure_ascii=False, indent=2))
         with archive.open(f"{name}.csv", "w", force_zip64=True) as target:
-            chunks = read_file(rows.path, delete=rows.temporary) if isinstance(rows, ExportFile) else rows
-            for chunk in chunks:
+            for chunk in chunks_of(hub, rows):
                 target.write(chunk)
     return path

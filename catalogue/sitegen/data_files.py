@@ -31,7 +31,7 @@ from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
 from catalogue.meta.downloads import served_formats
 from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.query.exports import CsvOptions, ExportFile, export_version, format_names
+from catalogue.query.exports import CsvOptions, ExportFile, StoredExport, export_version, format_names
 from catalogue.query.formats.files import parquet_key
 from catalogue.query.planning import RecordsRequest
 from catalogue.schema.model import TableSchema
@@ -245,6 +245,8 @@ class VersionData:
                 sizes[key] = result.path.stat().st_size
                 if result.temporary:
                     result.path.unlink(missing_ok=True)
+            elif isinstance(result, StoredExport):
+                sizes[key] = self.hub.storage.size(result.key)
             else:
                 sizes[key] = sum(len(chunk) for chunk in result)
         return sizes

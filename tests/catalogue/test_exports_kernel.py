@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalogue.errors import InvalidParameter
-from catalogue.query.exports import CsvOptions, ExportFile, csv_options, export_tag, export_version, read_file
+from catalogue.query.exports import CsvOptions, ExportFile, StoredExport, csv_options, export_tag, export_version, read_file
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset, get_version
 from catalogue.errors import QueryError
@@ -154,8 +154,7 @@ def test_every_format_of_the_whole_version(formula_cells: tuple[Hub, QueryEngine
          str(r["active"]).lower(), r["day"], r["seen"], wkt]
         for r, label, wkt in zip(ROWS, NEUTRALISED, WKT)]
 
-    stored = _file(export_version(hub, engine, ref, "parquet", whole))
-    assert (stored.path, stored.temporary) == (Path(ref.uris[0]), False)
+    assert export_version(hub, engine, ref, "parquet", whole) == StoredExport(ref.keys[0])  # sent as stored
 
     book = _file(export_version(hub, engine, ref, "xlsx", whole))
     assert book.temporary

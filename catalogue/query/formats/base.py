@@ -47,7 +47,14 @@ class ExportFile:
     temporary: bool
 
 
-Export = ExportFile | Iterator[bytes]
+@dataclass(frozen=True)
+class StoredExport:
+    """An export that is a file in the storage as it is (sent with Range answered, wherever it is kept)."""
+
+    key: str
+
+
+Export = ExportFile | StoredExport | Iterator[bytes]
 
 
 def params_in(sql: str, plan: Plan) -> dict[str, Any]:

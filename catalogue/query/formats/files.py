@@ -7,14 +7,13 @@ that is deleted once sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import duckdb
 
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
-from catalogue.query.formats.base import Export, ExportFile, ExportRows, RowFormat, disk_full, params_in, scratch_file
+from catalogue.query.formats.base import Export, ExportFile, ExportRows, StoredExport, RowFormat, disk_full, params_in, scratch_file
 from catalogue.query.records import engine_error
 from catalogue.query.spreadsheet import XLSX_MAX_ROWS, write_xlsx
 from catalogue.schema.sql_text import literal
@@ -50,13 +49,6 @@ def parquet_key(engine: QueryEngine, ref: VersionRef) -> str:
     return key
 
 
-def stored_chunks(hub: Hub, key: str) -> Iterator[bytes]:
-    """The bytes stored under ``key`` in chunks (for a backend that keeps no local file)."""
-    with hub.storage.open_read(key) as handle:
-        while chunk := handle.read(FILE_CHUNK_BYTES):
-            yield chunk
-
-
 class ParquetFormat(RowFormat):
     """Apache Parquet (GeoParquet where there is geometry)."""
 
@@ -66,10 +58,8 @@ class ParquetFormat(RowFormat):
     order = 50
 
     def whole(self, engine: QueryEngine, ref: VersionRef) -> Export | None:
-        key = parquet_key(engine, ref)
-        path = engine.hub.storage.local_path(key)
-        # A local file is sent as it is stored (the server answers Range requests from it).
-        return ExportFile(path, temporary=False) if path is not None else stored_chunks(engine.hub, key)
+        # Sent as it is stored, local file or object (the server answers Range requests from either).
+        return StoredExport(parquet_key(engine, ref))
 
     def write(self, rows: ExportRows) -> ExportFile:
         """The plan's rows written by DuckDB into a scratch Parquet file."""
