@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,8 @@ class SeaweedServer:
     def __init__(self, root: Path, bucket: str = "hub", timeout_s: float = 90) -> None:
         self.root, self.bucket, self.timeout_s = root, bucket, timeout_s
         self.process: subprocess.Popen[bytes] | None = None
+        # A Unix socket's path has at most 107 bytes: a deep ``root`` (a test's temp dir) would not take it.
+        self.sockets = Path(tempfile.mkdtemp(prefix="weed-"))
 
     def _command(self, weed: str, config: Path) -> list[str]:
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
@@ -189,7 +192,7 @@ class SeaweedServer:
                 f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
                 f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=20",
                 "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-                f"-filer.localSocket={self.root / 'filer.sock'}",
+                f"-filer.localSocket={self.sockets / 'filer.sock'}",
                 "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0"]  # on by default, on fixed ports
 
@@ -245,5 +248,6 @@ class SeaweedServer:
         self.stop()
 
     def stop(self) -> None:
-        """Terminate weed (its own session only), then kill it if it lingers."""
+        """Terminate weed (its own session only), then kill it if it lingers; remove its socket directory."""
         stop_group(self.process)
+        shutil.rmtree(self.sockets, ignore_errors=True)
