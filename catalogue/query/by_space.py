@@ -29,7 +29,10 @@ from catalogue.store.by_space import COLUMNS, by_space_key, write_by_space
 from catalogue.store.storage import Storage
 
 Box = tuple[float, float, float, float]  # west, south, east, north
-SMALL_SHARE = 1 / 16  # of the extent's width times height: boxes up to this are read from the copies
+# Of the extent's width times height: boxes up to this are read from the copies. Measured over 20,000 points
+# (CPU a page of up to 1,000): 1/256 of the extent 3.5 ms from the copy against 7.3 from the part, 1/16 9.6
+# against 11.9, 1/4 14.1 against 12.1, the whole extent 31 against 14.
+SMALL_SHARE = 1 / 16
 KNOWN_MAX = 65_536
 # The scans of a keyed records plan (catalogue.query.planning.rows_sql, count_sql) that a copy replaces.
 ROWS_SCAN = "read_parquet($scan, filename=true, file_row_number=true)"

