@@ -22,7 +22,7 @@ from catalogue.query.metadata_exporters import load_descriptor
 from catalogue.hub import Hub
 from catalogue.meta.metadata import (
     dataset_dict, get_dataset, get_publisher, get_version, job_dict, list_jobs,
-    list_publishers, list_versions, page_datasets, publisher_dict, version_dict, visible,
+    list_publishers, list_versions, page_datasets, publisher_dict, storable, version_dict, visible,
 )
 from catalogue.meta.models import Dataset, HarvestJob
 from catalogue.meta.extent import parse_bbox
@@ -119,7 +119,7 @@ def delivery_report(
 ) -> dict[str, Any]:
     """The Frictionless validation report of one delivery."""
     ds = get_dataset(session, name)
-    job = session.get(HarvestJob, job_id)
+    job = session.get(HarvestJob, job_id) if storable(job_id) else None
     if job is None or job.dataset_id != ds.id or job.report_key is None:
         raise NotFound(f"Dataset '{name}' has no delivery {job_id} with a validation report.")
     return json.loads(hub.storage.read_bytes(job.report_key))  # type: ignore[no-any-return]

@@ -49,6 +49,15 @@ def get_dataset_access(engine: Engine, name: str) -> tuple[bool, int] | None:
     return None if row is None else (bool(row[0]), int(row[1]))
 
 
+INTEGER_MAX = 2**31 - 1  # the catalogue's INTEGER columns (PostgreSQL's int4): version numbers, row ids
+
+
+def storable(number: int) -> bool:
+    """Whether ``number`` fits the catalogue's INTEGER columns: a larger id or version number names no row
+    (asking PostgreSQL would fail with "integer out of range" instead of finding nothing, as SQLite does)."""
+    return -INTEGER_MAX - 1 <= number <= INTEGER_MAX
+
+
 def get_version(session: Session, dataset: Dataset, number: int | None = None) -> Version:
     """Version ``number`` of ``dataset`` (default: the current one); VersionNotFound if absent."""
     if number is None:
@@ -59,7 +68,7 @@ def get_version(session: Session, dataset: Dataset, number: int | None = None) -
         raise InvalidParameter(f"Version numbers start at 1; got {number}.")
     version = session.scalar(
         select(Version).where(Version.dataset_id == dataset.id, Version.number == number)
-    )
+    ) if storable(number) else None
     if version is None:
         latest = dataset.current_version.number if dataset.current_version else 0
         hint = f"Versions 1 to {latest} exist." if latest else "No version is published yet."
@@ -75,6 +84,8 @@ def find_version(session: Session, name: str, number: int | None = None) -> Vers
     """
     if number is None:
         query = select(Version).join(Dataset, Dataset.current_version_id == Version.id)
+    elif not storable(number):
+        return None
     else:
         query = select(Version).join(Dataset, Dataset.id == Version.dataset_id).where(Version.number == number)
     return session.scalar(query.where(Dataset.name == name))
@@ -105,6 +116,8 @@ def get_version_identity(engine: Engine, name: str, number: int | None = None) -
 
     None when there is no such dataset or version; ``get_version`` then says which.
     """
+    if number is not None and not storable(number):
+        return None
     compiled = _compiled(engine.dialect, number is not None)
     given = {"name": name} if number is None else {"name": name, "number": number}
     values = dict(compiled.construct_params(given) or {})

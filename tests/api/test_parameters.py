@@ -178,3 +178,22 @@ async def test_an_impossible_instant_is_a_4xx(api: httpx.AsyncClient, route: str
     response = await api.get(f"{API}/datasets/car-parks/{route}", params={"as_of": as_of})
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["status"] == response.status_code
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/datasets/car-parks/versions/{v}/datapackage.json",
+    "/api/v1/datasets/car-parks/versions/{v}/datapackage.zip",
+    "/api/v1/datasets/car-parks/versions/{v}/parts/x.parquet",
+    "/api/v1/datasets/car-parks/facets?version={v}",
+    "/api/v1/datasets/car-parks/exports/parquet?version={v}",
+    "/api/v1/datasets/car-parks/diff?from=1&to={v}",
+    "/api/3/action/resource_show?id=car-parks@{v}",
+    "/api/3/action/datastore_search?resource_id=car-parks@{v}",
+    "/datastore/dump/car-parks@{v}",
+    "/ogc/collections/car-parks/items/{v}",
+])
+async def test_numbers_past_the_catalogues_integer_columns_find_nothing(api: httpx.AsyncClient, path: str) -> None:
+    """On PostgreSQL (the production-backend run) such a number once reached the database and failed as a 500."""
+    for value in (INT64_MAX, 2**31):
+        response = await api.get(path.format(v=value))
+        assert response.status_code in (400, 404, 409), (path, value, response.status_code, response.text[:200])
