@@ -19,6 +19,7 @@ from api.app import create_app
 from catalogue.errors import UrbandataError
 from catalogue.hub import Hub
 from catalogue.sql.runner import run_sql
+from catalogue.store.local_copies import copies_dir
 
 pytestmark = pytest.mark.anyio
 
@@ -43,16 +44,26 @@ async def api_sql(sql_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def store_digest(hub: Hub) -> str:
-    """One hash over every file (name and bytes) in the store."""
-    root = hub.settings.store_dir
+    """One hash over every stored file (name and bytes) and every local copy the SQL sandbox reads."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for key in sorted(hub.storage.list_keys("")):
+        digest.update(key.encode() + b"\0" + hub.storage.read_bytes(key))
+    copies = copies_dir(hub.settings)
+    for path in sorted(p for p in copies.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(copies).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
-def a_part(hub: Hub) -> Path:
-    return next((hub.settings.store_dir / "datasets" / "car-parks" / "parts").glob("*.parquet"))
+def a_part(hub: Hub) -> str:
+    """A part of car-parks as the sandbox would name it: its local file, or (object storage) its local copy."""
+    key = next(hub.storage.list_keys("datasets/car-parks/parts"))
+    return str(hub.storage.local_path(key) or copies_dir(hub.settings) / key)
+
+
+def store_root(hub: Hub) -> Path:
+    """Where the sandbox's files are: the local store, or (object storage) the local copies."""
+    part = hub.storage.local_path("datasets")
+    return (part.parent if part is not None else copies_dir(hub.settings)).resolve()
 
 
 async def query(api: httpx.AsyncClient, sql: str, **params: Any) -> dict[str, Any]:
@@ -175,11 +186,11 @@ async def test_hostile_statements_get_a_clear_400_and_change_nothing(
     api_sql: httpx.AsyncClient, demo_hub: Hub, sql: str, code: str
 ) -> None:
     before = store_digest(demo_hub)
-    statement = sql.format(part=a_part(demo_hub), store=demo_hub.settings.store_dir.resolve())
+    statement = sql.format(part=a_part(demo_hub), store=store_root(demo_hub))
     response = await api_sql.post(SQL, json={"sql": statement})
     error = response.json()["error"]
     assert (response.status_code, error["code"], error["status"]) == (400, code, 400)
-    assert str(demo_hub.settings.store_dir.resolve()) not in error["message"]
+    assert str(store_root(demo_hub)) not in error["message"]
     assert store_digest(demo_hub) == before
 
 
