@@ -8,8 +8,8 @@ environment whenever a test does not name them, so this plugin sets that environ
 
 - each test gets a PostgreSQL schema and an S3 key prefix of its own (created before its function-scoped
   fixtures, the schema dropped after it), so its catalogues see nothing of any other test's;
-- each module- or session-scoped fixture is set up under the schema and prefix of its module (or of the
-  session): the catalogue it builds outlives a test, so it lives in a schema kept to the session's end;
+- each module- or session-scoped fixture is set up under a schema and prefix of its own: the catalogue it
+  builds outlives a test, so it lives in a schema kept to the session's end;
 - subprocesses the tests start (``urbandata serve``, workers, the CLI) inherit the environment in force.
 
 A catalogue belongs to its data directory, as on the embedded default: the first Settings made for a
@@ -110,7 +110,7 @@ class Backends:
         }
 
     def scope_environment(self, node_id: str) -> dict[str, str]:
-        """One schema and prefix per module (or the session) for the fixtures that outlive a test."""
+        """One schema and prefix per fixture that outlives a test (kept to the session's end)."""
         if node_id not in self.scoped:
             schema = self.new_schema("scope")
             self.kept.append(schema)
@@ -181,10 +181,20 @@ def _production_backends(request: pytest.FixtureRequest) -> Iterator[Backends | 
         return
     from sqlalchemy import create_engine, text
 
+    from catalogue.meta.models import Base
+
     admin = create_engine(PG_URL)
     with admin.begin() as connection:  # a failure here fails the run: this run is about these backends
         connection.execute(text("SELECT pg_advisory_xact_lock(4242)"))
         connection.execute(text("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public"))
+        # Catalogue tables in public (an interrupted run's, made without a schema) would be found through every
+        # schema's search path and fool the migrations: they are nobody's, so they go.
+        stray = connection.execute(text(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_name = ANY(:names)"
+        ), {"names": list(Base.metadata.tables)}).scalars().all()
+        if stray:
+            print(f"production-backend run: dropping stray catalogue tables in public: {', '.join(sorted(stray))}")
+            connection.execute(text(f"DROP TABLE {', '.join(f'public.{name}' for name in stray)} CASCADE"))
     admin.dispose()
     _install_data_dir_registry()
     _backends = Backends(request.getfixturevalue("seaweed"),
@@ -213,8 +223,9 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.Fix
     if _backends is None or fixturedef.scope == "function" or fixturedef.argname in OWN_SETUP:
         yield
         return
-    node = request.node
-    with _environment(_backends.scope_environment(node.nodeid if fixturedef.scope != "session" else "")):
+    # A schema of its own for each: two module fixtures making catalogues must not meet in one schema; a fixture
+    # reopening another's data directory gets that one's backend (the data directory registry).
+    with _environment(_backends.scope_environment(f"{request.node.nodeid}::{fixturedef.argname}")):
         yield
 
 

@@ -50,7 +50,7 @@ def make_push_hub(root: Path, **settings: Any) -> Hub:
     sync_definitions(hub, load_definitions(defs))
     for name, (_, _, content, private) in DATASETS.items():
         result = ingest_delivery(hub, name, Delivery(content, "csv", {}, "replace", {"source_url": "test"}))
-        assert result.status == "published", result.report
+        assert result.status == "published", (result.status, getattr(result, "message", ""), result.report)
         if private:
             with hub.sessions.begin() as session:
                 session.execute(update(Dataset).where(Dataset.name == name).values(private=True))

@@ -65,7 +65,7 @@ def write_lock_held(hub: Hub, seconds: float) -> Iterator[list[datetime]]:
     else:
         import psycopg
 
-        schema = url.split("search_path%3D")[1]
+        schema = url.split("search_path%3D")[1].split("%2C")[0]
         connection = psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres")
         connection.execute(f'LOCK TABLE "{schema}".versions IN EXCLUSIVE MODE')
 
