@@ -10,14 +10,13 @@ the storage seam (``open_read`` seeks, so a range costs a ranged GET, not the wh
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from fastapi import Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from catalogue.hub import Hub
+from catalogue.query.exports import stored_chunks
 
-CHUNK = 1024 * 1024
 SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -30,12 +29,12 @@ def stored_response(request: Request, hub: Hub, key: str, media_type: str, heade
     sent = {**headers, "Accept-Ranges": "bytes"}
     wanted = requested_range(request.headers.get("range"), request.headers.get("if-range"), headers.get("ETag"), size)
     if wanted is None:
-        return StreamingResponse(_chunks(hub, key, 0, size), media_type=media_type,
+        return StreamingResponse(stored_chunks(hub, key), media_type=media_type,
                                  headers={**sent, "Content-Length": str(size)})
     if wanted == (-1, -1):
         return Response(status_code=416, headers={**sent, "Content-Range": f"bytes */{size}"})
     start, end = wanted
-    return StreamingResponse(_chunks(hub, key, start, end + 1), status_code=206, media_type=media_type,
+    return StreamingResponse(stored_chunks(hub, key, start, end + 1), status_code=206, media_type=media_type,
                              headers={**sent, "Content-Range": f"bytes {start}-{end}/{size}",
                                       "Content-Length": str(end - start + 1)})
 
@@ -56,12 +55,3 @@ def requested_range(header: str | None, if_range: str | None, etag: str | None, 
     if start >= size or (last and int(last) < start):
         return (-1, -1)
     return start, end
-
-
-def _chunks(hub: Hub, key: str, start: int, stop: int) -> Iterator[bytes]:
-    with hub.storage.open_read(key) as handle:
-        handle.seek(start)
-        left = stop - start
-        while left > 0 and (chunk := handle.read(min(CHUNK, left))):
-            left -= len(chunk)
-            yield chunk

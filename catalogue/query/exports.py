@@ -30,7 +30,7 @@ from catalogue.query.records import Plan, RecordsRequest, engine_error, output_c
 from catalogue.query.spreadsheet import NUMBER_STYLES
 from catalogue.registry import Registry
 
-__all__ = ["CsvOptions", "ExportFile", "StoredExport", "chunks_of", "csv_options", "export_format", "export_tag", "export_version",
+__all__ = ["CsvOptions", "ExportFile", "StoredExport", "chunks_of", "stored_chunks", "csv_options", "export_format", "export_tag", "export_version",
            "format_names", "parquet_file", "read_file"]
 
 SEAM = "export_formats"
@@ -127,13 +127,21 @@ def chunks_of(hub: Hub, result: Export) -> Iterator[bytes]:
     if isinstance(result, ExportFile):
         return read_file(result.path, delete=result.temporary)
     if isinstance(result, StoredExport):
-        return _stored_chunks(hub, result.key)
+        return stored_chunks(hub, result.key)
     return result
 
 
-def _stored_chunks(hub: Hub, key: str) -> Iterator[bytes]:
+def stored_chunks(hub: Hub, key: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    """The bytes stored under ``key`` from ``start`` to ``stop`` (default: the end), in chunks."""
     with hub.storage.open_read(key) as handle:
-        while chunk := handle.read(FILE_CHUNK_BYTES):
+        handle.seek(start)
+        left = None if stop is None else stop - start
+        while left is None or left > 0:
+            chunk = handle.read(FILE_CHUNK_BYTES if left is None else min(FILE_CHUNK_BYTES, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
             yield chunk
 
 

@@ -13,6 +13,7 @@ they are, and nothing is copied.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,26 +34,28 @@ def local_files(storage: Storage, settings: Settings, keys: tuple[str, ...]) -> 
     if all(storage.local_path(key) is not None for key in keys):
         return tuple(str(storage.local_path(key)) for key in keys)
     root = copies_dir(settings)
-    paths = tuple(_copy(storage, root, key) for key in keys)
-    _trim(root, settings.sql_part_cache_mb * 1024 * 1024, keep=set(paths))
+    fetched = [_copy(storage, root, key) for key in keys]
+    paths = tuple(path for path, _ in fetched)
+    if any(new for _, new in fetched):  # only a fetch can push the cache past its bound
+        _trim(root, settings.sql_part_cache_mb * 1024 * 1024, keep=set(paths))
     return paths
 
 
-def _copy(storage: Storage, root: Path, key: str) -> str:
+def _copy(storage: Storage, root: Path, key: str) -> tuple[str, bool]:
+    """The local copy of ``key`` and whether it was fetched now."""
     target = root / key
     if target.is_file():
         os.utime(target)  # used now: the last to go when the cache is trimmed
-        return str(target)
+        return str(target), False
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.incoming")
     try:
         with storage.open_read(key) as source, open(staged, "wb") as sink:
-            while chunk := source.read(CHUNK):
-                sink.write(chunk)
+            shutil.copyfileobj(source, sink, CHUNK)
         os.replace(staged, target)  # two fetching at once: both copies are the same bytes
     finally:
         staged.unlink(missing_ok=True)
-    return str(target)
+    return str(target), True
 
 
 def _trim(root: Path, budget: int, keep: set[str]) -> None:
