@@ -101,6 +101,42 @@ PUBLISHERS_YAML = """publishers:
 """
 
 
+def parquet_file(storage: Any, key: str) -> Any:
+    """A stored Parquet file opened through its storage (a local file, or ranged reads of the object store)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(storage.open_read(key))
+
+
+def read_stored_table(storage: Any, key: str) -> Any:
+    """A stored Parquet file read whole as a pyarrow Table, through its storage."""
+    return parquet_file(storage, key).read()
+
+
+def duckdb_on(storage: Any) -> Any:
+    """A DuckDB connection that reads ``storage.engine_uri(...)`` (httpfs and a scoped secret on the object store)."""
+    import duckdb
+
+    con = duckdb.connect()
+    storage.prepare_duckdb(con)
+    return con
+
+
+def remove_stored(storage: Any, key: str) -> None:
+    """Delete one stored file, on either backend (the collector's own delete, with a write time in the future)."""
+    import time
+
+    assert storage.remove_stale(key, time.time() + 3600) > 0, f"nothing stored under {key}"
+
+
+def stored_mtime_ns(storage: Any, key: str) -> int:
+    """When a stored file was last written (the file's mtime, or the object's Last-Modified)."""
+    path = storage.local_path(key)
+    if path is not None:
+        return int(path.stat().st_mtime_ns)
+    return int(storage.fs.get_file_info(storage._path(key)).mtime_ns)
+
+
 def stored(data_dir: Path) -> Any:
     """The storage of the catalogue in ``data_dir`` (local files, or the object store of the production-backend run)."""
     hub = open_hub(Settings(data_dir=data_dir))

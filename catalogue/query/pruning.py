@@ -26,6 +26,7 @@ from catalogue.query import memos
 from catalogue.query.result_cache import PART_ANSWERS, answer_key
 from catalogue.schema.model import Field
 from catalogue.schema.sql_text import ident, literal
+from catalogue.store.s3 import object_filesystem
 
 # Table Schema types whose Parquet statistics order like the values the engine compares.
 PRUNABLE = {"string", "integer", "number", "date", "datetime", "time", "year", "boolean"}
@@ -107,22 +108,41 @@ def _range_test(name: str, kind: type, value: str) -> str:
 def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
     """(min, max, Arrow type) per top-level column of one part, from its footer (parts never change).
 
-    A column is missing when any row group lacks statistics for it; non-local URIs have none.
+    A column is missing when any row group lacks statistics for it. An object-store part is read through
+    the storage opened for its bucket; none (or an unreachable store) gives no ranges: the part is kept.
     """
-    return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri)[1]
+    return _facts(uri)[1]
 
 
 def part_rows(uri: str) -> int | None:
-    """Rows of one part, from its footer (None for a non-local part)."""
-    return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri)[0]
+    """Rows of one part, from its footer (None when its footer cannot be read)."""
+    return _facts(uri)[0]
+
+
+def _facts(uri: str) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
+    try:
+        return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri)
+    except _Unreadable:  # not cached: the next query tries again
+        return None, {}
+
+
+class _Unreadable(Exception):
+    """An object-store footer that could not be read now."""
 
 
 @lru_cache(maxsize=8192)
 def _footer_facts(uri: str) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
     """(rows, column ranges) of one part: its footer is read once for both."""
     if "://" in uri:
-        return None, {}
-    meta = pq.read_metadata(uri)
+        found = object_filesystem(uri)
+        if found is None:
+            return None, {}
+        try:
+            meta = pq.read_metadata(found[1], filesystem=found[0])
+        except OSError as exc:
+            raise _Unreadable(uri) from exc
+    else:
+        meta = pq.read_metadata(uri)
     arrow = meta.schema.to_arrow_schema()
     out: dict[str, tuple[Any, Any, pa.DataType]] = {}
     for i in range(meta.num_columns):

@@ -36,6 +36,18 @@ from catalogue.store.storage import sweep_scratch_dir
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# The filesystem of the storage opened last for each bucket: readers given only an engine URI (the part
+# statistics of catalogue.query.pruning) read footers through it, with that storage's endpoint and credentials.
+_by_bucket: dict[str, pafs.S3FileSystem] = {}
+
+
+def object_filesystem(uri: str) -> tuple[pafs.FileSystem, str] | None:
+    """(filesystem, path) to read an ``s3://`` engine URI of a storage opened in this process; else None."""
+    if not uri.startswith("s3://"):
+        return None
+    path = uri[len("s3://"):]
+    fs = _by_bucket.get(path.split("/", 1)[0])
+    return (fs, path) if fs is not None else None
 
 
 @cache
@@ -120,6 +132,7 @@ class S3Storage:
         self.scratch = settings.store_dir / ".scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
         self._check_bucket()
+        _by_bucket[self.bucket] = self.fs
 
     def _check_bucket(self) -> None:
         info = self._call(lambda: self.fs.get_file_info(self.bucket), "look up the bucket")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import delete
 
@@ -25,7 +24,7 @@ from catalogue.store.by_time import by_time_key
 from catalogue.store.s3 import S3Storage
 from tests.catalogue.seaweed_server import s3_settings, seaweed  # noqa: F401 - the SeaweedFS fixtures
 from tests.catalogue.test_layout import HOURS, SCHEMA, SENSORS, START  # the same sensor history
-from tests.conftest import catalogue_maker
+from tests.conftest import catalogue_maker, parquet_file, read_stored_table, stored_mtime_ns
 
 NAME = "sensors"
 SMALL = {"part_max_rows": 300, "row_group_rows": 64}  # 4 parts (time windows) of 5 row groups each
@@ -59,7 +58,7 @@ def engine_of() -> Iterator[Any]:
 
 def _rows(hub: Hub, ref: VersionRef) -> list[dict[str, Any]]:
     """Every row of the version, read straight from its parts (the full scan answers are checked against)."""
-    return [row for key in ref.keys for row in pq.read_table(hub.storage.open_read(key)).to_pylist()]
+    return [row for key in ref.keys for row in read_stored_table(hub.storage, key).to_pylist()]
 
 
 def _ask(engine: QueryEngine, request: RecordsRequest) -> tuple[dict[str, Any], list[str]]:
@@ -105,11 +104,11 @@ def test_a_moment_reads_the_by_time_copies_and_answers_as_a_full_scan(make_catal
     # A copy holds its part's rows, sorted by time then sensor, in row groups of row_group_rows.
     ref = engine.version(NAME)
     for key in ref.keys:
-        part, copy = pq.read_table(hub.storage.engine_uri(key)), hub.storage.engine_uri(by_time_key(key))
-        rows = pq.read_table(copy).to_pylist()
+        part, copy = read_stored_table(hub.storage, key), parquet_file(hub.storage, by_time_key(key))
+        rows = copy.read().to_pylist()
         assert sorted(rows, key=lambda r: (r["sensor"], r["at"])) == part.to_pylist()
         assert [(r["at"], r["sensor"]) for r in rows] == sorted((r["at"], r["sensor"]) for r in rows)
-        meta = pq.read_metadata(copy)
+        meta = copy.metadata
         at = meta.schema.names.index("at")
         ranges = [meta.row_group(i).column(at).statistics for i in range(meta.num_row_groups)]
         assert meta.num_rows == part.num_rows and all(s.has_min_max for s in ranges)
@@ -155,14 +154,14 @@ def test_an_ingest_writes_the_copies_of_its_new_parts(make_catalogue: Any, engin
     assert len(ref.keys) == 4
     assert set(hub.storage.list_keys(f"datasets/{NAME}/by-time")) == {by_time_key(k) for k in ref.keys}
     # An append writes the copies of the parts it adds; the kept parts' copies stay as they were.
-    written = {k: hub.storage.local_path(k).stat().st_mtime_ns
+    written = {k: stored_mtime_ns(hub.storage, k)
                for k in hub.storage.list_keys(f"datasets/{NAME}/by-time")}
     added = ingest_delivery(hub, NAME, Delivery(history(range(60, 62), range(3)), "csv", {}, "append",
                                                 {"source_url": "test"}))
     assert added.status == "published"
     after = engine_of(hub).version(NAME)
     assert set(hub.storage.list_keys(f"datasets/{NAME}/by-time")) == {by_time_key(k) for k in after.keys}
-    assert {k: hub.storage.local_path(k).stat().st_mtime_ns for k in written} == written
+    assert {k: stored_mtime_ns(hub.storage, k) for k in written} == written
     # A dataset without a time in its key gets none.
     plain = make_catalogue("plain", {"fields": [{"name": "id", "type": "integer"}, {"name": "at", "type": "datetime"}],
                                      "primaryKey": ["id"]}, b"id,at\n1,2026-01-05T00:00:00\n")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
@@ -34,6 +33,7 @@ from catalogue.meta.models import Dataset, HarvestJob
 from catalogue.schema.field_parsing import DIRECTIVES, padded_glob, pattern_regex
 from catalogue.schema.table_schema import check_schema
 from catalogue.store.keys import part_key
+from tests.conftest import parquet_file
 
 AMOUNTS = {
     "fields": [{"name": "id", "type": "integer"}, {"name": "amount", "type": "number"}],
@@ -398,7 +398,7 @@ def test_an_appended_delivery_keeps_to_the_kind_of_the_version_it_extends(
         assert appended.status == "published", appended.report
     with hub.sessions() as session:
         parts = session.scalar(select(Dataset).where(Dataset.name == "times")).current_version.parts
-    zones = {pq.read_schema(hub.storage.engine_uri(part_key("times", p["sha256"]))).field("ts").type.tz for p in parts}
+    zones = {parquet_file(hub.storage, part_key("times", p["sha256"])).schema_arrow.field("ts").type.tz for p in parts}
     assert zones == ({"UTC"} if kept == "instants" else {None})
 
 

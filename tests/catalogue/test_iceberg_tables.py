@@ -94,8 +94,9 @@ def iceberg_rows(table: Any, snapshot_id: int) -> list[tuple[Any, ...]]:
     return sorted(zip(*(arrow.column(n).to_pylist() for n in ("station", "day", "pm10", "samples"))))
 
 
-def duck_iceberg() -> duckdb.DuckDBPyConnection:
-    """DuckDB with the iceberg extension (and avro, which it reads manifests with) loaded from their wheels."""
+def duck_iceberg(hub: Hub) -> duckdb.DuckDBPyConnection:
+    """DuckDB with the iceberg extension (and avro, which it reads manifests with) loaded from their wheels,
+    able to read ``hub``'s storage (on an object store: httpfs from its wheel, a secret scoped to the bucket)."""
     duckdb_extension_iceberg = pytest.importorskip("duckdb_extension_iceberg")
     duckdb_extension_avro = pytest.importorskip("duckdb_extension_avro")
     from catalogue.duck import wheel_extension_path
@@ -103,6 +104,7 @@ def duck_iceberg() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.load_extension(wheel_extension_path("avro", duckdb_extension_avro.__file__))
     con.load_extension(wheel_extension_path("iceberg", duckdb_extension_iceberg.__file__))
+    hub.storage.prepare_duckdb(con)
     return con
 
 
@@ -155,7 +157,7 @@ def test_each_version_is_a_snapshot_over_its_own_parts(make_catalogue: Any, tmp_
     # The geopoint column is the part's WKB geometry, an Iceberg binary column.
     location = table.schema().find_field("location")
     assert str(location.field_type) == "binary"
-    con = duck_iceberg()
+    con = duck_iceberg(hub)
     try:
         metadata = table.metadata_location
         current = con.execute(f"SELECT station, day, pm10, samples FROM iceberg_scan('{metadata}') "
@@ -242,7 +244,7 @@ def test_an_added_field_widens_the_table_and_older_snapshots_keep_their_columns(
                   key=lambda r: r[0]) == [("A", None), ("B", None), ("C", 31.5)]
     older = table.scan(snapshot_id=ids[1]).to_arrow()
     assert older.num_rows == 2 and "no2" not in older.column_names  # read with the schema it was written with
-    con = duck_iceberg()
+    con = duck_iceberg(hub)
     try:
         con.execute("SET enable_geoparquet_conversion = false")
         found = con.execute(f"SELECT station, no2 FROM iceberg_scan('{table.metadata_location}') "
@@ -306,15 +308,21 @@ def test_tables_over_parts_on_an_object_store(make_catalogue: Any, s3_settings: 
                            **s3_settings)
     table = check_table(hub)
     assert table.metadata_location.startswith(f"s3://{s3_settings['s3_bucket']}/{s3_settings['s3_prefix']}/datasets/air/")
-    con = duck_iceberg()
+    con = duck_iceberg(hub)
     try:
-        hub.storage.prepare_duckdb(con)  # httpfs from its wheel, a secret scoped to the bucket
         con.execute("SET enable_geoparquet_conversion = false")
         older = con.execute(f"SELECT station, day, pm10, samples FROM iceberg_scan('{table.metadata_location}', "
                             f"snapshot_from_id => {iceberg.snapshot_ids(table)[1]}) ORDER BY station, day").fetchall()
     finally:
         con.close()
     assert older == hub_rows(hub, 1)
+
+
+def _footer(hub: Hub, uri: str) -> Any:
+    """The Parquet footer of a table's data file (a local path or an object of the hub's store)."""
+    if uri.startswith("s3://"):
+        return pq.read_metadata(uri.removeprefix("s3://"), filesystem=hub.storage.fs)  # type: ignore[attr-defined]
+    return pq.read_metadata(uri.removeprefix("file://"))
 
 
 def test_every_stored_type_is_a_column_of_the_table(make_catalogue: Any, tmp_path: Path) -> None:
@@ -332,7 +340,7 @@ def test_every_stored_type_is_a_column_of_the_table(make_catalogue: Any, tmp_pat
     with iceberg.open_catalog(hub) as catalog:
         table = catalog.load_table(iceberg.table_identifier("kinds"))
         shapes_table = catalog.load_table(iceberg.table_identifier("shapes"))
-    writers = {pq.read_metadata(task.file.file_path.removeprefix("file://")).created_by.split(" ")[0]
+    writers = {_footer(hub, task.file.file_path).created_by.split(" ")[0]
                for t in (table, shapes_table) for task in t.scan().plan_files()}
     assert writers == {"DuckDB", "parquet-cpp-arrow"}  # parts of both writers
     assert {f.name: str(f.field_type) for f in table.schema().fields} == {
@@ -341,7 +349,7 @@ def test_every_stored_type_is_a_column_of_the_table(make_catalogue: Any, tmp_pat
     assert [(r["id"], r["at"].isoformat(), r["clock"].isoformat(), r["yr"]) for r in rows] == [
         ("a", "2026-11-20T08:15:30", "08:15:30", 2026), ("b", "2026-11-21T09:00:00", "23:59:59", 1999)]
     assert str(shapes_table.schema().find_field("shape").field_type) == "binary"
-    con = duck_iceberg()
+    con = duck_iceberg(hub)
     try:
         con.execute("SET enable_geoparquet_conversion = false")
         found = con.execute('SELECT id, CAST("at" AS VARCHAR), CAST(clock AS VARCHAR), yr FROM '

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from catalogue.commit_notices import COMMITS
@@ -15,6 +17,7 @@ from catalogue.query.latest import latest_uri, snapshot_of
 from catalogue.schema.model import TableSchema
 from catalogue.store.keys import latest_key
 from catalogue.store.live import LiveKey, added_parts, live_key, new_rows
+from tests.conftest import duckdb_on, read_stored_table, remove_stored
 
 SCHEMA = {
     "fields": [
@@ -30,8 +33,8 @@ FIRST = HEADER + "".join(f"{lot},2026-12-01T0{hour}:00:00,{hour * 10 + n},\"9.9{
                          for n, lot in enumerate(("P01", "P02", "P03")) for hour in range(4))
 
 
-def rows_of(uris: list[str]) -> list[tuple[Any, ...]]:
-    con = duckdb.connect()
+def rows_of(uris: list[str], storage: Any) -> list[tuple[Any, ...]]:
+    con = duckdb_on(storage)
     quoted = ", ".join(f"'{u}'" for u in uris)
     found = con.execute(f"SELECT lot_id, strftime(timestamp, '%H:%M'), free FROM read_parquet([{quoted}]) "
                         "ORDER BY lot_id, timestamp").fetchall()
@@ -72,8 +75,8 @@ def test_the_commit_writes_the_latest_row_per_entity(parking: Hub) -> None:
     try:
         key = latest_key("parking", ref.number, ref.content_hash)
         assert parking.storage.exists(key)
-        assert rows_of([parking.storage.engine_uri(key)]) == [("P01", "03:00", 30), ("P02", "03:00", 31),
-                                                               ("P03", "03:00", 32)]
+        assert rows_of([parking.storage.engine_uri(key)], parking.storage) == [
+            ("P01", "03:00", 30), ("P02", "03:00", 31), ("P03", "03:00", 32)]
     finally:
         engine.close()
 
@@ -92,12 +95,12 @@ def test_an_append_merges_the_previous_latest_rows_with_the_new_ones(parking: Hu
         assert added is not None and len(added) == 1  # an append: the new rows are its own part
         key = latest_key("parking", 2, ref.content_hash)
         expected = [("P01", "05:00", 99), ("P02", "03:00", 31), ("P03", "03:00", 32), ("P04", "02:00", 44)]
-        assert rows_of([parking.storage.engine_uri(key)]) == expected
+        assert rows_of([parking.storage.engine_uri(key)], parking.storage) == expected
         # The same as recomputing from every row of the version.
-        parking.storage.local_path(key).unlink()  # type: ignore[union-attr]
-        assert rows_of([latest_uri(engine, ref)]) == expected
+        remove_stored(parking.storage, key)
+        assert rows_of([latest_uri(engine, ref)], parking.storage) == expected
         assert engine.run(lambda cur: rows_of(new_rows(cur, parking.storage, snapshot_of(ref),
-                                                       snapshot_of(before)))) == [
+                                                       snapshot_of(before)), parking.storage)) == [
             ("P01", "05:00", 99), ("P02", "01:30", 7), ("P04", "02:00", 44)]
     finally:
         engine.close()
@@ -115,9 +118,9 @@ def test_a_replace_recomputes_and_its_new_rows_are_the_rows_the_previous_version
     try:
         before = engine.version("parking", 1)
         assert added_parts(snapshot_of(ref), snapshot_of(before)) is None
-        assert rows_of([latest_uri(engine, ref)]) == [("P01", "03:00", 5), ("P02", "03:00", 31)]
+        assert rows_of([latest_uri(engine, ref)], parking.storage) == [("P01", "03:00", 5), ("P02", "03:00", 31)]
         assert engine.run(lambda cur: rows_of(new_rows(cur, parking.storage, snapshot_of(ref),
-                                                       snapshot_of(before)))) == [("P01", "03:00", 5)]
+                                                       snapshot_of(before)), parking.storage)) == [("P01", "03:00", 5)]
     finally:
         engine.close()
 
@@ -172,12 +175,12 @@ def test_an_upsert_merges_the_previous_latest_rows_with_the_rows_it_changed_or_a
         assert added_parts(snapshot_of(ref), snapshot_of(before)) is None  # an upsert rewrites its parts
         key = latest_key("parking", 2, ref.content_hash)
         expected = [("P01", "03:00", 77), ("P02", "04:00", 8), ("P03", "03:00", 32)]
-        assert rows_of([parking.storage.engine_uri(key)]) == expected  # merged at commit time
+        assert rows_of([parking.storage.engine_uri(key)], parking.storage) == expected  # merged at commit time
         assert engine.run(lambda cur: rows_of(new_rows(cur, parking.storage, snapshot_of(ref),
-                                                       snapshot_of(before)))) == [
+                                                       snapshot_of(before)), parking.storage)) == [
             ("P01", "03:00", 77), ("P02", "04:00", 8), ("P03", "00:00", 1)]
-        parking.storage.local_path(key).unlink()  # type: ignore[union-attr]
-        assert rows_of([latest_uri(engine, ref)]) == expected  # recomputed from every row: the same
+        remove_stored(parking.storage, key)
+        assert rows_of([latest_uri(engine, ref)], parking.storage) == expected  # recomputed from every row: the same
     finally:
         engine.close()
 
@@ -186,15 +189,14 @@ def test_an_append_reads_the_previous_latest_file_not_the_history(parking: Hub) 
     engine, first = current_ref(parking, "parking")
     try:
         # Stand-in previous file holding only P02: were the history read, P01 and P03 would come back.
-        path = parking.storage.local_path(latest_key("parking", 1, first.content_hash))
-        assert path is not None
-        con = duckdb.connect()
-        con.execute(f"COPY (SELECT * FROM read_parquet('{path}') WHERE lot_id = 'P02') TO '{path}.new' (FORMAT parquet)")
-        con.close()
-        path.with_name(path.name + ".new").replace(path)
+        key = latest_key("parking", 1, first.content_hash)
+        table = read_stored_table(parking.storage, key)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.filter(pc.equal(table["lot_id"], "P02")), sink)
+        parking.storage.write_bytes(key, sink.getvalue().to_pybytes())
         more = HEADER + "P04,2026-12-01T05:00:00,4,\"9.9, 53.5\"\n"
         ingest_delivery(parking, "parking", Delivery(more.encode(), "csv", {}, "append", {"source_url": "t"}))
         ref = engine.version("parking")
-        assert rows_of([latest_uri(engine, ref)]) == [("P02", "03:00", 31), ("P04", "05:00", 4)]
+        assert rows_of([latest_uri(engine, ref)], parking.storage) == [("P02", "03:00", 31), ("P04", "05:00", 4)]
     finally:
         engine.close()

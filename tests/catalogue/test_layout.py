@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from catalogue.hub import Hub
 from catalogue.meta.metadata import get_dataset
 from catalogue.query.engine import VersionRef
 from catalogue.ingest.pipeline import Delivery, ingest_delivery
 from catalogue.store.keys import part_key
+from tests.conftest import read_stored_table
 
 SCHEMA = {
     "fields": [
@@ -37,7 +36,7 @@ def history() -> bytes:
 def parts_of(hub: Hub, name: str) -> list[list[dict[str, Any]]]:
     with hub.sessions() as session:
         ds = get_dataset(session, name)
-        return [pq.read_table(hub.storage.engine_uri(part_key(name, p["sha256"]))).to_pylist()
+        return [read_stored_table(hub.storage, part_key(name, p["sha256"])).to_pylist()
                 for p in ds.current_version.parts]
 
 
@@ -73,6 +72,7 @@ def test_a_time_filter_reads_one_window_and_a_key_filter_still_prunes(make_catal
     from catalogue import duck
 
     con = duck.connect(memory_limit_mb=256, threads=1)
+    hub.storage.prepare_duckdb(con)  # the object store's extension and secret (nothing on local files)
     try:
         at_noon = plan_records(RecordsRequest(where="at = '2026-01-05T12:00:00'"), ref.schema, list(ref.uris), 1)
         assert len(prune(con, at_noon).params["scan"]) == 1

@@ -28,7 +28,9 @@ from tests.conftest import pg_schema
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """The catalogue engine the hub makes (SQLite: WAL, foreign keys on), at migration 0005 and filled."""
     if request.param == "sqlite":
-        engine = create_catalogue_engine(Settings(data_dir=tmp_path / "var"))
+        # Named: the production-backend run's environment would give a PostgreSQL schema, migrated already.
+        engine = create_catalogue_engine(Settings(data_dir=tmp_path / "var",
+                                                  database_url=f"sqlite:///{tmp_path / 'catalogue.sqlite'}"))
         upgrade_schema(engine, "0005")
         _fill(engine)
         yield engine

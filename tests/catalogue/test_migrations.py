@@ -195,6 +195,7 @@ def test_on_postgis_the_extent_is_a_geometry_with_a_spatial_index(engine: Engine
                                        "AND f_table_schema = current_schema()")).one() == (4326, "POLYGON")
 
 
+@pytest.mark.embedded_only("a mistyped data directory has no SQLite file; a PostgreSQL catalogue is the server's")
 def test_catalogue_exists_creates_nothing(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "typo")
     assert catalogue_exists(settings) is False

@@ -18,6 +18,7 @@ from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.ingest.pipeline import Delivery, IngestResult, ingest_delivery
 from catalogue.store.keys import part_key
 from catalogue.ingest.validation import discard_typed
+from tests.conftest import parquet_file
 
 
 def _rows(hub: Hub, name: str) -> list[dict]:
@@ -122,7 +123,7 @@ def test_duckdb_and_pyarrow_paths_write_the_same_parts(make_catalogue: Any, tmp_
         parts = get_dataset(session, "readings").current_version.parts
     assert len(parts) >= 3 and all(p["rows"] <= 300 for p in parts)
     for part in parts:
-        groups = pq.ParquetFile(hub.storage.engine_uri(part_key("readings", part["sha256"]))).metadata
+        groups = parquet_file(hub.storage, part_key("readings", part["sha256"])).metadata
         sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
         assert all(size == 64 for size in sizes[:-1])
     again = _ingest(hub, "readings", content, "iso8859-15")
@@ -143,7 +144,7 @@ def test_repeated_key_found_by_the_writer_gets_the_text_paths_report(make_catalo
 def _part_files(hub: Hub, name: str) -> list[pq.ParquetFile]:
     with hub.sessions() as session:
         parts = get_dataset(session, name).current_version.parts
-    return [pq.ParquetFile(hub.storage.engine_uri(part_key(name, p["sha256"]))) for p in parts]
+    return [parquet_file(hub.storage, part_key(name, p["sha256"])) for p in parts]
 
 
 @pytest.mark.parametrize("place", [False, True])
