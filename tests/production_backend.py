@@ -136,14 +136,42 @@ def _install_data_dir_registry() -> None:
 
     def init(self: Settings, **values: Any) -> None:
         data_dir = values.get("data_dir")
-        known = _by_data_dir.get(Path(data_dir).resolve()) if data_dir is not None else None
-        if known is not None and not any(field in values for field in BACKEND_FIELDS):
-            values = {**known, **values}
+        where = Path(data_dir).resolve() if data_dir is not None else None
+        known = _by_data_dir.get(where) if where is not None else None
+        if where is not None and not any(field in values for field in BACKEND_FIELDS):
+            if known is None:
+                known = _fresh_backend(where)
+            if known is not None:
+                values = {**known, **values}
         original(self, **values)
-        if data_dir is not None:
-            _by_data_dir.setdefault(Path(data_dir).resolve(), {f: getattr(self, f) for f in BACKEND_FIELDS})
+        if where is not None:
+            _by_data_dir.setdefault(where, {f: getattr(self, f) for f in BACKEND_FIELDS})
+            url = os.environ.get("URBANDATA_DATABASE_URL", "")
+            if url and self.database_url == url:  # this directory's catalogue is the environment's
+                _owner.setdefault(url, where)
 
     Settings.__init__ = init  # type: ignore[method-assign]
+
+
+_owner: dict[str, Path] = {}  # the environment's database URL -> the data directory whose catalogue it holds
+
+
+def _fresh_backend(data_dir: Path) -> dict[str, Any] | None:
+    """Backend settings for a data directory first seen while another one holds the environment's catalogue.
+
+    A test that builds a second catalogue (another data directory, as on the embedded default, where each
+    directory has its own SQLite file and store) gets a schema and prefix of its own for it, kept to the
+    session's end; the first directory keeps the environment's. None: the environment's are free.
+    """
+    url = os.environ.get("URBANDATA_DATABASE_URL", "")
+    if _backends is None or not url or _owner.get(url, data_dir) == data_dir:
+        return None
+    schema = _backends.new_schema("dir")
+    _backends.kept.append(schema)
+    env = _backends.environment(schema)
+    return {"database_url": env["URBANDATA_DATABASE_URL"], "storage": "s3",
+            "s3_endpoint_url": env["URBANDATA_S3_ENDPOINT_URL"], "s3_bucket": env["URBANDATA_S3_BUCKET"],
+            "s3_prefix": env["URBANDATA_S3_PREFIX"]}
 
 
 def backend_env(data_dir: str | Path) -> dict[str, str]:

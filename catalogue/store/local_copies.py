@@ -12,16 +12,19 @@ they are, and nothing is copied.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
 from pathlib import Path
 
+from catalogue.errors import InsufficientStorage
 from catalogue.settings import Settings
 from catalogue.store.storage import Storage
 
 KEEP_RECENT_S = 600.0
 CHUNK = 1024 * 1024
+FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})  # no room, past the file-size limit, past the quota
 
 
 def copies_dir(settings: Settings) -> Path:
@@ -53,6 +56,13 @@ def _copy(storage: Storage, root: Path, key: str) -> tuple[str, bool]:
         with storage.open_read(key) as source, open(staged, "wb") as sink:
             shutil.copyfileobj(source, sink, CHUNK)
         os.replace(staged, target)  # two fetching at once: both copies are the same bytes
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise InsufficientStorage(
+                "The server's disk is full, so the parts this query reads could not be copied for the SQL "
+                "sandbox (it reads local files only). Try again later, or ask the records API, which reads "
+                "the object store directly.") from None
+        raise
     finally:
         staged.unlink(missing_ok=True)
     return str(target), True

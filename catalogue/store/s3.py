@@ -128,6 +128,9 @@ class S3Storage:
             access_key=self._key_id, secret_key=self._secret, session_token=self._token, region=self.region,
             endpoint_override=self.endpoint, scheme="https" if self.use_ssl else "http",
             allow_bucket_creation=False, allow_bucket_deletion=False,
+            # Parts of an upload are sent one after another: in the background, a large file read from disk
+            # faster than it uploads queued whole in memory (a 256 MB push grew the server by 276 MB).
+            background_writes=False,
         )
         self.scratch = settings.store_dir / ".scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)

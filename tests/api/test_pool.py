@@ -96,10 +96,14 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(
     assert (busy.status_code, busy.headers["retry-after"], busy.json()) == (503, "1", {"error": {
         "code": "database-busy", "status": 503,
         "message": "The catalogue database is busy with other requests; try again in a moment."}})
-    # The health check and a kept records page need no pooled connection.
+    # The health check needs no pooled connection; on SQLite a kept records page neither (the version's
+    # identity is read on the loop's own connection), on a database server it waits for the pool like any read.
     assert (await client.get("/health")).json() == {"status": "ok", "datasets": 6}
     kept = await client.get(records)
-    assert (kept.status_code, kept.headers["x-cache"]) == (200, "hit")
+    if hub.engine.dialect.name == "sqlite":
+        assert (kept.status_code, kept.headers.get("x-cache")) == (200, "hit"), kept.text
+    else:
+        assert (kept.status_code, kept.headers.get("retry-after")) == (503, "1"), kept.text
     for connection in taken:
         connection.close()
     taken.clear()

@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -64,8 +65,31 @@ def full_server(catalogue: dict[str, Any], tmp_path_factory: pytest.TempPathFact
         yield url
 
 
+def _sandbox_copies(data_dir: Path) -> Path | None:
+    """On object storage, the SQL sandbox's local copies of the parts (catalogue.store.local_copies), fetched
+    now, as a query before the disk ran full would have: their directory. On local files: None (none needed)."""
+    from catalogue.hub import open_hub
+    from catalogue.meta.metadata import get_dataset
+    from catalogue.settings import Settings
+    from catalogue.store.keys import part_key
+    from catalogue.store.local_copies import copies_dir, local_files
+
+    hub = open_hub(Settings(data_dir=data_dir))
+    try:
+        with hub.sessions() as session:
+            parts = get_dataset(session, "generated").current_version.parts  # type: ignore[union-attr]
+        keys = tuple(part_key("generated", p["sha256"]) for p in parts)
+        if hub.storage.local_path(keys[0]) is not None:
+            return None
+        local_files(hub.storage, hub.settings, keys)
+        return copies_dir(hub.settings)
+    finally:
+        hub.close()
+
+
 def test_sql_on_a_full_disk_answers_without_writing_and_recovers(full_server: str, catalogue: dict[str, Any]) -> None:
     roots = (Path(catalogue["data_dir"]), Path.cwd() / ".tmp")  # DuckDB's default spill directory is ./.tmp
+    copies = _sandbox_copies(Path(catalogue["data_dir"]))
     before = files_under(*roots)
     with httpx.Client(base_url=full_server, timeout=120) as client:
         # Needs more memory than a worker may use: the memory limit, clearly, not a disk error nor a 500.
@@ -91,7 +115,14 @@ def test_sql_on_a_full_disk_answers_without_writing_and_recovers(full_server: st
         again = client.get(SQL, params={"sql": "SELECT max(id) AS m FROM generated"})
         assert again.status_code == 200 and again.json()["rows"] == [[ROWS - 1]], again.text
         assert client.get("/health").json()["status"] == "ok"
-    assert files_under(*roots) == before  # no spill file, no result file, nothing new in the catalogue
+        assert files_under(*roots) == before  # no spill file, no result file, nothing new in the catalogue
+        if copies is not None:  # object storage: without its copies, a query needs room to fetch them again
+            shutil.rmtree(copies)
+            refused = client.get(SQL, params={"sql": "SELECT count(*) AS n FROM generated"})
+            assert (refused.status_code, refused.json()["error"]["code"]) == (507, "insufficient-storage"), \
+                refused.text
+            assert refused.json()["error"]["message"].startswith("The server's disk is full, so the parts this query")
+            assert not copies.exists() or not files_under(copies)  # nothing half-fetched left behind
 
 
 # --- a flood ----------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
@@ -22,6 +21,7 @@ from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.settings import Settings
 from catalogue.store.keys import part_key
 from harvesters.runner import harvest_source, list_sources
+from tests.conftest import parquet_file
 
 DEMO_ROWS = {
     "car-parks": 6,
@@ -73,8 +73,8 @@ def test_parts_are_content_addressed_geoparquet(harvested: Hub) -> None:
         assert hashlib.sha256(data).hexdigest() == sha
     with harvested.sessions() as session:
         version = get_dataset(session, "city-districts").current_version
-        path = harvested.storage.engine_uri(part_key("city-districts", version.parts[0]["sha256"]))
-    geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+        key = part_key("city-districts", version.parts[0]["sha256"])
+    geo = json.loads(parquet_file(harvested.storage, key).schema_arrow.metadata[b"geo"])
     assert geo == {
         "version": "1.1.0",
         "primary_column": "geometry",

@@ -7,7 +7,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from api.demo_sources import Collection, PygeoapiServer, pygeoapi_venv
@@ -18,6 +17,7 @@ from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.store.keys import part_key
 from harvesters.runner import harvest_source
 from tests.harvesters.sources import DEMO, demo_schema, last_job, set_source, source_catalogue, versions
+from tests.conftest import parquet_file
 
 NAME = "car-parks"
 
@@ -80,8 +80,8 @@ def test_first_unchanged_and_changed_runs(tmp_path: Path, served: tuple[Pygeoapi
         with hub.sessions() as session:
             version = get_dataset(session, NAME).current_version
             assert version.provenance["pages"] >= 3  # six features, two a page: the next links were followed
-            uri = hub.storage.engine_uri(part_key(NAME, version.parts[0]["sha256"]))
-        geo = json.loads(pq.read_schema(uri).metadata[b"geo"])
+            key = part_key(NAME, version.parts[0]["sha256"])
+        geo = json.loads(parquet_file(hub.storage, key).schema_arrow.metadata[b"geo"])
         assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["geometry_types"] == ["Point"]
 
         again = harvest_source(hub, NAME)
