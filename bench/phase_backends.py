@@ -277,10 +277,13 @@ RECORDS_QUERIES = {"first": "records first page (100 rows)", "groupby": QUERY_NA
 
 
 def _read_settings(data_dir: Path, ctx: Context, **storage: Any) -> Settings:
-    """As phase 2 reads (uncached: result cache and read-path memos off; a page may hold the group-by)."""
+    """As phase 2 reads (uncached: result cache and read-path memos off; a page may hold the group-by).
+
+    The catalogue is the embedded SQLite file and the parts are on local disk unless ``storage`` says
+    otherwise: named, so no ``URBANDATA_*`` environment changes what is compared."""
     assert ctx.defs is not None
     return Settings(data_dir=data_dir, definitions_dir=ctx.defs, max_returned_rows=10_000, result_cache_mb=0,
-                    read_memos=False, **storage)
+                    read_memos=False, **{"database_url": None, "storage": "local", **storage})
 
 
 def ingest_history(ctx: Context, settings: Settings) -> Hub:

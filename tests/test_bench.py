@@ -31,6 +31,9 @@ NUMBER = r"-?[\d,]+(?:\.\d+)?"
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # every phase, the new harvest, live and catalogue ones included
+@pytest.mark.embedded_only("the bench sets up each backend it measures itself (phase 16: PostgreSQL and SeaweedFS); "
+                           "its servers, started from the production run's environment, would serve catalogues "
+                           "other than the ones it built")
 def test_the_bench_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     for name in BENCH_EXTRA:
         pytest.importorskip(name)

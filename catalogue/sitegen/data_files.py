@@ -37,6 +37,7 @@ from catalogue.query.planning import RecordsRequest
 from catalogue.schema.model import TableSchema
 from catalogue.schema.sql_text import ident
 from catalogue.store.changes import parquet_scan
+from catalogue.sitegen.partial_files import partial_path
 
 PREVIEW_ROWS = 10
 MAP_FEATURES = 5000
@@ -124,7 +125,7 @@ class VersionData:
             # A version whose files cannot be read (a damaged store) still gets its page, without these.
             return {"format": CACHE_FORMAT, "preview": None, "sizes": {}, "map": None, "chart": None}
         self.cache.mkdir(parents=True, exist_ok=True)
-        partial = kept.with_suffix(".partial")
+        partial = partial_path(kept)
         partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
         os.replace(partial, kept)
         self._keep_sizes(ref.dataset, ref.content_hash, doc["sizes"])
@@ -144,7 +145,7 @@ class VersionData:
         if not sizes or kept.exists():
             return
         self.cache.mkdir(parents=True, exist_ok=True)
-        partial = kept.with_name(kept.name + ".partial")
+        partial = partial_path(kept)
         partial.write_text(json.dumps(sizes, separators=(",", ":")), encoding="utf-8")
         os.replace(partial, kept)
 
@@ -153,7 +154,7 @@ class VersionData:
         if not ref.keys:
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
+        partial = partial_path(target)
         try:
             key = parquet_key(self.engine, ref)
             source = self.hub.storage.local_path(key)
@@ -181,7 +182,7 @@ class VersionData:
         for resource in descriptor.get("resources", []):
             resource["path"] = inside
             resource["bytes"] = parquet.stat().st_size
-        partial = target.with_name(target.name + ".partial")
+        partial = partial_path(target)
         # Fixed entry times: the same version always makes the same zip.
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(zipfile.ZipInfo("datapackage.json", ZIP_TIME),

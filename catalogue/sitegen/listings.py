@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from catalogue.sitegen.search_index import fold
+from catalogue.sitegen.partial_files import partial_path
 
 MANIFEST = ".manifest.json"
 MANIFEST_FORMAT = 2
@@ -135,6 +136,6 @@ class Manifest:
         """Store the manifest in ``site_dir``; replaced in one step, so a reader never sees half of it."""
         doc = {"format": MANIFEST_FORMAT, "page_size": self.page_size, "publishers": self.publishers,
                "datasets": self.datasets, "titles": {n: list(t) for n, t in sorted(self.titles.items())}}
-        partial = site_dir / f"{MANIFEST}.partial"
+        partial = partial_path(site_dir / MANIFEST)
         partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
         os.replace(partial, site_dir / MANIFEST)

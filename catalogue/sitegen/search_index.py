@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from catalogue.meta.german_words import ENDINGS, MIN_STEM, fold, stem, words
+from catalogue.sitegen.partial_files import partial_path
 
 INDEX_PATH = "search/index.json"
 DOCS_FILE = ".search-docs.json"
@@ -128,6 +129,6 @@ def write_index(site_dir: Path, entries: Mapping[str, Any], publishers: Mapping[
 
 def _replace(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = partial_path(path)
     partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     os.replace(partial, path)

@@ -202,6 +202,8 @@ def _kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], deadlin
     return proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.embedded_only("kills at moments read from the SQLite write-ahead log and the local store's files; "
+                      "tests/api/test_scale_out.py kills a worker on PostgreSQL and SeaweedFS")
 def test_kill_9_during_harvests_leaves_whole_versions_and_gc_settles_the_jobs(catalogue: tuple[Hub, Feed]) -> None:
     hub, feed = catalogue
     rng = random.Random(SEED)
