@@ -6,6 +6,8 @@ file-system paths or stack traces.
 
 from __future__ import annotations
 
+import errno
+
 from typing import Any
 
 
@@ -216,6 +218,10 @@ class DatabaseBusy(UrbandataError):
     def __init__(self, message: str, *, retry_after_s: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details=details)
         self.retry_after_s = retry_after_s
+
+
+# The OSError numbers of a full disk: no room, past the file-size limit (RLIMIT_FSIZE), past the quota.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class InsufficientStorage(UrbandataError):

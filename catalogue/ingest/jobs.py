@@ -20,7 +20,6 @@ listing ends it through ``fail`` like any job.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import socket
@@ -34,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from catalogue.errors import DatabaseBusy, IngestFailed, InsufficientStorage, JobInterrupted, UrbandataError
+from catalogue.errors import DISK_FULL_ERRNOS, DatabaseBusy, IngestFailed, InsufficientStorage, JobInterrupted, UrbandataError
 from catalogue.hub import Hub
 from catalogue.ingest.commit import dataset_lock
 from catalogue.redact import redact_text
@@ -44,7 +43,6 @@ from catalogue.meta.models import HarvestJob, Version, utcnow
 log = logging.getLogger(__name__)
 
 # How the operating system, SQLite, DuckDB and Arrow say that a disk (or a file-size limit) is full.
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "file too large", "disk quota exceeded")
 # A job on another host cannot be checked for a live process: ended only when older than this.
 FOREIGN_JOB_LIMIT = timedelta(hours=24)

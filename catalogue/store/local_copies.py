@@ -12,19 +12,17 @@ they are, and nothing is copied.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import time
 from pathlib import Path
 
-from catalogue.errors import InsufficientStorage
+from catalogue.errors import DISK_FULL_ERRNOS, InsufficientStorage
 from catalogue.settings import Settings
 from catalogue.store.storage import Storage
 
 KEEP_RECENT_S = 600.0
 CHUNK = 1024 * 1024
-FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})  # no room, past the file-size limit, past the quota
 
 
 def copies_dir(settings: Settings) -> Path:
@@ -57,7 +55,7 @@ def _copy(storage: Storage, root: Path, key: str) -> tuple[str, bool]:
             shutil.copyfileobj(source, sink, CHUNK)
         os.replace(staged, target)  # two fetching at once: both copies are the same bytes
     except OSError as exc:
-        if exc.errno in FULL:
+        if exc.errno in DISK_FULL_ERRNOS:
             raise InsufficientStorage(
                 "The server's disk is full, so the parts this query reads could not be copied for the SQL "
                 "sandbox (it reads local files only). Try again later, or ask the records API, which reads "

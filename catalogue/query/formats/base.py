@@ -10,7 +10,6 @@ Package descriptor, DCAT) is a metadata exporter instead
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from catalogue.errors import InsufficientStorage
+from catalogue.errors import DISK_FULL_ERRNOS, InsufficientStorage
 from catalogue.hub import Hub
 from catalogue.query.engine import QueryEngine, VersionRef
 from catalogue.query.records import Plan, RecordsRequest, engine_error
@@ -156,8 +155,7 @@ class RowFormat:
 # -- scratch files ---------------------------------------------------------
 
 # What the OS says when a file cannot grow: a full disk, a file-size limit (RLIMIT_FSIZE), a full quota.
-_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-_FULL_MESSAGES = tuple(os.strerror(code) for code in _FULL_ERRNOS)
+_FULL_MESSAGES = tuple(os.strerror(code) for code in sorted(DISK_FULL_ERRNOS))
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -169,7 +167,7 @@ def disk_full(exc: BaseException) -> bool:
     for _ in range(5):
         if seen is None:
             return False
-        if isinstance(seen, OSError) and seen.errno in _FULL_ERRNOS:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
             return True
         if isinstance(seen, (OSError, duckdb.Error)) and any(m in str(seen) for m in _FULL_MESSAGES):
             return True
