@@ -165,7 +165,11 @@ def _bind(host: str, port: int) -> socket.socket:
     port 0 binds any free port.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, as uvicorn's own binding does: asyncio sets TCP_NODELAY only on connections of a
+    # socket that says so, and without it a response's body waited for the client's delayed ACK of its
+    # headers, 40 ms on every request but a connection's first (/health: 47 ms a request, 8 keep-alive
+    # connections served 174 requests a second).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
     try:
         sock.bind((host, port))

@@ -186,7 +186,9 @@ def _run_pygeoapi(workdir: Path) -> None:  # pragma: no cover - runs in the chil
     """Child process: bind a free port, write the configuration for it, serve pygeoapi's Starlette app."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, as uvicorn binds when given a port: asyncio sets TCP_NODELAY only on connections of
+    # such a socket, and without it every keep-alive answer but the first waited 40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     collections = json.loads((workdir / "collections.json").read_text(encoding="utf-8"))

@@ -52,6 +52,11 @@ def settings_secret(settings: Settings) -> bytes:
 
 def installation_secret(data_dir: Path) -> bytes:
     """The cursor secret of the installation at ``data_dir``, made (0600) on first use."""
+    if data_dir.is_absolute():  # as given: resolving the path on every request cost a stat per folder
+        with _secrets_lock:
+            known = _secrets.get(data_dir)
+        if known is not None:
+            return known
     path = (data_dir / SECRET_FILE).resolve()
     with _secrets_lock:
         known = _secrets.get(path)
@@ -64,12 +69,16 @@ def installation_secret(data_dir: Path) -> bytes:
                             "URBANDATA_CURSOR_SECRET is set", path, exc.strerror or exc)
                 known = PROCESS_SECRET
             _secrets[path] = known
+        if data_dir.is_absolute():
+            _secrets[data_dir] = known
     return known
 
 
-def cursor_scope(uris: list[str], where: str | None, refine: list[str], exclude: list[str]) -> bytes:
+def cursor_scope(uris: list[str], where: str | None, refine: list[str], exclude: list[str],
+                 bbox: tuple[str, float, float, float, float] | None = None) -> bytes:
     """What a cursor is bound to: the version's parts (in order) and the filters that chose its rows."""
-    return json.dumps([uris, where, sorted(refine), sorted(exclude)], ensure_ascii=False).encode()
+    return json.dumps([uris, where, sorted(refine), sorted(exclude)] + ([list(bbox)] if bbox is not None else []),
+                      ensure_ascii=False).encode()
 
 
 def encode_cursor(version: int, key: int, *, scope: bytes, secret: bytes) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import duckdb
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from catalogue import duck
@@ -47,12 +48,14 @@ class VersionRef:
     keys: tuple[str, ...]  # the parts' storage keys, in the order of ``uris``
 
     @classmethod
-    def of(cls, hub: Hub, dataset: Dataset | str, version: Version) -> VersionRef:
-        """Resolve the storage keys and engine URIs of ``version``'s parts (of ``dataset``, or the dataset so named)."""
+    def of(cls, hub: Hub, dataset: Dataset | str, version: Version | Row[Any]) -> VersionRef:
+        """Resolve the storage keys and engine URIs of ``version``'s parts (of ``dataset``, or the dataset so
+        named); ``version`` a Version or the row of its ``VERSION_FACTS`` (``find_version``)."""
         name = dataset if isinstance(dataset, str) else dataset.name
         keys = tuple(part_key(name, p["sha256"]) for p in version.parts)
         uris = tuple(hub.storage.engine_uri(key) for key in keys)
-        return cls(name, version.number, uris, version.schema, version.row_count, version.content_hash, keys)
+        return cls(name, version.number, uris, TableSchema.from_stored(version.table_schema), version.row_count,
+                   version.content_hash, keys)
 
 
 def resolve_version(

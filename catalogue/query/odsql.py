@@ -31,6 +31,7 @@ from sqlglot.tokens import Token, TokenType
 from catalogue.query import pruning
 from catalogue.errors import QueryError
 from catalogue.schema.model import Field, TableSchema
+from catalogue.schema.sql_text import ident
 
 MAX_CHARS = 4000  # per clause
 MAX_NESTING = 20  # levels per clause; see check_nesting
@@ -366,6 +367,20 @@ class Compiler:
         rendered = self._render_node(tree, clause)
         self.part_tests += pruning.conditions(rendered, self.fields)
         return self._sql(rendered)
+
+    def in_box(self, name: str, west: float, south: float, east: float, north: float) -> str:
+        """``in_bbox(name, south, west, north, east)`` rendered from numbers, with no text to parse: the same
+        test as :func:`_intersects` (boxes first, then the exact test) on the same parameters."""
+        found = self.fields.get(name)
+        if found is None or not found.is_geometry:
+            raise QueryError(f"bbox needs a geometry field; '{name}' is none.", details={"parameter": "bbox"})
+        if not (-90 <= south <= 90 and -90 <= north <= 90 and -180 <= west <= 180 and -180 <= east <= 180):
+            raise QueryError("bbox takes longitudes in -180..180 and latitudes in -90..90.",
+                             details={"parameter": "bbox"})
+        corners = (min(west, east), min(south, north), max(west, east), max(south, north))
+        envelope = f"ST_MAKEENVELOPE({', '.join('$' + self._param(float(v)).name for v in corners)})"
+        geom = ident(name)
+        return f"(ST_INTERSECTS_EXTENT({geom}, {envelope}) AND ST_INTERSECTS({geom}, {envelope}))"
 
     @_bounded
     def select_list(self, text: str, clause: str = "select") -> list[tuple[str, str, bool]]:

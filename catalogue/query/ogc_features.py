@@ -3,7 +3,7 @@
 A collection is a dataset with a geometry field; its first geometry field is each feature's geometry
 and the other fields its properties. A feature's id is its primary key (several key fields joined
 with ``~``), or its position in the version when the dataset has none. ``bbox`` becomes the records
-API's ``in_bbox()``, ``datetime`` a comparison on the first date or date-time field, a property
+request's box filter (``in_bbox()`` without its text), ``datetime`` a comparison on the first date or date-time field, a property
 filter (``?district=Altstadt``) a refine, and a CQL2 text ``filter`` (:mod:`catalogue.query.cql2`) an
 ODSQL ``where``; paging is the records planner's, so past the offset wall
 the ``next`` link carries a keyset cursor.
@@ -106,9 +106,7 @@ def items_request(schema: TableSchema, query: ItemsQuery, *, limit: int, offset:
     """The records request answering one items page."""
     where = []
     geometry = geometry_field(schema)
-    if query.bbox is not None and geometry is not None:
-        west, south, east, north = query.bbox
-        where.append(f"in_bbox(`{geometry}`, {south}, {west}, {north}, {east})")
+    box = (geometry, *query.bbox) if query.bbox is not None and geometry is not None else None
     if query.datetime:
         where.append(_datetime_filter(schema, query.datetime))
     if query.filter is not None:
@@ -121,7 +119,7 @@ def items_request(schema: TableSchema, query: ItemsQuery, *, limit: int, offset:
                 f"a property of this collection ({', '.join(n for n, f in known.items() if not f.is_geometry)}).",
                 details={"parameter": name})
     return RecordsRequest(where=" and ".join(f"({w})" for w in where) or None, limit=limit, offset=offset,
-                          refine=[f"{n}:{v}" for n, v in query.properties], cursor=cursor)
+                          refine=[f"{n}:{v}" for n, v in query.properties], cursor=cursor, bbox=box)
 
 
 def items_plan(cur: duckdb.DuckDBPyConnection, storage: Storage, ref: VersionRef, query: ItemsQuery,

@@ -39,6 +39,9 @@ class RecordsRequest:
     refine: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     cursor: str | None = None
+    # A box filter given as numbers, not ODSQL text: (geometry field, west, south, east, north), as
+    # ``in_bbox`` renders it (OGC API items' ``bbox``: parsing the same filter as text cost ~0.6 ms a request).
+    bbox: tuple[str, float, float, float, float] | None = None
 
     def cache_key(self, kind: str, **extra: Hashable) -> tuple[Hashable, ...]:
         """The result-cache key of this request answered as ``kind`` (records, facets), with ``extra`` inputs.
@@ -199,6 +202,8 @@ def compile_filters(compiler: Compiler, request: RecordsRequest, schema: TableSc
     """The request's where, refine and exclude filters as SQL conditions (to be joined with AND)."""
     by_name = {f.name: f for f in schema.fields}
     out = [f"({compiler.where(request.where)})"] if request.where else []
+    if request.bbox is not None:
+        out.append(compiler.in_box(*request.bbox))
     out += [_field_filter(compiler, "refine", item, by_name) for item in request.refine]
     out += [_field_filter(compiler, "exclude", item, by_name) for item in request.exclude]
     return out
@@ -231,7 +236,7 @@ def page_position(
     """Where the page starts and which parts it reads; a cursor's position becomes parameters of the rows query."""
     if not clauses.keyed:
         return Position(scan=list(uris), start=request.offset, after_cursor=False, scope=b"")
-    scope = cursor_scope(list(uris), request.where, request.refine, request.exclude)
+    scope = cursor_scope(list(uris), request.where, request.refine, request.exclude, request.bbox)
     scan, start = list(uris), request.offset
     if request.cursor:
         key = decode_cursor(request.cursor, version=version, parts=len(uris), scope=scope, secret=cursor_secret)

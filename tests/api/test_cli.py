@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -455,3 +456,34 @@ def test_a_catalogue_from_a_newer_release_is_named_and_left_alone(tmp_path: Path
         result = run(*args, "-d", str(tmp_path))
         assert (result.exit_code, result.stdout) == (1, ""), args
         assert flat(result.stderr).startswith("error [catalogue-too-new] The catalogue's schema is at migration 9999"), args
+
+
+def test_the_served_socket_sends_small_answers_at_once() -> None:
+    """Connections accepted on ``serve``'s socket have TCP_NODELAY, as on a socket uvicorn binds itself.
+
+    asyncio sets it only on connections of a socket that names IPPROTO_TCP; without it, a response's body
+    waited for the client's delayed ACK of its headers (40 ms on each keep-alive request but the first).
+    """
+    from api.cli import _bind
+
+    async def accepted_nodelay() -> int:
+        sock = _bind("127.0.0.1", 0)
+        found: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            found.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        try:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(found, 10)
+            writer.close()
+            return value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with _bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+    assert asyncio.run(accepted_nodelay()) != 0
