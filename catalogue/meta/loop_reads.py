@@ -20,6 +20,7 @@ every request would stall behind it. So:
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from typing import Any
 
@@ -28,6 +29,9 @@ from anyio import to_thread
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
+
+# SQLite's busy, from SQLAlchemy or (the lookups sent straight through a DBAPI cursor) from sqlite3 itself.
+BUSY = (OperationalError, sqlite3.OperationalError)
 
 from catalogue.meta.metadata import get_dataset_access, get_version_identity
 from catalogue.meta.models import Dataset
@@ -57,7 +61,7 @@ class LoopReads:
         if self._loop is not None:
             try:
                 return get_version_identity(self._loop, name, number)
-            except OperationalError:
+            except BUSY:
                 pass  # SQLite said busy (it never waits here): ask through the pool in a thread
         return await to_thread.run_sync(get_version_identity, self.pool, name, number)
 
@@ -66,7 +70,7 @@ class LoopReads:
         if self._loop is not None:
             try:
                 return get_dataset_access(self._loop, name)
-            except OperationalError:
+            except BUSY:
                 pass
         return await to_thread.run_sync(get_dataset_access, self.pool, name)
 
@@ -75,7 +79,7 @@ class LoopReads:
         if self._loop is not None:
             try:
                 return _count(self._loop)
-            except OperationalError:
+            except BUSY:
                 pass
         return await to_thread.run_sync(_count, self._side, limiter=self._side_limiter())
 

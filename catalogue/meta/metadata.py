@@ -43,9 +43,9 @@ def visible(private_of: int | None) -> ColumnElement[bool]:
 
 
 def get_dataset_access(engine: Engine, name: str) -> tuple[bool, int] | None:
-    """(private, publisher id) of dataset ``name``; None if there is none. One indexed query."""
-    with engine.connect() as connection:
-        row = connection.execute(select(Dataset.private, Dataset.publisher_id).where(Dataset.name == name)).first()
+    """(private, publisher id) of dataset ``name``; None if there is none. One indexed query (sent as
+    ``get_version_identity`` sends its own: every request to a dataset's path asks it)."""
+    row = _first_row(engine, "access", {"name": name})
     return None if row is None else (bool(row[0]), int(row[1]))
 
 
@@ -115,9 +115,30 @@ _NUMBERED_IDENTITY = (
 )
 
 
-@lru_cache(maxsize=8)
-def _compiled(dialect: Dialect, numbered: bool) -> SQLCompiler:
-    return (_NUMBERED_IDENTITY if numbered else _CURRENT_IDENTITY).compile(dialect=dialect)
+_ACCESS = select(Dataset.private, Dataset.publisher_id).where(Dataset.name == bindparam("name"))
+_LOOKUPS = {"current": _CURRENT_IDENTITY, "numbered": _NUMBERED_IDENTITY, "access": _ACCESS}
+
+
+@lru_cache(maxsize=16)
+def _compiled(dialect: Dialect, lookup: str) -> SQLCompiler:
+    return _LOOKUPS[lookup].compile(dialect=dialect)
+
+
+def _first_row(engine: Engine, lookup: str, given: dict[str, Any]) -> Any:
+    """The first row of one of the ``_LOOKUPS``, sent straight through a pooled DBAPI connection (None: no row)."""
+    compiled = _compiled(engine.dialect, lookup)
+    values = dict(compiled.construct_params(given) or {})
+    args: Any = tuple(values[k] for k in compiled.positiontup or ()) if compiled.positional else values
+    con = engine.raw_connection()
+    try:
+        cur = con.cursor()
+        try:
+            cur.execute(compiled.string, args)
+            return cur.fetchone()
+        finally:
+            cur.close()
+    finally:
+        con.close()  # back to the pool, which ends the read transaction: the next lookup sees new versions
 
 
 def get_version_identity(engine: Engine, name: str, number: int | None = None) -> tuple[int, str] | None:
@@ -127,20 +148,8 @@ def get_version_identity(engine: Engine, name: str, number: int | None = None) -
     """
     if number is not None and not storable(number):
         return None
-    compiled = _compiled(engine.dialect, number is not None)
-    given = {"name": name} if number is None else {"name": name, "number": number}
-    values = dict(compiled.construct_params(given) or {})
-    args: Any = tuple(values[k] for k in compiled.positiontup or ()) if compiled.positional else values
-    con = engine.raw_connection()
-    try:
-        cur = con.cursor()
-        try:
-            cur.execute(compiled.string, args)
-            row = cur.fetchone()
-        finally:
-            cur.close()
-    finally:
-        con.close()  # back to the pool, which ends the read transaction: the next lookup sees new versions
+    row = _first_row(engine, "current" if number is None else "numbered",
+                     {"name": name} if number is None else {"name": name, "number": number})
     return None if row is None else (int(row[0]), str(row[1]))
 
 
