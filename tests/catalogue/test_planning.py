@@ -44,3 +44,33 @@ def test_a_cursor_narrows_the_rows_but_not_the_count(parts: list[str], request_:
     assert (follow.params["cursor_file"], follow.params["cursor_row"]) == (parts[1], 4)
     assert follow.params["scan"] == parts[1:]  # the part before the cursor's is not read
     assert follow.params["parts"] == parts  # ... but counted
+
+
+GEO = {"fields": [{"name": "id", "type": "integer"}, {"name": "geometry", "type": "geojson"}]}
+
+
+def test_a_box_given_as_numbers_is_bound_like_in_bbox_and_binds_its_cursor(parts: list[str]) -> None:
+    """RecordsRequest.bbox (OGC items) renders the test in_bbox() renders, with the same parameters, and a cursor
+    made for one box is refused for another (its scope holds the box) while the box's own is followed."""
+    from catalogue.errors import QueryError, UrbandataError
+
+    schema = TableSchema.from_stored(GEO)
+    box = ("geometry", 9.9, 53.5, 10.1, 53.6)
+    numbers = plan_records(RecordsRequest(bbox=box, limit=3), schema, parts, 1)
+    text = plan_records(RecordsRequest(where="in_bbox(`geometry`, 53.5, 9.9, 53.6, 10.1)", limit=3), schema, parts, 1)
+    assert sorted(v for k, v in numbers.params.items() if k[1:].isdigit()) == [9.9, 10.1, 53.5, 53.6]
+    assert sorted(v for k, v in text.params.items() if k[1:].isdigit()) == [9.9, 10.1, 53.5, 53.6]
+    assert numbers.sql.upper().count("ST_INTERSECTS") == text.sql.upper().count("ST_INTERSECTS") == 2
+
+    scope = cursor_scope(parts, None, [], [], box)
+    token = encode_cursor(1, 1 * PART_STRIDE + 4, scope=scope, secret=PROCESS_SECRET)
+    followed = plan_records(RecordsRequest(bbox=box, limit=3, cursor=token), schema, parts, 1)
+    assert (followed.params["cursor_file"], followed.params["cursor_row"]) == (parts[1], 4)
+    with pytest.raises(UrbandataError):
+        plan_records(RecordsRequest(bbox=("geometry", 9.0, 53.5, 10.1, 53.6), limit=3, cursor=token), schema, parts, 1)
+    with pytest.raises(UrbandataError):  # ... and for the same rows without a box
+        plan_records(RecordsRequest(limit=3, cursor=token), schema, parts, 1)
+    with pytest.raises(QueryError, match="geometry field"):
+        plan_records(RecordsRequest(bbox=("id", 9.9, 53.5, 10.1, 53.6), limit=3), schema, parts, 1)
+    with pytest.raises(QueryError, match="latitudes"):
+        plan_records(RecordsRequest(bbox=("geometry", 9.9, 95.0, 10.1, 96.0), limit=3), schema, parts, 1)
