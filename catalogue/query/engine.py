@@ -88,6 +88,11 @@ class QueryEngine:
             memory_limit_mb=hub.settings.duckdb_memory_limit_mb, threads=hub.settings.duckdb_threads
         )
         hub.storage.prepare_duckdb(self._con)
+        # A page in stored order is a LIMIT over the scan, which DuckDB's late materialization turns into a
+        # second scan, a semi-join and a sort (a first page of 100 rows over 1M: 5.1 ms with it, 2.6 without).
+        # The setting is the database's, not a cursor's: set once here, before any query runs (set per query,
+        # it changed the optimizer's settings under the queries of other threads).
+        self._con.execute("SET GLOBAL disabled_optimizers = 'late_materialization'")
         self._lock = threading.Lock()
         self._refs: OrderedDict[tuple[str, int, str], VersionRef] = OrderedDict()
         memos.configure(hub.settings.read_memos)

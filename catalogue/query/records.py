@@ -61,10 +61,6 @@ def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if f"${k}" in sql}
 
 
-# For this cursor (each query runs on a fresh one: catalogue.query.engine.QueryEngine.run).
-NO_LATE_MATERIALIZATION = "SET disabled_optimizers = 'late_materialization'"
-
-
 def run_records(
     cur: duckdb.DuckDBPyConnection, plan: Plan, *, version: int, limit: int, time_limit_ms: int,
     cursor_secret: bytes = PROCESS_SECRET, render: Callable[[list[tuple[str, str]]], str] = record_json,
@@ -76,12 +72,6 @@ def run_records(
     """
     try:
         with deadline(cur, time_limit_ms):
-            if plan.keyed and " ORDER BY " not in plan.sql:
-                # A page in stored order is a LIMIT over the scan, which DuckDB's late materialization turns
-                # into a second scan, a semi-join and a sort (a first page of 100 rows over 1M: 5.1 ms with it,
-                # 2.6 without). Ordered plans (top-N, by-space pages put back in order) keep it: there it spares
-                # reading the columns not sorted on.
-                cur.execute(NO_LATE_MATERIALIZATION)
             plan = prune(cur, plan)
             params = _used(plan.sql, plan.params)
             columns = plan.columns
