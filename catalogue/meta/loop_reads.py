@@ -30,11 +30,11 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
 
-# SQLite's busy, from SQLAlchemy or (the lookups sent straight through a DBAPI cursor) from sqlite3 itself.
-BUSY = (OperationalError, sqlite3.OperationalError)
-
 from catalogue.meta.metadata import get_dataset_access, get_version_identity
 from catalogue.meta.models import Dataset
+
+# SQLite's busy, from SQLAlchemy or (the lookups sent straight through a DBAPI cursor) from sqlite3 itself.
+BUSY = (OperationalError, sqlite3.OperationalError)
 
 
 class LoopReads:

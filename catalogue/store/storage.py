@@ -82,15 +82,14 @@ class LocalStorage:
 
     def __init__(self, settings: Settings) -> None:
         self.root = settings.store_dir.resolve()
-        self._root_text = str(self.root)
-        self._root_prefix = os.path.join(self._root_text, "")
+        self._root_prefix = os.path.join(self.root, "")  # the root's text with a final separator
         self.scratch = self.root / ".scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
         # Lexically: a key with ".." out of the store is refused. The store holds no links (only this class
         # writes it), so resolving each key on disk (a stat per folder, on every read of every part) is not needed.
-        text = os.path.normpath(os.path.join(self._root_text, key))
+        text = os.path.normpath(os.path.join(self._root_prefix, key))
         if not text.startswith(self._root_prefix):
             raise NotFound("No stored file under that name.")
         return Path(text)
