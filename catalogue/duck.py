@@ -56,7 +56,7 @@ def connect(
         }
     )
     if spatial:
-        con.load_extension(spatial_extension_path())
+        load_spatial(con)
     # Parts never change once written, so their Parquet footers can be cached: without
     # this every query re-reads and re-parses each part's footer (a point lookup on a
     # 1M-row part: 5.9 ms uncached, 1.0 ms cached). A parquet setting, not a connect option.
@@ -66,3 +66,8 @@ def connect(
     # Arrow carry the same zone name (and bytes) wherever they are written.
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+def load_spatial(con: duckdb.DuckDBPyConnection) -> None:
+    """Load the spatial extension (from its wheel) into the database of ``con``."""
+    con.load_extension(spatial_extension_path())

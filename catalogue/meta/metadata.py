@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Dialect, Engine, Row, and_, bindparam, func, or_, select
+from sqlalchemy import Dialect, Engine, and_, bindparam, func, or_, select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
@@ -86,18 +87,36 @@ _NUMBERED_FACTS = select(*VERSION_FACTS).join(Dataset, Dataset.id == Version.dat
     Dataset.name == bindparam("name"), Version.number == bindparam("number"))
 
 
-def find_version(session: Session, name: str, number: int | None = None) -> Row[Any] | None:
+class VersionFacts(NamedTuple):
+    """A version's ``VERSION_FACTS``, decoded (``find_version``)."""
+
+    number: int
+    parts: list[dict[str, Any]]
+    table_schema: dict[str, Any]
+    row_count: int
+    content_hash: str
+
+
+def find_version(engine: Engine, name: str, number: int | None = None) -> VersionFacts | None:
     """The facts a query needs (``VERSION_FACTS``) of version ``number`` (default: the current one) of
-    dataset ``name``, in one query; None if absent.
+    dataset ``name``, in one query sent like the version identity (``_first_row``); None if absent.
 
     For the read path, which needs the version alone: ``get_dataset`` + ``get_version`` load the
     dataset, its publisher and then the version (three queries). On None, those two say what is missing.
     """
-    if number is None:
-        return session.connection().execute(_CURRENT_FACTS, {"name": name}).first()
-    if not storable(number):
+    if number is not None and not storable(number):
         return None
-    return session.connection().execute(_NUMBERED_FACTS, {"name": name, "number": number}).first()
+    row = _first_row(engine, "current_facts" if number is None else "numbered_facts",
+                     {"name": name} if number is None else {"name": name, "number": number})
+    if row is None:
+        return None
+    found, parts, schema, rows, digest = row
+    return VersionFacts(int(found), _decoded(parts), _decoded(schema), rows, str(digest))
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON column's value as a DBAPI cursor gives it: text on SQLite, already decoded by psycopg."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 # One indexed query per records or facets request (the result cache's key), so it is compiled once per
@@ -116,7 +135,8 @@ _NUMBERED_IDENTITY = (
 
 
 _ACCESS = select(Dataset.private, Dataset.publisher_id).where(Dataset.name == bindparam("name"))
-_LOOKUPS = {"current": _CURRENT_IDENTITY, "numbered": _NUMBERED_IDENTITY, "access": _ACCESS}
+_LOOKUPS = {"current": _CURRENT_IDENTITY, "numbered": _NUMBERED_IDENTITY, "access": _ACCESS,
+            "current_facts": _CURRENT_FACTS, "numbered_facts": _NUMBERED_FACTS}
 
 
 @lru_cache(maxsize=16)

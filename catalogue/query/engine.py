@@ -25,7 +25,7 @@ from catalogue.store.changes import parquet_scan
 from catalogue.errors import InvalidParameter
 from catalogue.hub import Hub
 from catalogue.meta.metadata import (
-    find_version, get_dataset, get_version, get_version_as_of, get_version_identity,
+    VersionFacts, find_version, get_dataset, get_version, get_version_as_of, get_version_identity,
 )
 from catalogue.meta.models import Dataset, Version
 from catalogue.store.keys import part_key
@@ -48,7 +48,7 @@ class VersionRef:
     keys: tuple[str, ...]  # the parts' storage keys, in the order of ``uris``
 
     @classmethod
-    def of(cls, hub: Hub, dataset: Dataset | str, version: Version | Row[Any]) -> VersionRef:
+    def of(cls, hub: Hub, dataset: Dataset | str, version: Version | VersionFacts | Row[Any]) -> VersionRef:
         """Resolve the storage keys and engine URIs of ``version``'s parts (of ``dataset``, or the dataset so
         named); ``version`` a Version or the row of its ``VERSION_FACTS`` (``find_version``)."""
         name = dataset if isinstance(dataset, str) else dataset.name
@@ -66,10 +66,9 @@ def resolve_version(
     The one way a version is resolved (``QueryEngine.version`` keeps its answers;
     the SQL runner passes the ``Dataset`` it already found).
     """
-    if isinstance(dataset, str) and as_of is None and (version is None or version >= 1):
-        found_version = find_version(session, dataset, version)  # one query; if none, the path below says why
-        if found_version is not None:
-            return VersionRef.of(hub, dataset, found_version)
+    found = direct_version(hub, dataset, version, as_of)
+    if found is not None:
+        return found
     ds = dataset if isinstance(dataset, Dataset) else get_dataset(session, dataset)
     if version is not None and as_of is not None:
         raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
@@ -77,16 +76,31 @@ def resolve_version(
     return VersionRef.of(hub, ds, found)
 
 
+def direct_version(hub: Hub, dataset: str | Dataset, version: int | None, as_of: datetime | None) -> VersionRef | None:
+    """The version asked for by number (or the current one) of the dataset so named, in one query without a
+    session (``find_version``); None when it takes more (``as_of``), or it is missing (``resolve_version`` says
+    why)."""
+    if isinstance(dataset, str) and as_of is None and (version is None or version >= 1):
+        found = find_version(hub.engine, dataset, version)
+        if found is not None:
+            return VersionRef.of(hub, dataset, found)
+    return None
+
+
 class QueryEngine:
     """One DuckDB database per process; each query runs on its own cursor."""
 
     REFS_KEPT = 256
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, *, spatial: bool = True) -> None:
+        """``spatial=False``: without the spatial extension until ``load_spatial`` (loading it takes 0.2-0.3 s;
+        a site build that reads no geometry never needs it)."""
         self.hub = hub
         self._con = duck.connect(
-            memory_limit_mb=hub.settings.duckdb_memory_limit_mb, threads=hub.settings.duckdb_threads
+            memory_limit_mb=hub.settings.duckdb_memory_limit_mb, threads=hub.settings.duckdb_threads,
+            spatial=spatial,
         )
+        self._spatial = spatial
         hub.storage.prepare_duckdb(self._con)
         # A page in stored order is a LIMIT over the scan, which DuckDB's late materialization turns into a
         # second scan, a semi-join and a sort (a first page of 100 rows over 1M: 5.1 ms with it, 2.6 without).
@@ -117,13 +131,22 @@ class QueryEngine:
                 if ref is not None:
                     self._refs.move_to_end((name, *identity))
                     return ref
-        with self.hub.sessions() as session:
-            ref = resolve_version(self.hub, session, name, number, as_of)
+        ref = direct_version(self.hub, name, number, as_of)
+        if ref is None:
+            with self.hub.sessions() as session:
+                ref = resolve_version(self.hub, session, name, number, as_of)
         with self._lock:
             self._refs[(name, ref.number, ref.content_hash)] = ref
             while len(self._refs) > self.REFS_KEPT:
                 self._refs.popitem(last=False)
         return ref
+
+    def load_spatial(self) -> None:
+        """Load the spatial extension if this engine was opened without it (before a query of geometry)."""
+        with self._lock:
+            if not self._spatial:
+                duck.load_spatial(self._con)
+                self._spatial = True
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one query (DuckDB cursors are safe to use from one thread each)."""

@@ -94,9 +94,17 @@ class VersionData:
 
     @property
     def engine(self) -> QueryEngine:
+        """The query engine, without the spatial extension until a version with geometry needs it."""
         if self._engine is None:
-            self._engine = QueryEngine(self.hub)
+            self._engine = QueryEngine(self.hub, spatial=False)
         return self._engine
+
+    def _engine_for(self, ref: VersionRef) -> QueryEngine:
+        """The query engine, with the spatial extension loaded when ``ref`` holds geometry."""
+        engine = self.engine
+        if ref.schema.geometry_fields:
+            engine.load_spatial()
+        return engine
 
     def close(self) -> None:
         """Close the query engine if one was opened."""
@@ -156,7 +164,7 @@ class VersionData:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = partial_path(target)
         try:
-            key = parquet_key(self.engine, ref)
+            key = parquet_key(self._engine_for(ref), ref)
             source = self.hub.storage.local_path(key)
             if source is not None:
                 # A copy, not a hard link: the store's files are private to the hub (mode 0600); a static host
@@ -197,7 +205,7 @@ class VersionData:
     def _preview(self, ref: VersionRef) -> dict[str, Any]:
         if not ref.uris:
             return {"columns": [f.name for f in ref.schema.fields], "rows": []}
-        page = self.engine.records(ref, limit=PREVIEW_ROWS, offset=0)
+        page = self._engine_for(ref).records(ref, limit=PREVIEW_ROWS, offset=0)
         columns = [f.name for f in ref.schema.fields]
         rows = [[_cell(row.get(c)) for c in columns] for row in page["results"]]
         return {"columns": columns, "rows": rows}
@@ -206,7 +214,7 @@ class VersionData:
         geometry = ref.schema.geometry_fields
         if not ref.uris or not geometry:
             return None
-        page = self.engine.records(ref, limit=MAP_FEATURES, offset=0)
+        page = self._engine_for(ref).records(ref, limit=MAP_FEATURES, offset=0)
         features = []
         for row in page["results"]:
             shape = row.get(geometry[0])
@@ -223,7 +231,7 @@ class VersionData:
         sql = (f"SELECT CAST({ident(entity)} AS VARCHAR), strftime(date_trunc('hour', CAST({ident(time)} AS TIMESTAMP)), "
                f"'%Y-%m-%dT%H:%M'), avg({ident(value)}) FROM {parquet_scan(list(ref.uris))} "
                f"GROUP BY 1, 2 ORDER BY 1, 2 LIMIT {CHART_POINTS}")
-        rows = self.engine.run(lambda cur: cur.execute(sql).fetchall())
+        rows = self._engine_for(ref).run(lambda cur: cur.execute(sql).fetchall())
         series: dict[str, list[list[Any]]] = {}
         for who, hour, mean in rows:
             series.setdefault(str(who), []).append([hour, None if mean is None else round(float(mean), 3)])
@@ -239,7 +247,7 @@ class VersionData:
         for key, options in variants:
             fmt = "csv" if key == "csv-de" else key
             try:
-                result = export_version(self.hub, self.engine, ref, fmt, RecordsRequest(limit=None), options)
+                result = export_version(self.hub, self._engine_for(ref), ref, fmt, RecordsRequest(limit=None), options)
             except (UrbandataError, OSError):
                 continue
             if isinstance(result, ExportFile):
