@@ -66,9 +66,9 @@ def resolve_version(
     The one way a version is resolved (``QueryEngine.version`` keeps its answers;
     the SQL runner passes the ``Dataset`` it already found).
     """
-    found = direct_version(hub, dataset, version, as_of)
-    if found is not None:
-        return found
+    direct = direct_version(hub, dataset, version, as_of)
+    if direct is not None:
+        return direct
     ds = dataset if isinstance(dataset, Dataset) else get_dataset(session, dataset)
     if version is not None and as_of is not None:
         raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
