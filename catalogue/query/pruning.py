@@ -12,7 +12,7 @@ exactly as in the real query. A part without statistics is always kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -105,23 +105,25 @@ def _range_test(name: str, kind: type, value: str) -> str:
     return tests[kind]
 
 
-def part_ranges(uri: str) -> dict[str, tuple[Any, Any, pa.DataType]]:
-    """(min, max, Arrow type) per top-level column of one part, from its footer (parts never change).
+def part_ranges(uri: str, names: Iterable[str] | None = None) -> dict[str, tuple[Any, Any, pa.DataType]]:
+    """(min, max, Arrow type) per top-level column of one part (those in ``names``; default: all), from its
+    footer (parts never change).
 
     A column is missing when any row group lacks statistics for it. An object-store part is read through
     the storage opened for its bucket; none (or an unreachable store) gives no ranges: the part is kept.
+    Only the statistics of the columns asked for are read (each costs a Python object per row group).
     """
-    return _facts(uri)[1]
+    return _facts(uri, None if names is None else tuple(sorted(set(names))))[1]
 
 
 def part_rows(uri: str) -> int | None:
     """Rows of one part, from its footer (None when its footer cannot be read)."""
-    return _facts(uri)[0]
+    return _facts(uri, ())[0]
 
 
-def _facts(uri: str) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
+def _facts(uri: str, names: tuple[str, ...] | None) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
     try:
-        return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri)
+        return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri, names)
     except _Unreadable:  # not cached: the next query tries again
         return None, {}
 
@@ -131,8 +133,8 @@ class _Unreadable(Exception):
 
 
 @lru_cache(maxsize=8192)
-def _footer_facts(uri: str) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
-    """(rows, column ranges) of one part: its footer is read once for both."""
+def _footer_facts(uri: str, names: tuple[str, ...] | None) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
+    """(rows, ranges of the columns in ``names``, default all) of one part: its footer is read once for both."""
     if "://" in uri:
         found = object_filesystem(uri)
         if found is None:
@@ -147,7 +149,7 @@ def _footer_facts(uri: str) -> tuple[int | None, dict[str, tuple[Any, Any, pa.Da
     out: dict[str, tuple[Any, Any, pa.DataType]] = {}
     for i in range(meta.num_columns):
         path = meta.schema.column(i).path
-        if "." in path or path not in arrow.names or meta.num_row_groups == 0:
+        if "." in path or path not in arrow.names or meta.num_row_groups == 0 or (names is not None and path not in names):
             continue
         kind = arrow.field(path).type
         lows, highs = [], []
@@ -191,7 +193,7 @@ def datetime_facts(uris: list[str] | tuple[str, ...], names: list[str]) -> tuple
     With the read memos off every footer read parses the file's footer again, so a
     request planning over datetime fields reads each part once, not once per field and question.
     """
-    ranges = [part_ranges(uri) for uri in uris]
+    ranges = [part_ranges(uri, names) for uri in uris]
     after = set()
     for name in names:
         lows = [r.get(name, (None,))[0] for r in ranges]
@@ -237,7 +239,7 @@ def _stats_values(uris: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, f
     Inline literals rather than a registered Arrow table: planning over a few VALUES
     rows costs a fraction of a millisecond.
     """
-    ranges = [part_ranges(uri) for uri in uris]
+    ranges = [part_ranges(uri, names) for uri in uris]
     known: dict[str, pa.DataType] = {}
     for name in names:
         kinds = {r[name][2] for r in ranges if name in r}
