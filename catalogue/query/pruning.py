@@ -122,8 +122,13 @@ def part_rows(uri: str) -> int | None:
 
 
 def _facts(uri: str, names: tuple[str, ...] | None) -> tuple[int | None, dict[str, tuple[Any, Any, pa.DataType]]]:
+    """With the memos on, every column's facts kept per part (one footer read per part, whatever is asked);
+    with them off, the footer read again for only the columns asked for."""
     try:
-        return (_footer_facts if memos.on() else _footer_facts.__wrapped__)(uri, names)
+        if not memos.on():
+            return _footer_facts.__wrapped__(uri, names)
+        rows, ranges = _footer_facts(uri, None)
+        return rows, ranges if names is None else {k: v for k, v in ranges.items() if k in names}
     except _Unreadable:  # not cached: the next query tries again
         return None, {}
 
