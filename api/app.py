@@ -6,10 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
 from starlette.routing import Match, Mount
-from fastapi.staticfiles import StaticFiles
-from starlette.types import Scope
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import PrivateAnswers, hide_private_datasets
@@ -27,6 +25,7 @@ from api.routes import dcat
 from api.routes import ckan, ogc
 from api.routes import harvest
 from api.routes import ops
+from api.site_files import SiteFiles
 from catalogue.ingest.gc import Collector
 from catalogue.hub import Hub, open_hub
 from catalogue.meta.loop_reads import LoopReads
@@ -118,18 +117,3 @@ def create_app(settings: Settings, hub: Hub | None = None) -> FastAPI:
     app.mount("/", SiteFiles(directory=settings.site_dir, html=True, check_dir=False), name="site")
     return app
 
-
-class SiteFiles(StaticFiles):
-    """The built site; a missing page raises 404 so the error handler picks the page's language.
-
-    Hidden files (a path part starting with a dot, like the builder's ``.manifest.json``) are
-    the builder's bookkeeping, not pages: 404.
-    """
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        if any(part.startswith(".") and part not in (".", "..") for part in path.replace("\\", "/").split("/")):
-            raise StarletteHTTPException(404)
-        response = await super().get_response(path, scope)
-        if response.status_code == 404:
-            raise StarletteHTTPException(404)
-        return response
