@@ -104,10 +104,7 @@ def find_version(engine: Engine, name: str, number: int | None = None) -> Versio
     For the read path, which needs the version alone: ``get_dataset`` + ``get_version`` load the
     dataset, its publisher and then the version (three queries). On None, those two say what is missing.
     """
-    if number is not None and not storable(number):
-        return None
-    row = _first_row(engine, "current_facts" if number is None else "numbered_facts",
-                     {"name": name} if number is None else {"name": name, "number": number})
+    row = _version_row(engine, "facts", name, number)
     if row is None:
         return None
     found, parts, schema, rows, digest = row
@@ -166,11 +163,17 @@ def get_version_identity(engine: Engine, name: str, number: int | None = None) -
 
     None when there is no such dataset or version; ``get_version`` then says which.
     """
+    row = _version_row(engine, "identity", name, number)
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def _version_row(engine: Engine, what: str, name: str, number: int | None) -> Any:
+    """The row of version ``number`` (default: the current one) of dataset ``name`` from the ``_LOOKUPS`` of
+    ``what`` (``identity``: number and hash; ``facts``: ``VERSION_FACTS``); None if there is none."""
     if number is not None and not storable(number):
         return None
-    row = _first_row(engine, "current" if number is None else "numbered",
-                     {"name": name} if number is None else {"name": name, "number": number})
-    return None if row is None else (int(row[0]), str(row[1]))
+    lookup = ("current" if number is None else "numbered") + ("_facts" if what == "facts" else "")
+    return _first_row(engine, lookup, {"name": name} if number is None else {"name": name, "number": number})
 
 
 def get_version_as_of(session: Session, dataset: Dataset, moment: datetime) -> Version:

@@ -67,8 +67,13 @@ def resolve_version(
     the SQL runner passes the ``Dataset`` it already found).
     """
     direct = direct_version(hub, dataset, version, as_of)
-    if direct is not None:
-        return direct
+    return direct if direct is not None else _resolve_in(hub, session, dataset, version, as_of)
+
+
+def _resolve_in(
+    hub: Hub, session: Session, dataset: str | Dataset, version: int | None, as_of: datetime | None,
+) -> VersionRef:
+    """``resolve_version`` where one query does not answer it: ``as_of``, or nothing found (raises why)."""
     ds = dataset if isinstance(dataset, Dataset) else get_dataset(session, dataset)
     if version is not None and as_of is not None:
         raise InvalidParameter("Give version or as_of, not both.", details={"parameter": "as_of"})
@@ -133,8 +138,8 @@ class QueryEngine:
                     return ref
         ref = direct_version(self.hub, name, number, as_of)
         if ref is None:
-            with self.hub.sessions() as session:
-                ref = resolve_version(self.hub, session, name, number, as_of)
+            with self.hub.sessions() as session:  # the one query found nothing (or as_of): say why
+                ref = _resolve_in(self.hub, session, name, number, as_of)
         with self._lock:
             self._refs[(name, ref.number, ref.content_hash)] = ref
             while len(self._refs) > self.REFS_KEPT:
