@@ -11,6 +11,7 @@ SQL text. Running a plan is :mod:`catalogue.query.records`' job.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -24,6 +25,10 @@ from catalogue.query.odsql import INSTANT_TEXT, Compiler
 from catalogue.schema.sql_text import ident
 from catalogue.schema.model import Field, TableSchema
 from catalogue.schema.table_schema import STORED_TYPES
+
+
+# A count as the compiler renders it: COUNT(*), COUNT("field") or COUNT(DISTINCT "field").
+COUNT = re.compile(r'COUNT\((\*|(DISTINCT )?"([^"]|"")*")\)')
 
 
 @dataclass
@@ -323,10 +328,21 @@ def _output_columns(clauses: Clauses, schema: TableSchema) -> list[str]:
 
 
 def _known_columns(clauses: Clauses, schema: TableSchema) -> list[tuple[str, str]] | None:
-    """(name, DuckDB type) of the output when the schema tells them (every field); None for computed ones."""
-    if clauses.selected or clauses.grouped:
-        return None
-    return [(f.name, f.stored_type) for f in schema.fields]
+    """(name, DuckDB type) of the output when known without binding the query; None when any is computed.
+
+    Known: every field (no select), a selected field (its stored type) and a count (BIGINT in DuckDB,
+    whatever it counts). Anything else is described by DuckDB (``records.output_columns``).
+    """
+    if not (clauses.selected or clauses.grouped):
+        return [(f.name, f.stored_type) for f in schema.fields]
+    stored = {ident(f.name): f.stored_type for f in schema.fields}
+    known = []
+    for sql, name, _ in clauses.selected or clauses.groups:
+        kind = stored.get(sql) or ("BIGINT" if COUNT.fullmatch(sql) else None)
+        if kind is None:
+            return None
+        known.append((name, kind))
+    return known
 
 
 def _where(filters: list[str]) -> str:

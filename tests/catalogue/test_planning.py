@@ -74,3 +74,28 @@ def test_a_box_given_as_numbers_is_bound_like_in_bbox_and_binds_its_cursor(parts
         plan_records(RecordsRequest(bbox=("id", 9.9, 53.5, 10.1, 53.6), limit=3), schema, parts, 1)
     with pytest.raises(QueryError, match="latitudes"):
         plan_records(RecordsRequest(bbox=("geometry", 9.9, 95.0, 10.1, 96.0), limit=3), schema, parts, 1)
+
+
+@pytest.mark.parametrize(("select", "group_by"), [
+    (None, None), ("id", None), ("zone, id", None), ("count(*) as n", None), ("count(distinct zone) as d", None),
+    ("zone, count(id) as n", "zone"), (None, "zone"),
+])
+def test_output_types_known_without_binding_are_the_ones_duckdb_gives(parts: list[str], select: str | None,
+                                                                      group_by: str | None) -> None:
+    """Selected fields and counts are typed from the schema (no LIMIT 0 query to describe them); the types are
+    DuckDB's own for the same query."""
+    import duckdb
+
+    from catalogue.query.records import HIDDEN, _used, output_columns
+
+    plan = plan_records(RecordsRequest(select=select, group_by=group_by, limit=3), TableSchema.from_stored(SCHEMA),
+                        parts, 1)
+    assert plan.columns is not None
+    with duckdb.connect() as con:
+        described = [c for c in output_columns(con, plan.sql, _used(plan.sql, plan.params)) if c[0] not in HIDDEN]
+    assert plan.columns == described
+
+
+@pytest.mark.parametrize("select", ["id + 1 as x", "count(*) + 1 as n", "max(id) as m", "zone, upper(zone) as z"])
+def test_a_computed_output_is_left_for_duckdb_to_type(parts: list[str], select: str) -> None:
+    assert plan_records(RecordsRequest(select=select, limit=3), TableSchema.from_stored(SCHEMA), parts, 1).columns is None
