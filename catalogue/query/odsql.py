@@ -130,7 +130,7 @@ def _trunc_forms(column: str, width: int, after_epoch: bool) -> tuple[exp.Expres
         # Floor, not truncation toward zero, for times before 1970: x - ((x % w) + w) % w.
         bucket = f"({us} - ((({us} % {width}) + {width}) % {width}))"
         value = f"make_timestamp{bucket}"
-    fast = sqlglot.parse_one(value, read="duckdb")
+    fast = cast(exp.Expression, sqlglot.parse_one(value, read="duckdb"))
     return fast, fast.sql(dialect="duckdb"), sqlglot.parse_one(bucket, read="duckdb").sql(dialect="duckdb")
 
 
