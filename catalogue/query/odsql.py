@@ -356,7 +356,8 @@ class Compiler:
         if width is None or not isinstance(column, exp.Column) or \
                 (found := self.fields.get(column.name)) is None or found.type != "datetime" or column.name in self.instants:
             return node  # (DuckDB's date_trunc keeps an instant an instant; make_timestamp would not)
-        fast, value, bucket = _trunc_forms(column.sql(dialect="duckdb"), width, column.name in self.after_epoch)
+        # The column is rendered quoted (_render_node), so its SQL is ident(name), without running the generator.
+        fast, value, bucket = _trunc_forms(ident(column.name), width, column.name in self.after_epoch)
         self._buckets[value] = bucket
         return fast.copy()
 
