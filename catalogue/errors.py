@@ -242,6 +242,13 @@ class ServerBusy(UrbandataError):
         self.retry_after_s = retry_after_s
 
 
+class SiteBusy(UrbandataError):
+    """Another build of the same static site held it for longer than a build waits (``sitegen.build_lock``)."""
+
+    code = "site-busy"
+    status = 503
+
+
 class CommitConflict(UrbandataError):
     """Other versions of the dataset kept landing while a delivery was being committed."""
 

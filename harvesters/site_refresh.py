@@ -8,7 +8,6 @@ from typing import Any
 
 from catalogue.hub import Hub
 from catalogue.sitegen.builder import build_site
-from catalogue.sitegen.listings import Manifest
 
 
 def published_datasets(outcomes: Iterable[Any]) -> list[str]:
@@ -18,11 +17,10 @@ def published_datasets(outcomes: Iterable[Any]) -> list[str]:
 
 def refresh_site(hub: Hub, changed: Iterable[str], progress: Callable[[str], None] | None = None,
                  openapi: dict[str, Any] | None = None) -> Path:
-    """Re-render what the ``changed`` datasets touch; the whole site when none was built yet (no manifest).
+    """Re-render what the ``changed`` datasets touch; the whole site when none was built yet (no manifest:
+    the builder decides that under the site's build lock, so of two refreshes at once one builds it whole).
 
     The incremental build also rewrites the site-wide pages (front page, search index, feeds, sitemap,
     the harvest status page), so they show the new versions too.
     """
-    site = hub.settings.site_dir
-    only = None if Manifest.read(site) is None else sorted(set(changed))
-    return build_site(hub, progress=progress, changed=only, openapi=openapi)
+    return build_site(hub, progress=progress, changed=sorted(set(changed)), openapi=openapi)

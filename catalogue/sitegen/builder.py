@@ -11,6 +11,7 @@ another origin.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -33,9 +34,11 @@ from catalogue.meta.vocabularies import FREQUENCIES, THEMES, label
 from catalogue.query.engine import VersionRef
 from catalogue.query.exports import format_names
 from catalogue.sitegen import feeds, search_index
+from catalogue.sitegen.build_lock import site_build_lock
 from catalogue.sitegen.static_files import copy_static
 from catalogue.sitegen.data_files import VersionData
 from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
+from catalogue.sitegen.partial_files import partial_path
 from catalogue.sitegen.rich_text import markdown
 from catalogue.sitegen.views import card_view, dataset_view, entry_card, human_bytes, publisher_view, when
 
@@ -109,7 +112,9 @@ def _put(path: Path, text: str) -> bool:
             return False
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    partial = partial_path(path)  # whole or not at all: the API serves the site while it is rebuilt
+    partial.write_bytes(data)
+    os.replace(partial, path)
     return True
 
 
@@ -155,27 +160,32 @@ class SiteBuilder:
         build), render just those datasets' pages, the listing pages that differ from
         the last build, and the site-wide pages and files (front page, search index,
         feeds, sitemap). The pages of a dataset (or publisher) that no longer exists
-        are removed, and so are listing pages beyond the last. A change of a
+        are removed, and so are listing pages beyond the last. A site with no manifest
+        (none built yet, or its manifest lost) is built whole. A change of a
         publisher's own metadata, of the templates or of the settings needs a full build.
         ``openapi`` (the API's OpenAPI document, which the kernel cannot make) is written as
         ``openapi.json`` for the API documentation page.
+
+        One build of the site runs at a time (``build_lock``); a second one waits, then finds the
+        first one's manifest.
         """
         out = self.settings.site_dir
-        out.mkdir(parents=True, exist_ok=True)
         size = self.settings.site_page_size
-        if openapi is not None:
-            (out / "openapi.json").write_text(json.dumps(openapi, ensure_ascii=False, indent=1), encoding="utf-8")
-        if only is None:
-            copy_static(self.settings.site_templates_dir / "static", out / "static")
-        previous = Manifest.read(out)
-        before = previous if only is not None and previous and previous.page_size == size else None
-        data = VersionData(self.hub)
-        try:
-            with self.hub.sessions() as session:
-                pages = self._build(session, data, previous, before, only, progress)
-        finally:
-            data.close()
-        return pages
+        with site_build_lock(out):
+            previous = Manifest.read(out)
+            if previous is None:
+                only = None
+            if openapi is not None:
+                _put(out / "openapi.json", json.dumps(openapi, ensure_ascii=False, indent=1))
+            if only is None:
+                copy_static(self.settings.site_templates_dir / "static", out / "static")
+            before = previous if only is not None and previous and previous.page_size == size else None
+            data = VersionData(self.hub)
+            try:
+                with self.hub.sessions() as session:
+                    return self._build(session, data, previous, before, only, progress)
+            finally:
+                data.close()
 
     def build_search_index(self) -> int:
         """Rewrite the search index from every public dataset, as a full build does (no page is rendered);
@@ -311,10 +321,10 @@ class SiteBuilder:
             folder.mkdir(parents=True, exist_ok=True)
             for kind in ("map", "chart"):
                 if found.get(kind):
-                    (folder / f"{kind}.json").write_text(json.dumps(found[kind], ensure_ascii=False,
-                                                                    separators=(",", ":")), encoding="utf-8")
-            if d.name == BASEMAP_DATASET and found.get("map"):
-                shutil.copyfile(folder / "map.json", root / "basemap.json")
+                    text = json.dumps(found[kind], ensure_ascii=False, separators=(",", ":"))
+                    _put(folder / f"{kind}.json", text)
+                    if kind == "map" and d.name == BASEMAP_DATASET:
+                        _put(root / "basemap.json", text)
             parquet = folder / f"v{v.number}.parquet"
             copies[d.name] = data.copy_parquet(ref, parquet)
             if parquet.is_file():

@@ -1,8 +1,9 @@
 """Site files written whole: a writer fills a file of its own beside the target, then renames it over the target.
 
-Two processes may build the same site at once (two ``harvest --due`` runs, each rebuilding what it
-published): each needs a partial file no other writer uses, or one's rename takes the other's file away
-and the second rename fails. The last rename wins; both wrote the same content.
+The API serves the site while it is rebuilt, so a reader sees a file's old bytes or its new ones, never
+half of them. Builds of one site take turns (``build_lock``), but a partial file of its own per writer
+keeps a rename safe even beside a writer outside that lock: one writer's rename never takes another's
+partial file away.
 """
 
 from __future__ import annotations

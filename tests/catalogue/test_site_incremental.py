@@ -176,3 +176,89 @@ def test_kept_entries_whose_title_or_publisher_changed_unnamed_are_read_again(hu
     doc = next(d for d in index["docs"] if d["name"] == "ds-005")
     assert (doc["publisher"], doc["title"]) == ("amt-c", "Zählstellen Hafen")
     assert "Zählstellen Hafen" in (site / "publishers/amt-c.html").read_text(encoding="utf-8")
+
+
+def test_an_incremental_build_of_a_site_never_built_builds_it_whole(hub: Hub, tmp_path: Path) -> None:
+    """No manifest: an incremental build (a harvest's refresh) cannot know what it would leave out."""
+    SiteBuilder(hub, now=NOW).build(only=["ds-001"])
+    assert tree(hub.settings.site_dir) == full_build_elsewhere(hub, tmp_path / "reference")
+
+
+def test_builds_at_once_wait_for_each_other_and_leave_the_bytes_of_a_full_build(hub: Hub, tmp_path: Path) -> None:
+    """Two harvest processes (or the serve scheduler and build-site) each rebuilding the site at once: before
+    the build lock, one's removal of a dataset's folder made the other's page write fail (FileNotFoundError)."""
+    import threading
+
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def build(names: list[str]) -> None:
+        start.wait()
+        try:
+            SiteBuilder(hub, now=NOW).build(only=names)
+        except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=build, args=([f"ds-{i:03d}"],)) for i in (1, 7, 20, 33)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    site = hub.settings.site_dir
+    assert tree(site) == full_build_elsewhere(hub, tmp_path / "reference")
+    assert not list(site.rglob("*.partial"))
+
+
+def test_a_build_waits_while_another_holds_the_site_and_says_so_past_its_wait(hub: Hub) -> None:
+    import threading
+
+    from catalogue.errors import SiteBusy
+    from catalogue.sitegen.build_lock import site_build_lock
+    from catalogue.sitegen.listings import MANIFEST
+
+    site = hub.settings.site_dir
+    with site_build_lock(site):
+        waiting = threading.Thread(target=lambda: SiteBuilder(hub, now=NOW).build())
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and not (site / MANIFEST).exists()
+        with pytest.raises(SiteBusy) as busy:
+            with site_build_lock(site, wait_s=0.1):
+                pass
+    assert (busy.value.code, busy.value.status) == ("site-busy", 503)
+    assert str(site) in busy.value.message and "build-site" in busy.value.message
+    waiting.join(timeout=120)
+    assert not waiting.is_alive() and (site / MANIFEST).is_file()
+
+
+def test_the_build_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from catalogue.sitegen.build_lock import site_build_lock
+
+    site = tmp_path / "site"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, pathlib\n"
+         "from catalogue.sitegen.build_lock import site_build_lock\n"
+         "with site_build_lock(pathlib.Path(sys.argv[1])):\n"
+         "    print('held', flush=True)\n    time.sleep(600)\n", str(site)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        from catalogue.errors import SiteBusy
+
+        with pytest.raises(SiteBusy):
+            with site_build_lock(site, wait_s=0.1):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        with site_build_lock(site, wait_s=5):
+            assert (site / ".build.lock").is_file()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout:
+            holder.stdout.close()
