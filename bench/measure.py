@@ -268,6 +268,23 @@ def mib(n_bytes: float) -> float:
     return n_bytes / (1 << 20)
 
 
+class CpuBusy:
+    """The share of the machine's CPU time (all cores, every process) that was not idle while the block ran."""
+
+    def __init__(self) -> None:
+        self.fraction = 0.0
+
+    def __enter__(self) -> CpuBusy:
+        self._before = psutil.cpu_times()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = psutil.cpu_times()
+        total = sum(after) - sum(self._before)
+        idle = (after.idle - self._before.idle) + (getattr(after, "iowait", 0.0) - getattr(self._before, "iowait", 0.0))
+        self.fraction = 1.0 - idle / total if total > 0 else 0.0
+
+
 class LoadSampler:
     """Records the machine's 1-minute load average at the start, every ``interval_s`` and at the end of a phase."""
 

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from sqlalchemy import case, create_engine, event, select, text, update
 from bench.catalogue_data import grow_catalogue
 from bench.context import DATASET, Context
 from bench.data import Shape, csv_options, write_csv, write_definitions
-from bench.measure import Figure, LoadSampler, per_turn, ratio_target, settle, timed_alternately
+from bench.measure import CpuBusy, Figure, LoadSampler, per_turn, ratio_target, settle, timed_alternately
 from bench.phase_catalogue import SEARCHES
 from bench.phase_ckan import percentile
 from bench.phase_queries import Questions, _ours, version_ref
@@ -467,6 +468,7 @@ def ingest_throughput(ctx: Context, seaweed: Seaweed) -> None:
         sync_definitions(hubs[1], load_definitions(defs))
         made = Deliveries(feeds, count, rows)
         pids: dict[int, set[int]] = {1: set(), 2: set()}
+        busy: dict[int, list[float]] = {1: [], 2: []}  # the machine's CPU, not idle, during each round
         try:
             with WorkerGroup(hubs[1].settings, seaweed, 1, ctx.work / "workers-1.log"), \
                     WorkerGroup(hubs[2].settings, seaweed, 2, ctx.work / "workers-2.log"):
@@ -481,7 +483,9 @@ def ingest_throughput(ctx: Context, seaweed: Seaweed) -> None:
                             ctx.step(f"backends: {count} harvests of {rows:,} rows, {p} worker(s), "
                                      f"turn {turn + 1}/{ctx.heavy}")
                             total = made.next_round()
-                            seconds, seen = harvest_round(hubs[p], count, total)
+                            with CpuBusy() as cpu:
+                                seconds, seen = harvest_round(hubs[p], count, total)
+                            busy[p].append(cpu.fraction)
                             pids[p] |= seen
                             out[str(p)].append(total / seconds)
                     return out
@@ -494,6 +498,7 @@ def ingest_throughput(ctx: Context, seaweed: Seaweed) -> None:
             shutil.rmtree(ctx.work / "backends-ingest", ignore_errors=True)
             shutil.rmtree(feeds, ignore_errors=True)
     res.facts["backends_ingest_worker_pids"] = {p: len(v) for p, v in pids.items()}
+    res.facts["backends_ingest_cpu_busy"] = {p: statistics.median(v) for p, v in busy.items() if v}
     res.facts["backends_ingest_database"] = urlsplit(database_url).scheme
     for p in (1, 2):
         res.add(Figure(f"backends.ingest.workers{p}", f"ingest throughput, {count} harvests of ~{rows:,} rows queued "
@@ -568,9 +573,19 @@ def _notes(ctx: Context, size: int, loads: dict[str, list[float]]) -> None:
              "worker group per side, both running throughout on their own queue namespaces "
              "(`urbandata worker --processes 1|2 --threads 1`), each warmed by one unmeasured round; "
              "rows/s = rows published / (queue → last job ended); the two sides in turns. The machine has "
-             f"{os.cpu_count()} cores, shared with PostgreSQL, SeaweedFS and the file server.")
+             f"{os.cpu_count()} cores, shared with PostgreSQL, SeaweedFS and the file server." + _cpu_note(res.facts))
     res.note(SECTION, "Load average (1 min) during the parts: " + "; ".join(
         f"{k} {v[0]:.2f} → {v[-1]:.2f} (highest {max(v):.2f})" for k, v in loads.items() if v) + ".")
+
+
+def _cpu_note(facts: dict[str, Any]) -> str:
+    """How busy the machine's cores were during the rounds of each side (psutil.cpu_times), if measured."""
+    busy = facts.get("backends_ingest_cpu_busy") or {}
+    if not busy:
+        return ""
+    sides = "; ".join(f"{p} worker(s) {fraction:.0%}" for p, fraction in sorted(busy.items()))
+    return (" The machine's cores (all processes) were busy, median of the rounds: " + sides + ". A second "
+            "worker can only add throughput from the cores the first side left idle.")
 
 
 def main(argv: list[str] | None = None) -> None:

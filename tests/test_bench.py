@@ -490,3 +490,20 @@ def test_the_records_side_on_seaweedfs_reads_its_parts_from_the_object_store(his
     assert {f"backends.records.{q}.{side}" for q in ("first", "groupby") for side in ("local", "s3")} <= set(figures)
     assert [t.section for t in history.results.targets] == ["backends", "backends"]
     assert not (history.work / "backends-s3").exists() and not (history.work / "backends-local").exists()
+
+
+def test_cpu_busy_counts_at_least_the_cpu_time_this_process_spent() -> None:
+    """The machine's busy share over a block includes the block's own CPU time (and never exceeds all of it)."""
+    import os
+    import time
+
+    from bench.measure import CpuBusy
+
+    own_before, started = time.process_time(), time.monotonic()
+    with CpuBusy() as cpu:
+        while time.process_time() - own_before < 0.4:  # spin: 0.4 s of this process's CPU
+            pass
+    wall, own = time.monotonic() - started, time.process_time() - own_before
+    cores = os.cpu_count() or 1
+    assert 0.0 < cpu.fraction <= 1.0
+    assert cpu.fraction * wall * cores >= 0.8 * own, (cpu.fraction, wall, own, cores)
