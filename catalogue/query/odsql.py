@@ -340,7 +340,7 @@ class Compiler:
 
     def _sql(self, tree: exp.Expression) -> str:
         """DuckDB SQL of a rendered tree (the compiler's own copy, changed in place)."""
-        return tree.transform(self._fast_trunc, copy=False).sql(dialect="duckdb")
+        return tree.transform(self._fast_trunc, copy=False).sql(dialect="duckdb", copy=False)
 
     def _fast_trunc(self, node: exp.Expression) -> exp.Expression:
         """date_trunc of a datetime field to a fixed-width unit, as integer arithmetic on epoch microseconds.
