@@ -89,6 +89,58 @@ def test_two_worker_processes_harvest_each_queued_source_into_one_version(
 
 
 @pytest.mark.timeout(300)
+def test_two_one_thread_workers_each_take_one_of_two_queued_harvests_at_once(
+        answering: Callable[..., Any], source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any],
+        pg: dict[str, Any], workers: Callable[[Hub], Workers]) -> None:
+    """A worker process takes no more messages than it has threads (``dramatiq_environment``). With Dramatiq's
+    default prefetch (twice its threads) the first process to poll took both harvests and ran them one after the
+    other while the second idled: here each feed answers only once both requests are in, so that never ends."""
+    both_asked = threading.Barrier(2)
+    broken: list[str] = []
+
+    def together(handler: BaseHTTPRequestHandler, server: Any) -> None:
+        try:
+            both_asked.wait(60)
+        except threading.BrokenBarrierError:
+            broken.append(handler.path)
+        body = b"id,no2\n1,21.5\n"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/csv")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server = answering(together)
+    for name in ("luft-a", "luft-b"):
+        hub = source_catalogue(name, SCHEMA, {"type": "http-file", "url": f"{server.url}{name}.csv", "format": "csv",
+                                              "schedule": "1d"}, **pg, **queue_settings)
+    assert [o.status for o in run_due(hub)] == ["queued", "queued"]  # both queued before any worker runs
+    group = workers(hub)
+    command = group.start(processes=2)
+    done = wait_for("two published jobs", lambda: all(s == "published" for _, s, _, _ in job_rows(hub)), 150, group)
+    assert broken == [], f"a request waited alone for the other: {broken} ({done})"
+    takers = {pid for *_, pid in job_rows(hub)}
+    assert len(takers) == 2 and takers <= group.children(command)
+
+
+def test_the_worker_command_sets_dramatiq_s_prefetch_and_poll_before_dramatiq_is_imported() -> None:
+    """Dramatiq reads its environment once, when imported: the command line must not have imported it yet."""
+    probe = ("import sys, api.cli\n"
+             "assert 'dramatiq' not in sys.modules, 'api.cli imports dramatiq'\n"
+             "from api.cli_worker import POLL_MS, dramatiq_environment\n"
+             "dramatiq_environment(3)\n"
+             "from dramatiq import Worker\n"
+             "from dramatiq.brokers.stub import StubBroker\n"
+             "w = Worker(StubBroker(), worker_threads=3)\n"
+             "print(w.queue_prefetch, w.worker_timeout, POLL_MS)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("dramatiq_")}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    prefetch, poll, expected_poll = map(int, done.stdout.split())
+    assert (prefetch, poll) == (3, expected_poll) and expected_poll < 1000  # Dramatiq's defaults: 6 and 1,000
+
+
+@pytest.mark.timeout(300)
 def test_a_worker_killed_mid_harvest_leaves_its_job_to_another_which_publishes_it_once(
         answering: Callable[..., Any], source_catalogue: Callable[..., Hub], queue_settings: dict[str, Any],
         pg: dict[str, Any], workers: Callable[[Hub], Workers]) -> None:
