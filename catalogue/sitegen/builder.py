@@ -11,7 +11,6 @@ another origin.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -38,7 +37,7 @@ from catalogue.sitegen.build_lock import site_build_lock
 from catalogue.sitegen.static_files import copy_static
 from catalogue.sitegen.data_files import VersionData
 from catalogue.sitegen.listings import Listing, Manifest, index_listing, publisher_listing
-from catalogue.sitegen.partial_files import partial_path
+from catalogue.sitegen.partial_files import write_whole
 from catalogue.sitegen.rich_text import markdown
 from catalogue.sitegen.views import card_view, dataset_view, entry_card, human_bytes, publisher_view, when
 
@@ -112,9 +111,7 @@ def _put(path: Path, text: str) -> bool:
             return False
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)  # whole or not at all: the API serves the site while it is rebuilt
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    write_whole(path, data)  # whole or not at all: the API serves the site while it is rebuilt
     return True
 
 

@@ -10,14 +10,13 @@ incremental build can compare each listing before and after.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from catalogue.sitegen.search_index import fold
-from catalogue.sitegen.partial_files import partial_path
+from catalogue.sitegen.partial_files import write_whole
 
 MANIFEST = ".manifest.json"
 MANIFEST_FORMAT = 2
@@ -136,6 +135,4 @@ class Manifest:
         """Store the manifest in ``site_dir``; replaced in one step, so a reader never sees half of it."""
         doc = {"format": MANIFEST_FORMAT, "page_size": self.page_size, "publishers": self.publishers,
                "datasets": self.datasets, "titles": {n: list(t) for n, t in sorted(self.titles.items())}}
-        partial = partial_path(site_dir / MANIFEST)
-        partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-        os.replace(partial, site_dir / MANIFEST)
+        write_whole(site_dir / MANIFEST, json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))

@@ -16,3 +16,10 @@ from pathlib import Path
 def partial_path(target: Path) -> Path:
     """A name beside ``target`` that this writer alone uses, to be renamed over it (``os.replace``) when whole."""
     return target.with_name(f"{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+
+
+def write_whole(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` whole: into this writer's own partial file, then renamed over ``target``."""
+    partial = partial_path(target)
+    partial.write_bytes(data)
+    os.replace(partial, target)

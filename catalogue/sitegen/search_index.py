@@ -20,14 +20,13 @@ reading the others from the catalogue.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from catalogue.meta.german_words import ENDINGS, MIN_STEM, fold, stem, words
-from catalogue.sitegen.partial_files import partial_path
+from catalogue.sitegen.partial_files import write_whole
 
 INDEX_PATH = "search/index.json"
 DOCS_FILE = ".search-docs.json"
@@ -129,6 +128,4 @@ def write_index(site_dir: Path, entries: Mapping[str, Any], publishers: Mapping[
 
 def _replace(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)
-    partial.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-    os.replace(partial, path)
+    write_whole(path, json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
