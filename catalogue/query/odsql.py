@@ -152,6 +152,7 @@ class Compiler:
         self.aliases: dict[str, str] = {}  # output name -> rendered SQL
         # (field, condition on part statistics) per filter conjunct that can skip whole parts
         self.part_tests: list[tuple[str, str]] = []
+        self.pinned: set[str] = set()  # fields a filter conjunct holds to one value (field = constant)
         self._buckets: dict[str, str] = {}  # rendered fast date_trunc -> its integer bucket (see group_key)
 
     @property
@@ -379,6 +380,7 @@ class Compiler:
         self._check(tree, "where", aggregates=False)
         rendered = self._render_node(tree, clause)
         self.part_tests += pruning.conditions(rendered, self.fields)
+        self.pinned |= pruning.pinned(rendered, self.fields)
         return self._sql(rendered)
 
     def in_box(self, name: str, west: float, south: float, east: float, north: float) -> str:

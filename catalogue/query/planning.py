@@ -160,7 +160,7 @@ def _plan(
     # The files are parameters, so run_records can hand over only the parts that may match.
     clauses.compiler.params["scan"] = position.scan
     clauses.compiler.params["parts"] = list(uris)
-    count_from = _count_source(request, clauses, position, row_count)
+    count_from = _count_source(request, clauses, position, row_count, _one_reading_each(schema))
     return Plan(sql=rows_sql(request, clauses, schema, position, count_from), count_sql=count_sql(clauses),
                 params=clauses.compiler.params, keyed=clauses.keyed, parts=list(uris),
                 columns=_known_columns(clauses, schema), count_from=count_from,
@@ -229,6 +229,8 @@ def _field_filter(compiler: Compiler, kind: str, item: str, by_name: dict[str, F
     param = f"f{len(compiler.params) + 1}"
     compiler.params[param] = value
     typed = f"TRY_CAST(${param} AS {stored})"
+    if kind == "refine":
+        compiler.pinned.add(name)
     if kind == "refine" and field_type in pruning.PRUNABLE:
         compiler.part_tests.append(
             (name, f"{pruning.stat(name, 'min')} <= {typed} AND {typed} <= {pruning.stat(name, 'max')}"))
@@ -272,14 +274,31 @@ def _leading_parts(uris: list[str], rows: int) -> list[str]:
     return uris
 
 
-def _count_source(request: RecordsRequest, clauses: Clauses, position: Position, row_count: int | None) -> str:
-    """Where the total count of a page comes from (see ``Plan.count_from``)."""
+def _one_reading_each(schema: TableSchema) -> str | None:
+    """The time field of an (entity, time) primary key: held to one value, it matches one row per entity."""
+    time = schema.time_field
+    return time if time is not None and len(schema.primary_key) == 2 else None
+
+
+def _count_source(request: RecordsRequest, clauses: Clauses, position: Position, row_count: int | None,
+                  reading_time: str | None = None) -> str:
+    """Where the total count of a page comes from (see ``Plan.count_from``).
+
+    ``reading_time``: the time field of an (entity, time) key (``_one_reading_each``).
+    """
     if request.limit is None:  # exports: no count
         return "query"
     if clauses.only_aggregates:
         return "known"
     if clauses.grouped:
         # The groups are built in full anyway; counting them is one more window over them.
+        return "window"
+    if reading_time in clauses.compiler.pinned and not clauses.keyed:
+        # (A keyed page keeps its stored order and stops its scan at the page's end: no window there.)
+        # One reading time (the top ten at noon) matches at most one row per entity, few enough to count
+        # in the same scan: one query instead of two, and a window before the ORDER BY ... LIMIT keeps
+        # DuckDB from scanning the files a second time for the late-materialised top rows (measured
+        # on the by-time copy of 1M rows: 1.0 ms against 1.5 ms rows + 0.46 ms count).
         return "window"
     # A page after a cursor counts as filtered here (as it always has): its total is counted.
     if not clauses.filters and not position.after_cursor and row_count is not None:

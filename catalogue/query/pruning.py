@@ -49,6 +49,17 @@ def conditions(tree: exp.Expression, fields: Mapping[str, Field]) -> list[tuple[
     return out
 
 
+def pinned(tree: exp.Expression, fields: Mapping[str, Field]) -> set[str]:
+    """The fields a rendered filter holds to one value: a top-level conjunct ``field = constant``."""
+    out = set()
+    for node in _conjuncts(tree):
+        if isinstance(node, exp.EQ):
+            for name, value in ((_field(node.this, fields), node.expression), (_field(node.expression, fields), node.this)):
+                if name is not None and _constant(value):
+                    out.add(name)
+    return out
+
+
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     while isinstance(node, exp.Paren):
         node = node.this

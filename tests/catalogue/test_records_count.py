@@ -175,3 +175,79 @@ def test_cursor_pages_without_a_filter_read_from_the_cursor_on_and_reach_every_r
             break
     assert seen == [r["id"] for r in ROWS]
     assert max(scans) <= 2 and scans[0] == 1
+
+
+# (entity, time) readings: five sensors, twelve reading times each.
+READINGS_SCHEMA = {
+    "fields": [{"name": "sensor", "type": "string"}, {"name": "at", "type": "datetime"},
+               {"name": "free", "type": "integer"}],
+    "primaryKey": ["sensor", "at"],
+}
+READINGS = [{"sensor": f"s{s}", "at": f"2026-01-01T{h:02d}:00:00", "free": (s * 7 + h * 3) % 11}
+            for s in range(5) for h in range(12)]
+
+
+@pytest.fixture(scope="module")
+def reading_parts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("readings")
+    table = pa.table({"sensor": [r["sensor"] for r in READINGS],
+                      "at": pa.array([r["at"] for r in READINGS]).cast(pa.timestamp("us")),
+                      "free": [r["free"] for r in READINGS]})
+    out = []
+    for number, (start, stop) in enumerate(((0, 24), (24, 60))):
+        path = Path(root) / f"r{number}.parquet"
+        pq.write_table(table.slice(start, stop - start), path)
+        out.append(str(path))
+    return out
+
+
+def reading_page(cur: object, parts: list[str], request: RecordsRequest,
+                 schema: dict | None = None) -> tuple[object, dict]:
+    plan = plan_records(request, TableSchema.from_stored(schema or READINGS_SCHEMA), parts, 1, row_count=len(READINGS))
+    return plan, run_records(cur, plan, version=1, limit=request.limit or 0, time_limit_ms=10_000)  # type: ignore[arg-type]
+
+
+AT_5 = [r for r in READINGS if r["at"] == "2026-01-01T05:00:00"]
+READING_CASES = [
+    # One reading time, ordered (the top ones at a moment): counted in the rows query.
+    (RecordsRequest(where="at = '2026-01-01T05:00:00'", order_by="free desc, sensor", limit=2), len(AT_5), "window"),
+    (RecordsRequest(where="'2026-01-01T05:00:00' = at and free >= 0", order_by="free", limit=2), len(AT_5), "window"),
+    (RecordsRequest(refine=["at:2026-01-01T05:00:00"], order_by="free", limit=3), len(AT_5), "window"),
+    (RecordsRequest(where="at = '2026-01-01T05:00:00'", order_by="free", limit=2, offset=40), len(AT_5), "window"),
+    (RecordsRequest(where="at = '2026-01-01T23:00:00'", order_by="free", limit=2), 0, "window"),
+    # Not one reading time, or a keyed page (stored order, its scan stops at the page's end): as before.
+    (RecordsRequest(where="at = '2026-01-01T05:00:00'", limit=2), len(AT_5), "rows"),
+    (RecordsRequest(where="at >= '2026-01-01T05:00:00'", order_by="free", limit=2),
+     sum(r["at"] >= "2026-01-01T05:00:00" for r in READINGS), "rows"),
+    (RecordsRequest(where="at = '2026-01-01T05:00:00' or free = 1", order_by="free", limit=2),
+     sum(r["at"] == "2026-01-01T05:00:00" or r["free"] == 1 for r in READINGS), "rows"),
+    (RecordsRequest(where="sensor = 's1'", order_by="free", limit=2), 12, "rows"),
+]
+
+
+@pytest.mark.parametrize(("request_", "expected", "source"), READING_CASES)
+def test_a_reading_time_is_counted_in_the_rows_query(cur: object, reading_parts: list[str],
+                                                     request_: RecordsRequest, expected: int, source: str) -> None:
+    recording = Recording(cur)
+    plan, out = reading_page(recording, reading_parts, request_)
+    assert plan.count_from == source
+    assert out["total_count"] == expected
+    rows = json.loads(out["results_json"])
+    assert all("__total" not in row for row in rows)
+    if source == "window" and rows:
+        assert recording.counts == 0  # no second scan for the count
+
+
+def test_the_top_rows_at_a_reading_time(cur: object, reading_parts: list[str]) -> None:
+    out = reading_page(cur, reading_parts, RecordsRequest(where="at = '2026-01-01T05:00:00'",
+                                                          order_by="free desc, sensor", limit=3))[1]
+    top = sorted(AT_5, key=lambda r: (-r["free"], r["sensor"]))[:3]
+    assert [(r["sensor"], r["free"]) for r in json.loads(out["results_json"])] == [(r["sensor"], r["free"]) for r in top]
+
+
+def test_a_key_of_more_than_entity_and_time_counts_as_before(cur: object, reading_parts: list[str]) -> None:
+    # (sensor, at, free) as the key: one reading time may hold many rows per sensor.
+    schema = {**READINGS_SCHEMA, "primaryKey": ["sensor", "at", "free"]}
+    plan, out = reading_page(cur, reading_parts, RecordsRequest(where="at = '2026-01-01T05:00:00'", order_by="free",
+                                                                limit=2), schema)
+    assert plan.count_from == "rows" and out["total_count"] == len(AT_5)
