@@ -231,9 +231,9 @@ def _field_filter(compiler: Compiler, kind: str, item: str, by_name: dict[str, F
     typed = f"TRY_CAST(${param} AS {stored})"
     if kind == "refine":
         compiler.pinned.add(name)
-    if kind == "refine" and field_type in pruning.PRUNABLE:
-        compiler.part_tests.append(
-            (name, f"{pruning.stat(name, 'min')} <= {typed} AND {typed} <= {pruning.stat(name, 'max')}"))
+        if field_type in pruning.PRUNABLE:
+            compiler.part_tests.append(
+                (name, f"{pruning.stat(name, 'min')} <= {typed} AND {typed} <= {pruning.stat(name, 'max')}"))
     return f"{ident(name)} {'=' if kind == 'refine' else 'IS DISTINCT FROM'} {typed}"
 
 
@@ -281,7 +281,7 @@ def _one_reading_each(schema: TableSchema) -> str | None:
 
 
 def _count_source(request: RecordsRequest, clauses: Clauses, position: Position, row_count: int | None,
-                  reading_time: str | None = None) -> str:
+                  reading_time: str | None) -> str:
     """Where the total count of a page comes from (see ``Plan.count_from``).
 
     ``reading_time``: the time field of an (entity, time) key (``_one_reading_each``).

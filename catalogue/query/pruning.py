@@ -53,10 +53,9 @@ def pinned(tree: exp.Expression, fields: Mapping[str, Field]) -> set[str]:
     """The fields a rendered filter holds to one value: a top-level conjunct ``field = constant``."""
     out = set()
     for node in _conjuncts(tree):
-        if isinstance(node, exp.EQ):
-            for name, value in ((_field(node.this, fields), node.expression), (_field(node.expression, fields), node.this)):
-                if name is not None and _constant(value):
-                    out.add(name)
+        found = _comparison(node, fields)
+        if found is not None and found[1] is exp.EQ:
+            out.add(found[0])
     return out
 
 
@@ -78,15 +77,26 @@ def _constant(node: exp.Expression) -> bool:
     return not any(isinstance(n, (exp.Column, exp.Star)) for n in node.walk())
 
 
+def _comparison(node: exp.Expression, fields: Mapping[str, Field]) -> tuple[str, type, exp.Expression] | None:
+    """(field, comparison read field-first, constant) of ``field <op> constant`` or ``constant <op> field``."""
+    if type(node) not in MIRROR:
+        return None
+    left, right, kind = node.this, node.expression, type(node)
+    if _field(right, fields) and not _field(left, fields):
+        left, right, kind = right, left, MIRROR[kind]
+    name = _field(left, fields)
+    if name is None or not _constant(right):
+        return None
+    return name, kind, right
+
+
 def _condition(node: exp.Expression, fields: Mapping[str, Field]) -> tuple[str, str] | None:
     if type(node) in MIRROR:
-        left, right, kind = node.this, node.expression, type(node)
-        if _field(right, fields) and not _field(left, fields):
-            left, right, kind = right, left, MIRROR[kind]
-        name = _field(left, fields)
-        if name is None or not _constant(right):
+        found = _comparison(node, fields)
+        if found is None:
             return None
-        return name, _range_test(name, kind, right.sql(dialect="duckdb"))
+        compared, kind, value = found
+        return compared, _range_test(compared, kind, value.sql(dialect="duckdb"))
     if isinstance(node, exp.In) and not node.args.get("query"):
         name = _field(node.this, fields)
         values = node.expressions

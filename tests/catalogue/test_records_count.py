@@ -42,8 +42,9 @@ def cur() -> Iterator[object]:
     con.close()
 
 
-def page(cur: object, parts: list[str], request: RecordsRequest, known: bool = True) -> tuple[object, dict]:
-    plan = plan_records(request, TableSchema.from_stored(SCHEMA), parts, 1, row_count=len(ROWS) if known else None)
+def page(cur: object, parts: list[str], request: RecordsRequest, known: bool = True, *, schema: dict = SCHEMA,
+         rows: list[dict] = ROWS) -> tuple[object, dict]:
+    plan = plan_records(request, TableSchema.from_stored(schema), parts, 1, row_count=len(rows) if known else None)
     out = run_records(cur, plan, version=1, limit=request.limit or 0, time_limit_ms=10_000)  # type: ignore[arg-type]
     return plan, out
 
@@ -202,9 +203,8 @@ def reading_parts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 def reading_page(cur: object, parts: list[str], request: RecordsRequest,
-                 schema: dict | None = None) -> tuple[object, dict]:
-    plan = plan_records(request, TableSchema.from_stored(schema or READINGS_SCHEMA), parts, 1, row_count=len(READINGS))
-    return plan, run_records(cur, plan, version=1, limit=request.limit or 0, time_limit_ms=10_000)  # type: ignore[arg-type]
+                 schema: dict = READINGS_SCHEMA) -> tuple[object, dict]:
+    return page(cur, parts, request, schema=schema, rows=READINGS)
 
 
 AT_5 = [r for r in READINGS if r["at"] == "2026-01-01T05:00:00"]
